@@ -1,0 +1,7 @@
+"""``python -m forecast``: see :mod:`forecast.cli`."""
+
+import sys
+
+from forecast.cli import main
+
+sys.exit(main())
