@@ -1,0 +1,26 @@
+import subprocess
+import sys
+from pathlib import Path
+
+from forecast.data import SalesData, write_csv
+from forecast.registry import Registry
+
+
+def test_train_command_registers_promotes_and_prints_the_smape_line(tmp_path: Path, small_data: SalesData) -> None:
+    csv = tmp_path / "train.csv"
+    write_csv(small_data, csv)
+    registry_dir = tmp_path / "registry"
+    command = [sys.executable, "-m", "forecast", "--registry", str(registry_dir), "train", "--data", str(csv)]
+    result = subprocess.run([*command, "--rounds", "20"], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("holdout SMAPE: model=") and " baseline=" in last
+    model, baseline = (float(part.split("=")[1]) for part in last.removeprefix("holdout SMAPE: ").split())
+    assert model < baseline
+    registry = Registry(registry_dir)
+    assert registry.aliases() == {"production": "v1"}
+    assert registry.metadata("v1")["data"]["rows"] == len(small_data)
+
+    again = subprocess.run([*command, "--if-empty"], capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0 and "not training" in again.stdout
+    assert registry.versions() == ["v1"]

@@ -1,0 +1,171 @@
+import json
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from forecast.errors import CorruptVersion, IncompatibleVersion, VersionNotFound
+from forecast.registry import METADATA_FILE, MODEL_FILE, Registry
+from forecast.train import TrainResult
+
+
+def clone_version(registry: Registry, source: str, target: str) -> Path:
+    """Copy a version under a new name (writable), to damage it in a test."""
+    path = registry.versions_dir / target
+    shutil.copytree(registry.versions_dir / source, path)
+    for file in path.iterdir():
+        file.chmod(0o644)
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    metadata["version"] = target
+    (path / METADATA_FILE).write_text(json.dumps(metadata))
+    return path
+
+
+def test_register_writes_an_immutable_described_version(registry: Registry) -> None:
+    assert registry.versions() == ["v1"]
+    assert registry.aliases() == {"production": "v1"}
+    metadata = registry.metadata("production")
+    for key in ("version", "created_at", "lightgbm_version", "feature_names", "feature_version", "checksum"):
+        assert key in metadata
+    assert metadata["data"]["fingerprint"].startswith("sha256:")
+    assert set(metadata["metrics"]["holdout"]) >= {"model", "baseline"}
+    for file in (MODEL_FILE, METADATA_FILE):
+        mode = (registry.versions_dir / "v1" / file).stat().st_mode
+        assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+
+
+def test_versions_number_up_and_promote_moves_the_alias(registry: Registry, small_model: TrainResult) -> None:
+    assert registry.register(small_model.model_text, small_model.metadata) == "v2"
+    assert registry.aliases() == {"production": "v1"}
+    assert registry.promote("v2") == "v2"
+    assert registry.promote("v1", alias="canary") == "v1"
+    assert registry.aliases() == {"production": "v2", "canary": "v1"}
+    assert registry.resolve("canary") == "v1"
+
+
+def test_concurrent_registers_get_distinct_versions(registry: Registry, small_model: TrainResult) -> None:
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(registry.register(small_model.model_text, small_model.metadata)))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == sorted(f"v{n}" for n in range(2, 10))
+    assert not [p for p in registry.versions_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_alias_switch_is_atomic_under_a_concurrent_reader(registry: Registry, small_model: TrainResult) -> None:
+    registry.register(small_model.model_text, small_model.metadata)
+    seen: set[str] = set()
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        reader = Registry(registry.root)
+        while not stop.is_set():
+            try:
+                seen.add(reader.resolve("production"))
+            except Exception as exc:  # a torn or missing alias file would land here
+                errors.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for n in range(60):
+            registry.promote("v2" if n % 2 == 0 else "v1")
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert seen == {"v1", "v2"}
+
+
+def test_corrupt_model_is_refused_and_production_is_unchanged(registry: Registry) -> None:
+    path = clone_version(registry, "v1", "v2")
+    text = (path / MODEL_FILE).read_text()
+    (path / MODEL_FILE).write_text(text.replace("Tree=0", "Tree=9", 1))
+    with pytest.raises(CorruptVersion, match="checksum"):
+        registry.verify("v2")
+    with pytest.raises(CorruptVersion):
+        registry.promote("v2")
+    assert registry.aliases() == {"production": "v1"}
+
+
+def test_unparseable_model_with_matching_checksum_is_refused(registry: Registry) -> None:
+    from forecast.registry import sha256_text
+
+    path = clone_version(registry, "v1", "v2")
+    (path / MODEL_FILE).write_text("not a model\n")
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    metadata["checksum"][MODEL_FILE] = sha256_text("not a model\n")
+    (path / METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(CorruptVersion, match="does not load"):
+        registry.promote("v2")
+    assert registry.resolve("production") == "v1"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("feature_version", "0", "feature version"),
+        ("feature_names", ["store", "item"], "feature version"),
+        ("lightgbm_version", "3.3.5", "LightGBM"),
+    ],
+)
+def test_incompatible_version_is_refused(registry: Registry, field: str, value: object, message: str) -> None:
+    path = clone_version(registry, "v1", "v2")
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    metadata[field] = value
+    (path / METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(IncompatibleVersion, match=message):
+        registry.promote("v2")
+    assert registry.resolve("production") == "v1"
+
+
+def test_missing_and_unreadable_versions(registry: Registry) -> None:
+    with pytest.raises(VersionNotFound):
+        registry.resolve("v99")
+    with pytest.raises(VersionNotFound):
+        registry.resolve("canary")
+    with pytest.raises(VersionNotFound):
+        registry.resolve("../v1")
+    path = clone_version(registry, "v1", "v2")
+    (path / METADATA_FILE).write_text("{not json")
+    with pytest.raises(CorruptVersion, match="unreadable"):
+        registry.metadata("v2")
+
+
+def run_cli(registry: Registry, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "forecast", "--registry", str(registry.root), "registry", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_lists_shows_verifies_and_promotes(registry: Registry, small_model: TrainResult) -> None:
+    registry.register(small_model.model_text, small_model.metadata)
+    listing = run_cli(registry, "list")
+    assert listing.returncode == 0
+    assert [line.split()[0] for line in listing.stdout.splitlines()[1:]] == ["v1", "v2"]
+    assert "production" in listing.stdout.splitlines()[1]
+    shown = run_cli(registry, "show", "production")
+    assert json.loads(shown.stdout)["version"] == "v1"
+    verified = run_cli(registry, "verify", "v2")
+    assert verified.returncode == 0 and "v2: ok" in verified.stdout
+    promoted = run_cli(registry, "promote", "v2")
+    assert promoted.returncode == 0 and registry.resolve("production") == "v2"
+
+
+def test_cli_refuses_a_corrupt_version_with_a_clear_message(registry: Registry) -> None:
+    path = clone_version(registry, "v1", "v2")
+    (path / MODEL_FILE).write_text("garbage")
+    result = run_cli(registry, "promote", "v2")
+    assert result.returncode == 1
+    assert "error: version v2: model.txt does not match its checksum" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert registry.resolve("production") == "v1"
