@@ -50,4 +50,4 @@ def registry(tmp_path: Path, small_model: TrainResult) -> Iterator[Registry]:
     """A registry holding one version, ``v1``, promoted to production."""
     registry = Registry(tmp_path / "registry")
     registry.promote(registry.register(small_model.model_text, small_model.metadata))
-    yield registry
+    return registry

@@ -14,7 +14,8 @@ def test_train_command_registers_promotes_and_prints_the_smape_line(tmp_path: Pa
     result = subprocess.run([*command, "--rounds", "20"], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("holdout SMAPE: model=") and " baseline=" in last
+    assert last.startswith("holdout SMAPE: model=")
+    assert " baseline=" in last
     model, baseline = (float(part.split("=")[1]) for part in last.removeprefix("holdout SMAPE: ").split())
     assert model < baseline
     registry = Registry(registry_dir)
@@ -22,5 +23,6 @@ def test_train_command_registers_promotes_and_prints_the_smape_line(tmp_path: Pa
     assert registry.metadata("v1")["data"]["rows"] == len(small_data)
 
     again = subprocess.run([*command, "--if-empty"], capture_output=True, text=True, timeout=300, check=False)
-    assert again.returncode == 0 and "not training" in again.stdout
+    assert again.returncode == 0
+    assert "not training" in again.stdout
     assert registry.versions() == ["v1"]

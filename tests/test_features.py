@@ -14,7 +14,8 @@ def test_one_row_and_batch_give_identical_features() -> None:
     rows = random_rows(100_000)
     batch = build_features(rows)
     assert batch.shape == (100_000, len(FEATURE_NAMES))
-    assert batch.flags.c_contiguous and batch.dtype == np.float64
+    assert batch.flags.c_contiguous
+    assert batch.dtype == np.float64
     for i in np.random.default_rng(1).choice(len(rows), 500, replace=False):
         one = build_features(Rows(rows.dates[i : i + 1], rows.stores[i : i + 1], rows.items[i : i + 1]))
         assert np.array_equal(one[0], batch[i])

@@ -156,9 +156,11 @@ def test_cli_lists_shows_verifies_and_promotes(registry: Registry, small_model: 
     shown = run_cli(registry, "show", "production")
     assert json.loads(shown.stdout)["version"] == "v1"
     verified = run_cli(registry, "verify", "v2")
-    assert verified.returncode == 0 and "v2: ok" in verified.stdout
+    assert verified.returncode == 0
+    assert "v2: ok" in verified.stdout
     promoted = run_cli(registry, "promote", "v2")
-    assert promoted.returncode == 0 and registry.resolve("production") == "v2"
+    assert promoted.returncode == 0
+    assert registry.resolve("production") == "v2"
 
 
 def test_cli_refuses_a_corrupt_version_with_a_clear_message(registry: Registry) -> None:
