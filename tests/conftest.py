@@ -7,6 +7,7 @@ Models here are real LightGBM models trained on a slice of the generated data
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from forecast.data import SalesData, generate
 from forecast.registry import Registry
 from forecast.train import TrainResult, train
+from launcher.stack import Stack
 
 SMALL_ROUNDS = 40
 
@@ -51,3 +53,46 @@ def registry(tmp_path: Path, small_model: TrainResult) -> Iterator[Registry]:
     registry = Registry(tmp_path / "registry")
     registry.promote(registry.register(small_model.model_text, small_model.metadata))
     return registry
+
+
+# -- the real stack: nginx + uWSGI + mules ---------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def serving_registry(tmp_path_factory: pytest.TempPathFactory, full_data: SalesData) -> Registry:
+    """A registry with v1 (production) and v2, trained on all stores and items of 2015-2016."""
+    rows = full_data.rows
+    data = full_data.select(rows.dates >= np.datetime64("2015-01-01"))
+    data = data.select(data.rows.dates < np.datetime64("2017-01-01"))
+    registry = Registry(tmp_path_factory.mktemp("serving") / "registry")
+    for rounds in (SMALL_ROUNDS, SMALL_ROUNDS + 10):
+        result = train(data, rounds=rounds, refit=False, log=lambda _: None)
+        registry.register(result.model_text, result.metadata)
+    registry.promote("v1")
+    return registry
+
+
+def start_stack(run_dir: Path, registry: Registry, **env: str) -> Stack:
+    stack = Stack(run_dir, free_port(), {"FORECAST_REGISTRY_DIR": str(registry.root), **env})
+    stack.start()
+    try:
+        stack.wait_ready()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, serving_registry: Registry) -> Iterator[Stack]:
+    """One shared stack for tests that leave it as they found it."""
+    stack = start_stack(tmp_path_factory.mktemp("stack"), serving_registry)
+    yield stack
+    stack.stop()

@@ -1,0 +1,121 @@
+"""The web app's errors and the one JSON shape every error answer has.
+
+``{"status": 422, "code": "invalid_field", "message": "...", "field": "store"}``
+
+``field`` names the offending input when there is one (``instances[3].date``
+in a batch); ``details`` lists every problem when there are several.  The
+nginx configuration answers its own errors (uWSGI unreachable, body too large)
+in the same shape.  No handler ever puts a stack trace in a response.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from forecast.errors import ForecastError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(ForecastError):
+    """An error answered to a client; subclasses fix ``status`` and ``code``."""
+
+    def __init__(self, message: str, field: str | None = None, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.details = details
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class MalformedJson(ApiError):
+    status, code = 400, "malformed_json"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="forecast"'}
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "batch_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidInput(ApiError):
+    status, code = 422, "invalid_input"
+
+
+class ReloadRefused(ApiError):
+    status, code = 422, "reload_refused"
+
+
+class Unavailable(ApiError):
+    """503: not ready, or at capacity; the client should retry after ``retry_after_s``."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int, code: str = "unavailable") -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.code = code
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class DeadlineExceeded(ApiError):
+    status, code = 504, "deadline_exceeded"
+
+
+def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    body = {"status": status, "code": code, "message": message}
+    body.update({key: value for key, value in extra.items() if value is not None})
+    return body
+
+
+def _respond(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers that turn every error into the JSON shape."""
+
+    @app.errorhandler(ForecastError)
+    def _forecast_error(error: ForecastError) -> Response:
+        extra = {"field": error.field, "details": error.details} if isinstance(error, ApiError) else {}
+        headers = error.headers() if isinstance(error, ApiError) else {}
+        return _respond(error.status, error_body(error.status, error.code, error.message, **extra), headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = (error.name or "error").lower().replace(" ", "_")
+        headers = (
+            {"Allow": error.response.headers["Allow"]} if error.response and "Allow" in error.response.headers else {}
+        )
+        if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return _respond(status, error_body(status, code, error.description or error.name), headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        logger.exception("unhandled error")
+        return _respond(500, error_body(500, "internal_error", "internal server error"))

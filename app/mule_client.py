@@ -1,0 +1,319 @@
+"""The web worker's side of the worker-mule contract (the only module using ``uwsgi``).
+
+A request becomes one or more jobs (at most ``rows_per_job`` rows each).  For
+each request the client:
+
+1. admits its jobs against a machine-wide bound (:class:`Admission`), so the
+   uWSGI queue, which silently overwrites when full, can never wrap: past the
+   bound the request is answered 503 at once;
+2. pushes the jobs on the uWSGI queue and wakes mules with ``mule_msg``;
+3. sleeps on its thread's datagram socket until a mule sends a notice
+   ("claimed by pid P", "done"), never longer than the deadline or the
+   owner-check interval; there is no busy polling;
+4. reads each result from the result cache and deletes the key;
+5. every ``mule_check_interval_ms`` checks that the mule holding each claimed
+   job is alive; a job of a dead mule is pushed again once (another mule, or
+   the respawned one, takes it), a second death answers 503.
+
+All methods are called from web worker threads and are thread-safe: each
+thread has its own socket, and the queue, caches and lock are uWSGI's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import DeadlineExceeded, ReloadRefused, Unavailable
+from forecast.messages import (
+    CONTROL_WAKE,
+    NOTICE_CLAIMED,
+    Job,
+    MessageError,
+    Result,
+    decode_notice,
+    encode_reload,
+    max_rows_per_job,
+    max_rows_per_result,
+    pack_rows,
+)
+from forecast.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RESULT_CACHE = "results"
+STATE_CACHE = "state"
+NOTICE_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predictions in request order, with the model version of each row."""
+
+    sales: list[float]
+    versions: list[str]
+
+
+def mule_state_key(mule_id: int) -> str:
+    return f"mule:{mule_id}"
+
+
+class Admission:
+    """A bound on jobs in flight across every worker process and thread.
+
+    Each worker process counts its own jobs under its own key in the state
+    cache, and the total is checked and changed under uWSGI's lock 0, so the
+    check-and-add is atomic machine-wide.  A respawned worker resets its key
+    (``reset_own``), so a worker that died mid-request does not leak slots.
+    """
+
+    def __init__(self, uwsgi: Any, limit: int, worker_count: int) -> None:
+        self.uwsgi = uwsgi
+        self.limit = limit
+        self.keys = [f"inflight:{n}" for n in range(1, worker_count + 1)]
+
+    def reset_own(self) -> None:
+        self.uwsgi.cache_update(self._own_key(), b"0", 0, STATE_CACHE)
+
+    def in_flight(self) -> int:
+        return sum(int(self.uwsgi.cache_get(key, STATE_CACHE) or 0) for key in self.keys)
+
+    def acquire(self, jobs: int) -> bool:
+        """Add ``jobs`` if the total stays within the limit; False (nothing added) if not."""
+        self.uwsgi.lock()
+        try:
+            if self.in_flight() + jobs > self.limit:
+                return False
+            self._add(jobs)
+            return True
+        finally:
+            self.uwsgi.unlock()
+
+    def release(self, jobs: int) -> None:
+        self.uwsgi.lock()
+        try:
+            self._add(-jobs)
+        finally:
+            self.uwsgi.unlock()
+
+    def _add(self, jobs: int) -> None:
+        key = self._own_key()
+        value = int(self.uwsgi.cache_get(key, STATE_CACHE) or 0) + jobs
+        self.uwsgi.cache_update(key, str(value).encode(), 0, STATE_CACHE)
+
+    def _own_key(self) -> str:
+        return f"inflight:{self.uwsgi.worker_id()}"
+
+
+class MuleClient:
+    """Submit jobs to the mules and wait for their results; see the module docstring."""
+
+    def __init__(self, settings: Settings, uwsgi: Any) -> None:
+        self.settings = settings
+        self.uwsgi = uwsgi
+        self.mule_ids = list(range(1, settings.mules + 1))
+        self.rows_per_job = min(
+            max_rows_per_job(settings.queue_slot_bytes),
+            max_rows_per_result(settings.result_block_bytes),
+            settings.mule_batch_rows,
+        )
+        self.admission = Admission(uwsgi, settings.max_jobs_in_flight, settings.uwsgi_processes)
+        self._local = threading.local()
+        if getattr(uwsgi, "queue_size", None) != settings.queue_slots:
+            raise RuntimeError(
+                f"uWSGI queue has {getattr(uwsgi, 'queue_size', None)} slots, settings say {settings.queue_slots}: "
+                "start uWSGI with the FORECAST_* variables exported (python -m forecast.settings)"
+            )
+
+    # -- predictions --------------------------------------------------------
+
+    def predict(self, days: list[int], stores: list[int], items: list[int], deadline: float) -> Prediction:
+        """Score rows before ``deadline`` (a ``time.time()`` value).
+
+        Raises :class:`Unavailable` (at capacity, or a mule failed) or
+        :class:`DeadlineExceeded`.
+        """
+        spans = [(start, min(start + self.rows_per_job, len(days))) for start in range(0, len(days), self.rows_per_job)]
+        if not self.admission.acquire(len(spans)):
+            raise Unavailable("the server is at capacity; retry shortly", self.settings.retry_after_s, "overloaded")
+        try:
+            address = self._address()
+            jobs = [
+                Job(os.urandom(16), address, deadline, pack_rows(days[a:b], stores[a:b], items[a:b])) for a, b in spans
+            ]
+            for job in jobs:
+                self._push(job)
+            self._wake(min(len(jobs), len(self.mule_ids)))
+            results = self._wait(jobs, deadline)
+        finally:
+            self.admission.release(len(spans))
+        sales: list[float] = []
+        versions: list[str] = []
+        for job in jobs:
+            result = results[job.id]
+            sales.extend(result.sales())
+            versions.extend([result.model_version] * job.row_count)
+        return Prediction(sales, versions)
+
+    def _push(self, job: Job) -> None:
+        if not self.uwsgi.queue_push(job.encode()):
+            # Cannot happen while admission holds (one slot always free, jobs fit a slot); never silent.
+            logger.error("queue refused job %s (%d bytes)", job.key, len(job.encode()))
+            raise Unavailable("the job queue refused the request; retry shortly", self.settings.retry_after_s)
+
+    def _wake(self, count: int) -> None:
+        # mule_msg returns False when the shared mule socket is full, i.e. wake-ups are already
+        # pending there and a mule will drain the queue anyway: nothing is lost.
+        for _ in range(count):
+            self.uwsgi.mule_msg(CONTROL_WAKE)
+
+    def _wait(self, jobs: list[Job], deadline: float) -> dict[bytes, Result]:
+        pending = {job.id: job for job in jobs}
+        owners: dict[bytes, int] = {}
+        results: dict[bytes, Result] = {}
+        for notice in self._notices(deadline, self.settings.mule_check_interval_ms / 1000):
+            if notice is None:
+                self._rescue_jobs_of_dead_mules(pending, owners, results)
+            elif notice[1] in pending:
+                kind, job_id, pid = notice
+                if kind == NOTICE_CLAIMED:
+                    owners[job_id] = pid
+                else:
+                    results[job_id] = self._take_result(pending.pop(job_id))
+                    owners.pop(job_id, None)
+            if not pending:
+                return results
+        raise DeadlineExceeded(f"no prediction within the deadline of {self.settings.deadline_ms} ms")
+
+    def _notices(self, deadline: float, tick_s: float) -> Iterator[tuple[bytes, bytes, int] | None]:
+        """Yield notices as they arrive, and None every ``tick_s``; stop at the deadline.
+
+        Blocks in ``recv`` with a timeout: the thread sleeps until a mule writes or a tick is due.
+        """
+        sock = self._socket()
+        next_tick = time.time() + tick_s
+        while (now := time.time()) < deadline:
+            if now >= next_tick:
+                next_tick = now + tick_s
+                yield None
+                continue
+            sock.settimeout(min(deadline, next_tick) - now)
+            try:
+                data = sock.recv(NOTICE_BYTES)
+            except TimeoutError:
+                continue
+            try:
+                yield decode_notice(data)
+            except MessageError:
+                logger.warning("ignored a malformed notice (%d bytes)", len(data))
+
+    def _take_result(self, job: Job) -> Result:
+        data = self.uwsgi.cache_get(job.key, RESULT_CACHE)
+        self.uwsgi.cache_del(job.key, RESULT_CACHE)
+        if data is None:
+            logger.error("job %s: mule reported done but no result is in the cache", job.key)
+            raise Unavailable("a prediction result was lost; retry", self.settings.retry_after_s, "result_lost")
+        result = Result.decode(data)
+        if not result.ok:
+            logger.error("job %s: mule %d failed: %s", job.key, result.mule_id, result.error)
+            raise Unavailable(f"prediction failed: {result.error}", self.settings.retry_after_s, "prediction_failed")
+        return result
+
+    def _rescue_jobs_of_dead_mules(
+        self, pending: dict[bytes, Job], owners: dict[bytes, int], results: dict[bytes, Result]
+    ) -> None:
+        for job_id, pid in list(owners.items()):
+            if process_alive(pid):
+                continue
+            job = pending[job_id]
+            del owners[job_id]
+            if self.uwsgi.cache_exists(job.key, RESULT_CACHE):  # finished just before dying
+                results[job_id] = self._take_result(pending.pop(job_id))
+            elif job.attempt == 1:
+                logger.warning("job %s: mule pid %d died holding it; pushing it again", job.key, pid)
+                pending[job_id] = retry = Job(job.id, job.reply_to, job.deadline, job.rows, attempt=2)
+                self._push(retry)
+                self._wake(1)
+            else:
+                logger.error("job %s: a second mule (pid %d) died holding it; giving up", job.key, pid)
+                raise Unavailable("the mules serving this request died; retry", self.settings.retry_after_s)
+
+    # -- status and reload --------------------------------------------------
+
+    def mule_states(self) -> list[dict[str, Any]]:
+        """Each configured mule's last heartbeat (or ``state: "unknown"``)."""
+        states = []
+        for mule_id in self.mule_ids:
+            raw = self.uwsgi.cache_get(mule_state_key(mule_id), STATE_CACHE)
+            states.append(json.loads(raw) if raw else {"id": mule_id, "state": "unknown"})
+        return states
+
+    def reload(self, version: str) -> list[dict[str, Any]]:
+        """Have each mule in turn load ``version``; others keep serving meanwhile.
+
+        If a mule refuses, the mules already switched go back to the version
+        they served and :class:`ReloadRefused` names the reason.
+        """
+        previous = {state["id"]: state.get("model_version") for state in self.mule_states()}
+        switched: list[int] = []
+        for mule_id in self.mule_ids:
+            result = self._reload_one(mule_id, version)
+            if not result.ok:
+                for done in switched:
+                    if previous.get(done):
+                        self._reload_one(done, str(previous[done]))
+                raise ReloadRefused(f"mule {mule_id} refused version {version}: {result.error}")
+            switched.append(mule_id)
+        return self.mule_states()
+
+    def _reload_one(self, mule_id: int, version: str) -> Result:
+        job_id = os.urandom(16)
+        deadline = time.time() + self.settings.reload_timeout_s
+        if not self.uwsgi.mule_msg(encode_reload(job_id, self._address(), version, deadline), mule_id):
+            raise Unavailable(f"mule {mule_id} cannot take messages now", self.settings.retry_after_s)
+        for notice in self._notices(deadline, self.settings.reload_timeout_s):
+            if notice is not None and notice[1] == job_id and notice[0] != NOTICE_CLAIMED:
+                data = self.uwsgi.cache_get(job_id.hex(), RESULT_CACHE)
+                self.uwsgi.cache_del(job_id.hex(), RESULT_CACHE)
+                if data is None:
+                    raise Unavailable(f"mule {mule_id} answered the reload without a result", 1)
+                return Result.decode(data)
+        raise DeadlineExceeded(f"mule {mule_id} did not load {version} within {self.settings.reload_timeout_s} s")
+
+    # -- per-thread notice socket -------------------------------------------
+
+    def _socket(self) -> socket.socket:
+        sock: socket.socket | None = getattr(self._local, "socket", None)
+        if sock is None or getattr(self._local, "pid", None) != os.getpid():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            address = b"\0forecast-worker-" + os.urandom(12).hex().encode()
+            sock.bind(address)
+            self._local.socket, self._local.address, self._local.pid = sock, address, os.getpid()
+        return sock
+
+    def _address(self) -> bytes:
+        self._socket()
+        address: bytes = self._local.address
+        return address
+
+
+def process_alive(pid: int) -> bool:
+    """False when ``pid`` is gone or a zombie (killed, not yet reaped by the master)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False

@@ -1,0 +1,102 @@
+"""What the endpoints do, apart from HTTP: validation against the model, prediction, status, reload.
+
+One :class:`ForecastService` lives in each web worker process (on
+``app.extensions["forecast"]``).  It reads registry metadata (plain JSON,
+never LightGBM) to know the served model's stores, items and dates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from app.errors import ReloadRefused, Unavailable
+from app.mule_client import MuleClient, Prediction
+from app.schemas import Columns, Domain, PredictRow, check_domain
+from forecast.errors import ForecastError
+from forecast.registry import Registry, check_compatible
+from forecast.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+READINESS_TTL_S = 0.25  # how long a worker trusts its last look at the mules' heartbeats
+
+
+class ForecastService:
+    """Per-process service object; thread-safe."""
+
+    def __init__(self, settings: Settings, client: MuleClient, registry: Registry) -> None:
+        self.settings = settings
+        self.client = client
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._domains: dict[str, Domain] = {}
+        self._ready_until = 0.0
+
+    # -- predict -----------------------------------------------------------
+
+    def domain(self) -> Domain:
+        """The domain of the version the mules serve (production before they report)."""
+        version = self.served_version() or self._production()
+        with self._lock:
+            if version not in self._domains:
+                self._domains[version] = Domain.from_metadata(
+                    self.registry.metadata(version), self.settings.max_horizon_days
+                )
+            return self._domains[version]
+
+    def validate(self, rows: list[PredictRow], prefix: str | None) -> Columns:
+        return check_domain(rows, self.domain(), prefix)
+
+    def predict(self, columns: Columns, deadline: float) -> Prediction:
+        self._require_ready()
+        return self.client.predict(columns.days, columns.stores, columns.items, deadline)
+
+    def _require_ready(self) -> None:
+        now = time.monotonic()
+        if now < self._ready_until:
+            return
+        if not any(state.get("state") == "ready" for state in self.client.mule_states()):
+            raise Unavailable("no mule has a model loaded yet", self.settings.retry_after_s, "not_ready")
+        self._ready_until = now + READINESS_TTL_S
+
+    # -- status ------------------------------------------------------------
+
+    def status(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, body): ready when every mule has a model and a fresh heartbeat."""
+        now = time.time()
+        mules = self.client.mule_states()
+        for mule in mules:
+            age = now - float(mule.get("heartbeat", 0))
+            mule["heartbeat_age_s"] = round(age, 3)
+            if mule.get("state") == "ready" and age > self.settings.mule_stale_after_s:
+                mule["state"] = "stale"
+        ready = all(mule.get("state") == "ready" for mule in mules)
+        versions = sorted({str(mule["model_version"]) for mule in mules if mule.get("model_version")})
+        body = {"ready": ready, "model_version": versions[0] if len(versions) == 1 else versions, "mules": mules}
+        return ready, body
+
+    def served_version(self) -> str | None:
+        versions = {m.get("model_version") for m in self.client.mule_states() if m.get("state") == "ready"}
+        return str(next(iter(versions))) if len(versions) == 1 else None
+
+    # -- reload ------------------------------------------------------------
+
+    def reload(self) -> dict[str, Any]:
+        """Roll the registry's production version through the mules, one at a time."""
+        try:
+            version = self.registry.resolve("production")
+            check_compatible(self.registry.metadata(version))
+        except ForecastError as exc:
+            raise ReloadRefused(f"production cannot be loaded: {exc.message}") from exc
+        logger.info("reload: rolling %s through %d mules", version, len(self.client.mule_ids))
+        mules = self.client.reload(version)
+        return {"model_version": version, "mules": mules}
+
+    def _production(self) -> str:
+        try:
+            return self.registry.resolve("production")
+        except ForecastError as exc:
+            raise Unavailable(f"no model to serve: {exc.message}", self.settings.retry_after_s, "not_ready") from exc

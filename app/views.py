@@ -1,0 +1,177 @@
+"""The HTTP endpoints: ``/``, ``/status``, ``/reload`` and ``/predict``.
+
+``/predict`` takes, for the same answer shape:
+
+* a JSON object ``{"date": "2018-01-21", "store": 10, "item": 23}``;
+* a JSON list of such objects, or ``{"instances": [...]}``: a batch, answered
+  in order as ``{"predictions": [...]}``;
+* the legacy form of the Ray Serve service's clients: no body, the three
+  fields in the query string, answered with a bare JSON number.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import ValidationError
+from pydantic_core import from_json
+
+from app.errors import (
+    Forbidden,
+    InvalidInput,
+    MalformedJson,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    error_body,
+)
+from app.mule_client import Prediction
+from app.schemas import QUERY_ROW, ROW, ROWS, PredictRow, raise_invalid
+from app.service import ForecastService
+
+bp = Blueprint("forecast", __name__)
+
+SERVICE_NAME = "store-item sales forecast"
+
+
+def service() -> ForecastService:
+    svc: ForecastService = current_app.extensions["forecast"]
+    return svc
+
+
+@bp.get("/")
+def index() -> dict[str, Any]:
+    return {
+        "service": SERVICE_NAME,
+        "message": "Sales Forecast Model is ready!",
+        "model_version": service().served_version(),
+        "endpoints": {
+            "status": "GET /status",
+            "reload": "GET or POST /reload",
+            "predict": 'POST /predict {"date": "2018-01-21", "store": 10, "item": 23}',
+        },
+    }
+
+
+@bp.get("/status")
+def status() -> tuple[Response, int, dict[str, str]] | Response:
+    ready, body = service().status()
+    if ready:
+        return jsonify({"status": "Alive", **body})
+    retry = str(service().settings.retry_after_s)
+    return (
+        jsonify(error_body(503, "not_ready", "not every mule has a model loaded", **body)),
+        503,
+        {"Retry-After": retry},
+    )
+
+
+@bp.route("/reload", methods=["GET", "POST"])
+def reload() -> dict[str, Any]:
+    _authorize_admin()
+    return service().reload()
+
+
+@bp.post("/predict")
+def predict() -> Response:
+    svc = service()
+    deadline = _deadline(svc)
+    body = request.get_data(cache=False)
+    if not body and request.args:
+        return _predict_legacy(svc, deadline)
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            f"send JSON with Content-Type: application/json (got {request.mimetype or 'none'!r})"
+        )
+    try:
+        payload = from_json(body)
+    except ValueError as exc:
+        raise MalformedJson(f"request body is not valid JSON: {exc}") from None
+    rows, prefix = _parse_rows(payload, svc.settings.max_batch_rows)
+    prediction = svc.predict(svc.validate(rows, prefix), deadline)
+    answers = [_answer(row, prediction, i) for i, row in enumerate(rows)]
+    return jsonify(answers[0] if prefix is None else {"predictions": answers})
+
+
+def _predict_legacy(svc: ForecastService, deadline: float) -> Response:
+    try:
+        row: PredictRow = QUERY_ROW.validate_python(request.args.to_dict())  # type: ignore[assignment]
+    except ValidationError as exc:
+        raise_invalid(exc)
+    prediction = svc.predict(svc.validate([row], None), deadline)
+    return jsonify(prediction.sales[0])
+
+
+def _parse_rows(payload: Any, limit: int) -> tuple[list[PredictRow], str | None]:
+    """(rows, prefix): prefix is None for one object, else the batch's field path."""
+    if isinstance(payload, dict) and "instances" in payload:
+        if set(payload) != {"instances"} or not isinstance(payload["instances"], list):
+            raise InvalidInput('"instances" must be the only field, and a list of rows', field="instances")
+        return _validate_batch(payload["instances"], "instances", limit), "instances"
+    if isinstance(payload, list):
+        return _validate_batch(payload, "", limit), ""
+    if isinstance(payload, dict):
+        try:
+            return [ROW.validate_python(payload)], None
+        except ValidationError as exc:
+            raise_invalid(exc)
+    raise InvalidInput('body must be a row object, a list of rows, or {"instances": [...]}', field="body")
+
+
+def _validate_batch(items: list[Any], prefix: str, limit: int) -> list[PredictRow]:
+    if not items:
+        raise InvalidInput("a batch needs at least one row", field=prefix or "body")
+    if len(items) > limit:
+        raise PayloadTooLarge(f"a batch may have at most {limit} rows; this one has {len(items)}")
+    try:
+        return ROWS.validate_python(items)
+    except ValidationError as exc:
+        raise_invalid(exc, prefix)
+    raise AssertionError("unreachable")
+
+
+def _answer(row: PredictRow, prediction: Prediction, index: int) -> dict[str, Any]:
+    return {
+        "date": row["date"].isoformat(),
+        "store": row["store"],
+        "item": row["item"],
+        "sales": prediction.sales[index],
+        "model_version": prediction.versions[index],
+    }
+
+
+def _deadline(svc: ForecastService) -> float:
+    """The request's deadline, counted from when nginx received it (X-Request-Start)."""
+    start = _request_start()
+    deadline = start + svc.settings.deadline_s
+    if time.time() >= deadline:
+        raise Unavailable("the request waited too long in the queue", svc.settings.retry_after_s, "overloaded")
+    return deadline
+
+
+def _request_start() -> float:
+    header = request.headers.get("X-Request-Start", "")
+    try:
+        return float(header.removeprefix("t="))
+    except ValueError:
+        return time.time()
+
+
+def _authorize_admin() -> None:
+    token = service().settings.admin_token
+    if token is not None:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(supplied.encode(), token.get_secret_value().encode()):
+            raise Unauthorized("reload needs Authorization: Bearer <FORECAST_ADMIN_TOKEN>")
+        return
+    try:
+        loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise Forbidden("reload is allowed from loopback only (set FORECAST_ADMIN_TOKEN to allow it remotely)")

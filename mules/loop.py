@@ -1,0 +1,202 @@
+"""The mule loop: load the model, drain the queue in batches, answer, heartbeat.
+
+Runs in each uWSGI mule process, after fork; this is where LightGBM is first
+imported in the process tree.  The loop blocks in ``mule_get_msg`` (woken by
+a worker's ``mule_msg`` or by the heartbeat timeout), then pulls jobs from the
+uWSGI queue until it is empty, scoring up to ``mule_batch_rows`` rows in one
+LightGBM call.  For every job it sends the waiting worker a "claimed" notice
+(so a worker can tell when this mule dies holding its job) and a "done"
+notice once the result is in the cache.  Jobs whose deadline has passed are
+dropped unscored: nobody waits for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+from forecast.errors import ForecastError
+from forecast.features import Rows
+from forecast.logs import configure_logging
+from forecast.messages import (
+    CONTROL_RELOAD,
+    NOTICE_CLAIMED,
+    NOTICE_DONE,
+    Job,
+    MessageError,
+    Result,
+    decode_reload,
+    encode_notice,
+)
+from forecast.model import Predictor
+from forecast.registry import Registry
+from forecast.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RESULT_CACHE = "results"
+STATE_CACHE = "state"
+RESULT_GRACE_S = 5  # results outlive their deadline this long, then the cache sweeper drops them
+LOAD_RETRY_S = 5
+
+
+class Mule:
+    """One mule's state and loop; ``uwsgi`` is the uWSGI module (a parameter for clarity)."""
+
+    def __init__(self, settings: Settings, uwsgi: Any) -> None:
+        self.settings = settings
+        self.uwsgi = uwsgi
+        self.id = int(uwsgi.mule_id())
+        self.pid = os.getpid()
+        self.registry = Registry(settings.registry_dir)
+        self.predictor: Predictor | None = None
+        self.error = ""
+        self.jobs_done = 0
+        self.started = time.time()
+        self.next_load_attempt = 0.0
+        self.last_heartbeat = 0.0
+        self.notices = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def run(self) -> None:
+        self.heartbeat("loading")
+        self.try_load("production")
+        while True:
+            message = self.uwsgi.mule_get_msg(timeout=self.settings.mule_heartbeat_s)
+            if message and message[:1] == CONTROL_RELOAD:
+                self.reload(message)
+            elif self.predictor is None:
+                if time.time() >= self.next_load_attempt:
+                    self.try_load("production")
+            else:
+                self.drain()
+            if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
+                self.heartbeat()
+
+    # -- model ---------------------------------------------------------------
+
+    def try_load(self, ref: str) -> None:
+        try:
+            self.predictor = self.registry.verify(ref)
+            self.error = ""
+            logger.info("mule %d loaded model %s", self.id, self.predictor.version)
+        except ForecastError as exc:
+            self.error = exc.message
+            self.next_load_attempt = time.time() + LOAD_RETRY_S
+            logger.error("mule %d cannot load %s: %s (retrying in %d s)", self.id, ref, exc.message, LOAD_RETRY_S)
+        self.heartbeat()
+
+    def reload(self, message: bytes) -> None:
+        try:
+            job_id, reply_to, version, _deadline = decode_reload(message)
+        except MessageError as exc:
+            logger.error("mule %d: %s", self.id, exc)
+            return
+        self.heartbeat("loading")
+        try:
+            self.predictor = self.registry.verify(version)
+            outcome = Result(job_id, self.id, self.pid, version)
+            logger.info("mule %d reloaded: now serving %s", self.id, version)
+        except ForecastError as exc:
+            outcome = Result(job_id, self.id, self.pid, version, error=exc.message)
+            logger.error("mule %d refused %s: %s", self.id, version, exc.message)
+        self.heartbeat()
+        self.answer(job_id, reply_to, outcome, self.settings.reload_timeout_s)
+
+    # -- jobs ----------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Score queued jobs until the queue is empty."""
+        while batch := self.pull_batch():
+            self.score(batch)
+            if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
+                self.heartbeat()
+
+    def pull_batch(self) -> list[Job]:
+        batch: list[Job] = []
+        rows = 0
+        while rows < self.settings.mule_batch_rows:
+            data = self.uwsgi.queue_pull()
+            if data is None:
+                break
+            try:
+                job = Job.decode(data)
+            except MessageError as exc:
+                logger.error("mule %d dropped a malformed job: %s", self.id, exc)
+                continue
+            self.notify(job.reply_to, NOTICE_CLAIMED, job.id)
+            if job.deadline <= time.time():
+                logger.warning("mule %d dropped job %s: deadline passed before it was scored", self.id, job.key)
+                continue
+            batch.append(job)
+            rows += job.row_count
+        return batch
+
+    def score(self, batch: list[Job]) -> None:
+        assert self.predictor is not None
+        version = self.predictor.version
+        try:
+            table = np.frombuffer(b"".join(job.rows for job in batch), dtype="<i4").reshape(-1, 3)
+            rows = Rows(table[:, 0].astype("datetime64[D]"), table[:, 1], table[:, 2])
+            self.uwsgi.set_user_harakiri(self.settings.mule_harakiri_s)
+            try:
+                sales = self.predictor.predict(rows)
+            finally:
+                self.uwsgi.set_user_harakiri(0)
+        except Exception as exc:  # answer every job: a failure must reach the waiting workers
+            logger.exception("mule %d: predict failed for %d jobs", self.id, len(batch))
+            for job in batch:
+                failed = Result(job.id, self.id, self.pid, version, error=exc.__class__.__name__)
+                self.answer(job.id, job.reply_to, failed, job.deadline - time.time())
+            return
+        start = 0
+        for job in batch:
+            end = start + job.row_count
+            result = Result(job.id, self.id, self.pid, version, predictions=sales[start:end].tobytes())
+            self.answer(job.id, job.reply_to, result, job.deadline - time.time())
+            start = end
+        self.jobs_done += len(batch)
+
+    def answer(self, job_id: bytes, reply_to: bytes, result: Result, ttl_s: float) -> None:
+        expires = max(1, int(ttl_s) + RESULT_GRACE_S)
+        if not self.uwsgi.cache_update(job_id.hex(), result.encode(), expires, RESULT_CACHE):
+            logger.error("mule %d: result cache refused job %s (full?)", self.id, job_id.hex())
+        self.notify(reply_to, NOTICE_DONE, job_id)
+
+    def notify(self, reply_to: bytes, kind: bytes, job_id: bytes) -> None:
+        try:
+            self.notices.sendto(encode_notice(kind, job_id, self.pid), reply_to)
+        except OSError:
+            # The worker is gone (its thread's socket closed): it no longer waits for this job.
+            logger.debug("mule %d: worker for job %s is gone", self.id, job_id.hex())
+
+    # -- heartbeat -------------------------------------------------------------
+
+    def heartbeat(self, state: str | None = None) -> None:
+        if state is None:
+            state = "ready" if self.predictor else "failed"
+        beat = {
+            "id": self.id,
+            "pid": self.pid,
+            "state": state,
+            "model_version": self.predictor.version if self.predictor else None,
+            "heartbeat": round(time.time(), 3),
+            "started": round(self.started, 3),
+            "jobs_done": self.jobs_done,
+            "error": self.error or None,
+        }
+        self.uwsgi.cache_update(f"mule:{self.id}", json.dumps(beat).encode(), 0, STATE_CACHE)
+        self.last_heartbeat = time.time()
+
+
+def main() -> None:
+    import uwsgi
+
+    settings = Settings()
+    configure_logging(settings.log_level, f"mule {uwsgi.mule_id()}")
+    Mule(settings, uwsgi).run()
