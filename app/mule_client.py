@@ -180,6 +180,7 @@ class MuleClient:
         results: dict[bytes, Result] = {}
         for notice in self._notices(deadline, self.settings.mule_check_interval_ms / 1000):
             if notice is None:
+                self._collect_unannounced(pending, owners, results)
                 self._rescue_jobs_of_dead_mules(pending, owners, results)
             elif notice[1] in pending:
                 kind, job_id, pid = notice
@@ -225,6 +226,15 @@ class MuleClient:
             logger.error("job %s: mule %d failed: %s", job.key, result.mule_id, result.error)
             raise Unavailable(f"prediction failed: {result.error}", self.settings.retry_after_s, "prediction_failed")
         return result
+
+    def _collect_unannounced(
+        self, pending: dict[bytes, Job], owners: dict[bytes, int], results: dict[bytes, Result]
+    ) -> None:
+        """Take results whose "done" notice was dropped (the mule never blocks on a full socket)."""
+        for job_id, job in list(pending.items()):
+            if self.uwsgi.cache_exists(job.key, RESULT_CACHE):
+                results[job_id] = self._take_result(pending.pop(job_id))
+                owners.pop(job_id, None)
 
     def _rescue_jobs_of_dead_mules(
         self, pending: dict[bytes, Job], owners: dict[bytes, int], results: dict[bytes, Result]
@@ -299,9 +309,25 @@ class MuleClient:
         return sock
 
     def _address(self) -> bytes:
-        self._socket()
+        """This thread's notice address, with notices of earlier, abandoned requests discarded.
+
+        Call before sending a job: afterwards a notice may already be for it.
+        """
+        _discard_stale(self._socket())
         address: bytes = self._local.address
         return address
+
+
+def _discard_stale(sock: socket.socket) -> None:
+    """Drop notices left over from an earlier request of this thread that gave up waiting."""
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recv(NOTICE_BYTES)
+    except BlockingIOError:
+        pass
+    finally:
+        sock.setblocking(True)
 
 
 def process_alive(pid: int) -> bool:

@@ -62,12 +62,21 @@ class Mule:
         self.next_load_attempt = 0.0
         self.last_heartbeat = 0.0
         self.notices = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # Never block on a worker: a worker socket holds only net.unix.max_dgram_qlen (10) notices,
+        # and one that stopped reading must not stall the mule. A dropped notice costs that worker
+        # at most one owner-check interval: it also looks for its results in the cache.
+        self.notices.setblocking(False)
+        self.deferred: list[bytes] = []
 
     def run(self) -> None:
         self.heartbeat("loading")
         self.try_load("production")
         while True:
-            message = self.uwsgi.mule_get_msg(timeout=self.settings.mule_heartbeat_s)
+            message = (
+                self.deferred.pop(0)
+                if self.deferred
+                else self.uwsgi.mule_get_msg(timeout=self.settings.mule_heartbeat_s)
+            )
             if message and message[:1] == CONTROL_RELOAD:
                 self.reload(message)
             elif self.predictor is None:
@@ -111,16 +120,30 @@ class Mule:
     # -- jobs ----------------------------------------------------------------
 
     def drain(self) -> None:
-        """Score queued jobs until the queue is empty."""
-        while batch := self.pull_batch():
+        """Score queued jobs until the queue is empty (or a reload waits)."""
+        while not self.deferred and (batch := self.pull_batch()):
             self.score(batch)
             if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
                 self.heartbeat()
+
+    def swallow_wakeups(self) -> None:
+        """Read every pending mule message before pulling from the queue.
+
+        Each job comes with a wake-up message; under sustained load the queue
+        never empties, and unread wake-ups would fill the shared mule socket
+        (then every ``mule_msg`` fails and uWSGI logs MULE MSG QUEUE IS FULL).
+        Swallowing them is safe: each was sent after its job was pushed, and a
+        pull follows.  A reload request met here is kept for the main loop.
+        """
+        while message := self.uwsgi.mule_get_msg(timeout=0):
+            if message[:1] == CONTROL_RELOAD:
+                self.deferred.append(message)
 
     def pull_batch(self) -> list[Job]:
         batch: list[Job] = []
         rows = 0
         while rows < self.settings.mule_batch_rows:
+            self.swallow_wakeups()
             data = self.uwsgi.queue_pull()
             if data is None:
                 break

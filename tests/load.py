@@ -1,0 +1,50 @@
+"""Helpers for the load tests: distinct rows, concurrent callers, collected outcomes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import requests
+
+
+@dataclass
+class Outcome:
+    row: tuple[str, int, int]
+    status: int
+    seconds: float
+    body: object = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def distinct_rows(count: int, seed: int = 0) -> list[tuple[str, int, int]]:
+    """``count`` distinct (date, store, item) rows in 2017-01-01..2018-06-30."""
+    rng = np.random.default_rng(seed)
+    keys = rng.choice(546 * 500, size=count, replace=False)
+    start = np.datetime64("2017-01-01")
+    return [(str(start + int(k // 500)), int(k % 500 // 50) + 1, int(k % 50) + 1) for k in keys]
+
+
+def hammer(url: str, rows: list[tuple[str, int, int]], threads: int, timeout_s: float = 30) -> list[Outcome]:
+    """POST each row once from ``threads`` keep-alive clients; return every outcome."""
+    local = threading.local()
+
+    def call(row: tuple[str, int, int]) -> Outcome:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        started = time.perf_counter()
+        try:
+            response = session.post(
+                f"{url}/predict", json={"date": row[0], "store": row[1], "item": row[2]}, timeout=timeout_s
+            )
+        except requests.RequestException as exc:
+            return Outcome(row, 0, time.perf_counter() - started, repr(exc))
+        return Outcome(
+            row, response.status_code, time.perf_counter() - started, response.json(), dict(response.headers)
+        )
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(call, rows))

@@ -1,0 +1,152 @@
+"""Concurrency, overload, a killed mule: real nginx + uWSGI + mules under load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from forecast.features import Rows
+from forecast.registry import Registry
+from launcher.stack import Stack
+from tests.conftest import start_stack
+from tests.load import distinct_rows, hammer
+
+pytestmark = pytest.mark.stack
+
+
+def expected(registry: Registry, rows: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], float]:
+    dates, stores, items = zip(*rows, strict=True)
+    sales = registry.load("v1").predict(Rows.from_columns(list(dates), list(stores), list(items)))
+    return dict(zip(rows, sales.tolist(), strict=True))
+
+
+def wait_for(condition: object, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def status(stack: Stack) -> requests.Response:
+    return requests.get(f"{stack.url}/status", timeout=5)
+
+
+def test_thousands_of_concurrent_requests_get_their_own_answers(stack: Stack, serving_registry: Registry) -> None:
+    rows = distinct_rows(4000)
+    truth = expected(serving_registry, rows)
+    outcomes = hammer(stack.url, rows, threads=32)
+    assert Counter(o.status for o in outcomes) == {200: len(rows)}
+    for outcome in outcomes:
+        body = outcome.body
+        assert isinstance(body, dict)
+        assert (body["date"], body["store"], body["item"]) == outcome.row
+        assert body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)
+
+
+@pytest.fixture
+def small_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
+    """A stack that admits only 3 jobs at once: easy to overload."""
+    stack = start_stack(tmp_path, serving_registry, FORECAST_QUEUE_SLOTS="4")
+    yield stack
+    stack.stop()
+
+
+def test_overload_is_answered_503_with_retry_after_and_nothing_else_fails(
+    small_stack: Stack, serving_registry: Registry
+) -> None:
+    rows = distinct_rows(3000, seed=1)
+    truth = expected(serving_registry, rows)
+    outcomes = hammer(small_stack.url, rows, threads=64)
+    statuses = Counter(o.status for o in outcomes)
+    assert set(statuses) == {200, 503}, statuses
+    assert statuses[503] > 0
+    assert statuses[200] > 0
+    for outcome in outcomes:
+        if outcome.status == 503:
+            assert outcome.headers["Retry-After"] == "1"
+            assert isinstance(outcome.body, dict)
+            assert outcome.body["code"] == "overloaded"
+        else:
+            assert isinstance(outcome.body, dict)
+            assert outcome.body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)
+    assert max(o.seconds for o in outcomes) < 5  # the deadline: nothing hung
+    assert status(small_stack).status_code == 200
+    after = hammer(small_stack.url, rows[:50], threads=1)
+    assert Counter(o.status for o in after) == {200: 50}
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
+    stack = start_stack(tmp_path, serving_registry)
+    yield stack
+    stack.stop()
+
+
+def mule_pids(stack: Stack) -> dict[int, int]:
+    return {mule["id"]: mule["pid"] for mule in status(stack).json()["mules"]}
+
+
+def test_a_mule_killed_while_scoring_does_not_strand_its_jobs(own_stack: Stack, serving_registry: Registry) -> None:
+    """SIGKILL a mule while a 45,000-row request is being scored: the request still succeeds."""
+    days = np.arange("2018-01-01", "2018-04-01", dtype="datetime64[D]")
+    rows = [(str(d), s, i) for s in range(1, 11) for i in range(1, 51) for d in days]
+    truth = expected(serving_registry, rows)
+    before = mule_pids(own_stack)
+    answer: dict[str, requests.Response] = {}
+    instances = [{"date": d, "store": s, "item": i} for d, s, i in rows]
+
+    def send() -> None:
+        answer["response"] = requests.post(f"{own_stack.url}/predict", json=instances, timeout=30)
+
+    sender = threading.Thread(target=send)
+    started = time.perf_counter()
+    sender.start()
+    idle_ticks = cpu_ticks(before[1])
+    wait_for(lambda: cpu_ticks(before[1]) >= idle_ticks + 3)  # mule 1 is scoring a chunk
+    os.kill(before[1], signal.SIGKILL)
+    sender.join()
+    elapsed = time.perf_counter() - started
+    response = answer["response"]
+    assert response.status_code == 200, response.text[:300]
+    sales = [p["sales"] for p in response.json()["predictions"]]
+    assert np.allclose(sales, [truth[r] for r in rows], rtol=1e-12)
+    assert elapsed < 5  # well within the deadline: the job was rescued, not waited out
+    assert "pushing it again" in own_stack.uwsgi_log.read_text()
+    wait_for(lambda: status(own_stack).status_code == 200 and mule_pids(own_stack)[1] != before[1])
+
+
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU ticks used by ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_a_mule_killed_under_load_costs_no_request_its_deadline(own_stack: Stack, serving_registry: Registry) -> None:
+    rows = distinct_rows(3000, seed=2)
+    truth = expected(serving_registry, rows)
+    victim = mule_pids(own_stack)[2]
+    results: list = []
+    loader = threading.Thread(target=lambda: results.extend(hammer(own_stack.url, rows, threads=16)))
+    loader.start()
+    time.sleep(0.5)  # let the load build up before the kill (a fixed point in the run, not a wait)
+    os.kill(victim, signal.SIGKILL)
+    loader.join()
+    statuses = Counter(o.status for o in results)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[200] >= len(rows) - 16  # at most the requests in flight at the kill may be refused
+    assert max(o.seconds for o in results) < 5
+    for outcome in results:
+        if outcome.status == 200:
+            assert outcome.body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)  # type: ignore[index]
+    wait_for(lambda: status(own_stack).status_code == 200 and mule_pids(own_stack)[2] != victim)
