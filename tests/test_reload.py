@@ -1,0 +1,133 @@
+"""/reload: rolling a new version through the mules under load, refusing bad ones, and who may call it."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from forecast.features import Rows
+from forecast.registry import MODEL_FILE, Registry
+from launcher.stack import Stack
+from tests.conftest import start_stack
+from tests.load import distinct_rows, hammer
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def registry_copy(tmp_path: Path, serving_registry: Registry) -> Registry:
+    """A private copy: these tests move 'production'."""
+    shutil.copytree(serving_registry.root, tmp_path / "registry")
+    return Registry(tmp_path / "registry")
+
+
+@pytest.fixture
+def reload_stack(tmp_path: Path, registry_copy: Registry) -> Iterator[Stack]:
+    stack = start_stack(tmp_path / "run", registry_copy)
+    yield stack
+    stack.stop()
+
+
+def served_versions(stack: Stack) -> set[str]:
+    return {mule["model_version"] for mule in requests.get(f"{stack.url}/status", timeout=5).json()["mules"]}
+
+
+def test_reload_under_load_switches_version_without_failing_a_request(
+    reload_stack: Stack, registry_copy: Registry
+) -> None:
+    rows = distinct_rows(3000, seed=3)
+    dates, stores, items = zip(*rows, strict=True)
+    truth = {
+        version: dict(
+            zip(
+                rows, registry_copy.load(version).predict(Rows.from_columns(dates, stores, items)).tolist(), strict=True
+            )
+        )
+        for version in ("v1", "v2")
+    }
+    outcomes: list = []
+    loader = threading.Thread(target=lambda: outcomes.extend(hammer(reload_stack.url, rows, threads=16)))
+    loader.start()
+    registry_copy.promote("v2")
+    response = requests.get(f"{reload_stack.url}/reload", timeout=60)
+    loader.join()
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == "v2"
+    assert [m["model_version"] for m in body["mules"]] == ["v2", "v2"]
+    assert Counter(o.status for o in outcomes) == {200: len(rows)}
+    for outcome in outcomes:
+        version = outcome.body["model_version"]
+        assert outcome.body["sales"] == pytest.approx(truth[version][outcome.row], rel=1e-12)
+    after = requests.post(f"{reload_stack.url}/predict", json={"date": "2018-01-21", "store": 1, "item": 1}, timeout=5)
+    assert after.json()["model_version"] == "v2"
+
+
+def test_a_corrupt_production_version_is_refused_and_the_old_one_keeps_serving(
+    reload_stack: Stack, registry_copy: Registry
+) -> None:
+    corrupt = registry_copy.versions_dir / "v3"
+    shutil.copytree(registry_copy.versions_dir / "v2", corrupt)
+    (corrupt / MODEL_FILE).chmod(0o644)
+    (corrupt / MODEL_FILE).write_text("tampered\n")
+    metadata = (corrupt / "metadata.json").read_text().replace('"version": "v2"', '"version": "v3"')
+    (corrupt / "metadata.json").chmod(0o644)
+    (corrupt / "metadata.json").write_text(metadata)
+    # A registry damaged behind our back: the alias names a version that would never pass promote().
+    (registry_copy.aliases_dir / "production").write_text("v3\n")
+
+    response = requests.post(f"{reload_stack.url}/reload", timeout=60)
+    assert response.status_code == 422
+    error = response.json()
+    assert error["code"] == "reload_refused"
+    assert "v3" in error["message"]
+    assert "checksum" in error["message"]
+    assert served_versions(reload_stack) == {"v1"}
+    ok = requests.post(f"{reload_stack.url}/predict", json={"date": "2018-01-21", "store": 1, "item": 1}, timeout=5)
+    assert ok.status_code == 200
+    assert ok.json()["model_version"] == "v1"
+
+
+def test_an_incompatible_production_version_is_refused_before_any_mule_loads_it(
+    reload_stack: Stack, registry_copy: Registry
+) -> None:
+    other = registry_copy.versions_dir / "v3"
+    shutil.copytree(registry_copy.versions_dir / "v2", other)
+    meta = other / "metadata.json"
+    meta.chmod(0o644)
+    meta.write_text(
+        meta.read_text()
+        .replace('"version": "v2"', '"version": "v3"')
+        .replace('"feature_version": "1"', '"feature_version": "0"')
+    )
+    (registry_copy.aliases_dir / "production").write_text("v3\n")
+    response = requests.get(f"{reload_stack.url}/reload", timeout=60)
+    assert response.status_code == 422
+    assert "feature version" in response.json()["message"]
+    assert served_versions(reload_stack) == {"v1"}
+
+
+@pytest.fixture
+def token_stack(tmp_path: Path, registry_copy: Registry) -> Iterator[Stack]:
+    stack = start_stack(tmp_path / "run", registry_copy, FORECAST_ADMIN_TOKEN="s3cret")
+    yield stack
+    stack.stop()
+
+
+def test_reload_with_a_configured_token_requires_it(token_stack: Stack) -> None:
+    missing = requests.get(f"{token_stack.url}/reload", timeout=30)
+    assert missing.status_code == 401
+    assert missing.json()["code"] == "unauthorized"
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = requests.get(f"{token_stack.url}/reload", headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert wrong.status_code == 401
+    right = requests.get(f"{token_stack.url}/reload", headers={"Authorization": "Bearer s3cret"}, timeout=60)
+    assert right.status_code == 200
+    assert right.json()["model_version"] == "v1"
