@@ -3,17 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PORT ?= 8000
 export FORECAST_REGISTRY_DIR ?= registry
 
-.PHONY: venv train lint test clean
+.PHONY: serve test train lint venv system-deps clean
 
-venv: $(VENV)/.installed
+serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
+	$(PY) -m forecast train --if-empty
+	PORT=$(PORT) $(PY) -m launcher
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	touch $@
+test: lint system-deps  ## lint, type-check and every test (real nginx + uWSGI + mules)
+	$(PY) -m pytest
 
 train: venv  ## train, evaluate, register and promote a model on the default data
 	$(PY) -m forecast train
@@ -23,8 +23,24 @@ lint: venv
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: lint  ## lint, type-check and run every test
-	$(PY) -m pytest
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# nginx from Debian: installed when we are root, otherwise say what to install.
+system-deps:
+	@if ! command -v nginx >/dev/null && ! test -x /usr/sbin/nginx; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing nginx (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else \
+	    echo "nginx is needed: run 'sudo apt-get install nginx' (Debian/Ubuntu), then retry." >&2; exit 1; \
+	  fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) data registry run .pytest_cache .mypy_cache .ruff_cache

@@ -48,7 +48,7 @@ def small_model(small_data: SalesData) -> TrainResult:
 
 
 @pytest.fixture
-def registry(tmp_path: Path, small_model: TrainResult) -> Iterator[Registry]:
+def registry(tmp_path: Path, small_model: TrainResult) -> Registry:
     """A registry holding one version, ``v1``, promoted to production."""
     registry = Registry(tmp_path / "registry")
     registry.promote(registry.register(small_model.model_text, small_model.metadata))

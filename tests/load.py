@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import requests
@@ -16,7 +17,7 @@ class Outcome:
     row: tuple[str, int, int]
     status: int
     seconds: float
-    body: object = None
+    body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
 
 

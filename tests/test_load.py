@@ -18,7 +18,7 @@ from forecast.features import Rows
 from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.conftest import start_stack
-from tests.load import distinct_rows, hammer
+from tests.load import Outcome, distinct_rows, hammer
 
 pytestmark = pytest.mark.stack
 
@@ -136,7 +136,7 @@ def test_a_mule_killed_under_load_costs_no_request_its_deadline(own_stack: Stack
     rows = distinct_rows(3000, seed=2)
     truth = expected(serving_registry, rows)
     victim = mule_pids(own_stack)[2]
-    results: list = []
+    results: list[Outcome] = []
     loader = threading.Thread(target=lambda: results.extend(hammer(own_stack.url, rows, threads=16)))
     loader.start()
     time.sleep(0.5)  # let the load build up before the kill (a fixed point in the run, not a wait)
@@ -148,5 +148,6 @@ def test_a_mule_killed_under_load_costs_no_request_its_deadline(own_stack: Stack
     assert max(o.seconds for o in results) < 5
     for outcome in results:
         if outcome.status == 200:
-            assert outcome.body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)  # type: ignore[index]
+            assert isinstance(outcome.body, dict)
+            assert outcome.body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)
     wait_for(lambda: status(own_stack).status_code == 200 and mule_pids(own_stack)[2] != victim)

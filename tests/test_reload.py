@@ -15,7 +15,7 @@ from forecast.features import Rows
 from forecast.registry import MODEL_FILE, Registry
 from launcher.stack import Stack
 from tests.conftest import start_stack
-from tests.load import distinct_rows, hammer
+from tests.load import Outcome, distinct_rows, hammer
 
 pytestmark = pytest.mark.stack
 
@@ -51,7 +51,7 @@ def test_reload_under_load_switches_version_without_failing_a_request(
         )
         for version in ("v1", "v2")
     }
-    outcomes: list = []
+    outcomes: list[Outcome] = []
     loader = threading.Thread(target=lambda: outcomes.extend(hammer(reload_stack.url, rows, threads=16)))
     loader.start()
     registry_copy.promote("v2")
