@@ -11,12 +11,3 @@ from forecast.settings import Settings
 settings = Settings()
 client = MuleClient(settings, uwsgi)
 app = create_app(settings, client)
-
-
-def _after_fork() -> None:
-    # A (re)spawned worker starts with no jobs in flight; mules have worker_id 0.
-    if uwsgi.worker_id() > 0:
-        client.admission.reset_own()
-
-
-uwsgi.post_fork_hook = _after_fork

@@ -3,9 +3,9 @@
 A request becomes one or more jobs (at most ``rows_per_job`` rows each).  For
 each request the client:
 
-1. admits its jobs against a machine-wide bound (:class:`Admission`), so the
-   uWSGI queue, which silently overwrites when full, can never wrap: past the
-   bound the request is answered 503 at once;
+1. admits its jobs against its process's share of the queue
+   (:class:`Admission`), so the uWSGI queue, which silently overwrites when
+   full, can never wrap: past the bound the request is answered 503 at once;
 2. pushes the jobs on the uWSGI queue and wakes mules with ``mule_msg``;
 3. sleeps on its thread's datagram socket until a mule sends a notice
    ("claimed by pid P", "done"), never longer than the deadline or the
@@ -16,7 +16,7 @@ each request the client:
    the respawned one, takes it), a second death answers 503.
 
 All methods are called from web worker threads and are thread-safe: each
-thread has its own socket, and the queue, caches and lock are uWSGI's.
+thread has its own socket, and the queue and caches are uWSGI's.
 """
 
 from __future__ import annotations
@@ -35,11 +35,16 @@ from app.errors import DeadlineExceeded, ReloadRefused, Unavailable
 from forecast.messages import (
     CONTROL_WAKE,
     NOTICE_CLAIMED,
+    RESULT_CACHE,
+    STATE_CACHE,
     Job,
     MessageError,
     Result,
+    awake_key,
+    claims_address,
     decode_notice,
     encode_reload,
+    heartbeat_key,
     max_rows_per_job,
     max_rows_per_result,
     pack_rows,
@@ -48,8 +53,6 @@ from forecast.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-RESULT_CACHE = "results"
-STATE_CACHE = "state"
 NOTICE_BYTES = 64
 
 
@@ -61,55 +64,34 @@ class Prediction:
     versions: list[str]
 
 
-def mule_state_key(mule_id: int) -> str:
-    return f"mule:{mule_id}"
-
-
 class Admission:
-    """A bound on jobs in flight across every worker process and thread.
+    """This worker process's share of the queue: a bound on its jobs in flight.
 
-    Each worker process counts its own jobs under its own key in the state
-    cache, and the total is checked and changed under uWSGI's lock 0, so the
-    check-and-add is atomic machine-wide.  A respawned worker resets its key
-    (``reset_own``), so a worker that died mid-request does not leak slots.
+    The uWSGI queue silently overwrites its oldest slot when full, so the jobs
+    in flight across the machine must stay below its slot count.  Each worker
+    process gets a fixed share, ``(slots - 1) // processes``, and counts its
+    own jobs under a thread lock: the shares add up to less than the queue, so
+    it can never wrap, and no lock or counter is shared between processes (a
+    worker that dies takes its count with it).  Jobs a mule has pulled still
+    count until their worker has the result: the bound is conservative.
     """
 
-    def __init__(self, uwsgi: Any, limit: int, worker_count: int) -> None:
-        self.uwsgi = uwsgi
+    def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.keys = [f"inflight:{n}" for n in range(1, worker_count + 1)]
-
-    def reset_own(self) -> None:
-        self.uwsgi.cache_update(self._own_key(), b"0", 0, STATE_CACHE)
-
-    def in_flight(self) -> int:
-        return sum(int(self.uwsgi.cache_get(key, STATE_CACHE) or 0) for key in self.keys)
+        self.in_flight = 0
+        self._lock = threading.Lock()
 
     def acquire(self, jobs: int) -> bool:
-        """Add ``jobs`` if the total stays within the limit; False (nothing added) if not."""
-        self.uwsgi.lock()
-        try:
-            if self.in_flight() + jobs > self.limit:
+        """Add ``jobs`` if this process stays within its share; False (nothing added) if not."""
+        with self._lock:
+            if self.in_flight + jobs > self.limit:
                 return False
-            self._add(jobs)
+            self.in_flight += jobs
             return True
-        finally:
-            self.uwsgi.unlock()
 
     def release(self, jobs: int) -> None:
-        self.uwsgi.lock()
-        try:
-            self._add(-jobs)
-        finally:
-            self.uwsgi.unlock()
-
-    def _add(self, jobs: int) -> None:
-        key = self._own_key()
-        value = int(self.uwsgi.cache_get(key, STATE_CACHE) or 0) + jobs
-        self.uwsgi.cache_update(key, str(value).encode(), 0, STATE_CACHE)
-
-    def _own_key(self) -> str:
-        return f"inflight:{self.uwsgi.worker_id()}"
+        with self._lock:
+            self.in_flight -= jobs
 
 
 class MuleClient:
@@ -124,7 +106,7 @@ class MuleClient:
             max_rows_per_result(settings.result_block_bytes),
             settings.mule_batch_rows,
         )
-        self.admission = Admission(uwsgi, settings.max_jobs_in_flight, settings.uwsgi_processes)
+        self.admission = Admission(settings.jobs_in_flight_per_worker)
         self._local = threading.local()
         if getattr(uwsgi, "queue_size", None) != settings.queue_slots:
             raise RuntimeError(
@@ -169,10 +151,14 @@ class MuleClient:
             raise Unavailable("the job queue refused the request; retry shortly", self.settings.retry_after_s)
 
     def _wake(self, count: int) -> None:
-        # mule_msg returns False when the shared mule socket is full, i.e. wake-ups are already
-        # pending there and a mule will drain the queue anyway: nothing is lost.
-        for _ in range(count):
-            self.uwsgi.mule_msg(CONTROL_WAKE)
+        """Wake up to ``count`` sleeping mules; awake ones will find the jobs (mules/loop.py)."""
+        for mule_id in self.mule_ids:
+            if count == 0:
+                return
+            if self.uwsgi.cache_get(awake_key(mule_id), STATE_CACHE) in (b"0", None):
+                # False means the mule's socket is full of wake-ups already: it will drain anyway.
+                self.uwsgi.mule_msg(CONTROL_WAKE, mule_id)
+                count -= 1
 
     def _wait(self, jobs: list[Job], deadline: float) -> dict[bytes, Result]:
         pending = {job.id: job for job in jobs}
@@ -180,15 +166,14 @@ class MuleClient:
         results: dict[bytes, Result] = {}
         for notice in self._notices(deadline, self.settings.mule_check_interval_ms / 1000):
             if notice is None:
+                self._read_claims(pending, owners)
                 self._collect_unannounced(pending, owners, results)
                 self._rescue_jobs_of_dead_mules(pending, owners, results)
-            elif notice[1] in pending:
-                kind, job_id, pid = notice
-                if kind == NOTICE_CLAIMED:
-                    owners[job_id] = pid
-                else:
-                    results[job_id] = self._take_result(pending.pop(job_id))
-                    owners.pop(job_id, None)
+            elif notice[1] in pending and notice[0] != NOTICE_CLAIMED:
+                results[notice[1]] = self._take_result(pending.pop(notice[1]))
+                owners.pop(notice[1], None)
+                if len(jobs) > 1:  # keep up with claims: a claims socket holds only 10 notices
+                    self._read_claims(pending, owners)
             if not pending:
                 return results
         raise DeadlineExceeded(f"no prediction within the deadline of {self.settings.deadline_ms} ms")
@@ -227,6 +212,19 @@ class MuleClient:
             raise Unavailable(f"prediction failed: {result.error}", self.settings.retry_after_s, "prediction_failed")
         return result
 
+    def _read_claims(self, pending: dict[bytes, Job], owners: dict[bytes, int]) -> None:
+        """Learn which mule holds which job: claims wait in their own socket, which never wakes us."""
+        claims: socket.socket = self._local.claims
+        try:
+            while True:
+                kind, job_id, pid = decode_notice(claims.recv(NOTICE_BYTES))
+                if kind == NOTICE_CLAIMED and job_id in pending:
+                    owners[job_id] = pid
+        except BlockingIOError:
+            pass
+        except MessageError:
+            logger.warning("ignored a malformed claim notice")
+
     def _collect_unannounced(
         self, pending: dict[bytes, Job], owners: dict[bytes, int], results: dict[bytes, Result]
     ) -> None:
@@ -261,7 +259,7 @@ class MuleClient:
         """Each configured mule's last heartbeat (or ``state: "unknown"``)."""
         states = []
         for mule_id in self.mule_ids:
-            raw = self.uwsgi.cache_get(mule_state_key(mule_id), STATE_CACHE)
+            raw = self.uwsgi.cache_get(heartbeat_key(mule_id), STATE_CACHE)
             states.append(json.loads(raw) if raw else {"id": mule_id, "state": "unknown"})
         return states
 
@@ -300,12 +298,17 @@ class MuleClient:
     # -- per-thread notice socket -------------------------------------------
 
     def _socket(self) -> socket.socket:
+        """This thread's "done" socket (blocking), created with its non-blocking claims socket."""
         sock: socket.socket | None = getattr(self._local, "socket", None)
         if sock is None or getattr(self._local, "pid", None) != os.getpid():
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             address = b"\0forecast-worker-" + os.urandom(12).hex().encode()
             sock.bind(address)
-            self._local.socket, self._local.address, self._local.pid = sock, address, os.getpid()
+            claims = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            claims.bind(claims_address(address))
+            claims.setblocking(False)
+            self._local.socket, self._local.claims = sock, claims
+            self._local.address, self._local.pid = address, os.getpid()
         return sock
 
     def _address(self) -> bytes:
@@ -314,12 +317,14 @@ class MuleClient:
         Call before sending a job: afterwards a notice may already be for it.
         """
         _discard_stale(self._socket())
+        _discard_stale(self._local.claims)
         address: bytes = self._local.address
         return address
 
 
 def _discard_stale(sock: socket.socket) -> None:
     """Drop notices left over from an earlier request of this thread that gave up waiting."""
+    blocking = sock.getblocking()
     sock.setblocking(False)
     try:
         while True:
@@ -327,7 +332,7 @@ def _discard_stale(sock: socket.socket) -> None:
     except BlockingIOError:
         pass
     finally:
-        sock.setblocking(True)
+        sock.setblocking(blocking)
 
 
 def process_alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ from forecast.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-READINESS_TTL_S = 0.25  # how long a worker trusts its last look at the mules' heartbeats
+MULE_VIEW_TTL_S = 0.25  # how long a worker trusts its last look at the mules' heartbeats
 
 
 class ForecastService:
@@ -33,13 +33,14 @@ class ForecastService:
         self.registry = registry
         self._lock = threading.Lock()
         self._domains: dict[str, Domain] = {}
-        self._ready_until = 0.0
+        self._view: tuple[bool, str | None] = (False, None)  # (some mule ready, the one version served)
+        self._view_until = 0.0
 
     # -- predict -----------------------------------------------------------
 
     def domain(self) -> Domain:
         """The domain of the version the mules serve (production before they report)."""
-        version = self.served_version() or self._production()
+        version = self._mule_view()[1] or self._production()
         with self._lock:
             if version not in self._domains:
                 self._domains[version] = Domain.from_metadata(
@@ -55,12 +56,20 @@ class ForecastService:
         return self.client.predict(columns.days, columns.stores, columns.items, deadline)
 
     def _require_ready(self) -> None:
-        now = time.monotonic()
-        if now < self._ready_until:
-            return
-        if not any(state.get("state") == "ready" for state in self.client.mule_states()):
+        if not self._mule_view()[0]:
             raise Unavailable("no mule has a model loaded yet", self.settings.retry_after_s, "not_ready")
-        self._ready_until = now + READINESS_TTL_S
+
+    def _mule_view(self) -> tuple[bool, str | None]:
+        """(some mule is ready, the version if they all serve one), refreshed every ``MULE_VIEW_TTL_S``.
+
+        Keeps the heartbeat reads off the per-request path.
+        """
+        now = time.monotonic()
+        if now >= self._view_until:
+            ready = [m.get("model_version") for m in self.client.mule_states() if m.get("state") == "ready"]
+            single = str(ready[0]) if ready and len(set(ready)) == 1 else None
+            self._view, self._view_until = (bool(ready), single), now + MULE_VIEW_TTL_S
+        return self._view
 
     # -- status ------------------------------------------------------------
 

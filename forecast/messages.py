@@ -6,11 +6,16 @@ Four kinds of bytes cross the process boundary:
   address to notify, a deadline and the attempt number;
 * a **result** (mule -> uWSGI cache, key = job id): predictions or an error,
   with the model version and the mule that produced it;
-* a **notice** (mule -> the worker's datagram socket): "claimed by mule pid P"
-  or "done", so the worker sleeps until there is something to read and can
-  tell when the mule holding its job has died;
+* a **notice** (mule -> the worker thread's datagram sockets): "done" to the
+  job's ``reply_to`` address, which the worker sleeps on, and "claimed by mule
+  pid P" to :func:`claims_address`, which it only reads when it wakes anyway,
+  so it can tell when the mule holding its job has died;
 * a **control** message (worker -> one mule with ``uwsgi.mule_msg``): wake up,
   or reload a model version.
+
+The uWSGI cache names and keys both sides use are defined here too: a mule's
+heartbeat (:func:`heartbeat_key`) and whether it is awake
+(:func:`awake_key`), so workers wake only sleeping mules.
 
 Everything is packed with :mod:`struct` in little-endian order with a magic
 prefix and a format version, so a mismatch is caught instead of misread.
@@ -25,9 +30,12 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
+RESULT_CACHE = "results"  # job id hex -> encoded Result
+STATE_CACHE = "state"  # heartbeat_key / awake_key -> small values
+
 ROW_BYTES = 12  # day (int32 days since 1970-01-01), store (int32), item (int32)
 PREDICTION_BYTES = 8  # float64
-MAX_ADDRESS_BYTES = 107  # sun_path is 108 bytes
+MAX_ADDRESS_BYTES = 100  # sun_path is 108 bytes, and claims_address() adds 7
 UWSGI_QUEUE_ITEM_HEADER_BYTES = 16  # uWSGI stores size + timestamp in each queue slot
 
 _JOB = struct.Struct("<2sBB16sdHI")  # magic, format, attempt, id, deadline, address length, row count
@@ -39,6 +47,22 @@ NOTICE_CLAIMED = b"C"
 NOTICE_DONE = b"D"
 CONTROL_WAKE = b"W"
 CONTROL_RELOAD = b"R"
+
+
+def heartbeat_key(mule_id: int) -> str:
+    """State-cache key of a mule's JSON heartbeat (id, pid, state, model version, time)."""
+    return f"mule:{mule_id}"
+
+
+def awake_key(mule_id: int) -> str:
+    """State-cache key: b"1" while the mule drains the queue, b"0" when it may sleep (wake it
+    for new jobs), b"x" while it has no model (do not wake it for jobs)."""
+    return f"awake:{mule_id}"
+
+
+def claims_address(reply_to: bytes) -> bytes:
+    """Where a mule sends "claimed" notices for a job answered at ``reply_to``."""
+    return reply_to + b".claims"
 
 
 class MessageError(ValueError):

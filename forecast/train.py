@@ -28,14 +28,14 @@ SEASONAL_LAG_DAYS = 364  # 52 weeks: same weekday one year earlier
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "regression",  # L2 on log1p(sales): relative error, as SMAPE
     "learning_rate": 0.1,
-    "num_leaves": 63,
+    "num_leaves": 31,
     "min_data_in_leaf": 100,
     "cat_smooth": 1.0,
     "verbosity": -1,
     "seed": 0,
     "deterministic": True,
 }
-DEFAULT_ROUNDS = 300
+DEFAULT_ROUNDS = 200
 
 
 @dataclass

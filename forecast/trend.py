@@ -16,11 +16,12 @@ extrapolated at its most recent rate, not its average.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 _HARMONICS = 3
+_FAR_DAYS = 365_250.0
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,26 @@ class Trend:
 
     knot_days: tuple[float, ...]
     knot_levels: tuple[float, ...]
+    _xp: np.ndarray = field(init=False, repr=False, compare=False)
+    _fp: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once, as offset() is on the serving path: the knots plus one far knot on each
+        # side on the end segments' lines, so a single np.interp also extrapolates.
+        xp, fp = np.array(self.knot_days, dtype=np.float64), np.array(self.knot_levels, dtype=np.float64)
+        far = np.array([xp[0] - _FAR_DAYS, xp[-1] + _FAR_DAYS])
+        object.__setattr__(self, "_xp", np.concatenate([far[:1], xp, far[1:]]))
+        object.__setattr__(
+            self, "_fp", np.concatenate([interp_extrapolate(far[:1], xp, fp), fp, interp_extrapolate(far[1:], xp, fp)])
+        )
 
     def offset(self, days: np.ndarray) -> np.ndarray:
-        """Log level at each day (int days since 1970-01-01)."""
-        return interp_extrapolate(days, np.array(self.knot_days), np.array(self.knot_levels))
+        """Log level at each day (int days since 1970-01-01), linear beyond the knots for 1000 years."""
+        level: np.ndarray = np.interp(days, self._xp, self._fp)
+        return level
 
     def to_dict(self) -> dict[str, list[float]]:
-        return {key: list(value) for key, value in asdict(self).items()}
+        return {"knot_days": list(self.knot_days), "knot_levels": list(self.knot_levels)}
 
     @classmethod
     def from_dict(cls, data: dict[str, list[float]]) -> Trend:

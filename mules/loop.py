@@ -8,6 +8,11 @@ LightGBM call.  For every job it sends the waiting worker a "claimed" notice
 (so a worker can tell when this mule dies holding its job) and a "done"
 notice once the result is in the cache.  Jobs whose deadline has passed are
 dropped unscored: nobody waits for them.
+
+While it drains, the mule's awake flag is set, and workers do not wake it
+(under load no wake-up messages flow at all).  Before sleeping it clears the
+flag and looks at the queue once more: a worker pushes, then reads the flag,
+so a job pushed while the flag still read "awake" is found by that last look.
 """
 
 from __future__ import annotations
@@ -28,11 +33,16 @@ from forecast.messages import (
     CONTROL_RELOAD,
     NOTICE_CLAIMED,
     NOTICE_DONE,
+    RESULT_CACHE,
+    STATE_CACHE,
     Job,
     MessageError,
     Result,
+    awake_key,
+    claims_address,
     decode_reload,
     encode_notice,
+    heartbeat_key,
 )
 from forecast.model import Predictor
 from forecast.registry import Registry
@@ -40,8 +50,7 @@ from forecast.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-RESULT_CACHE = "results"
-STATE_CACHE = "state"
+AWAKE, ASLEEP, NOT_SERVING = b"1", b"0", b"x"  # values of awake_key(): see forecast.messages
 RESULT_GRACE_S = 5  # results outlive their deadline this long, then the cache sweeper drops them
 LOAD_RETRY_S = 5
 
@@ -69,8 +78,11 @@ class Mule:
         self.deferred: list[bytes] = []
 
     def run(self) -> None:
+        self.uwsgi.cache_update(awake_key(self.id), NOT_SERVING, 0, STATE_CACHE)
         self.heartbeat("loading")
         self.try_load("production")
+        if self.predictor is not None:
+            self.drain()  # jobs may have queued while no mule had a model
         while True:
             message = (
                 self.deferred.pop(0)
@@ -120,20 +132,30 @@ class Mule:
     # -- jobs ----------------------------------------------------------------
 
     def drain(self) -> None:
-        """Score queued jobs until the queue is empty (or a reload waits)."""
-        while not self.deferred and (batch := self.pull_batch()):
+        """Score queued jobs until the queue is empty (or a reload waits); see the module docstring."""
+        self.set_awake(True)
+        while True:
+            while not self.deferred and (batch := self.pull_batch()):
+                self.score(batch)
+                if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
+                    self.heartbeat()
+            self.set_awake(False)
+            if self.deferred or not (batch := self.pull_batch()):
+                return
+            self.set_awake(True)  # a job arrived while we were deciding to sleep
             self.score(batch)
-            if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
-                self.heartbeat()
+
+    def set_awake(self, awake: bool) -> None:
+        self.uwsgi.cache_update(awake_key(self.id), AWAKE if awake else ASLEEP, 0, STATE_CACHE)
 
     def swallow_wakeups(self) -> None:
-        """Read every pending mule message before pulling from the queue.
+        """Read every pending mule message before pulling a batch from the queue.
 
-        Each job comes with a wake-up message; under sustained load the queue
-        never empties, and unread wake-ups would fill the shared mule socket
-        (then every ``mule_msg`` fails and uWSGI logs MULE MSG QUEUE IS FULL).
-        Swallowing them is safe: each was sent after its job was pushed, and a
-        pull follows.  A reload request met here is kept for the main loop.
+        Wake-ups that arrive while the mule drains would otherwise pile up in
+        its socket (and a full socket makes ``mule_msg`` fail with MULE MSG
+        QUEUE IS FULL in the log).  Swallowing them is safe: each was sent after
+        its job was pushed, and a pull follows.  A reload request met here is
+        kept for the main loop.
         """
         while message := self.uwsgi.mule_get_msg(timeout=0):
             if message[:1] == CONTROL_RELOAD:
@@ -142,8 +164,8 @@ class Mule:
     def pull_batch(self) -> list[Job]:
         batch: list[Job] = []
         rows = 0
+        self.swallow_wakeups()
         while rows < self.settings.mule_batch_rows:
-            self.swallow_wakeups()
             data = self.uwsgi.queue_pull()
             if data is None:
                 break
@@ -152,7 +174,7 @@ class Mule:
             except MessageError as exc:
                 logger.error("mule %d dropped a malformed job: %s", self.id, exc)
                 continue
-            self.notify(job.reply_to, NOTICE_CLAIMED, job.id)
+            self.notify(claims_address(job.reply_to), NOTICE_CLAIMED, job.id)
             if job.deadline <= time.time():
                 logger.warning("mule %d dropped job %s: deadline passed before it was scored", self.id, job.key)
                 continue
@@ -213,7 +235,7 @@ class Mule:
             "jobs_done": self.jobs_done,
             "error": self.error or None,
         }
-        self.uwsgi.cache_update(f"mule:{self.id}", json.dumps(beat).encode(), 0, STATE_CACHE)
+        self.uwsgi.cache_update(heartbeat_key(self.id), json.dumps(beat).encode(), 0, STATE_CACHE)
         self.last_heartbeat = time.time()
 
 
