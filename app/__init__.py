@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app import errors, views
+from app.json import OrjsonProvider
 from app.mule_client import MuleClient
 from app.service import ForecastService
 from forecast.logs import configure_logging
@@ -21,7 +22,7 @@ def create_app(settings: Settings, client: MuleClient) -> Flask:
     """Build the app around a settings object and a mule client."""
     configure_logging(settings.log_level, "worker")
     app = Flask(__name__)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
     app.extensions["forecast"] = ForecastService(settings, client, Registry(settings.registry_dir))
     errors.init_app(app)
     app.register_blueprint(views.bp)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import select
 import socket
 import threading
 import time
@@ -181,19 +183,20 @@ class MuleClient:
     def _notices(self, deadline: float, tick_s: float) -> Iterator[tuple[bytes, bytes, int] | None]:
         """Yield notices as they arrive, and None every ``tick_s``; stop at the deadline.
 
-        Blocks in ``recv`` with a timeout: the thread sleeps until a mule writes or a tick is due.
+        Sleeps in ``poll()``: the thread wakes when a mule writes or a tick is due, never spins.
         """
         sock = self._socket()
+        poller: select.poll = self._local.poller
         next_tick = time.time() + tick_s
         while (now := time.time()) < deadline:
             if now >= next_tick:
                 next_tick = now + tick_s
                 yield None
                 continue
-            sock.settimeout(min(deadline, next_tick) - now)
             try:
                 data = sock.recv(NOTICE_BYTES)
-            except TimeoutError:
+            except BlockingIOError:
+                poller.poll(max(1, math.ceil((min(deadline, next_tick) - now) * 1000)))
                 continue
             try:
                 yield decode_notice(data)
@@ -298,7 +301,7 @@ class MuleClient:
     # -- per-thread notice socket -------------------------------------------
 
     def _socket(self) -> socket.socket:
-        """This thread's "done" socket (blocking), created with its non-blocking claims socket."""
+        """This thread's "done" socket, created with its claims socket and a poller on it."""
         sock: socket.socket | None = getattr(self._local, "socket", None)
         if sock is None or getattr(self._local, "pid", None) != os.getpid():
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -306,8 +309,11 @@ class MuleClient:
             sock.bind(address)
             claims = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             claims.bind(claims_address(address))
-            claims.setblocking(False)
-            self._local.socket, self._local.claims = sock, claims
+            for each in (sock, claims):
+                each.setblocking(False)  # waits happen in poll(), never in recv()
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            self._local.socket, self._local.claims, self._local.poller = sock, claims, poller
             self._local.address, self._local.pid = address, os.getpid()
         return sock
 
@@ -324,15 +330,11 @@ class MuleClient:
 
 def _discard_stale(sock: socket.socket) -> None:
     """Drop notices left over from an earlier request of this thread that gave up waiting."""
-    blocking = sock.getblocking()
-    sock.setblocking(False)
     try:
         while True:
             sock.recv(NOTICE_BYTES)
     except BlockingIOError:
         pass
-    finally:
-        sock.setblocking(blocking)
 
 
 def process_alive(pid: int) -> bool:
