@@ -119,6 +119,8 @@ class Mule:
             logger.error("mule %d: %s", self.id, exc)
             return
         self.heartbeat("loading")
+        # while loading, workers wake the other mules for new jobs
+        self.uwsgi.cache_update(awake_key(self.id), NOT_SERVING, 0, STATE_CACHE)
         try:
             self.predictor = self.registry.verify(version)
             outcome = Result(job_id, self.id, self.pid, version)
@@ -128,6 +130,8 @@ class Mule:
             logger.error("mule %d refused %s: %s", self.id, version, exc.message)
         self.heartbeat()
         self.answer(job_id, reply_to, outcome, self.settings.reload_timeout_s)
+        if self.predictor is not None:
+            self.drain()  # also sets the awake flag back
 
     # -- jobs ----------------------------------------------------------------
 
