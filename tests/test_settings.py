@@ -1,0 +1,52 @@
+"""Settings: the README table documents every variable, uwsgi.ini reads what is exported."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from forecast.settings import UWSGI_FIELDS, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_settings() -> dict[str, str]:
+    rows = re.findall(r"^\| `(FORECAST_[A-Z_]+)` \| (.+?) \|", (ROOT / "README.md").read_text(), re.M)
+    return {name: default.strip("`") for name, default in rows}
+
+
+def test_readme_table_lists_every_setting_with_its_default() -> None:
+    documented = readme_settings()
+    for name, field in Settings.model_fields.items():
+        variable = f"FORECAST_{name.upper()}"
+        assert variable in documented, f"{variable} missing from the README settings table"
+        default = "(unset)" if field.default is None else str(field.default)
+        assert documented[variable] == default, variable
+    assert len(documented) == len(Settings.model_fields)
+
+
+def test_uwsgi_ini_reads_every_exported_size_and_the_mule_count_matches() -> None:
+    ini = (ROOT / "uwsgi.ini").read_text()
+    for name in UWSGI_FIELDS:
+        assert f"$(FORECAST_{name.upper()})" in ini
+    mule_ids = re.search(r"^for = ([\d ]+)$", ini, re.M)
+    assert mule_ids is not None
+    assert len(mule_ids.group(1).split()) == Settings().mules
+
+
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORECAST_DEADLINE_MS", "soon")
+    with pytest.raises(ValidationError, match="deadline_ms"):
+        Settings()
+    monkeypatch.setenv("FORECAST_DEADLINE_MS", "100")
+    monkeypatch.setenv("FORECAST_QUEUE_SLOTS", "300")
+    with pytest.raises(ValidationError, match="FORECAST_RESULT_CACHE_ITEMS"):
+        Settings()
+
+
+def test_each_worker_gets_a_share_of_the_queue() -> None:
+    settings = Settings(queue_slots=128, uwsgi_processes=2)
+    assert settings.jobs_in_flight_per_worker * settings.uwsgi_processes < settings.queue_slots
