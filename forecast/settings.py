@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     train_rounds: int = Field(200, ge=1, description="Boosting rounds for `make train`.")
 
     # -- uWSGI sizes (read by uwsgi.ini) ---------------------------------------
-    uwsgi_processes: int = Field(2, ge=1, description="uWSGI web worker processes.")
-    uwsgi_threads: int = Field(8, ge=1, description="Threads per web worker; each waits on one request.")
+    uwsgi_processes: int = Field(4, ge=1, description="uWSGI web worker processes.")
+    uwsgi_threads: int = Field(16, ge=1, description="Threads per web worker; each waits on one request.")
     mules: int = Field(2, ge=1, description="Mule processes; must equal the ids on uwsgi.ini's `for =` line.")
     queue_slots: int = Field(128, ge=2, description="uWSGI queue slots; jobs in flight are kept below this.")
     queue_slot_bytes: int = Field(65536, ge=4096, description="Bytes per queue slot; sets the rows per job.")

@@ -58,8 +58,8 @@ def test_thousands_of_concurrent_requests_get_their_own_answers(stack: Stack, se
 
 @pytest.fixture
 def small_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
-    """A stack that admits only 3 jobs at once: easy to overload."""
-    stack = start_stack(tmp_path, serving_registry, FORECAST_QUEUE_SLOTS="4")
+    """A stack whose 4 workers admit one job each: easy to overload."""
+    stack = start_stack(tmp_path, serving_registry, FORECAST_QUEUE_SLOTS="8")
     yield stack
     stack.stop()
 
