@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sourced by the image's /start.sh before supervisord starts uWSGI and nginx (and by the
+# staged-layout test, with FORECAST_IMAGE_ROOT pointing at its staging directory).
+# 1. exports the FORECAST_* sizes uwsgi.ini reads (forecast/settings.py's defaults, overridden by
+#    the environment); 2. keeps the image's own UWSGI_* defaults in step with them; 3. trains a
+#    model if the registry (a volume) is empty; 4. renders /app/nginx.conf into /etc/nginx/nginx.conf.
+# Any failure exits: the container stops instead of serving half-configured.
+forecast_root="${FORECAST_IMAGE_ROOT:-}"
+forecast_die() { echo "prestart.sh: $*" >&2; exit 1; }
+
+forecast_exports="$(cd "$forecast_root/app" && python -m forecast.settings)" || forecast_die "bad FORECAST_* settings"
+eval "$forecast_exports"
+# uWSGI reads UWSGI_* variables as options too; the image sets UWSGI_PROCESSES=16 and cheaper mode.
+export UWSGI_PROCESSES="$FORECAST_UWSGI_PROCESSES" UWSGI_THREADS="$FORECAST_UWSGI_THREADS" UWSGI_CHEAPER=0
+
+(cd "$forecast_root/app" \
+    && FORECAST_DATA_PATH=/tmp/forecast-data/train.csv python -m forecast train --if-empty \
+    && rm -rf /tmp/forecast-data) || forecast_die "no model in $FORECAST_REGISTRY_DIR and training failed"
+
+mkdir -p "$forecast_root/var/run/forecast"
+(cd "$forecast_root/app" && python -m launcher.nginx "$forecast_root/app/nginx.conf" \
+    "$forecast_root/etc/nginx/nginx.conf" \
+    "user=user ${NGINX_USER:-nginx};" \
+    "run_dir=$forecast_root/var/run/forecast" \
+    "error_log=/dev/stderr" \
+    "listen=${LISTEN_PORT:-80}" \
+    "uwsgi_socket=$forecast_root/tmp/uwsgi.sock") || forecast_die "cannot render nginx.conf"

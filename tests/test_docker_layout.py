@@ -1,0 +1,183 @@
+"""The Docker image without a Docker engine: lint it, stage its file layout, run it.
+
+The staged-layout test reads the Dockerfile's own ``COPY`` and ``ENV`` lines, copies what
+they name into a temporary root the way ``docker build`` would (``.dockerignore`` included),
+adds the base image's global uWSGI ini and environment (``tests/image/``), sources the image's
+``prestart.sh`` and starts uWSGI and nginx the way the image's supervisord does, from that
+root.  A wrong path in the Dockerfile leaves a file out or misplaced, and the stack does not
+become ready.  Paths are moved under the root; the base image's ``RUN`` steps are not replayed
+(its model training is replaced by a copy of a test registry).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from forecast.registry import Registry
+from launcher.stack import find_nginx
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = Path(__file__).resolve().parent / "image"
+VENV_BIN = Path(sys.executable).parent
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, list[str]]]:
+    """(INSTRUCTION, shell-split arguments) per instruction, continuation lines joined."""
+    text = path.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split()[0].upper(), shlex.split(line)[1:]) for line in lines]
+
+
+def allowed_by_dockerignore(name: str) -> bool:
+    allowed = True
+    for pattern in (ROOT / ".dockerignore").read_text().splitlines():
+        pattern = pattern.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negated = pattern.startswith("!")
+        if fnmatch.fnmatch(name, pattern.lstrip("!").rstrip("/")):
+            allowed = negated
+    return allowed
+
+
+def stage(root: Path) -> dict[str, str]:
+    """Copy what the Dockerfile copies into ``root``; return the image's environment (paths moved)."""
+    env: dict[str, str] = {}
+    for line in (IMAGE / "base-env").read_text().split():
+        key, value = line.split("=", 1)
+        env[key] = value
+    for instruction, args in dockerfile_instructions(ROOT / "Dockerfile"):
+        if instruction == "ENV":
+            env.update(arg.split("=", 1) for arg in args)  # type: ignore[misc]
+        elif instruction == "COPY":
+            *sources, dest = args
+            for source in sources:
+                copy_like_docker(source, dest, many=len(sources) > 1, root=root)
+    (root / "etc/uwsgi").mkdir(parents=True)
+    ini = (IMAGE / "etc-uwsgi-uwsgi.ini").read_text()
+    # The two lines that name this machine: the socket path, and the nginx user (absent here).
+    ini = ini.replace("/tmp/uwsgi.sock", f"{root}/tmp/uwsgi.sock").replace("chown-socket = nginx:nginx\n", "")
+    (root / "etc/uwsgi/uwsgi.ini").write_text(ini)
+    for directory in ("tmp", "etc/nginx"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    return {key: f"{root}{value}" if value.startswith("/") else value for key, value in env.items()}
+
+
+def copy_like_docker(source: str, dest: str, many: bool, root: Path) -> None:
+    origin = ROOT / source
+    assert origin.exists(), f"Dockerfile copies {source}, which does not exist"
+    assert allowed_by_dockerignore(source), f"Dockerfile copies {source}, which .dockerignore leaves out"
+    target = root / dest.lstrip("/")
+    if origin.is_dir():  # docker copies a directory's contents, not the directory
+        shutil.copytree(origin, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        return
+    if dest.endswith("/") or many:
+        target = target / origin.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(origin, target)
+
+
+def test_hadolint_passes() -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_pins_a_dated_base_and_keeps_the_image_conventions() -> None:
+    instructions = dockerfile_instructions(ROOT / "Dockerfile")
+    base = next(args[0] for name, args in instructions if name == "FROM")
+    assert base.startswith("tiangolo/uwsgi-nginx-flask:python3.12-20")
+    env = dict(arg.split("=", 1) for name, args in instructions if name == "ENV" for arg in args)
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert env["UWSGI_CHEAPER"] == "0"
+    assert any(name == "HEALTHCHECK" and "/status" in " ".join(args) for name, args in instructions)
+    copies = [i for i, (name, _) in enumerate(instructions) if name == "COPY"]
+    installs = [i for i, (name, args) in enumerate(instructions) if name == "RUN" and "pip" in args[0]]
+    assert instructions[copies[0]][1][0] == "requirements.txt"
+    assert installs[0] < copies[1], "dependencies must be installed before the code is copied"
+
+
+@pytest.fixture
+def staged_image(tmp_path: Path, serving_registry: Registry) -> Iterator[str]:
+    """The staged image running: uWSGI (global ini + /app/uwsgi.ini via UWSGI_INI) and nginx."""
+    root = tmp_path / "image"
+    env = {**os.environ, **stage(root)}
+    shutil.copytree(serving_registry.root, env["FORECAST_REGISTRY_DIR"])
+    port = free_port()
+    env.update(
+        FORECAST_IMAGE_ROOT=str(root),
+        NGINX_USER="root",  # no nginx user on this machine
+        LISTEN_PORT=f"127.0.0.1:{port}",  # loopback only here; the image listens on 80
+        PATH=f"{VENV_BIN}:{env['PATH']}",
+    )
+    log = (tmp_path / "uwsgi.log").open("wb")
+    # What the image's /start.sh does: source prestart.sh, then supervisord runs these two.
+    uwsgi = subprocess.Popen(
+        ["bash", "-c", 'source "$FORECAST_IMAGE_ROOT/app/prestart.sh" && exec uwsgi --ini /etc/uwsgi/uwsgi.ini'
+         .replace("/etc/uwsgi", f"{root}/etc/uwsgi")],
+        env=env, cwd=root / "app", stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    nginx: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until(lambda: (root / "etc/nginx/nginx.conf").exists() or uwsgi.poll() is not None, 60)
+        nginx_binary = find_nginx()
+        assert nginx_binary is not None
+        nginx = subprocess.Popen(
+            [nginx_binary, "-c", f"{root}/etc/nginx/nginx.conf", "-p", str(root), "-e", str(tmp_path / "nginx.log")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_until(lambda: status_code(url) == 200 or uwsgi.poll() is not None, 60)
+        yield url
+    finally:
+        for process, sig in ((nginx, signal.SIGQUIT), (uwsgi, signal.SIGTERM)):
+            if process is not None and process.poll() is None:
+                process.send_signal(sig)
+        for process in (nginx, uwsgi):
+            if process is not None:
+                process.wait(30)
+        log.close()
+
+
+def status_code(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url}/status", timeout=2) as response:
+            return int(response.status)
+    except Exception:
+        return 0
+
+
+def wait_until(condition: object, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not condition():  # type: ignore[operator]
+        time.sleep(0.1)
+
+
+@pytest.mark.stack
+def test_staged_image_serves_status_and_predictions(staged_image: str, tmp_path: Path) -> None:
+    status = requests.get(f"{staged_image}/status", timeout=5)
+    log = (tmp_path / "uwsgi.log").read_text(errors="replace")
+    assert status.status_code == 200, log[-3000:]
+    assert status.json()["model_version"] == "v1"
+    answer = requests.post(f"{staged_image}/predict", json={"date": "2018-01-21", "store": 10, "item": 23}, timeout=5)
+    assert answer.status_code == 200
+    assert answer.json()["sales"] > 0
+    # the effective uWSGI configuration (show-config): the image's defaults did not win
+    assert "cheaper = 0" in log
+    assert "processes = 4" in log
+    assert f"ini = {tmp_path}/image/app/uwsgi.ini" in log
