@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export FORECAST_REGISTRY_DIR ?= registry
 
-.PHONY: serve test train lint venv system-deps clean
+.PHONY: serve test train lint venv system-deps bench bench-smoke bench-deps clean
 
 serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
 	$(PY) -m forecast train --if-empty
@@ -17,6 +17,21 @@ test: lint system-deps  ## lint, type-check and every test (real nginx + uWSGI +
 
 train: venv  ## train, evaluate, register and promote a model on the default data
 	$(PY) -m forecast train
+
+bench: venv system-deps bench-deps  ## the full benchmark suite (~30 min): benchmarks/REPORT.md
+	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.check benchmarks/results/latest.json
+	cp benchmarks/results/REPORT.md benchmarks/REPORT.md
+
+bench-smoke: venv system-deps bench-deps  ## every scenario for every system, short (a few minutes)
+	$(PY) -m benchmarks.run --smoke
+	$(PY) -m benchmarks.check benchmarks/results/smoke.json
+
+# Ray Serve in its own venv, autocannon from npm, matplotlib for the plots.
+bench-deps: venv
+	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
+	cd benchmarks/load && npm ci --silent --no-audit --no-fund
+	bash benchmarks/ray_serve/install.sh
 
 lint: venv
 	$(PY) -m ruff check .

@@ -37,7 +37,15 @@ def find_nginx() -> str | None:
 class Stack:
     """nginx + uWSGI listening on 127.0.0.1:``port``, files under ``run_dir``."""
 
-    def __init__(self, run_dir: Path, port: int, env: dict[str, str] | None = None, log_to_files: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        log_to_files: bool = True,
+        ini: Path = ROOT / "uwsgi.ini",
+    ) -> None:
+        self.ini = ini
         self.run_dir = Path(run_dir).resolve()
         self.port = port
         self.env = {**os.environ, **(env or {})}
@@ -73,7 +81,7 @@ class Stack:
         self.uwsgi = self._spawn(
             [
                 str(Path(sys.executable).with_name("uwsgi")),
-                f"--ini={ROOT / 'uwsgi.ini'}",
+                f"--ini={self.ini}",
                 f"--socket={socket_path}",
                 "--chmod-socket=660",
                 "--die-on-term",

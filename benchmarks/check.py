@@ -1,0 +1,56 @@
+"""Check that a results JSON is a complete, correct report: every system, every scenario, agreement.
+
+    .venv/bin/python -m benchmarks.check benchmarks/results/smoke.json
+
+Asserts no speed: only that every system ran every scenario, every model system answered every
+correctness request exactly as the offline model, the systems agree, the batch was answered in
+full, and nothing listened beyond loopback.  Exit 1 with the list of problems otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import missing
+from benchmarks.run import ALL_SYSTEMS
+
+TOLERANCE = 1e-9
+
+
+def problems(results: dict[str, Any], expected_systems: list[str]) -> list[str]:
+    found = []
+    absent = sorted(set(expected_systems) - set(results["systems"]))
+    if absent:
+        found.append(f"systems missing: {absent}")
+    found += [f"scenario missing: {gap}" for gap in missing(results)]
+    for name, system in results["systems"].items():
+        if system.get("non_loopback_listeners"):
+            found.append(f"{name} listened beyond loopback: {system['non_loopback_listeners']}")
+        if system["kind"] != "model":
+            continue
+        correctness = system.get("correctness", {})
+        if not correctness.get("all_answered") or correctness.get("max_abs_error", 1) > TOLERANCE:
+            found.append(f"{name}: predictions differ from the offline model ({correctness.get('max_abs_error')})")
+        batch = system.get("batch", {})
+        if any(run["rows"] != batch.get("rows") for run in batch.get("runs", [{"rows": -1}])):
+            found.append(f"{name}: the 45,000-row batch was not answered in full")
+    if results.get("agreement", {}).get("max_abs_difference", 1) > TOLERANCE:
+        found.append(f"systems disagree: {results.get('agreement')}")
+    return found
+
+
+def main() -> int:
+    results = json.loads(Path(sys.argv[1]).read_text())
+    expected = sys.argv[2].split(",") if len(sys.argv) > 2 else ALL_SYSTEMS
+    found = problems(results, expected)
+    for problem in found:
+        print(f"FAIL {problem}")
+    print("benchmark report complete and correct" if not found else f"{len(found)} problem(s)")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Open-loop load at a fixed arrival rate: request i is due at start + i / rate, whatever came back.
+
+    python openloop.py '{"url": "http://127.0.0.1:8000", "rate": 400, "duration": 10}'
+
+wrk and autocannon are closed loops (a client sends when its last answer arrives), which hides
+queueing delay; autocannon's rate cap fires its clients' timers together, in bursts. wrk2, the
+usual open-loop tool, is not packaged here, so this does what it does, in ~100 lines of stdlib:
+requests leave on schedule over a pool of keep-alive connections (a new connection opens when
+none is free, up to ``max_connections``), and latency is measured from the *scheduled* time, so
+time spent waiting for a free connection counts (no coordinated omission). Bodies cycle over the
+same 10,000 rows as cannon.js. Prints a JSON summary like cannon.js.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from urllib.parse import urlsplit
+
+
+def bodies() -> list[bytes]:
+    rng = random.Random(42)
+    rows = []
+    for _ in range(10_000):
+        date = f"{rng.randint(2017, 2018)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        rows.append(json.dumps({"date": date, "store": rng.randint(1, 10), "item": rng.randint(1, 50)}).encode())
+    return rows
+
+
+async def run(url: str, rate: float, duration: float, max_connections: int, timeout: float) -> dict[str, object]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    payloads = bodies()
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    opened = 0
+    latencies: list[float] = []
+    ok_latencies: list[float] = []
+    ok_from_send: list[float] = []
+    late: list[float] = []
+    statuses: dict[str, int] = {}
+    errors = 0
+
+    async def one(index: int, due: float) -> None:
+        nonlocal opened, errors
+        while not idle and opened >= max_connections:
+            await asyncio.sleep(0.001)
+        if idle:
+            reader, writer = idle.pop()
+        else:
+            opened += 1
+            reader, writer = await asyncio.open_connection(host, port)
+        body = payloads[index % len(payloads)]
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        sent = time.perf_counter()
+        late.append((sent - due) * 1000)
+        try:
+            writer.write(head.encode() + body)
+            status_line = await asyncio.wait_for(reader.readline(), timeout)
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            status = status_line.split()[1].decode()
+            statuses[status] = statuses.get(status, 0) + 1
+            latencies.append((time.perf_counter() - due) * 1000)
+            if status.startswith("2"):
+                ok_latencies.append(latencies[-1])
+                ok_from_send.append((time.perf_counter() - sent) * 1000)
+            idle.append((reader, writer))
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, IndexError):
+            errors += 1
+            opened -= 1
+            writer.close()
+
+    start = time.perf_counter()
+    tasks = []
+    total = int(rate * duration)
+    for index in range(total):
+        due = start + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(index, due)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    ok_latencies.sort()
+    ok_from_send.sort()
+    late.sort()
+
+    def pct(p: float, values: list[float] = latencies) -> float:
+        return round(values[min(len(values) - 1, int(p * len(values)))], 2) if values else 0.0
+
+    ok = sum(v for k, v in statuses.items() if k.startswith("2"))
+    return {
+        "requests": total,
+        "seconds": round(elapsed, 2),
+        "rps": round(ok / elapsed, 1),
+        "offered_rps": rate,
+        "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0)},
+        "ok_latency_ms": {"p50": pct(0.5, ok_latencies), "p99": pct(0.99, ok_latencies)},
+        # the same, counted from when the request actually left (excludes waiting for a connection
+        # or for this generator's own CPU), and how late requests left: large values mean the
+        # generator, not the server, was the bottleneck
+        "ok_latency_from_send_ms": {"p50": pct(0.5, ok_from_send), "p99": pct(0.99, ok_from_send)},
+        "send_lag_ms": {"p50": pct(0.5, late), "p99": pct(0.99, late)},
+        "statuses": statuses,
+        "errors": errors,
+        "connections": opened,
+    }
+
+
+def main() -> int:
+    opts = json.loads(sys.argv[1])
+    result = asyncio.run(
+        run(
+            opts["url"],
+            float(opts["rate"]),
+            float(opts["duration"]),
+            int(opts.get("max_connections", 512)),
+            float(opts.get("timeout", 30)),
+        )
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Run the benchmark suite: every system, every scenario, into one JSON file, then the report.
+
+    .venv/bin/python -m benchmarks.run            # full suite (make bench)
+    .venv/bin/python -m benchmarks.run --smoke    # a few minutes (make bench-smoke)
+
+Systems run one after the other on the same machine with the same load; each gets its own copy of
+the registry (the reload scenario registers and promotes a version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import scenarios
+from benchmarks.report import write_report
+from benchmarks.systems import System, make_systems, memory_mb
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ALL_SYSTEMS = ["uwsgi-mules", "ray-tuned", "ray-tutorial", "floor"]
+
+
+def machine() -> dict[str, Any]:
+    cpu = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+    mem = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return {
+        "cpu": cpu.group(1) if cpu else platform.processor(),
+        "cores": len(re.findall(r"^processor", Path("/proc/cpuinfo").read_text(), re.M)),
+        "memory_gb": round(int(mem.group(1)) / 1024 / 1024, 1) if mem else None,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "commit": commit.stdout.strip() + ("-dirty" if dirty else ""),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def non_loopback_listeners(pids: list[int]) -> list[str]:
+    """Listening sockets of these processes on anything but loopback (should be none)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=False).stdout
+    bad = []
+    for line in out.splitlines():
+        fields = line.split()
+        local = fields[3] if len(fields) > 3 else ""
+        owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if owners & set(pids) and not re.match(r"^(127\.|\[::1\]|\[::ffff:127\.)", local):
+            bad.append(line.strip())
+    return bad
+
+
+def registry_copy(scratch: Path, name: str) -> Path:
+    source = ROOT / "registry"
+    if not (source / "aliases" / "production").exists():
+        subprocess.run([sys.executable, "-m", "forecast", "--registry", str(source), "train"], check=True, cwd=ROOT)
+    target = scratch / f"registry-{name}"
+    shutil.copytree(source, target)
+    return target
+
+
+def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": system.description, "kind": system.kind}
+    log(f"[{system.name}] cold start")
+    try:
+        out["cold_start_s"] = scenarios.cold_start(system)
+        system.wait_ready()
+        time.sleep(1)
+        out["memory_idle"] = memory_mb(system.tree_pids())
+        out["non_loopback_listeners"] = non_loopback_listeners(system.tree_pids())
+        if system.kind == "model":
+            log(f"[{system.name}] correctness")
+            out["correctness"] = scenarios.correctness(system, system.registry)
+        log(f"[{system.name}] closed loop")
+        out["closed_loop"] = scenarios.closed_loop(system, profile)
+        out["memory_load"] = scenarios.memory_under_load(system, max(4, profile.seconds))
+        if system.kind != "model":
+            return out
+        log(f"[{system.name}] open loop")
+        out["open_loop"] = scenarios.open_loop(system, profile)
+        log(f"[{system.name}] batch")
+        out["batch"] = scenarios.batch(system, profile)
+        log(f"[{system.name}] overload")
+        out["overload"] = scenarios.overload(system, profile, out["closed_loop"]["64"]["median"]["rps"])
+        log(f"[{system.name}] fault")
+        out["fault"] = scenarios.fault(system, profile)
+        log(f"[{system.name}] reload")
+        out["reload"] = scenarios.reload_under_load(system, profile, system.registry)
+        out["non_loopback_listeners"] += non_loopback_listeners(system.tree_pids())
+    finally:
+        system.stop()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="short version of every scenario")
+    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/)")
+    args = parser.parse_args()
+    profile = scenarios.SMOKE if args.smoke else scenarios.FULL
+    scratch = HERE / "scratch" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    scratch.mkdir(parents=True)
+    names = args.systems.split(",")
+    systems = make_systems(names, HERE, scratch)
+    results: dict[str, Any] = {"machine": machine(), "profile": profile.__dict__, "smoke": args.smoke, "systems": {}}
+
+    def log(message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+    for system in systems:
+        system.registry = registry_copy(scratch, system.name)
+        results["systems"][system.name] = run_system(system, profile, log)
+    results["agreement"] = agreement(results["systems"])
+    out = args.out or HERE / "results" / ("smoke.json" if args.smoke else "latest.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    report = write_report(results, out.parent, "REPORT-smoke.md" if args.smoke else "REPORT.md")
+    log(f"results: {out}; report: {report}")
+    return 0
+
+
+def agreement(systems: dict[str, Any]) -> dict[str, Any]:
+    """Largest difference between any two systems' predictions for the same 100 requests."""
+    answers = {name: s["correctness"]["predictions"] for name, s in systems.items() if "correctness" in s}
+    names = sorted(answers)
+    worst = 0.0
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            worst = max(worst, max(abs(x - y) for x, y in zip(answers[a], answers[b], strict=True)))
+    return {"systems": names, "max_abs_difference": worst}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""The benchmark scenarios; each takes a started system and returns a JSON-able dict."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.systems import System, get_json, kill, memory_mb
+from forecast.features import Rows
+from forecast.registry import Registry
+
+HERE = Path(__file__).resolve().parent
+CANNON = HERE / "load" / "cannon.js"
+OPENLOOP = HERE / "load" / "openloop.py"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long and how often: the full suite or the smoke version."""
+
+    seconds: int
+    repeats: int
+    connections: tuple[int, ...] = (1, 8, 64, 256)
+    rates: tuple[int, ...] = (100, 200, 400, 800, 1600)
+    overload_seconds: int = 30
+    fault_seconds: int = 30
+    reload_seconds: int = 20
+
+
+FULL = Profile(seconds=15, repeats=3)
+SMOKE = Profile(seconds=3, repeats=1, rates=(100, 400), overload_seconds=6, fault_seconds=11, reload_seconds=8)
+
+
+def cannon(url: str, connections: int, seconds: float, samples: bool = False) -> dict[str, Any]:
+    options = {"url": url, "connections": connections, "duration": seconds, "samples": samples}
+    out = subprocess.run(["node", str(CANNON), json.dumps(options)], capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def openloop(url: str, rate: float, seconds: float) -> dict[str, Any]:
+    options = {"url": url, "rate": rate, "duration": seconds}
+    command = [sys.executable, str(OPENLOOP), json.dumps(options)]
+    result: dict[str, Any] = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    return result
+
+
+def ok_rps(run: dict[str, Any]) -> float:
+    """Answers with a 2xx status per second (fast 503s are not throughput)."""
+    return sum(v for k, v in run["statuses"].items() if k.startswith("2")) / max(run["seconds"], 1e-9)
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {
+        "rps": statistics.median(ok_rps(r) for r in runs),
+        "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in runs),
+        "p90_ms": statistics.median(r["latency_ms"]["p90"] for r in runs),
+        "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in runs),
+        "non2xx": statistics.median(sum(v for k, v in r["statuses"].items() if not k.startswith("2")) for r in runs),
+    }
+
+
+def post(url: str, payload: Any, timeout: float = 120) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{url}/predict", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, None
+    except OSError:
+        return 0, None
+
+
+# -- 0. correctness: the same prediction for the same request, everywhere ---------------------
+
+
+def correctness(system: System, registry: Path) -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    days = np.datetime64("2017-01-01") + rng.integers(0, 540, 100)
+    stores, items = rng.integers(1, 11, 100), rng.integers(1, 51, 100)
+    truth = Registry(registry).load("production").predict(Rows(days.astype("datetime64[D]"), stores, items))
+    answers = []
+    for day, store, item in zip(days, stores, items, strict=True):
+        status, body = post(system.url, {"date": str(day), "store": int(store), "item": int(item)})
+        answers.append(body["sales"] if status == 200 else float("nan"))
+    worst = float(np.nanmax(np.abs(np.array(answers) - truth))) if answers else float("nan")
+    return {"rows": len(answers), "max_abs_error": worst, "all_answered": not np.isnan(answers).any(),
+            "predictions": answers}  # fmt: skip
+
+
+# -- 1. latency and throughput ----------------------------------------------------------------------
+
+
+def closed_loop(system: System, profile: Profile) -> dict[str, Any]:
+    levels: dict[str, Any] = {}
+    cannon(system.url, 64, 2)  # warm-up, not reported
+    for connections in profile.connections:
+        runs = [cannon(system.url, connections, profile.seconds) for _ in range(profile.repeats)]
+        levels[str(connections)] = {"median": median_of(runs), "runs": runs}
+    return levels
+
+
+def open_loop(system: System, profile: Profile) -> dict[str, Any]:
+    levels: dict[str, Any] = {}
+    for rate in profile.rates:
+        runs = [openloop(system.url, rate, profile.seconds) for _ in range(profile.repeats)]
+        levels[str(rate)] = {"median": median_of(runs), "runs": runs}
+    return levels
+
+
+# -- 2. batch scoring -----------------------------------------------------------------------------------
+
+
+def kaggle_test_set() -> list[dict[str, Any]]:
+    days = np.arange("2018-01-01", "2018-04-01", dtype="datetime64[D]")
+    return [{"date": str(d), "store": s, "item": i} for s in range(1, 11) for i in range(1, 51) for d in days]
+
+
+def batch(system: System, profile: Profile) -> dict[str, Any]:
+    rows = kaggle_test_set()
+    runs = []
+    for _ in range(profile.repeats):
+        started = time.perf_counter()
+        status, body = post(system.url, {"instances": rows})
+        seconds = time.perf_counter() - started
+        count = len(body["predictions"]) if status == 200 and body else 0
+        runs.append(
+            {"status": status, "seconds": round(seconds, 3), "rows": count, "rows_per_s": round(count / seconds)}
+        )
+    return {"rows": len(rows), "median_seconds": statistics.median(r["seconds"] for r in runs), "runs": runs}
+
+
+# -- 3. overload ---------------------------------------------------------------------------------------
+
+
+def overload(system: System, profile: Profile, capacity_rps: float) -> dict[str, Any]:
+    rate = max(50.0, 2 * capacity_rps)
+    result = openloop(system.url, rate, profile.overload_seconds)
+    ended = time.perf_counter()
+    recovered = time_to_recover(system)
+    answered = sum(v for k, v in result["statuses"].items() if k.startswith("2"))
+    return {
+        "offered_rps": rate,
+        "seconds": profile.overload_seconds,
+        "share_answered": round(answered / max(1, result["requests"]), 4),
+        "statuses": result["statuses"],
+        "errors": result["errors"],
+        "p99_success_ms": result["ok_latency_ms"]["p99"],
+        "p99_success_from_send_ms": result["ok_latency_from_send_ms"]["p99"],
+        "send_lag_p99_ms": result["send_lag_ms"]["p99"],
+        "recover_s": round(recovered - ended, 3) if recovered else None,
+    }
+
+
+def time_to_recover(system: System, limit_s: float = 60) -> float | None:
+    """When a single request is answered 200 within 100 ms again."""
+    deadline = time.perf_counter() + limit_s
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        status, _ = post(system.url, {"date": "2018-01-21", "store": 10, "item": 23}, timeout=5)
+        if status == 200 and time.perf_counter() - started < 0.1:
+            return time.perf_counter()
+        time.sleep(0.05)
+    return None
+
+
+# -- 4. fault: kill one model process every 5 s ----------------------------------------------------
+
+
+def fault(system: System, profile: Profile) -> dict[str, Any]:
+    kills: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    loader = threading.Thread(target=lambda: result.update(cannon(system.url, 16, profile.fault_seconds, True)))
+    started = time.perf_counter()
+    loader.start()
+    next_kill = started + 2
+    while loader.is_alive():
+        now = time.perf_counter()
+        if now >= next_kill and now < started + profile.fault_seconds - 2:
+            pids = system.serving_pids()
+            if pids:
+                victim = pids[0]
+                kill(victim)
+                kills.append({"at_s": round(now - started, 2), "pid": victim, "count_before": len(pids)})
+                threading.Thread(target=_watch_recovery, args=(system, kills[-1], now, len(pids))).start()
+            next_kill = now + 5
+        time.sleep(0.05)
+    loader.join()
+    time.sleep(0.5)
+    failed = sum(v for k, v in result["statuses"].items() if not k.startswith("2")) + result["errors"]
+    recoveries = [k["recover_s"] for k in kills if k.get("recover_s") is not None]
+    return {
+        "kills": kills,
+        "requests": result["requests"],
+        "failed": failed,
+        "statuses": result["statuses"],
+        "max_recover_s": max(recoveries) if recoveries else None,
+        "timeline": timeline(result.get("samples", [])),
+    }
+
+
+def timeline(samples: list[list[float]], width_ms: int = 250) -> list[list[float]]:
+    """Per ``width_ms`` bucket: [start s, answers, failures, p50 ms, p99 ms] of the responses in it."""
+    buckets: dict[int, list[list[float]]] = {}
+    for at_ms, status, latency in samples:
+        buckets.setdefault(int(at_ms // width_ms), []).append([status, latency])
+    rows = []
+    for index in sorted(buckets):
+        entries = buckets[index]
+        ok = sorted(latency for status, latency in entries if 200 <= status < 300)
+        failures = len(entries) - len(ok)
+        p50 = ok[len(ok) // 2] if ok else 0.0
+        p99 = ok[min(len(ok) - 1, int(0.99 * len(ok)))] if ok else 0.0
+        rows.append([index * width_ms / 1000, len(entries), failures, p50, p99])
+    return rows
+
+
+def _watch_recovery(system: System, kill_record: dict[str, Any], killed_at: float, count: int) -> None:
+    """Time until the killed process is replaced and the system serves with ``count`` again."""
+    deadline = killed_at + 60
+    while time.perf_counter() < deadline:
+        try:
+            pids = system.serving_pids()
+        except Exception:
+            pids = []
+        if len(pids) >= count and kill_record["pid"] not in pids:
+            kill_record["recover_s"] = round(time.perf_counter() - killed_at, 3)
+            return
+        time.sleep(0.05)
+
+
+# -- 5. rolling reload under load ----------------------------------------------------------------------
+
+
+def reload_under_load(system: System, profile: Profile, registry: Path) -> dict[str, Any]:
+    reg = Registry(registry)
+    old = reg.resolve("production")
+    metadata = reg.metadata(old)
+    text = (reg.versions_dir / old / "model.txt").read_text()
+    new = reg.register(text, {k: v for k, v in metadata.items() if k not in ("version", "checksum")})
+    result: dict[str, Any] = {}
+    probes: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            status, body = post(system.url, {"date": "2018-01-21", "store": 10, "item": 23}, timeout=10)
+            probes.append((time.perf_counter(), status, body.get("model_version", "") if body else ""))
+            time.sleep(0.02)
+
+    loader = threading.Thread(target=lambda: result.update(cannon(system.url, 16, profile.reload_seconds, True)))
+    prober = threading.Thread(target=probe)
+    started = time.perf_counter()
+    loader.start()
+    prober.start()
+    time.sleep(2)
+    reg.promote(new)
+    reload_started = time.perf_counter()
+    reload_seconds = system.reload()
+    loader.join()
+    stop.set()
+    prober.join()
+    last_old = max((t for t, _, version in probes if version == old and t >= reload_started), default=reload_started)
+    failed = sum(v for k, v in result["statuses"].items() if not k.startswith("2")) + result["errors"]
+    return {
+        "from_version": old,
+        "to_version": new,
+        "reload_call_s": round(reload_seconds, 3),
+        "all_new_after_s": round(last_old - reload_started, 3),
+        "reload_at_s": round(reload_started - started, 3),
+        "requests": result["requests"],
+        "failed": failed + sum(1 for _, status, _ in probes if status != 200),
+        "probe_versions_after": sorted({v for t, _, v in probes if t > last_old}),
+        "timeline": timeline(result.get("samples", [])),
+    }
+
+
+# -- 6. cold start and memory ------------------------------------------------------------------------------
+
+
+def cold_start(system: System) -> float:
+    """Start the system; seconds until the first correct prediction."""
+    started = time.perf_counter()
+    system.start()
+    while time.perf_counter() - started < 300:
+        status, body = post(system.url, {"date": "2018-01-21", "store": 10, "item": 23}, timeout=2)
+        sales = body.get("sales", 0) if isinstance(body, dict) else body  # the floor answers a bare number
+        if status == 200 and isinstance(sales, float) and sales > 0:
+            return round(time.perf_counter() - started, 2)
+        time.sleep(0.1)
+    raise RuntimeError(f"{system.name}: no correct answer within 300 s")
+
+
+def memory_under_load(system: System, seconds: float) -> dict[str, Any]:
+    samples: list[dict[str, float]] = []
+    loader = threading.Thread(target=cannon, args=(system.url, 64, seconds))
+    loader.start()
+    time.sleep(seconds / 2)
+    samples.append(memory_mb(system.tree_pids()))
+    loader.join()
+    return samples[0]
+
+
+def status_of(system: System) -> Any:
+    return get_json(f"{system.url}/status")

@@ -1,0 +1,208 @@
+"""The systems under test, behind one small interface the scenarios use.
+
+- ``uwsgi-mules``: this project (nginx + uWSGI workers + mules), default settings;
+- ``floor``: nginx + uWSGI with the same worker pool answering a constant (no Flask, no model);
+- ``ray-tutorial`` / ``ray-tuned``: Ray Serve with a FastAPI ingress serving the same model from
+  the same registry (benchmarks/ray_serve/), replicas = mules = 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.stack import Stack
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def children(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
+    kids: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        kids.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(kids.get(current, []))
+    return found
+
+
+def memory_mb(pids: list[int]) -> dict[str, float]:
+    """Sum of RSS and PSS (MB) over ``pids`` from /proc/<pid>/smaps_rollup."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            continue
+    return {"rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1), "processes": len(pids)}
+
+
+def get_json(url: str, timeout: float = 5) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+@dataclass
+class System:
+    """Base: start/stop, where it listens, which processes serve and which to measure."""
+
+    name: str
+    registry: Path
+    scratch: Path
+    description: str = ""
+    port: int = field(default_factory=free_port)
+    kind: str = "model"  # "model" systems run every scenario; the floor only the closed loop
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def serving_pids(self) -> list[int]:
+        """The model processes (mules or replicas): the fault scenario kills these."""
+        raise NotImplementedError
+
+    def tree_pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def reload(self) -> float:
+        """Ask for a reload of 'production'; return the seconds the call took."""
+        started = time.perf_counter()
+        request = urllib.request.Request(f"{self.url}/reload", method="GET")
+        with urllib.request.urlopen(request, timeout=300) as response:
+            response.read()
+        return time.perf_counter() - started
+
+
+@dataclass
+class UwsgiSystem(System):
+    ini: Path | None = None
+    stack: Stack | None = None
+
+    def start(self) -> None:
+        env = {"FORECAST_REGISTRY_DIR": str(self.registry)}
+        ini = self.ini or (HERE.parent / "uwsgi.ini")
+        self.stack = Stack(self.scratch / f"run-{self.name}", self.port, env, ini=ini)
+        self.stack.start()
+
+    def wait_ready(self) -> None:
+        assert self.stack is not None
+        self.stack.wait_ready(180)
+
+    def stop(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+
+    def serving_pids(self) -> list[int]:
+        return [int(m["pid"]) for m in get_json(f"{self.url}/status")["mules"]]
+
+    def tree_pids(self) -> list[int]:
+        assert self.stack is not None
+        assert self.stack.uwsgi is not None
+        assert self.stack.nginx is not None
+        return children(self.stack.uwsgi.pid) + children(self.stack.nginx.pid)
+
+
+def _ray_stack_class() -> Any:
+    spec = importlib.util.spec_from_file_location("ray_stack", HERE / "ray_serve" / "stack.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RayStack
+
+
+@dataclass
+class RaySystem(System):
+    config: str = "tuned"
+    stack: Any = None
+
+    def start(self) -> None:
+        ray_stack = _ray_stack_class()
+        self.stack = ray_stack(self.config, self.port, self.registry, self.scratch / f"{self.name}.log")
+        self.stack.start()
+
+    def wait_ready(self) -> None:
+        self.stack.wait_ready(300)
+
+    def stop(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+
+    def serving_pids(self) -> list[int]:
+        return list(self.stack.replica_pids())
+
+    def tree_pids(self) -> list[int]:
+        return list(self.stack.process_tree_pids())
+
+
+def kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System]:
+    catalogue: dict[str, System] = {
+        "uwsgi-mules": UwsgiSystem(
+            "uwsgi-mules",
+            registry,
+            scratch,
+            description="this project: nginx + uWSGI 4 workers x 16 threads + 2 mules (default settings)",
+        ),
+        "ray-tutorial": RaySystem(
+            "ray-tutorial",
+            registry,
+            scratch,
+            description="Ray Serve 2.60 + FastAPI, 2 replicas, per-request predict, default max_ongoing_requests (5)",
+            config="tutorial",
+        ),
+        "ray-tuned": RaySystem(
+            "ray-tuned",
+            registry,
+            scratch,
+            description="Ray Serve 2.60 + FastAPI, 2 replicas, @serve.batch, max_ongoing_requests raised",
+            config="tuned",
+        ),
+        "floor": UwsgiSystem(
+            "floor",
+            registry,
+            scratch,
+            description="nginx + uWSGI 4 workers x 16 threads answering a constant (no Flask, no model)",
+            kind="floor",
+            ini=HERE / "floor" / "uwsgi.ini",
+        ),
+    }
+    return [catalogue[name] for name in names]
