@@ -38,7 +38,7 @@ class Profile:
     reload_seconds: int = 20
 
 
-FULL = Profile(seconds=15, repeats=3)
+FULL = Profile(seconds=10, repeats=3)
 SMOKE = Profile(seconds=3, repeats=1, rates=(100, 400), overload_seconds=6, fault_seconds=11, reload_seconds=8)
 
 

@@ -12,10 +12,11 @@ import pytest
 import requests
 
 from forecast.features import Rows
-from forecast.registry import MODEL_FILE, Registry
+from forecast.registry import METADATA_FILE, MODEL_FILE, Registry
 from launcher.stack import Stack
 from tests.conftest import start_stack
 from tests.load import Outcome, distinct_rows, hammer
+from tests.test_registry import clone_version
 
 pytestmark = pytest.mark.stack
 
@@ -73,13 +74,8 @@ def test_reload_under_load_switches_version_without_failing_a_request(
 def test_a_corrupt_production_version_is_refused_and_the_old_one_keeps_serving(
     reload_stack: Stack, registry_copy: Registry
 ) -> None:
-    corrupt = registry_copy.versions_dir / "v3"
-    shutil.copytree(registry_copy.versions_dir / "v2", corrupt)
-    (corrupt / MODEL_FILE).chmod(0o644)
+    corrupt = clone_version(registry_copy, "v2", "v3")
     (corrupt / MODEL_FILE).write_text("tampered\n")
-    metadata = (corrupt / "metadata.json").read_text().replace('"version": "v2"', '"version": "v3"')
-    (corrupt / "metadata.json").chmod(0o644)
-    (corrupt / "metadata.json").write_text(metadata)
     # A registry damaged behind our back: the alias names a version that would never pass promote().
     (registry_copy.aliases_dir / "production").write_text("v3\n")
 
@@ -98,15 +94,8 @@ def test_a_corrupt_production_version_is_refused_and_the_old_one_keeps_serving(
 def test_an_incompatible_production_version_is_refused_before_any_mule_loads_it(
     reload_stack: Stack, registry_copy: Registry
 ) -> None:
-    other = registry_copy.versions_dir / "v3"
-    shutil.copytree(registry_copy.versions_dir / "v2", other)
-    meta = other / "metadata.json"
-    meta.chmod(0o644)
-    meta.write_text(
-        meta.read_text()
-        .replace('"version": "v2"', '"version": "v3"')
-        .replace('"feature_version": "1"', '"feature_version": "0"')
-    )
+    meta = clone_version(registry_copy, "v2", "v3") / METADATA_FILE
+    meta.write_text(meta.read_text().replace('"feature_version": "1"', '"feature_version": "0"'))
     (registry_copy.aliases_dir / "production").write_text("v3\n")
     response = requests.get(f"{reload_stack.url}/reload", timeout=60)
     assert response.status_code == 422
