@@ -174,10 +174,20 @@ def plot_latency_throughput(systems: dict[str, Any], path: Path) -> Path:
         points = sorted((lvl["median"]["rps"], lvl["median"]["p99_ms"]) for lvl in s.get("open_loop", {}).values())
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=f"{n} (open loop p99)")
-        closed = sorted((lvl["median"]["rps"], lvl["median"]["p99_ms"]) for lvl in s.get("closed_loop", {}).values())
+        # closed-loop points in connection order (1, 8, 64, 256), labelled with the count
+        levels = sorted(s.get("closed_loop", {}).items(), key=lambda item: int(item[0]))
+        closed = [(lvl["median"]["rps"], lvl["median"]["p99_ms"]) for _, lvl in levels]
         if closed:
             ax.plot(*zip(*closed, strict=True), marker="x", linestyle=":", label=f"{n} (closed loop p99)")
-    ax.set(xlabel="answered requests/s", ylabel="p99 latency (ms)", yscale="log", title="Latency against throughput")
+            for (connections, _), (x, y) in zip(levels, closed, strict=True):
+                ax.annotate(f"c{connections}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set(
+        xlabel="answered 2xx requests/s",
+        ylabel="p99 latency (ms)",
+        xscale="log",
+        yscale="log",
+        title="Latency against throughput",
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -209,4 +219,5 @@ def plot_timeline(systems: dict[str, Any], key: str, path: Path) -> Path:
 
 if __name__ == "__main__":
     source = Path(sys.argv[1])
-    print(write_report(json.loads(source.read_text()), source.parent))
+    results = json.loads(source.read_text())
+    print(write_report(results, source.parent, "REPORT-smoke.md" if results["smoke"] else "REPORT.md"))
