@@ -21,7 +21,6 @@ train: venv  ## train, evaluate, register and promote a model on the default dat
 bench: venv system-deps bench-deps  ## the full benchmark suite (~30 min): benchmarks/REPORT.md
 	$(PY) -m benchmarks.run
 	$(PY) -m benchmarks.check benchmarks/results/latest.json
-	cp benchmarks/results/REPORT.md benchmarks/REPORT.md
 
 bench-smoke: venv system-deps bench-deps  ## every scenario for every system, short (a few minutes)
 	$(PY) -m benchmarks.run --smoke

@@ -35,11 +35,13 @@ def missing(results: dict[str, Any]) -> list[str]:
     return gaps
 
 
-def write_report(results: dict[str, Any], out_dir: Path, name: str = "REPORT.md") -> Path:
+def write_report(results: dict[str, Any], path: Path, plot_dir: Path) -> Path:
+    """Write the Markdown report to ``path`` and its PNG plots to ``plot_dir``; return ``path``."""
     systems = results["systems"]
-    prefix = name.removesuffix(".md").lower()
-    plots = [plot_latency_throughput(systems, out_dir / f"{prefix}-latency-throughput.png")]
-    plots += [plot_timeline(systems, key, out_dir / f"{prefix}-{key}.png") for key in ("fault", "reload")]
+    prefix = path.name.removesuffix(".md").lower()
+    plots = [plot_latency_throughput(systems, plot_dir / f"{prefix}-latency-throughput.png")]
+    plots += [plot_timeline(systems, key, plot_dir / f"{prefix}-{key}.png") for key in ("fault", "reload")]
+    links = [plot.resolve().relative_to(path.resolve().parent).as_posix() for plot in plots]
     m = results["machine"]
     lines = [
         "# Benchmark: nginx + uWSGI mules vs Ray Serve, same model, same machine",
@@ -102,7 +104,7 @@ def write_report(results: dict[str, Any], out_dir: Path, name: str = "REPORT.md"
             )
     lines += [
         "",
-        f"![latency against throughput]({plots[0].name})",
+        f"![latency against throughput]({links[0]})",
         "",
         "## 2. Batch scoring: 45,000 rows in one request",
         "",
@@ -135,7 +137,7 @@ def write_report(results: dict[str, Any], out_dir: Path, name: str = "REPORT.md"
                 f"| {n} | {len(f['kills'])} | {fmt(f['requests'])} | {fmt(f['failed'])} | {f['statuses']} "
                 f"| {fmt(f['max_recover_s'], 2)} |"
             )
-    lines += ["", f"![latency over time during the fault scenario]({plots[1].name})", ""]
+    lines += ["", f"![latency over time during the fault scenario]({links[1]})", ""]
     lines += ["## 5. Rolling model reload under load", ""]
     lines += ["| system | reload call s | all answers on the new version after s | requests | failed |"]
     lines += ["|---|---|---|---|---|"]
@@ -146,7 +148,7 @@ def write_report(results: dict[str, Any], out_dir: Path, name: str = "REPORT.md"
                 f"| {n} | {fmt(r['reload_call_s'], 2)} | {fmt(r['all_new_after_s'], 2)} | {fmt(r['requests'])} "
                 f"| {fmt(r['failed'])} |"
             )
-    lines += ["", f"![latency over time during the reload scenario]({plots[2].name})", ""]
+    lines += ["", f"![latency over time during the reload scenario]({links[2]})", ""]
     lines += ["## 6. Cold start and memory", ""]
     lines += [
         "| system | cold start to first correct answer s | RSS idle MB | PSS idle MB | RSS load MB | PSS load MB |"
@@ -163,7 +165,6 @@ def write_report(results: dict[str, Any], out_dir: Path, name: str = "REPORT.md"
               + ("none." if not any(listeners.values()) else json.dumps(listeners))]  # fmt: skip
     gaps = missing(results)
     lines += ["", "Completeness: " + ("every system ran every scenario." if not gaps else f"MISSING {gaps}"), ""]
-    path = out_dir / name
     path.write_text("\n".join(lines))
     return path
 
@@ -217,7 +218,13 @@ def plot_timeline(systems: dict[str, Any], key: str, path: Path) -> Path:
     return path
 
 
+def report_path(smoke: bool) -> Path:
+    """The published report is benchmarks/REPORT.md; a smoke run's stays beside its results."""
+    here = Path(__file__).resolve().parent
+    return here / "results" / "REPORT-smoke.md" if smoke else here / "REPORT.md"
+
+
 if __name__ == "__main__":
     source = Path(sys.argv[1])
     results = json.loads(source.read_text())
-    print(write_report(results, source.parent, "REPORT-smoke.md" if results["smoke"] else "REPORT.md"))
+    print(write_report(results, report_path(results["smoke"]), source.parent))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import scenarios
-from benchmarks.report import write_report
+from benchmarks.report import report_path, write_report
 from benchmarks.systems import System, make_systems, memory_mb
 
 HERE = Path(__file__).resolve().parent
@@ -124,7 +124,7 @@ def main() -> int:
     out = args.out or HERE / "results" / ("smoke.json" if args.smoke else "latest.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
-    report = write_report(results, out.parent, "REPORT-smoke.md" if args.smoke else "REPORT.md")
+    report = write_report(results, report_path(args.smoke), out.parent)
     log(f"results: {out}; report: {report}")
     return 0
 
