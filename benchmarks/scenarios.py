@@ -183,7 +183,9 @@ def time_to_recover(system: System, limit_s: float = 60) -> float | None:
 def fault(system: System, profile: Profile) -> dict[str, Any]:
     kills: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
-    loader = threading.Thread(target=lambda: result.update(cannon(system.url, 16, profile.fault_seconds, True)))
+    loader = threading.Thread(
+        target=lambda: result.update(cannon(system.url, 16, profile.fault_seconds, True)), daemon=True
+    )
     started = time.perf_counter()
     loader.start()
     next_kill = started + 2
@@ -195,7 +197,7 @@ def fault(system: System, profile: Profile) -> dict[str, Any]:
                 victim = pids[0]
                 kill(victim)
                 kills.append({"at_s": round(now - started, 2), "pid": victim, "count_before": len(pids)})
-                threading.Thread(target=_watch_recovery, args=(system, kills[-1], now, len(pids))).start()
+                threading.Thread(target=_watch_recovery, args=(system, kills[-1], now, len(pids)), daemon=True).start()
             next_kill = now + 5
         time.sleep(0.05)
     loader.join()

@@ -6,7 +6,8 @@ wrk and autocannon are closed loops (a client sends when its last answer arrives
 queueing delay; autocannon's rate cap fires its clients' timers together, in bursts. wrk2, the
 usual open-loop tool, is not packaged here, so this does what it does, in ~100 lines of stdlib:
 requests leave on schedule over a pool of keep-alive connections (a new connection opens when
-none is free, up to ``max_connections``), and latency is measured from the *scheduled* time, so
+none is free, up to ``max_connections``; past that a request waits for one), and latency is
+measured from the *scheduled* time, so
 time spent waiting for a free connection counts (no coordinated omission). Bodies cycle over the
 same 10,000 rows as cannon.js. Prints a JSON summary like cannon.js.
 """
@@ -36,7 +37,7 @@ async def run(url: str, rate: float, duration: float, max_connections: int, time
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     payloads = bodies()
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     opened = 0
     latencies: list[float] = []
     ok_latencies: list[float] = []
@@ -47,10 +48,8 @@ async def run(url: str, rate: float, duration: float, max_connections: int, time
 
     async def one(index: int, due: float) -> None:
         nonlocal opened, errors
-        while not idle and opened >= max_connections:
-            await asyncio.sleep(0.001)
-        if idle:
-            reader, writer = idle.pop()
+        if not idle.empty() or opened >= max_connections:
+            reader, writer = await idle.get()  # waits without polling for a connection to come back
         else:
             opened += 1
             try:
@@ -80,7 +79,7 @@ async def run(url: str, rate: float, duration: float, max_connections: int, time
             if status.startswith("2"):
                 ok_latencies.append(latencies[-1])
                 ok_from_send.append((time.perf_counter() - sent) * 1000)
-            idle.append((reader, writer))
+            idle.put_nowait((reader, writer))
         except (TimeoutError, OSError, asyncio.IncompleteReadError, IndexError):
             errors += 1
             opened -= 1
