@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     result_cache_items: int = Field(256, ge=8, description="Result cache entries (must exceed queue slots).")
     result_block_bytes: int = Field(65536, ge=4096, description="Bytes per result cache entry.")
     worker_harakiri_s: int = Field(60, ge=1, description="uWSGI kills a web worker stuck this long in a request.")
+    listen_backlog: int = Field(
+        1024, ge=16, description="Requests that may wait for a free worker thread; beyond, nginx answers 503."
+    )
 
     # -- request handling --------------------------------------------------------
     deadline_ms: int = Field(5000, ge=10, description="Time a request may wait for its predictions; then 504.")
@@ -92,12 +95,17 @@ class Settings(BaseSettings):
         return (self.queue_slots - 1) // self.uwsgi_processes
 
     def uwsgi_environment(self) -> dict[str, str]:
-        """The ``FORECAST_*`` variables uwsgi.ini expands, with their values."""
-        return {f"FORECAST_{name.upper()}": str(getattr(self, name)) for name in UWSGI_FIELDS}
+        """The ``FORECAST_*`` variables uwsgi.ini expands, with their values, and ``UWSGI_LISTEN``.
+
+        uWSGI does not expand ``$(...)`` in ``listen``, but reads ``UWSGI_LISTEN``
+        from the environment like any option, so the backlog goes that way.
+        """
+        variables = {f"FORECAST_{name.upper()}": str(getattr(self, name)) for name in UWSGI_FIELDS}
+        return {**variables, "UWSGI_LISTEN": str(self.listen_backlog)}
 
 
 def main() -> int:
-    """Print ``export FORECAST_...=...`` lines for uwsgi.ini (``eval`` them in a shell)."""
+    """Print ``export FORECAST_...=...`` lines (and ``UWSGI_LISTEN``) for uwsgi.ini (``eval`` them in a shell)."""
     for name, value in Settings().uwsgi_environment().items():
         print(f"export {name}={shlex.quote(value)}")
     return 0

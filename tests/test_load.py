@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -54,6 +57,28 @@ def test_thousands_of_concurrent_requests_get_their_own_answers(stack: Stack, se
         assert isinstance(body, dict)
         assert (body["date"], body["store"], body["item"]) == outcome.row
         assert body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)
+
+
+def test_more_simultaneous_requests_than_threads_wait_their_turn(stack: Stack, serving_registry: Registry) -> None:
+    """300 requests at once (4 x 16 threads serve 64): the rest wait in the backlog, none is refused."""
+    rows = distinct_rows(300, seed=2)
+    truth = expected(serving_registry, rows)
+    host, port = "127.0.0.1", stack.port
+    connections = [socket.create_connection((host, port), timeout=30) for _ in rows]
+    try:
+        for conn, row in zip(connections, rows, strict=True):
+            body = json.dumps({"date": row[0], "store": row[1], "item": row[2]}).encode()
+            head = f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            conn.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        for conn, row in zip(connections, rows, strict=True):
+            response = http.client.HTTPResponse(conn)
+            response.begin()
+            answer = json.loads(response.read())
+            assert response.status == 200, answer
+            assert answer["sales"] == pytest.approx(truth[row], rel=1e-12)
+    finally:
+        for conn in connections:
+            conn.close()
 
 
 @pytest.fixture
