@@ -6,13 +6,13 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export FORECAST_REGISTRY_DIR ?= registry
 
-.PHONY: serve test train lint venv system-deps bench bench-smoke bench-deps clean
+.PHONY: serve test train lint venv system-deps test-system-deps bench bench-smoke bench-deps clean
 
 serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
 	$(PY) -m forecast train --if-empty
 	PORT=$(PORT) $(PY) -m launcher
 
-test: lint system-deps  ## lint, type-check and every test (real nginx + uWSGI + mules)
+test: lint system-deps test-system-deps  ## lint, type-check and every test (real nginx + uWSGI + mules)
 	$(PY) -m pytest
 
 train: venv  ## train, evaluate, register and promote a model on the default data
@@ -56,5 +56,19 @@ system-deps:
 	  fi; \
 	fi
 
+# What the tests drive besides the stack: a real Prometheus (and promtool) and Chromium for /docs.
+test-system-deps:
+	@missing=""; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "the tests need:$$missing; run 'sudo apt-get install$$missing' (Debian/Ubuntu), then retry." >&2; exit 1; \
+	  fi; \
+	fi
+
 clean:
-	rm -rf $(VENV) data registry run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data registry run test-results .pytest_cache .mypy_cache .ruff_cache

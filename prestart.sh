@@ -2,14 +2,18 @@
 # Sourced by the image's /start.sh before supervisord starts uWSGI and nginx (and by the
 # staged-layout test, with FORECAST_IMAGE_ROOT pointing at its staging directory).
 # 1. exports the FORECAST_* sizes uwsgi.ini reads (forecast/settings.py's defaults, overridden by
-#    the environment); 2. keeps the image's own UWSGI_* defaults in step with them; 3. trains a
-#    model if the registry (a volume) is empty; 4. renders /app/nginx.conf into /etc/nginx/nginx.conf.
+#    the environment), UWSGI_LISTEN and PROMETHEUS_MULTIPROC_DIR (emptied); 2. keeps the image's
+#    own UWSGI_* defaults in step with them; 3. trains a model if the registry (a volume) is empty;
+#    4. renders /app/nginx.conf into /etc/nginx/nginx.conf.
 # Any failure exits: the container stops instead of serving half-configured.
 forecast_root="${FORECAST_IMAGE_ROOT:-}"
 forecast_die() { echo "prestart.sh: $*" >&2; exit 1; }
 
 forecast_exports="$(cd "$forecast_root/app" && python -m forecast.settings)" || forecast_die "bad FORECAST_* settings"
 eval "$forecast_exports"
+# prometheus_client's multiprocess files: one directory for the whole uWSGI tree, empty at start.
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR" && find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete \
+    || forecast_die "cannot prepare $PROMETHEUS_MULTIPROC_DIR"
 # uWSGI reads UWSGI_* variables as options too; the image sets UWSGI_PROCESSES=16 and cheaper mode.
 export UWSGI_PROCESSES="$FORECAST_UWSGI_PROCESSES" UWSGI_THREADS="$FORECAST_UWSGI_THREADS" UWSGI_CHEAPER=0
 

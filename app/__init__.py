@@ -8,8 +8,10 @@ master that loads it stays free of OpenMP before it forks.
 from __future__ import annotations
 
 from flask import Flask
+from flask_swagger_ui import get_swaggerui_blueprint
 
-from app import errors, views
+from app import errors, openapi, telemetry, views
+from app.exposition import check_multiprocess_dir
 from app.json import OrjsonProvider
 from app.mule_client import MuleClient
 from app.service import ForecastService
@@ -17,13 +19,25 @@ from forecast.logs import configure_logging
 from forecast.registry import Registry
 from forecast.settings import Settings
 
+DOCS_URL = "/docs"
+
 
 def create_app(settings: Settings, client: MuleClient) -> Flask:
-    """Build the app around a settings object and a mule client."""
-    configure_logging(settings.log_level, "worker")
+    """Build the app around a settings object and a mule client.
+
+    Raises ``RuntimeError`` when metrics are on and prometheus_client would not
+    share one directory between the processes.
+    """
+    configure_logging(settings.log_level, "worker", settings.log_format)
+    if settings.metrics_enabled:
+        check_multiprocess_dir(settings)
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
     app.extensions["forecast"] = ForecastService(settings, client, Registry(settings.registry_dir))
     errors.init_app(app)
+    telemetry.init_app(app, settings.metrics_enabled)
     app.register_blueprint(views.bp)
+    # Swagger UI from the flask-swagger-ui package's own files: no CDN, and no validator call-out.
+    docs_config = {"app_name": openapi.TITLE, "validatorUrl": None, "deepLinking": True}
+    app.register_blueprint(get_swaggerui_blueprint(DOCS_URL, "/openapi.json", config=docs_config))
     return app

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from forecast.errors import ForecastError
@@ -65,14 +65,20 @@ class ReloadRefused(ApiError):
 
 
 class Unavailable(ApiError):
-    """503: not ready, or at capacity; the client should retry after ``retry_after_s``."""
+    """503: not ready, or at capacity; the client should retry after ``retry_after_s``.
+
+    ``job`` names the job whose failure this reports (logged with the request, never sent).
+    """
 
     status, code = 503, "unavailable"
+    # Every code a 503 of the app can carry (each one a label of forecast_rejected_requests_total).
+    REASONS = ("overloaded", "not_ready", "prediction_failed", "result_lost", "mule_died", "unavailable")
 
-    def __init__(self, message: str, retry_after_s: int, code: str = "unavailable") -> None:
+    def __init__(self, message: str, retry_after_s: int, code: str = "unavailable", job: str | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.code = code
+        self.job = job
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
@@ -100,6 +106,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ForecastError)
     def _forecast_error(error: ForecastError) -> Response:
+        g.error, g.job = error.code, getattr(error, "job", None)  # for the request's log line and metrics
         extra = {"field": error.field, "details": error.details} if isinstance(error, ApiError) else {}
         headers = error.headers() if isinstance(error, ApiError) else {}
         return _respond(error.status, error_body(error.status, error.code, error.message, **extra), headers)
@@ -108,6 +115,7 @@ def init_app(app: Flask) -> None:
     def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
         code = (error.name or "error").lower().replace(" ", "_")
+        g.error = code
         headers = (
             {"Allow": error.response.headers["Allow"]} if error.response and "Allow" in error.response.headers else {}
         )
@@ -118,4 +126,5 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         logger.exception("unhandled error")
+        g.error = "internal_error"
         return _respond(500, error_body(500, "internal_error", "internal server error"))

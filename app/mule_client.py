@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from app import metrics
 from app.errors import DeadlineExceeded, ReloadRefused, Unavailable
 from forecast.messages import (
     CONTROL_WAKE,
@@ -127,6 +128,8 @@ class MuleClient:
         spans = [(start, min(start + self.rows_per_job, len(days))) for start in range(0, len(days), self.rows_per_job)]
         if not self.admission.acquire(len(spans)):
             raise Unavailable("the server is at capacity; retry shortly", self.settings.retry_after_s, "overloaded")
+        if self.settings.metrics_enabled:
+            metrics.JOBS_IN_FLIGHT.inc(len(spans))
         try:
             address = self._address()
             jobs = [
@@ -138,6 +141,8 @@ class MuleClient:
             results = self._wait(jobs, deadline)
         finally:
             self.admission.release(len(spans))
+            if self.settings.metrics_enabled:
+                metrics.JOBS_IN_FLIGHT.dec(len(spans))
         sales: list[float] = []
         versions: list[str] = []
         for job in jobs:
@@ -211,8 +216,10 @@ class MuleClient:
             raise Unavailable("a prediction result was lost; retry", self.settings.retry_after_s, "result_lost")
         result = Result.decode(data)
         if not result.ok:
-            logger.error("job %s: mule %d failed: %s", job.key, result.mule_id, result.error)
-            raise Unavailable(f"prediction failed: {result.error}", self.settings.retry_after_s, "prediction_failed")
+            # The mule logged the failure with this job's id and the traceback; the request's log
+            # line names the job too (g.job): one error, logged once.
+            message = f"prediction failed: {result.error}"
+            raise Unavailable(message, self.settings.retry_after_s, "prediction_failed", job=job.key)
         return result
 
     def _read_claims(self, pending: dict[bytes, Job], owners: dict[bytes, int]) -> None:
@@ -252,11 +259,19 @@ class MuleClient:
                 pending[job_id] = retry = Job(job.id, job.reply_to, job.deadline, job.rows, attempt=2)
                 self._push(retry)
                 self._wake(1)
+                if self.settings.metrics_enabled:
+                    metrics.JOBS_REQUEUED.inc()
             else:
                 logger.error("job %s: a second mule (pid %d) died holding it; giving up", job.key, pid)
-                raise Unavailable("the mules serving this request died; retry", self.settings.retry_after_s)
+                raise Unavailable(
+                    "the mules serving this request died; retry", self.settings.retry_after_s, "mule_died", job=job.key
+                )
 
     # -- status and reload --------------------------------------------------
+
+    def queue_depth(self) -> int:
+        """Jobs pushed and not yet pulled (read without a lock: a gauge, not an invariant)."""
+        return int((self.uwsgi.queue_slot() - self.uwsgi.queue_pull_slot()) % self.settings.queue_slots)
 
     def mule_states(self) -> list[dict[str, Any]]:
         """Each configured mule's last heartbeat (or ``state: "unknown"``)."""
@@ -266,7 +281,7 @@ class MuleClient:
             states.append(json.loads(raw) if raw else {"id": mule_id, "state": "unknown"})
         return states
 
-    def reload(self, version: str) -> list[dict[str, Any]]:
+    def reload(self, version: str) -> None:
         """Have each mule in turn load ``version``; others keep serving meanwhile.
 
         If a mule refuses, the mules already switched go back to the version
@@ -282,7 +297,6 @@ class MuleClient:
                         self._reload_one(done, str(previous[done]))
                 raise ReloadRefused(f"mule {mule_id} refused version {version}: {result.error}")
             switched.append(mule_id)
-        return self.mule_states()
 
     def _reload_one(self, mule_id: int, version: str) -> Result:
         job_id = os.urandom(16)
@@ -294,7 +308,9 @@ class MuleClient:
                 data = self.uwsgi.cache_get(job_id.hex(), RESULT_CACHE)
                 self.uwsgi.cache_del(job_id.hex(), RESULT_CACHE)
                 if data is None:
-                    raise Unavailable(f"mule {mule_id} answered the reload without a result", 1)
+                    raise Unavailable(
+                        f"mule {mule_id} answered the reload without a result", self.settings.retry_after_s
+                    )
                 return Result.decode(data)
         raise DeadlineExceeded(f"mule {mule_id} did not load {version} within {self.settings.reload_timeout_s} s")
 

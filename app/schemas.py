@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
@@ -49,9 +49,96 @@ class QueryRow(TypedDict):
     item: Annotated[int, Field(ge=1)]
 
 
+class Instances(TypedDict):
+    """A batch in the TensorFlow-Serving style: ``{"instances": [row, ...]}``."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    instances: list[PredictRow]
+
+
 ROW = TypeAdapter(PredictRow)
 ROWS = TypeAdapter(list[PredictRow])
 QUERY_ROW = TypeAdapter(QueryRow)
+
+# -- answers (documented in /openapi.json; the views build them) ----------------------------
+
+
+class Forecast(TypedDict):
+    """One row's forecast: the request's fields, the predicted unit sales and the model version."""
+
+    date: str
+    store: int
+    item: int
+    sales: Annotated[float, Field(ge=0)]
+    model_version: str
+
+
+class Forecasts(TypedDict):
+    """A batch's forecasts, in the order of its rows."""
+
+    predictions: list[Forecast]
+
+
+class ErrorDetail(TypedDict):
+    field: str
+    message: str
+
+
+class ErrorBody(TypedDict):
+    """Every error answer: HTTP status, a stable code, a message, the offending field if any."""
+
+    status: int
+    code: str
+    message: str
+    field: NotRequired[str]
+    details: NotRequired[list[ErrorDetail]]
+
+
+class MuleState(TypedDict):
+    """A mule's last heartbeat; a mule that never reported has only id, state and age."""
+
+    id: int
+    state: Literal["loading", "ready", "failed", "stale", "unknown"]
+    heartbeat_age_s: float
+    pid: NotRequired[int]
+    model_version: NotRequired[str | None]
+    heartbeat: NotRequired[float]
+    started: NotRequired[float]
+    jobs_done: NotRequired[int]
+    error: NotRequired[str | None]
+
+
+class Status(TypedDict):
+    """``GET /status`` when every mule serves a model (``model_version`` is a list mid-reload)."""
+
+    status: Literal["Alive"]
+    ready: bool
+    model_version: str | list[str]
+    mules: list[MuleState]
+
+
+class NotReady(ErrorBody):
+    """``GET /status`` when some mule has no model: the error shape plus the mules' states."""
+
+    ready: bool
+    model_version: str | list[str]
+    mules: list[MuleState]
+
+
+class Reloaded(TypedDict):
+    """The version now served and every mule's state after a rolling reload."""
+
+    model_version: str
+    mules: list[MuleState]
+
+
+class ServiceIndex(TypedDict):
+    """``GET /``: what this service is and where its endpoints are."""
+
+    service: str
+    message: str
+    model_version: str | None
+    endpoints: dict[str, str]
 
 
 @dataclass(frozen=True)

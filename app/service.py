@@ -73,8 +73,8 @@ class ForecastService:
 
     # -- status ------------------------------------------------------------
 
-    def status(self) -> tuple[bool, dict[str, Any]]:
-        """(ready, body): ready when every mule has a model and a fresh heartbeat."""
+    def mules(self) -> list[dict[str, Any]]:
+        """Each mule's last heartbeat with its age; a ready mule with an old heartbeat is "stale"."""
         now = time.time()
         mules = self.client.mule_states()
         for mule in mules:
@@ -82,6 +82,11 @@ class ForecastService:
             mule["heartbeat_age_s"] = round(age, 3)
             if mule.get("state") == "ready" and age > self.settings.mule_stale_after_s:
                 mule["state"] = "stale"
+        return mules
+
+    def status(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, body): ready when every mule has a model and a fresh heartbeat."""
+        mules = self.mules()
         ready = all(mule.get("state") == "ready" for mule in mules)
         versions = sorted({str(mule["model_version"]) for mule in mules if mule.get("model_version")})
         body = {"ready": ready, "model_version": versions[0] if len(versions) == 1 else versions, "mules": mules}
@@ -101,8 +106,8 @@ class ForecastService:
         except ForecastError as exc:
             raise ReloadRefused(f"production cannot be loaded: {exc.message}") from exc
         logger.info("reload: rolling %s through %d mules", version, len(self.client.mule_ids))
-        mules = self.client.reload(version)
-        return {"model_version": version, "mules": mules}
+        self.client.reload(version)
+        return {"model_version": version, "mules": self.mules()}
 
     def _production(self) -> str:
         try:

@@ -11,15 +11,18 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
+from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from pydantic_core import from_json
 
+from app import exposition, openapi
 from app.errors import (
     Forbidden,
     InvalidInput,
@@ -33,10 +36,12 @@ from app.errors import (
 from app.mule_client import Prediction
 from app.schemas import QUERY_ROW, ROW, ROWS, PredictRow, raise_invalid
 from app.service import ForecastService
+from forecast.settings import Settings
 
 bp = Blueprint("forecast", __name__)
 
 SERVICE_NAME = "store-item sales forecast"
+LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, for body-less requests only
 
 
 def service() -> ForecastService:
@@ -71,6 +76,28 @@ def status() -> tuple[Response, int, dict[str, str]] | Response:
     )
 
 
+@bp.get("/docs")
+def docs() -> ResponseReturnValue:
+    """Swagger UI lives at /docs/ (app/__init__.py); a relative redirect keeps the client's host and port."""
+    return redirect("/docs/", 308)
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(_document(service().settings))
+
+
+@functools.cache
+def _document(settings: Settings) -> dict[str, Any]:
+    return openapi.build(settings)
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    svc = service()
+    return Response(exposition.render(svc.client, svc.settings), content_type=exposition.CONTENT_TYPE)
+
+
 @bp.route("/reload", methods=["GET", "POST"])
 def reload() -> dict[str, Any]:
     _authorize_admin()
@@ -82,8 +109,19 @@ def predict() -> Response:
     svc = service()
     deadline = _deadline(svc)
     body = request.get_data(cache=False)
-    if not body and request.args:
-        return _predict_legacy(svc, deadline)
+    if not body:
+        if request.args:
+            return _predict_legacy(svc, deadline)
+        raise InvalidInput(
+            'send a JSON body like {"date": "2018-01-21", "store": 10, "item": 23}, or date, store and item as '
+            "query parameters",
+            field="body",
+        )
+    if LEGACY_FIELDS & request.args.keys():
+        raise InvalidInput(
+            "send the row either as a JSON body or as the query parameters date, store and item, not both",
+            field="query",
+        )
     if not request.is_json:
         raise UnsupportedMediaType(
             f"send JSON with Content-Type: application/json (got {request.mimetype or 'none'!r})"
@@ -93,7 +131,7 @@ def predict() -> Response:
     except ValueError as exc:
         raise MalformedJson(f"request body is not valid JSON: {exc}") from None
     rows, prefix = _parse_rows(payload, svc.settings.max_batch_rows)
-    prediction = svc.predict(svc.validate(rows, prefix), deadline)
+    prediction = _predict_rows(svc, rows, prefix, deadline)
     answers = [_answer(row, prediction, i) for i, row in enumerate(rows)]
     return jsonify(answers[0] if prefix is None else {"predictions": answers})
 
@@ -103,8 +141,16 @@ def _predict_legacy(svc: ForecastService, deadline: float) -> Response:
         row: PredictRow = QUERY_ROW.validate_python(request.args.to_dict())  # type: ignore[assignment]
     except ValidationError as exc:
         raise_invalid(exc)
-    prediction = svc.predict(svc.validate([row], None), deadline)
-    return jsonify(prediction.sales[0])
+    return jsonify(_predict_rows(svc, [row], None, deadline).sales[0])
+
+
+def _predict_rows(svc: ForecastService, rows: list[PredictRow], prefix: str | None, deadline: float) -> Prediction:
+    g.rows = len(rows)
+    prediction = svc.predict(svc.validate(rows, prefix), deadline)
+    g.model_version = (
+        prediction.versions[0] if len(set(prediction.versions)) == 1 else ",".join(sorted(set(prediction.versions)))
+    )
+    return prediction
 
 
 def _parse_rows(payload: Any, limit: int) -> tuple[list[PredictRow], str | None]:
@@ -146,20 +192,11 @@ def _answer(row: PredictRow, prediction: Prediction, index: int) -> dict[str, An
 
 
 def _deadline(svc: ForecastService) -> float:
-    """The request's deadline, counted from when nginx received it (X-Request-Start)."""
-    start = _request_start()
-    deadline = start + svc.settings.deadline_s
+    """The request's deadline, counted from when nginx received it (``g.started``, app.telemetry)."""
+    deadline: float = g.started + svc.settings.deadline_s
     if time.time() >= deadline:
         raise Unavailable("the request waited too long in the queue", svc.settings.retry_after_s, "overloaded")
     return deadline
-
-
-def _request_start() -> float:
-    header = request.headers.get("X-Request-Start", "")
-    try:
-        return float(header.removeprefix("t="))
-    except ValueError:
-        return time.time()
 
 
 def _authorize_admin() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,7 +76,18 @@ class Settings(BaseSettings):
     mule_harakiri_s: int = Field(30, ge=1, description="A predict call running longer kills and respawns the mule.")
     reload_timeout_s: int = Field(120, ge=1, description="Time one mule may take to load a model on /reload.")
 
+    # -- operating it ------------------------------------------------------------
     log_level: str = Field("INFO", description="Python log level of workers and mules.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object per log line (workers, mules, CLI); uWSGI's own lines stay text."
+    )
+    metrics_enabled: bool = Field(
+        True, description="Record Prometheus metrics (GET /metrics); `false` only to measure their cost."
+    )
+    metrics_dir: Path = Field(
+        Path("/tmp/forecast-metrics"),
+        description="prometheus_client multiprocess directory, emptied at start (the launcher uses its run dir).",
+    )
 
     @model_validator(mode="after")
     def _cache_holds_every_job(self) -> Settings:
@@ -95,17 +107,23 @@ class Settings(BaseSettings):
         return (self.queue_slots - 1) // self.uwsgi_processes
 
     def uwsgi_environment(self) -> dict[str, str]:
-        """The ``FORECAST_*`` variables uwsgi.ini expands, with their values, and ``UWSGI_LISTEN``.
+        """The environment uWSGI is started with: the ``FORECAST_*`` variables uwsgi.ini expands,
+        ``UWSGI_LISTEN`` and ``PROMETHEUS_MULTIPROC_DIR``.
 
         uWSGI does not expand ``$(...)`` in ``listen``, but reads ``UWSGI_LISTEN``
         from the environment like any option, so the backlog goes that way.
         """
         variables = {f"FORECAST_{name.upper()}": str(getattr(self, name)) for name in UWSGI_FIELDS}
-        return {**variables, "UWSGI_LISTEN": str(self.listen_backlog)}
+        return {
+            **variables,
+            "UWSGI_LISTEN": str(self.listen_backlog),
+            # read by prometheus_client when it is imported (in the uWSGI master, before the fork)
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+        }
 
 
 def main() -> int:
-    """Print ``export FORECAST_...=...`` lines (and ``UWSGI_LISTEN``) for uwsgi.ini (``eval`` them in a shell)."""
+    """Print ``export NAME=value`` lines of :meth:`Settings.uwsgi_environment` (``eval`` them in a shell)."""
     for name, value in Settings().uwsgi_environment().items():
         print(f"export {name}={shlex.quote(value)}")
     return 0

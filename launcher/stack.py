@@ -26,6 +26,13 @@ from launcher.nginx import render
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def empty_metrics_dir(directory: Path) -> None:
+    """Create the prometheus_client multiprocess directory, without the files of an earlier run."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
 class StackError(RuntimeError):
     """The stack did not start or become ready; the message carries the log tail."""
 
@@ -48,7 +55,8 @@ class Stack:
         self.ini = ini
         self.run_dir = Path(run_dir).resolve()
         self.port = port
-        self.env = {**os.environ, **(env or {})}
+        # each stack its own metrics directory: two stacks on one machine must not mix (or wipe) each other's
+        self.env = {"FORECAST_METRICS_DIR": str(self.run_dir / "metrics"), **os.environ, **(env or {})}
         self.log_to_files = log_to_files
         self.uwsgi: subprocess.Popen[bytes] | None = None
         self.nginx: subprocess.Popen[bytes] | None = None
@@ -76,6 +84,7 @@ class Stack:
         if nginx is None:
             raise StackError("nginx is not installed (Debian: apt-get install nginx)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        empty_metrics_dir(self.settings().metrics_dir)
         socket_path = self.run_dir / "uwsgi.sock"
         env = {**self.env, **self.settings().uwsgi_environment(), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         self.uwsgi = self._spawn(

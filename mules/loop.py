@@ -47,6 +47,7 @@ from forecast.messages import (
 from forecast.model import Predictor
 from forecast.registry import Registry
 from forecast.settings import Settings
+from mules.metrics import MuleMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Mule:
         self.id = int(uwsgi.mule_id())
         self.pid = os.getpid()
         self.registry = Registry(settings.registry_dir)
+        self.metrics = MuleMetrics(self.id, settings.metrics_enabled)
         self.predictor: Predictor | None = None
         self.error = ""
         self.jobs_done = 0
@@ -78,6 +80,7 @@ class Mule:
         self.deferred: list[bytes] = []
 
     def run(self) -> None:
+        self.metrics.started()
         self.uwsgi.cache_update(awake_key(self.id), NOT_SERVING, 0, STATE_CACHE)
         self.heartbeat("loading")
         self.try_load("production")
@@ -181,6 +184,7 @@ class Mule:
             self.notify(claims_address(job.reply_to), NOTICE_CLAIMED, job.id)
             if job.deadline <= time.time():
                 logger.warning("mule %d dropped job %s: deadline passed before it was scored", self.id, job.key)
+                self.metrics.expired()
                 continue
             batch.append(job)
             rows += job.row_count
@@ -193,12 +197,17 @@ class Mule:
             table = np.frombuffer(b"".join(job.rows for job in batch), dtype="<i4").reshape(-1, 3)
             rows = Rows(table[:, 0].astype("datetime64[D]"), table[:, 1], table[:, 2])
             self.uwsgi.set_user_harakiri(self.settings.mule_harakiri_s)
+            started = time.perf_counter()
             try:
                 sales = self.predictor.predict(rows)
             finally:
                 self.uwsgi.set_user_harakiri(0)
+            self.metrics.scored(sales, time.perf_counter() - started)
         except Exception as exc:  # answer every job: a failure must reach the waiting workers
-            logger.exception("mule %d: predict failed for %d jobs", self.id, len(batch))
+            # The one log line of this failure (the workers only name the job on their request lines).
+            jobs = ",".join(job.key for job in batch)
+            logger.exception("mule %d: predict failed for %d jobs", self.id, len(batch), extra={"jobs": jobs})
+            self.metrics.failed()
             for job in batch:
                 failed = Result(job.id, self.id, self.pid, version, error=exc.__class__.__name__)
                 self.answer(job.id, job.reply_to, failed, job.deadline - time.time())
@@ -247,5 +256,5 @@ def main() -> None:
     import uwsgi
 
     settings = Settings()
-    configure_logging(settings.log_level, f"mule {uwsgi.mule_id()}")
+    configure_logging(settings.log_level, f"mule {uwsgi.mule_id()}", settings.log_format)
     Mule(settings, uwsgi).run()

@@ -79,6 +79,22 @@ def serving_registry(tmp_path_factory: pytest.TempPathFactory, full_data: SalesD
     return registry
 
 
+@pytest.fixture(scope="session")
+def heavy_registry(tmp_path_factory: pytest.TempPathFactory, full_data: SalesData) -> Registry:
+    """A 1,000-tree model: scoring 45,000 rows takes seconds (a mule can be killed inside the call)."""
+    sample = full_data.select(np.random.default_rng(0).random(len(full_data)) < 0.05)
+    result = train(sample, rounds=1000, refit=False, log=lambda _: None)
+    registry = Registry(tmp_path_factory.mktemp("heavy") / "registry")
+    registry.promote(registry.register(result.model_text, result.metadata))
+    return registry
+
+
+def kaggle_test_rows() -> list[tuple[str, int, int]]:
+    """Every store x item for 2018-01-01..2018-03-31: the 45,000 rows of Kaggle's test set."""
+    days = np.arange("2018-01-01", "2018-04-01", dtype="datetime64[D]")
+    return [(str(d), s, i) for s in range(1, 11) for i in range(1, 51) for d in days]
+
+
 def start_stack(run_dir: Path, registry: Registry, **env: str) -> Stack:
     stack = Stack(run_dir, free_port(), {"FORECAST_REGISTRY_DIR": str(registry.root), **env})
     stack.start()

@@ -11,6 +11,7 @@ import requests
 from forecast.features import Rows
 from forecast.registry import Registry
 from launcher.stack import Stack
+from tests.conftest import kaggle_test_rows
 
 pytestmark = pytest.mark.stack
 
@@ -84,8 +85,7 @@ def test_batch_is_answered_in_order(stack: Stack, serving_registry: Registry, wr
 
 def test_kaggle_test_set_in_one_call(stack: Stack, serving_registry: Registry) -> None:
     """45,000 rows: every store x item for the 90 days of 2018-Q1, split over the mules and reassembled."""
-    days = np.arange("2018-01-01", "2018-04-01", dtype="datetime64[D]")
-    rows = [(str(d), s, i) for s in range(1, 11) for i in range(1, 51) for d in days]
+    rows = kaggle_test_rows()
     instances = [{"date": d, "store": s, "item": i} for d, s, i in rows]
     response = requests.post(f"{stack.url}/predict", json={"instances": instances}, timeout=60)
     assert response.status_code == 200, response.text[:500]

@@ -52,6 +52,8 @@ CASES = [
     ("empty batch", "POST", "/predict", "[]", JSON, 422, "invalid_input", "body"),
     ("json string", "POST", "/predict", '"hello"', JSON, 422, "invalid_input", "body"),
     ("json null", "POST", "/predict", "null", JSON, 422, "invalid_input", "body"),
+    ("no body, no query", "POST", "/predict", "", {}, 422, "invalid_input", "body"),
+    ("empty json body", "POST", "/predict", "", JSON, 422, "invalid_input", "body"),
     (
         "batch over limit",
         "POST",
@@ -65,6 +67,7 @@ CASES = [
     ("body over 8 MB", "POST", "/predict", "[" + " " * 9_000_000 + "]", JSON, 413, "body_too_large", None),
     ("legacy missing item", "POST", "/predict?date=2018-01-21&store=1", "", {}, 422, "invalid_input", "item"),
     ("legacy bad store", "POST", "/predict?date=2018-01-21&store=abc&item=1", "", {}, 422, "invalid_input", "store"),
+    ("body and query", "POST", "/predict?date=2018-01-21&store=1&item=1", row(), JSON, 422, "invalid_input", "query"),
     ("legacy bad date", "POST", "/predict?date=2018-13-01&store=1&item=1", "", {}, 422, "invalid_input", "date"),
     ("GET predict", "GET", "/predict", "", {}, 405, "method_not_allowed", None),
     ("unknown path", "GET", "/nope", "", {}, 404, "not_found", None),

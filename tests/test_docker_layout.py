@@ -121,6 +121,7 @@ def staged_image(tmp_path: Path, serving_registry: Registry) -> Iterator[str]:
     port = free_port()
     env.update(
         FORECAST_IMAGE_ROOT=str(root),
+        FORECAST_METRICS_DIR=str(root / "tmp" / "forecast-metrics"),  # the image default, under the staged root
         NGINX_USER="root",  # no nginx user on this machine
         LISTEN_PORT=f"127.0.0.1:{port}",  # loopback only here; the image listens on 80
         PATH=f"{VENV_BIN}:{env['PATH']}",

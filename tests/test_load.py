@@ -17,12 +17,10 @@ import numpy as np
 import pytest
 import requests
 
-from forecast.data import SalesData
 from forecast.features import Rows
 from forecast.registry import Registry
-from forecast.train import train
 from launcher.stack import Stack
-from tests.conftest import start_stack
+from tests.conftest import kaggle_test_rows, start_stack
 from tests.load import Outcome, distinct_rows, hammer
 
 pytestmark = pytest.mark.stack
@@ -124,16 +122,6 @@ def mule_pids(stack: Stack) -> dict[int, int]:
     return {mule["id"]: mule["pid"] for mule in status(stack).json()["mules"]}
 
 
-@pytest.fixture(scope="module")
-def heavy_registry(tmp_path_factory: pytest.TempPathFactory, full_data: SalesData) -> Registry:
-    """A 1,000-tree model: scoring 45,000 rows takes long enough to kill a mule inside the call."""
-    sample = full_data.select(np.random.default_rng(0).random(len(full_data)) < 0.05)
-    result = train(sample, rounds=1000, refit=False, log=lambda _: None)
-    registry = Registry(tmp_path_factory.mktemp("heavy") / "registry")
-    registry.promote(registry.register(result.model_text, result.metadata))
-    return registry
-
-
 @pytest.fixture
 def one_batch_stack(tmp_path: Path, heavy_registry: Registry) -> Iterator[Stack]:
     """Mules score up to 50,000 rows per LightGBM call: a big request keeps a mule busy in one call."""
@@ -145,8 +133,7 @@ def one_batch_stack(tmp_path: Path, heavy_registry: Registry) -> Iterator[Stack]
 def test_a_mule_killed_while_scoring_does_not_strand_its_jobs(one_batch_stack: Stack, heavy_registry: Registry) -> None:
     """SIGKILL a mule inside its LightGBM call on a 45,000-row request: the request still succeeds."""
     own_stack = one_batch_stack
-    days = np.arange("2018-01-01", "2018-04-01", dtype="datetime64[D]")
-    rows = [(str(d), s, i) for s in range(1, 11) for i in range(1, 51) for d in days]
+    rows = kaggle_test_rows()
     truth = expected(heavy_registry, rows)
     before = mule_pids(own_stack)
     answer: dict[str, requests.Response] = {}

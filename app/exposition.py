@@ -1,0 +1,99 @@
+"""``GET /metrics``: one Prometheus view of every web worker and mule of this uWSGI instance.
+
+Every process records into ``prometheus_client``'s multiprocess directory
+(``PROMETHEUS_MULTIPROC_DIR``, from ``FORECAST_METRICS_DIR``; the launcher and
+the image's ``prestart.sh`` empty it before uWSGI starts).  A scrape, answered
+by whichever worker nginx picks, merges the files of every process, alive or
+dead, so counters never go backwards when a process is respawned; live gauges
+of dead processes are dropped at each scrape.  What is state rather than a
+count (each mule's model version and heartbeat, the queue depth) is read at
+scrape time from uWSGI's cache and queue.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from app.mule_client import MuleClient, process_alive
+from forecast.settings import Settings
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+
+
+class ServingStateCollector(Collector):
+    """Scrape-time gauges: each mule's state and model version, the queue's depth and size."""
+
+    def __init__(self, client: MuleClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "forecast_mule_up", "1 when the mule has a model and a fresh heartbeat.", labels=["mule"]
+        )
+        info = GaugeMetricFamily(
+            "forecast_mule_info", "The mule's pid, state and the model version it serves (value 1).",
+            labels=["mule", "pid", "state", "model_version"],
+        )  # fmt: skip
+        age = GaugeMetricFamily(
+            "forecast_mule_heartbeat_age_seconds", "Seconds since the mule's last heartbeat.", labels=["mule"]
+        )
+        now = time.time()
+        for mule in self.client.mule_states():
+            mule_id = str(mule["id"])
+            heartbeat_age = now - float(mule.get("heartbeat", 0))
+            fresh = heartbeat_age <= self.settings.mule_stale_after_s
+            up.add_metric([mule_id], float(mule.get("state") == "ready" and fresh))
+            version = str(mule.get("model_version") or "")
+            info.add_metric([mule_id, str(mule.get("pid", "")), str(mule.get("state")), version], 1.0)
+            if "heartbeat" in mule:
+                age.add_metric([mule_id], heartbeat_age)
+        yield from (up, info, age)
+        yield GaugeMetricFamily("forecast_queue_depth", "Jobs waiting in the uWSGI queue.", self.client.queue_depth())
+        yield GaugeMetricFamily(
+            "forecast_jobs_in_flight_limit",
+            "Most jobs the web workers admit at once (their shares of the queue); beyond, 503.",
+            self.settings.jobs_in_flight_per_worker * self.settings.uwsgi_processes,
+        )
+
+
+def forget_dead_processes(directory: Path) -> None:
+    """Drop live-gauge files of processes that are gone (a killed worker's jobs in flight)."""
+    for path in directory.glob("gauge_live*.db"):
+        match = _LIVE_GAUGE_FILE.match(path.name)
+        if match and not process_alive(int(match.group(1))):
+            multiprocess.mark_process_dead(int(match.group(1)), str(directory))  # type: ignore[no-untyped-call]
+
+
+def render(client: MuleClient, settings: Settings) -> bytes:
+    """The Prometheus text exposition of every process of this uWSGI instance."""
+    directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", settings.metrics_dir))
+    forget_dead_processes(directory)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, str(directory))  # type: ignore[no-untyped-call]
+    registry.register(ServingStateCollector(client, settings))
+    return generate_latest(registry)
+
+
+def check_multiprocess_dir(settings: Settings) -> None:
+    """Raise ``RuntimeError`` unless prometheus_client writes where the settings say.
+
+    prometheus_client picks its storage when first imported, from the environment;
+    a missing variable would silently give each process its own counters.
+    """
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured != str(settings.metrics_dir) or not settings.metrics_dir.is_dir():
+        raise RuntimeError(
+            f"PROMETHEUS_MULTIPROC_DIR is {configured!r}, settings say {str(settings.metrics_dir)!r} (must exist): "
+            "start uWSGI with the environment of `python -m forecast.settings`"
+        )

@@ -1,0 +1,146 @@
+"""A real Prometheus scrapes the stack; the dashboard's and the alerts' queries run against it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from launcher.stack import Stack
+from tests.conftest import free_port
+from tests.scrape import scrape
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_DIR = ROOT / "monitoring" / "prometheus"
+DASHBOARD = ROOT / "monitoring" / "grafana" / "forecast-dashboard.json"
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is needed (Debian: apt-get install prometheus; `make test` installs it)"
+    return path
+
+
+def dashboard_queries() -> list[str]:
+    """Every panel's PromQL, with Grafana's interval variable replaced as Grafana would."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"].replace("$__rate_interval", "1m") for panel in panels for target in panel["targets"]]
+
+
+def alert_queries() -> list[str]:
+    groups = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+    return [rule["expr"] for group in groups for rule in group["rules"]]
+
+
+def test_alert_rules_are_valid_and_pass_their_unit_tests() -> None:
+    promtool = binary("promtool")
+    for command in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]):
+        result = subprocess.run([promtool, *command], cwd=PROMETHEUS_DIR, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.stack
+def test_exposition_passes_promtool_lint(stack: Stack) -> None:
+    text = requests.get(f"{stack.url}/metrics", timeout=5).text
+    result = subprocess.run(
+        [binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.stack
+def test_dashboard_and_alerts_use_only_metrics_the_server_exports(stack: Stack) -> None:
+    requests.post(f"{stack.url}/predict", json={"date": "2018-01-21", "store": 1, "item": 1}, timeout=5)
+    exported = {sample.name for sample in scrape(stack.url).samples}
+    used = {name for query in dashboard_queries() + alert_queries() for name in re.findall(r"forecast_\w+", query)}
+    assert used, "no forecast_ metric in the dashboard"
+    assert used - exported == set()
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus scraping the shared stack every second, with our alert rules loaded."""
+    work = tmp_path_factory.mktemp("prometheus")
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", work / "alerts.yml")
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{stack.port}"]}]
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = (work / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [binary("prometheus"), f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(url), 60, lambda: (work / "prometheus.log").read_text())
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def wait_for(condition: Any, timeout_s: float, explain: Any = lambda: "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)  # polling interval of a wait-for-condition loop
+    raise AssertionError(f"condition not met within {timeout_s} s\n{explain()}")
+
+
+def query(prometheus: str, expr: str) -> dict[str, Any]:
+    body: dict[str, Any] = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    return body
+
+
+@pytest.mark.stack
+def test_prometheus_scrapes_every_process_of_the_stack(prometheus: str, stack: Stack) -> None:
+    def target_up() -> bool:
+        targets = requests.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return bool(targets) and targets[0]["health"] == "up" and targets[0]["lastError"] == ""
+
+    wait_for(target_up, 30)
+    mules = query(prometheus, "forecast_mule_up")["data"]["result"]
+    assert sorted((m["metric"]["mule"], m["value"][1]) for m in mules) == [("1", "1"), ("2", "1")]
+    for _ in range(5):
+        requests.post(f"{stack.url}/predict", json={"date": "2018-01-21", "store": 1, "item": 1}, timeout=5)
+
+    def predictions_counted() -> bool:
+        result = query(prometheus, 'sum(forecast_http_requests_total{endpoint="/predict",status="200"})')
+        return bool(result["data"]["result"]) and float(result["data"]["result"][0]["value"][1]) >= 5
+
+    wait_for(predictions_counted, 30)
+
+
+@pytest.mark.stack
+def test_every_dashboard_and_alert_query_runs_in_prometheus(prometheus: str) -> None:
+    for expr in dashboard_queries() + alert_queries():
+        result = query(prometheus, expr)
+        assert result["status"] == "success", (expr, result)
+
+    def rules_evaluated() -> bool:
+        groups = requests.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        rules = [rule for group in groups for rule in group["rules"]]
+        return len(rules) == len(alert_queries()) and all(rule["health"] == "ok" for rule in rules)
+
+    wait_for(rules_evaluated, 30)
