@@ -28,4 +28,7 @@ mkdir -p "$forecast_root/var/run/forecast"
     "run_dir=$forecast_root/var/run/forecast" \
     "error_log=/dev/stderr" \
     "listen=${LISTEN_PORT:-80}" \
-    "uwsgi_socket=$forecast_root/tmp/uwsgi.sock") || forecast_die "cannot render nginx.conf"
+    "uwsgi_socket=$forecast_root/tmp/uwsgi.sock" \
+    "access_log=/dev/stdout" \
+    "log_format=${FORECAST_LOG_FORMAT:-text}") || forecast_die "cannot render nginx.conf"
+# (FORECAST_LOG_FORMAT was validated by `python -m forecast.settings` above; text is its default.)

@@ -28,7 +28,7 @@ def create_app(settings: Settings, client: MuleClient) -> Flask:
     Raises ``RuntimeError`` when metrics are on and prometheus_client would not
     share one directory between the processes.
     """
-    configure_logging(settings.log_level, "worker", settings.log_format)
+    configure_logging(settings.log_level, "worker", settings.log_format, telemetry.log_context)
     if settings.metrics_enabled:
         check_multiprocess_dir(settings)
     app = Flask(__name__)

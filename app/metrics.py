@@ -12,7 +12,6 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # Time from nginx receiving the request to the answer: 0.5 ms .. 10 s.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-ROW_BUCKETS = (1, 10, 100, 1_000, 10_000, 50_000)
 
 # registry=None: in multiprocess mode the files are the registry; a scrape builds its own.
 HTTP_REQUESTS = Counter(
@@ -28,7 +27,6 @@ HTTP_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS_S,
     registry=None,
 )
-REQUEST_ROWS = Histogram("forecast_request_rows", "Rows per /predict request.", buckets=ROW_BUCKETS, registry=None)
 JOBS_IN_FLIGHT = Gauge(
     "forecast_jobs_in_flight",
     "Jobs submitted to the mules and not yet answered, summed over live web workers.",

@@ -1,29 +1,31 @@
-"""What every request leaves behind: a request id, one access-log line, and its metrics.
+"""What every request leaves behind: its id, its metrics, and the fields of its access line.
 
 Runs in the web workers as Flask ``before_request`` / ``after_request`` hooks,
-which Flask also runs for answers made by the error handlers.  A request's id
-is the client's ``X-Request-ID`` when it is a sane token, else a new one; it is
-returned in ``X-Request-ID`` and is on the request's log line, so a client's
-report can be found in the logs.  Views add ``rows`` and ``model_version`` to
-:data:`flask.g`, the error handlers ``error`` (the error code) and ``job`` (a
-failed job's id, also on the mule's log line).
+which Flask also runs for answers made by the error handlers.  The access line
+itself is written by nginx (``nginx.conf``: buffered, and it also covers what
+nginx answers itself); the app hands nginx what only it knows in response
+headers nginx logs and hides: ``X-Forecast-Rows``, ``X-Forecast-Error`` (the
+error code) and ``X-Forecast-Job`` (a failed job's id, also on the mule's log
+line).  ``X-Model-Version`` stays visible to clients.
+
+The request id comes from nginx (``X-Request-ID``: the client's when sane,
+else one nginx made up); the app puts it on its own log lines.  Views add
+``rows`` and ``model_version`` to :data:`flask.g`, the error handlers ``error``
+and ``job``.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import uuid
+from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 
 from app import metrics
 from app.errors import Unavailable
 
-logger = logging.getLogger("app.access")
-
-REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -36,48 +38,66 @@ def request_start() -> float:
         return time.time()
 
 
+def log_context() -> dict[str, Any]:
+    """Fields for the app's own log lines: the request id, when logged during a request."""
+    return {"request_id": g.get("request_id")} if has_request_context() else {}
+
+
 def init_app(app: Flask, metrics_enabled: bool) -> None:
     """Register the hooks; ``metrics_enabled`` False records no metrics (to measure their cost)."""
-    if metrics_enabled:
-        for reason in Unavailable.REASONS:  # every series exists from the start, at 0: rates and alerts work
-            metrics.REJECTED.labels(reason)
+    recorder = RequestMetrics() if metrics_enabled else None
 
     @app.before_request
     def _begin() -> None:
-        supplied = request.headers.get(REQUEST_ID_HEADER, "")
+        supplied = request.headers.get("X-Request-ID", "")
         g.request_id = supplied if _SANE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
         g.started = request_start()
 
     @app.after_request
     def _end(response: Response) -> Response:
-        seconds = time.time() - g.started
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        response.headers[REQUEST_ID_HEADER] = g.request_id
-        if metrics_enabled:
-            _record(endpoint, response.status_code, seconds)
-        logger.info(
-            "request",
-            extra={
-                "request_id": g.request_id,
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round(seconds * 1000, 2),
-                "model_version": g.get("model_version"),
-                "rows": g.get("rows"),
-                "error": g.get("error"),
-                "job": g.get("job"),
-            },
-        )
+        headers = response.headers
+        for header, key in _REPORTED:
+            value = g.get(key)
+            if value is not None:
+                headers[header] = str(value)
+        if recorder is not None:
+            endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            recorder.record(endpoint, request.method, response.status_code, time.time() - g.started)
         return response
 
 
-def _record(endpoint: str, status: int, seconds: float) -> None:
-    metrics.HTTP_REQUESTS.labels(endpoint, request.method, str(status)).inc()
-    metrics.HTTP_LATENCY.labels(endpoint).observe(seconds)
-    if status == 503 and g.get("error"):
-        metrics.REJECTED.labels(g.error).inc()
-    elif status == 504:
-        metrics.TIMED_OUT.inc()
-    if g.get("rows"):
-        metrics.REQUEST_ROWS.observe(g.rows)
+# (response header, flask.g key): what the access line needs from the app.
+_REPORTED = (
+    ("X-Model-Version", "model_version"),
+    ("X-Forecast-Rows", "rows"),
+    ("X-Forecast-Error", "error"),
+    ("X-Forecast-Job", "job"),
+)
+
+
+class RequestMetrics:
+    """The per-request metrics of one worker process, with their label children cached.
+
+    ``labels()`` takes a lock and validates on each call; a request's route,
+    method and status come from a small set, so each child is looked up once.
+    """
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[Any, ...], Any] = {}
+        for reason in Unavailable.REASONS:  # every series exists from the start, at 0: rates and alerts work
+            metrics.REJECTED.labels(reason)
+
+    def record(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        children = self._children.get((endpoint, method, status))
+        if children is None:
+            children = (
+                metrics.HTTP_REQUESTS.labels(endpoint, method, str(status)),
+                metrics.HTTP_LATENCY.labels(endpoint),
+            )
+            self._children[(endpoint, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        if status == 503 and g.get("error"):
+            metrics.REJECTED.labels(g.error).inc()
+        elif status == 504:
+            metrics.TIMED_OUT.inc()

@@ -1,11 +1,15 @@
-"""Single-row /predict under wrk at 1, 8 and 64 connections, against a fresh local stack.
+"""Single-row /predict under wrk at 1, 8 and 64 connections, against fresh local stacks.
 
     .venv/bin/python benchmarks/wrk_single_row.py [--seconds 10] [--repeats 3]
+    .venv/bin/python benchmarks/wrk_single_row.py --variant no-metrics:FORECAST_METRICS_ENABLED=false
 
 Starts nginx + uWSGI + mules with the launcher on a free port (the registry's production model),
 warms up, runs wrk with benchmarks/wrk/predict.lua (10,000 distinct rows), prints each run and
-the median per connection count as a Markdown table, and stops the stack. Needs wrk
-(apt-get install wrk). wrk runs on the same cores as the server: the numbers include its cost.
+the median per connection count as a Markdown table, and stops the stack. Each ``--variant
+NAME:VAR=VALUE[,VAR=VALUE]`` starts another stack beside the default one; runs alternate between
+the stacks (default, variant, default, ...) so every configuration sees the same machine noise,
+and the table adds each variant's throughput relative to the default. Needs wrk (apt-get install
+wrk). wrk runs on the same cores as the server: the numbers include its cost.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from launcher.stack import Stack  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "wrk" / "predict.lua"
+CONNECTIONS = (1, 8, 64)
 
 
 def free_port() -> int:
@@ -52,35 +57,55 @@ def wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
     }
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, assignments = text.partition(":")
+    return name, dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE[,VAR=VALUE]")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 1
-    stack = Stack(Path(tempfile.mkdtemp(prefix="wrk-bench-")), free_port())
-    stack.start()
+    configs = [("default", {})] + [parse_variant(v) for v in args.variant]
+    stacks = {name: Stack(Path(tempfile.mkdtemp(prefix=f"wrk-{name}-")), free_port(), env) for name, env in configs}
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {name: {c: [] for c in CONNECTIONS} for name in stacks}
     try:
-        stack.wait_ready()
-        wrk(stack.url, 64, 3)  # warm-up, not reported
-        runs: dict[int, list[dict[str, float]]] = {1: [], 8: [], 64: []}
+        for stack in stacks.values():
+            stack.start()
+            stack.wait_ready()
+            wrk(stack.url, 64, 3)  # warm-up, not reported
         for repeat in range(args.repeats):
-            for connections in runs:
-                result = wrk(stack.url, connections, args.seconds)
-                runs[connections].append(result)
-                print(f"run {repeat + 1} c={connections}: {result}", flush=True)
+            for connections in CONNECTIONS:
+                for name, stack in stacks.items():
+                    result = wrk(stack.url, connections, args.seconds)
+                    runs[name][connections].append(result)
+                    print(f"run {repeat + 1} {name} c={connections}: {result}", flush=True)
     finally:
-        stack.stop()
-    print("\n| connections | req/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|")
-    for connections, results in runs.items():
-        median = {key: statistics.median(r[key] for r in results) for key in results[0]}
-        print(
-            f"| {connections} | {median['rps']:.0f} | {median['p50']:.2f} | {median['p99']:.2f} "
-            f"| {median['non2xx']:.0f} |"
-        )
+        for stack in stacks.values():
+            stack.stop()
+    print_table(runs)
     return 0
+
+
+def print_table(runs: dict[str, dict[int, list[dict[str, float]]]]) -> None:
+    print("\n| configuration | connections | req/s | vs default | p50 ms | p99 ms | non-2xx |")
+    print("|---|---|---|---|---|---|---|")
+    medians = {
+        name: {c: {key: statistics.median(r[key] for r in results) for key in results[0]} for c, results in per.items()}
+        for name, per in runs.items()
+    }
+    for name, per in medians.items():
+        for connections, median in per.items():
+            ratio = median["rps"] / medians["default"][connections]["rps"]
+            print(
+                f"| {name} | {connections} | {median['rps']:,.0f} | {ratio:.1%} | {median['p50']:.2f} "
+                f"| {median['p99']:.2f} | {median['non2xx']:.0f} |"
+            )
 
 
 if __name__ == "__main__":

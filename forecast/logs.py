@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -51,10 +52,26 @@ def json_formatter(role: str) -> logging.Formatter:
     )
 
 
-def configure_logging(level: str, role: str, fmt: str = "text") -> None:
+class ContextFilter(logging.Filter):
+    """Adds the fields ``context()`` returns (e.g. the current request's id) to every record."""
+
+    def __init__(self, context: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(_HANDLER_NAME)
+        self.context = context
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.context().items():
+            setattr(record, key, value)
+        return True
+
+
+def configure_logging(
+    level: str, role: str, fmt: str = "text", context: Callable[[], dict[str, Any]] | None = None
+) -> None:
     """Send the ``forecast``, ``app`` and ``mules`` loggers to stderr, tagged with ``role``.
 
-    ``fmt`` is ``text`` or ``json`` (``FORECAST_LOG_FORMAT``).
+    ``fmt`` is ``text`` or ``json`` (``FORECAST_LOG_FORMAT``); ``context``, if given,
+    returns fields added to every line (the web workers' request id).
     """
     formatter = json_formatter(role) if fmt == "json" else TextFormatter(role)
     for name in _LOGGERS:
@@ -67,3 +84,4 @@ def configure_logging(level: str, role: str, fmt: str = "text") -> None:
             handler.set_name(_HANDLER_NAME)
             logger.addHandler(handler)
         handler.setFormatter(formatter)
+        handler.filters = [ContextFilter(context)] if context is not None else []

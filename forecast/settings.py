@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     # -- operating it ------------------------------------------------------------
     log_level: str = Field("INFO", description="Python log level of workers and mules.")
     log_format: Literal["text", "json"] = Field(
-        "text", description="`json`: one JSON object per log line (workers, mules, CLI); uWSGI's own lines stay text."
+        "text",
+        description="`json`: one JSON object per log line (nginx access log, workers, mules); uWSGI's lines stay text.",
     )
     metrics_enabled: bool = Field(
         True, description="Record Prometheus metrics (GET /metrics); `false` only to measure their cost."

@@ -70,6 +70,11 @@ class Stack:
     def uwsgi_log(self) -> Path:
         return self.run_dir / "uwsgi.log"
 
+    @property
+    def access_log(self) -> Path:
+        """nginx's access log: one line per request (written in blocks, at least every second)."""
+        return self.run_dir / "access.log"
+
     def settings(self) -> Settings:
         """Settings as the child processes will read them (from ``self.env``, not ours)."""
         values = {
@@ -110,6 +115,9 @@ class Stack:
                     "error_log": str(self.run_dir / "nginx-error.log"),
                     "listen": f"127.0.0.1:{self.port}",
                     "uwsgi_socket": str(socket_path),
+                    # the access log: a file beside the others, or the terminal of `make serve`
+                    "access_log": str(self.access_log) if self.log_to_files else "/dev/stdout",
+                    "log_format": self.settings().log_format,
                 },
             )
         )

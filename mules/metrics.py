@@ -38,15 +38,17 @@ SALES = Histogram(
 )
 
 
+SMALL_BATCH = 4
+
+
 class MuleMetrics:
     """One mule's recorder; with ``enabled`` False it records nothing (to measure the cost)."""
 
     def __init__(self, mule_id: int, enabled: bool) -> None:
         self.mule = str(mule_id)
         self.enabled = enabled
-        if enabled:  # every series exists from the start, at 0: rates and alerts work
-            for counter in (ROWS, EXPIRED, FAILED):
-                counter.labels(self.mule)
+        # this mule's children, looked up once; every series exists from the start, at 0
+        self.rows, self.expired_jobs, self.failures = (c.labels(self.mule) for c in (ROWS, EXPIRED, FAILED))
 
     def started(self) -> None:
         if self.enabled:
@@ -54,17 +56,17 @@ class MuleMetrics:
 
     def expired(self) -> None:
         if self.enabled:
-            EXPIRED.labels(self.mule).inc()
+            self.expired_jobs.inc()
 
     def failed(self) -> None:
         if self.enabled:
-            FAILED.labels(self.mule).inc()
+            self.failures.inc()
 
     def scored(self, sales: np.ndarray, seconds: float) -> None:
         if self.enabled:
             BATCH_ROWS.observe(len(sales))
             PREDICT_SECONDS.observe(seconds)
-            ROWS.labels(self.mule).inc(len(sales))
+            self.rows.inc(len(sales))
             observe_many(SALES, sales)
 
 
@@ -73,7 +75,12 @@ def observe_many(histogram: Histogram, values: np.ndarray) -> None:
 
     Uses the histogram's bucket and sum values as ``observe`` does (prometheus_client
     0.26, pinned; a unit test compares the two); NaN goes to the sum only, as there.
+    A few values take ``observe`` itself: numpy's fixed cost (~14 us) is worth ~5 of them.
     """
+    if len(values) <= SMALL_BATCH:
+        for value in values.tolist():
+            histogram.observe(value)
+        return
     bounds = np.asarray(histogram._upper_bounds)  # non-cumulative buckets, the last is +Inf
     index = np.searchsorted(bounds, values, side="left")  # first bound >= value: observe()'s bucket
     counts = np.bincount(index[index < len(bounds)], minlength=len(bounds))

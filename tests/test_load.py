@@ -22,6 +22,7 @@ from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.conftest import kaggle_test_rows, start_stack
 from tests.load import Outcome, distinct_rows, hammer
+from tests.scrape import scrape
 
 pytestmark = pytest.mark.stack
 
@@ -92,6 +93,7 @@ def test_overload_is_answered_503_with_retry_after_and_nothing_else_fails(
 ) -> None:
     rows = distinct_rows(3000, seed=1)
     truth = expected(serving_registry, rows)
+    before = scrape(small_stack.url)
     outcomes = hammer(small_stack.url, rows, threads=64)
     statuses = Counter(o.status for o in outcomes)
     assert set(statuses) == {200, 503}, statuses
@@ -106,6 +108,8 @@ def test_overload_is_answered_503_with_retry_after_and_nothing_else_fails(
             assert isinstance(outcome.body, dict)
             assert outcome.body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)
     assert max(o.seconds for o in outcomes) < 5  # the deadline: nothing hung
+    rejected = scrape(small_stack.url).value("forecast_rejected_requests_total", reason="overloaded")
+    assert rejected - before.value("forecast_rejected_requests_total", reason="overloaded") == statuses[503]
     assert status(small_stack).status_code == 200
     after = hammer(small_stack.url, rows[:50], threads=1)
     assert Counter(o.status for o in after) == {200: 50}
@@ -164,6 +168,10 @@ def test_a_mule_killed_while_scoring_does_not_strand_its_jobs(one_batch_stack: S
     assert elapsed < 15  # half the 30 s deadline: the jobs were rescued, not waited out
     assert "pushing it again" in own_stack.uwsgi_log.read_text()
     wait_for(lambda: status(own_stack).status_code == 200 and victim[0] not in mule_pids(own_stack).values())
+    metrics = scrape(own_stack.url)
+    assert metrics.value("forecast_jobs_requeued_total") >= 1
+    killed = next(mule for mule, pid in before.items() if pid == victim[0])
+    assert metrics.value("forecast_mule_starts_total", mule=str(killed)) == 2  # the respawn counts
 
 
 def process_state(pid: int) -> str:
@@ -195,3 +203,7 @@ def test_a_mule_killed_under_load_costs_no_request_its_deadline(own_stack: Stack
             assert isinstance(outcome.body, dict)
             assert outcome.body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)
     wait_for(lambda: status(own_stack).status_code == 200 and mule_pids(own_stack)[2] != victim)
+    metrics = scrape(own_stack.url)
+    assert metrics.value("forecast_mule_starts_total", mule="2") == 2  # the respawn counts
+    assert metrics.value("forecast_mule_starts_total", mule="1") == 1
+    assert metrics.value("forecast_jobs_in_flight") == 0  # the killed mule's jobs were answered or given up
