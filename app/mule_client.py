@@ -36,14 +36,16 @@ from typing import Any
 from app import metrics
 from app.errors import DeadlineExceeded, ReloadRefused, Unavailable
 from forecast.messages import (
+    ASLEEP,
     CONTROL_WAKE,
+    FLAGS_AREA,
     NOTICE_CLAIMED,
     RESULT_CACHE,
     STATE_CACHE,
     Job,
     MessageError,
     Result,
-    awake_key,
+    awake_flag,
     claims_address,
     decode_notice,
     encode_reload,
@@ -110,6 +112,7 @@ class MuleClient:
             settings.mule_batch_rows,
         )
         self.admission = Admission(settings.jobs_in_flight_per_worker)
+        self.flags = uwsgi.sharedarea_memoryview(FLAGS_AREA)  # the mules' awake flags
         self._local = threading.local()
         if getattr(uwsgi, "queue_size", None) != settings.queue_slots:
             raise RuntimeError(
@@ -158,11 +161,16 @@ class MuleClient:
             raise Unavailable("the job queue refused the request; retry shortly", self.settings.retry_after_s)
 
     def _wake(self, count: int) -> None:
-        """Wake up to ``count`` sleeping mules; awake ones will find the jobs (mules/loop.py)."""
+        """Wake up to ``count`` sleeping mules; awake ones will find the jobs (mules/loop.py).
+
+        Reads the flags after the push: queue_push took the queue's lock (a syscall), so a
+        mule that went to sleep after this read looks at the queue once more and finds the job.
+        """
+        flags = self.flags
         for mule_id in self.mule_ids:
             if count == 0:
                 return
-            if self.uwsgi.cache_get(awake_key(mule_id), STATE_CACHE) in (b"0", None):
+            if flags[awake_flag(mule_id)] in (ASLEEP, 0):  # 0: the mule has not started yet
                 # False means the mule's socket is full of wake-ups already: it will drain anyway.
                 self.uwsgi.mule_msg(CONTROL_WAKE, mule_id)
                 count -= 1
@@ -182,6 +190,7 @@ class MuleClient:
                 if len(jobs) > 1:  # keep up with claims: a claims socket holds only 10 notices
                     self._read_claims(pending, owners)
             if not pending:
+                self._local.abandoned = False  # every "done" notice of this request was read
                 return results
         raise DeadlineExceeded(f"no prediction within the deadline of {self.settings.deadline_ms} ms")
 
@@ -330,16 +339,21 @@ class MuleClient:
             poller = select.poll()
             poller.register(sock, select.POLLIN)
             self._local.socket, self._local.claims, self._local.poller = sock, claims, poller
-            self._local.address, self._local.pid = address, os.getpid()
+            self._local.address, self._local.pid, self._local.abandoned = address, os.getpid(), False
         return sock
 
     def _address(self) -> bytes:
         """This thread's notice address, with notices of earlier, abandoned requests discarded.
 
-        Call before sending a job: afterwards a notice may already be for it.
+        Call before sending a job: afterwards a notice may already be for it.  The "done"
+        socket holds old notices only if the thread's last wait ended early (``abandoned``);
+        the claims socket always holds the last request's claims (read only on ticks).
         """
-        _discard_stale(self._socket())
+        sock = self._socket()
+        if self._local.abandoned:
+            _discard_stale(sock)
         _discard_stale(self._local.claims)
+        self._local.abandoned = True  # until a wait collects every notice it caused
         address: bytes = self._local.address
         return address
 

@@ -13,9 +13,12 @@ Four kinds of bytes cross the process boundary:
 * a **control** message (worker -> one mule with ``uwsgi.mule_msg``): wake up,
   or reload a model version.
 
-The uWSGI cache names and keys both sides use are defined here too: a mule's
-heartbeat (:func:`heartbeat_key`) and whether it is awake
-(:func:`awake_key`), so workers wake only sleeping mules.
+The uWSGI cache names and keys both sides use are defined here too (a mule's
+heartbeat, :func:`heartbeat_key`), and each mule's **awake flag**: one byte
+of uWSGI's shared area (:func:`awake_flag`), written only by its mule and
+read by every worker without a lock, so workers wake only sleeping mules.
+(In the cache, behind its lock, these reads cost two semaphore syscalls per
+request and made the mules wait for the lock.)
 
 Everything is packed with :mod:`struct` in little-endian order with a magic
 prefix and a format version, so a mismatch is caught instead of misread.
@@ -31,7 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 RESULT_CACHE = "results"  # job id hex -> encoded Result
-STATE_CACHE = "state"  # heartbeat_key / awake_key -> small values
+STATE_CACHE = "state"  # heartbeat_key -> a mule's JSON heartbeat
+FLAGS_AREA = 0  # uWSGI shared area id of the awake flags (uwsgi.ini: sharedarea = 1, one 4 KiB page)
+# Values of a mule's awake flag; 0 (the area starts zeroed) means the mule has not said yet.
+AWAKE, ASLEEP, NOT_SERVING = ord("1"), ord("0"), ord("x")
 
 ROW_BYTES = 12  # day (int32 days since 1970-01-01), store (int32), item (int32)
 PREDICTION_BYTES = 8  # float64
@@ -54,10 +60,11 @@ def heartbeat_key(mule_id: int) -> str:
     return f"mule:{mule_id}"
 
 
-def awake_key(mule_id: int) -> str:
-    """State-cache key: b"1" while the mule drains the queue, b"0" when it may sleep (wake it
-    for new jobs), b"x" while it has no model (do not wake it for jobs)."""
-    return f"awake:{mule_id}"
+def awake_flag(mule_id: int) -> int:
+    """Offset of a mule's awake flag in the shared area: AWAKE while it drains the queue,
+    ASLEEP when it may sleep (wake it for new jobs), NOT_SERVING while it has no model (do not
+    wake it for jobs).  A byte is written whole, so a reader never sees half a value."""
+    return mule_id
 
 
 def claims_address(reply_to: bytes) -> bytes:

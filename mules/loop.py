@@ -30,7 +30,11 @@ from forecast.errors import ForecastError
 from forecast.features import Rows
 from forecast.logs import configure_logging
 from forecast.messages import (
+    ASLEEP,
+    AWAKE,
     CONTROL_RELOAD,
+    FLAGS_AREA,
+    NOT_SERVING,
     NOTICE_CLAIMED,
     NOTICE_DONE,
     RESULT_CACHE,
@@ -38,7 +42,7 @@ from forecast.messages import (
     Job,
     MessageError,
     Result,
-    awake_key,
+    awake_flag,
     claims_address,
     decode_reload,
     encode_notice,
@@ -51,7 +55,6 @@ from mules.metrics import MuleMetrics
 
 logger = logging.getLogger(__name__)
 
-AWAKE, ASLEEP, NOT_SERVING = b"1", b"0", b"x"  # values of awake_key(): see forecast.messages
 RESULT_GRACE_S = 5  # results outlive their deadline this long, then the cache sweeper drops them
 LOAD_RETRY_S = 5
 
@@ -65,6 +68,7 @@ class Mule:
         self.id = int(uwsgi.mule_id())
         self.pid = os.getpid()
         self.registry = Registry(settings.registry_dir)
+        self.flags = uwsgi.sharedarea_memoryview(FLAGS_AREA)
         self.metrics = MuleMetrics(self.id, settings.metrics_enabled)
         self.predictor: Predictor | None = None
         self.error = ""
@@ -81,7 +85,7 @@ class Mule:
 
     def run(self) -> None:
         self.metrics.started()
-        self.uwsgi.cache_update(awake_key(self.id), NOT_SERVING, 0, STATE_CACHE)
+        self.set_flag(NOT_SERVING)
         self.heartbeat("loading")
         self.try_load("production")
         if self.predictor is not None:
@@ -122,8 +126,7 @@ class Mule:
             logger.error("mule %d: %s", self.id, exc)
             return
         self.heartbeat("loading")
-        # while loading, workers wake the other mules for new jobs
-        self.uwsgi.cache_update(awake_key(self.id), NOT_SERVING, 0, STATE_CACHE)
+        self.set_flag(NOT_SERVING)  # while loading, workers wake the other mules for new jobs
         try:
             self.predictor = self.registry.verify(version)
             outcome = Result(job_id, self.id, self.pid, version)
@@ -140,20 +143,23 @@ class Mule:
 
     def drain(self) -> None:
         """Score queued jobs until the queue is empty (or a reload waits); see the module docstring."""
-        self.set_awake(True)
+        self.set_flag(AWAKE)
         while True:
             while not self.deferred and (batch := self.pull_batch()):
                 self.score(batch)
                 if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
                     self.heartbeat()
-            self.set_awake(False)
+            self.set_flag(ASLEEP)
+            # queue_pull takes the queue's lock: a syscall after the flag's store, so a worker that
+            # pushed before it read the flag as AWAKE has its job found here.
             if self.deferred or not (batch := self.pull_batch()):
                 return
-            self.set_awake(True)  # a job arrived while we were deciding to sleep
+            self.set_flag(AWAKE)  # a job arrived while we were deciding to sleep
             self.score(batch)
 
-    def set_awake(self, awake: bool) -> None:
-        self.uwsgi.cache_update(awake_key(self.id), AWAKE if awake else ASLEEP, 0, STATE_CACHE)
+    def set_flag(self, value: int) -> None:
+        """This mule's awake flag (forecast.messages.awake_flag): only this mule writes it."""
+        self.flags[awake_flag(self.id)] = value
 
     def swallow_wakeups(self) -> None:
         """Read every pending mule message before pulling a batch from the queue.

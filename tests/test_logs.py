@@ -131,6 +131,9 @@ class FakeUwsgi:
     def mule_id(self) -> int:
         return 1
 
+    def sharedarea_memoryview(self, area: int) -> memoryview:
+        return memoryview(bytearray(4096))
+
     def set_user_harakiri(self, seconds: int) -> None:
         pass
 

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import os
 from array import array
+from pathlib import Path
 
 import pytest
 
 from forecast.messages import (
+    ASLEEP,
+    AWAKE,
     MAX_ADDRESS_BYTES,
+    NOT_SERVING,
     NOTICE_CLAIMED,
     NOTICE_DONE,
     UWSGI_QUEUE_ITEM_HEADER_BYTES,
     Job,
     MessageError,
     Result,
+    awake_flag,
     decode_notice,
     decode_reload,
     encode_notice,
@@ -23,6 +28,7 @@ from forecast.messages import (
     max_rows_per_result,
     pack_rows,
 )
+from forecast.settings import Settings
 
 ADDRESS = b"\0forecast-worker-" + b"a" * 24
 
@@ -90,3 +96,13 @@ def test_notices_and_reload_messages() -> None:
     assert decode_reload(encode_reload(job_id, ADDRESS, "v3", 12.5)) == (job_id, ADDRESS, "v3", 12.5)
     with pytest.raises(MessageError):
         decode_reload(b"R{not json")
+
+
+def test_awake_flags_are_distinct_bytes_of_the_shared_page() -> None:
+    """Each mule its own byte of uWSGI's one-page shared area (uwsgi.ini: sharedarea = 1)."""
+    mules = range(1, Settings().mules + 1)
+    offsets = [awake_flag(mule) for mule in mules]
+    assert len(set(offsets)) == len(offsets)
+    assert all(0 <= offset < 4096 for offset in offsets)
+    assert len({AWAKE, ASLEEP, NOT_SERVING, 0}) == 4  # 0: the mule has not said yet
+    assert "sharedarea = 1" in (Path(__file__).resolve().parent.parent / "uwsgi.ini").read_text()
