@@ -79,11 +79,13 @@ def _errors(*statuses: int) -> dict[str, Any]:
                     "reload is allowed from loopback only"),
         413: _error("More rows than FORECAST_MAX_BATCH_ROWS, or a body over 8 MB.", 413, "batch_too_large",
                     "a batch may have at most 50000 rows; this one has 60000"),
+        414: _error("A request line over 8 KB (nginx).", 414, "uri_too_long", "request line over 8 KB"),
         415: _error("A body that is not application/json.", 415, "unsupported_media_type",
                     "send JSON with Content-Type: application/json (got 'text/plain')"),
         422: _error("A missing or mistyped field, an impossible date, or a store, item or date unknown to the model.",
                     422, "invalid_input", "store 11 is not known to the model (known: 1-10)", field="store",
                     details=[{"field": "store", "message": "store 11 is not known to the model (known: 1-10)"}]),
+        431: _error("A request header over 8 KB (nginx).", 431, "headers_too_large", "a request header over 8 KB"),
         503: _error("At capacity, not ready, or a mule failed: retry after Retry-After seconds.", 503, "overloaded",
                     "the server is at capacity; retry shortly"),
         504: _error("No prediction within FORECAST_DEADLINE_MS.", 504, "deadline_exceeded",
@@ -127,7 +129,7 @@ def _predict(max_rows: int) -> dict[str, Any]:
                     legacy=72.4,
                 ),
             },
-            **_errors(400, 413, 415, 422, 503, 504),
+            **_errors(400, 413, 414, 415, 422, 431, 503, 504),
         },
     }
 
