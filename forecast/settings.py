@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     result_block_bytes: int = Field(65536, ge=4096, description="Bytes per result cache entry.")
     worker_harakiri_s: int = Field(60, ge=1, description="uWSGI kills a web worker stuck this long in a request.")
     listen_backlog: int = Field(
-        1024, ge=16, description="Requests that may wait for a free worker thread; beyond, nginx answers 503."
+        512, ge=16, description="Requests that may wait for a free worker thread; beyond, nginx answers 503."
     )
 
     # -- request handling --------------------------------------------------------

@@ -181,5 +181,5 @@ def test_staged_image_serves_status_and_predictions(staged_image: str, tmp_path:
     # the effective uWSGI configuration (show-config): the image's defaults did not win
     assert "cheaper = 0" in log
     assert "processes = 4" in log
-    assert "listen backlog is limited to 1024 connections" in log  # UWSGI_LISTEN from prestart.sh
+    assert "listen backlog is limited to 512 connections" in log  # UWSGI_LISTEN from prestart.sh
     assert f"ini = {tmp_path}/image/app/uwsgi.ini" in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -12,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,26 +60,60 @@ def test_thousands_of_concurrent_requests_get_their_own_answers(stack: Stack, se
         assert body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)
 
 
-def test_more_simultaneous_requests_than_threads_wait_their_turn(stack: Stack, serving_registry: Registry) -> None:
-    """300 requests at once (4 x 16 threads serve 64): the rest wait in the backlog, none is refused."""
-    rows = distinct_rows(300, seed=2)
-    truth = expected(serving_registry, rows)
-    host, port = "127.0.0.1", stack.port
-    connections = [socket.create_connection((host, port), timeout=30) for _ in rows]
+def burst(url: str, rows: list[tuple[str, int, int]]) -> list[tuple[int, dict[str, str], Any]]:
+    """Send every row at once, one connection each, then read the answers: (status, headers, body)."""
+    host, port = url.removeprefix("http://").split(":")
+    connections = [socket.create_connection((host, int(port)), timeout=30) for _ in rows]
+    answers = []
     try:
         for conn, row in zip(connections, rows, strict=True):
             body = json.dumps({"date": row[0], "store": row[1], "item": row[2]}).encode()
             head = f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             conn.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        for conn, row in zip(connections, rows, strict=True):
+        for conn in connections:
             response = http.client.HTTPResponse(conn)
             response.begin()
-            answer = json.loads(response.read())
-            assert response.status == 200, answer
-            assert answer["sales"] == pytest.approx(truth[row], rel=1e-12)
+            answers.append((response.status, dict(response.getheaders()), json.loads(response.read())))
     finally:
         for conn in connections:
             conn.close()
+    return answers
+
+
+def test_more_simultaneous_requests_than_threads_wait_their_turn(stack: Stack, serving_registry: Registry) -> None:
+    """300 requests at once (4 x 16 threads serve 64): the rest wait in the backlog (512), none is refused."""
+    rows = distinct_rows(300, seed=2)
+    truth = expected(serving_registry, rows)
+    for row, (status_code, _, answer) in zip(rows, burst(stack.url, rows), strict=True):
+        assert status_code == 200, answer
+        assert answer["sales"] == pytest.approx(truth[row], rel=1e-12)
+
+
+@pytest.fixture
+def shallow_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
+    stack = start_stack(tmp_path, serving_registry, FORECAST_LISTEN_BACKLOG="16")
+    yield stack
+    stack.stop()
+
+
+def test_a_burst_beyond_the_backlog_gets_nginx_503_in_the_error_shape(
+    shallow_stack: Stack, serving_registry: Registry
+) -> None:
+    rows = distinct_rows(300, seed=4)
+    truth = expected(serving_registry, rows)
+    answers = burst(shallow_stack.url, rows)
+    refused = [(headers, body) for status_code, headers, body in answers if status_code == 503]
+    assert refused, "a backlog of 16 cannot hold 300 requests"
+    assert {status_code for status_code, _, _ in answers} == {200, 503}
+    for headers, body in refused:
+        assert (body["status"], body["code"]) == (503, "unavailable")
+        assert headers["Retry-After"] == "1"
+        assert headers["Content-Type"].startswith("application/json")
+        assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-ID"])
+    for row, (status_code, _, body) in zip(rows, answers, strict=True):
+        if status_code == 200:
+            assert body["sales"] == pytest.approx(truth[row], rel=1e-12)
+    assert status(shallow_stack).status_code == 200
 
 
 @pytest.fixture
