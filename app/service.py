@@ -60,15 +60,20 @@ class ForecastService:
             raise Unavailable("no mule has a model loaded yet", self.settings.retry_after_s, "not_ready")
 
     def _mule_view(self) -> tuple[bool, str | None]:
-        """(some mule is ready, the version if they all serve one), refreshed every ``MULE_VIEW_TTL_S``.
+        """(some mule holds a model, the version if they all hold one), from the heartbeats.
 
-        Keeps the heartbeat reads off the per-request path.
+        A mule that is loading a new version during /reload still holds the old one and
+        serves again as soon as it has swapped, so it counts.  A positive view is trusted
+        for ``MULE_VIEW_TTL_S`` (keeps the heartbeat reads off the per-request path); a
+        negative one never is: a stale "no model" would turn a whole window of requests
+        into 503s.
         """
         now = time.monotonic()
         if now >= self._view_until:
-            ready = [m.get("model_version") for m in self.client.mule_states() if m.get("state") == "ready"]
-            single = str(ready[0]) if ready and len(set(ready)) == 1 else None
-            self._view, self._view_until = (bool(ready), single), now + MULE_VIEW_TTL_S
+            held = [str(m["model_version"]) for m in self.client.mule_states() if m.get("model_version")]
+            single = held[0] if held and len(set(held)) == 1 else None
+            self._view = (bool(held), single)
+            self._view_until = now + MULE_VIEW_TTL_S if held else now
         return self._view
 
     # -- status ------------------------------------------------------------

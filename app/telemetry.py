@@ -69,8 +69,9 @@ def init_app(app: Flask, metrics_enabled: bool) -> None:
         if recorder is not None:
             req = request._get_current_object()  # type: ignore[attr-defined]
             endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"
-            seconds = time.time() - request_start(req.environ)
-            recorder.record(endpoint, req.method, response.status_code, seconds, found.get("error"))
+            args = (endpoint, req.method, response.status_code, request_start(req.environ), found.get("error"))
+            # Recorded once uWSGI has sent the answer (it closes the body then): off the latency path.
+            response.call_on_close(lambda: recorder.record(*args))
         return response
 
 
@@ -86,7 +87,9 @@ class RequestMetrics:
         for reason in Unavailable.REASONS:  # every series exists from the start, at 0: rates and alerts work
             metrics.REJECTED.labels(reason)
 
-    def record(self, endpoint: str, method: str, status: int, seconds: float, error: str | None) -> None:
+    def record(self, endpoint: str, method: str, status: int, started: float, error: str | None) -> None:
+        """Count an answer sent now to a request nginx received at ``started`` (epoch seconds)."""
+        seconds = time.time() - started
         children = self._children.get((endpoint, method, status))
         if children is None:
             children = (

@@ -70,6 +70,7 @@ def status() -> tuple[Response, int, dict[str, str]] | Response:
     if ready:
         return jsonify({"status": "Alive", **body})
     retry = str(service().settings.retry_after_s)
+    g.error = "not_ready"  # for the access line and the request metrics
     return (
         jsonify(error_body(503, "not_ready", "not every mule has a model loaded", **body)),
         503,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +112,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, serving_registry: Registry) 
     stack = start_stack(tmp_path_factory.mktemp("stack"), serving_registry)
     yield stack
     stack.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test against a real stack reports the stack's log tail (uWSGI and nginx): CI keeps no files."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, Stack):
+                report.sections.append((f"stack logs ({name})", value.log_tail(120)))
+                if value.access_log.exists():
+                    failed = [line for line in value.access_log.read_text().splitlines() if "status=200" not in line]
+                    report.sections.append((f"non-200 access lines ({name})", "\n".join(failed[-80:])))
+    return report

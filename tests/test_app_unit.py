@@ -11,6 +11,7 @@ from flask import Flask
 
 from app import errors, views
 from app.schemas import field_path
+from app.service import ForecastService
 from forecast.settings import Settings
 
 
@@ -61,3 +62,46 @@ def test_reload_with_a_token_ignores_the_address() -> None:
     remote = {"REMOTE_ADDR": "203.0.113.9"}
     assert client.post("/reload", environ_base=remote).status_code == 401
     assert client.post("/reload", environ_base=remote, headers={"Authorization": "Bearer t0k"}).status_code == 200
+
+
+class FakeHeartbeats:
+    """Pure-logic stand-in for MuleClient.mule_states (the real ones need uWSGI)."""
+
+    def __init__(self, *states: list[dict[str, object]]) -> None:
+        self.states = list(states)
+        self.reads = 0
+
+    def mule_states(self) -> list[dict[str, object]]:
+        self.reads += 1
+        return self.states[min(self.reads, len(self.states)) - 1]
+
+
+def make_service(heartbeats: FakeHeartbeats) -> ForecastService:
+    return ForecastService(Settings(), heartbeats, None)
+
+
+def test_a_mule_reloading_still_holds_a_model() -> None:
+    svc = make_service(
+        FakeHeartbeats(
+            [
+                {"id": 1, "state": "loading", "model_version": "v1"},  # mid-/reload: old model kept
+                {"id": 2, "state": "loading", "model_version": None},  # first load after a respawn
+            ]
+        )
+    )
+    svc._require_ready()
+    assert svc._mule_view() == (True, "v1")
+
+
+def test_no_model_is_503_and_never_trusted_for_later_requests() -> None:
+    starting = [{"id": 1, "state": "loading", "model_version": None}]
+    ready = [{"id": 1, "state": "ready", "model_version": "v2"}]
+    heartbeats = FakeHeartbeats(starting, ready)
+    svc = make_service(heartbeats)
+    with pytest.raises(errors.Unavailable) as refused:
+        svc._require_ready()
+    assert refused.value.code == "not_ready"
+    svc._require_ready()  # the very next request reads the heartbeats again
+    assert heartbeats.reads == 2
+    svc._require_ready()  # a positive view is reused
+    assert heartbeats.reads == 2
