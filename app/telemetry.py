@@ -69,9 +69,10 @@ def init_app(app: Flask, metrics_enabled: bool) -> None:
         if recorder is not None:
             req = request._get_current_object()  # type: ignore[attr-defined]
             endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"
-            args = (endpoint, req.method, response.status_code, request_start(req.environ), found.get("error"))
-            # Recorded once uWSGI has sent the answer (it closes the body then): off the latency path.
-            response.call_on_close(lambda: recorder.record(*args))
+            seconds = time.time() - request_start(req.environ)
+            # Before the answer leaves (not in call_on_close): a client that has its answer and then
+            # scrapes must find its request counted; CI caught the race when this ran after sending.
+            recorder.record(endpoint, req.method, response.status_code, seconds, found.get("error"))
         return response
 
 
@@ -87,9 +88,7 @@ class RequestMetrics:
         for reason in Unavailable.REASONS:  # every series exists from the start, at 0: rates and alerts work
             metrics.REJECTED.labels(reason)
 
-    def record(self, endpoint: str, method: str, status: int, started: float, error: str | None) -> None:
-        """Count an answer sent now to a request nginx received at ``started`` (epoch seconds)."""
-        seconds = time.time() - started
+    def record(self, endpoint: str, method: str, status: int, seconds: float, error: str | None) -> None:
         children = self._children.get((endpoint, method, status))
         if children is None:
             children = (
