@@ -21,6 +21,7 @@ thread has its own socket, and the queue and caches are uWSGI's.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -136,7 +137,7 @@ class MuleClient:
         try:
             address = self._address()
             jobs = [
-                Job(os.urandom(16), address, deadline, pack_rows(days[a:b], stores[a:b], items[a:b])) for a, b in spans
+                Job(self._job_id(), address, deadline, pack_rows(days[a:b], stores[a:b], items[a:b])) for a, b in spans
             ]
             for job in jobs:
                 self._push(job)
@@ -207,10 +208,13 @@ class MuleClient:
                 next_tick = now + tick_s
                 yield None
                 continue
+            # poll() first: it returns at once when a notice is waiting, and saves the failed
+            # recv() (a syscall and an exception) that a notice not yet sent would cost.
+            if not poller.poll(max(1, math.ceil((min(deadline, next_tick) - now) * 1000))):
+                continue
             try:
                 data = sock.recv(NOTICE_BYTES)
             except BlockingIOError:
-                poller.poll(max(1, math.ceil((min(deadline, next_tick) - now) * 1000)))
                 continue
             try:
                 yield decode_notice(data)
@@ -308,9 +312,10 @@ class MuleClient:
             switched.append(mule_id)
 
     def _reload_one(self, mule_id: int, version: str) -> Result:
-        job_id = os.urandom(16)
+        address = self._address()
+        job_id = self._job_id()
         deadline = time.time() + self.settings.reload_timeout_s
-        if not self.uwsgi.mule_msg(encode_reload(job_id, self._address(), version, deadline), mule_id):
+        if not self.uwsgi.mule_msg(encode_reload(job_id, address, version, deadline), mule_id):
             raise Unavailable(f"mule {mule_id} cannot take messages now", self.settings.retry_after_s)
         for notice in self._notices(deadline, self.settings.reload_timeout_s):
             if notice is not None and notice[1] == job_id and notice[0] != NOTICE_CLAIMED:
@@ -340,7 +345,18 @@ class MuleClient:
             poller.register(sock, select.POLLIN)
             self._local.socket, self._local.claims, self._local.poller = sock, claims, poller
             self._local.address, self._local.pid, self._local.abandoned = address, os.getpid(), False
+            self._local.id_prefix, self._local.id_counter = os.urandom(8), itertools.count()
         return sock
+
+    def _job_id(self) -> bytes:
+        """A new job id: this thread's 8 random bytes and its count of jobs.
+
+        Unique without a syscall per job (``os.urandom`` is one, and releases the GIL that
+        the worker's other threads are waiting for).  Call after :meth:`_address`.
+        """
+        prefix: bytes = self._local.id_prefix
+        count: int = next(self._local.id_counter)
+        return prefix + count.to_bytes(8, "big")
 
     def _address(self) -> bytes:
         """This thread's notice address, with notices of earlier, abandoned requests discarded.
