@@ -15,6 +15,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from app import errors, openapi, telemetry, views
 from app.exposition import check_multiprocess_dir
+from app.fastlane import FastLane
 from app.json import OrjsonProvider
 from app.mule_client import MuleClient
 from app.service import ForecastService
@@ -48,10 +49,13 @@ def create_app(settings: Settings, client: MuleClient) -> Flask:
         check_multiprocess_dir(settings)
     app = ForecastFlask(__name__)
     app.json = OrjsonProvider(app)
-    app.extensions["forecast"] = ForecastService(settings, client, Registry(settings.registry_dir))
+    service = ForecastService(settings, client, Registry(settings.registry_dir))
+    app.extensions["forecast"] = service
     errors.init_app(app)
-    telemetry.init_app(app, settings.metrics_enabled)
+    recorder = telemetry.init_app(app, settings.metrics_enabled)
     app.register_blueprint(views.bp)
+    if settings.fast_lane_enabled:
+        app.wsgi_app = FastLane(app.wsgi_app, service, recorder)  # type: ignore[method-assign]
     # Swagger UI from the flask-swagger-ui package's own files: no CDN, and no validator call-out.
     docs_config = {"app_name": openapi.TITLE, "validatorUrl": None, "deepLinking": True}
     app.register_blueprint(get_swaggerui_blueprint(DOCS_URL, "/openapi.json", config=docs_config))

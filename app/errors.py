@@ -94,6 +94,21 @@ def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, 
     return body
 
 
+def answer_for(error: ForecastError) -> tuple[dict[str, Any], dict[str, str]]:
+    """The JSON body and the extra headers of the answer to ``error`` (Flask's handler and the fast lane)."""
+    extra = {"field": error.field, "details": error.details} if isinstance(error, ApiError) else {}
+    headers = error.headers() if isinstance(error, ApiError) else {}
+    return error_body(error.status, error.code, error.message, **extra), headers
+
+
+INTERNAL_ERROR = "internal_error"
+
+
+def internal_error_body() -> dict[str, Any]:
+    """The answer to an unexpected exception: no detail of it reaches the client (it is logged)."""
+    return error_body(500, INTERNAL_ERROR, "internal server error")
+
+
 def _respond(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     response = jsonify(body)
     response.status_code = status
@@ -107,9 +122,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(ForecastError)
     def _forecast_error(error: ForecastError) -> Response:
         g.error, g.job = error.code, getattr(error, "job", None)  # for the request's log line and metrics
-        extra = {"field": error.field, "details": error.details} if isinstance(error, ApiError) else {}
-        headers = error.headers() if isinstance(error, ApiError) else {}
-        return _respond(error.status, error_body(error.status, error.code, error.message, **extra), headers)
+        return _respond(error.status, *answer_for(error))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
@@ -126,5 +139,5 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         logger.exception("unhandled error")
-        g.error = "internal_error"
-        return _respond(500, error_body(500, "internal_error", "internal server error"))
+        g.error = INTERNAL_ERROR
+        return _respond(500, internal_error_body())

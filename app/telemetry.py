@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
@@ -38,6 +40,11 @@ _REPORTED = (
 )
 
 
+# The request id of the request the fast lane (app/fastlane.py) is answering in this thread:
+# it has no Flask request context to read it from.
+FAST_LANE_REQUEST_ID: ContextVar[str | None] = ContextVar("fast_lane_request_id", default=None)
+
+
 def request_start(environ: dict[str, Any]) -> float:
     """When nginx received this request (``X-Request-Start: t=<epoch seconds>``), else now."""
     try:
@@ -48,24 +55,30 @@ def request_start(environ: dict[str, Any]) -> float:
 
 def log_context() -> dict[str, Any]:
     """Fields for the app's own log lines: the request id, when logged during a request."""
-    if not has_request_context():
-        return {}
-    supplied = request.environ.get("HTTP_X_REQUEST_ID", "")
+    if has_request_context():
+        supplied = request.environ.get("HTTP_X_REQUEST_ID", "")
+    else:
+        supplied = FAST_LANE_REQUEST_ID.get()
+        if supplied is None:
+            return {}
     return {"request_id": supplied if _SANE_REQUEST_ID.match(supplied) else None}
 
 
-def init_app(app: Flask, metrics_enabled: bool) -> None:
-    """Register the hook; ``metrics_enabled`` False records no metrics (to measure their cost)."""
+def reported_headers(found: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The response headers that carry ``found``'s fields (``flask.g`` keys) to the access line."""
+    return [(header, str(found[key])) for header, key in _REPORTED if found.get(key) is not None]
+
+
+def init_app(app: Flask, metrics_enabled: bool) -> RequestMetrics | None:
+    """Register the hook and return its recorder (None: ``metrics_enabled`` False, to measure their cost)."""
     recorder = RequestMetrics() if metrics_enabled else None
 
     @app.after_request
     def _report(response: Response) -> Response:
         found = vars(g._get_current_object())
         headers = response.headers
-        for header, key in _REPORTED:
-            value = found.get(key)
-            if value is not None:
-                headers[header] = str(value)
+        for header, value in reported_headers(found):
+            headers[header] = value
         if recorder is not None:
             req = request._get_current_object()  # type: ignore[attr-defined]
             endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"
@@ -74,6 +87,8 @@ def init_app(app: Flask, metrics_enabled: bool) -> None:
             # scrapes must find its request counted; CI caught the race when this ran after sending.
             recorder.record(endpoint, req.method, response.status_code, seconds, found.get("error"))
         return response
+
+    return recorder
 
 
 class RequestMetrics:

@@ -134,7 +134,7 @@ def predict() -> Response:
         raise MalformedJson(f"request body is not valid JSON: {exc}") from None
     rows, prefix = _parse_rows(payload, svc.settings.max_batch_rows)
     prediction = _predict_rows(svc, rows, prefix, deadline)
-    answers = [_answer(row, prediction, i) for i, row in enumerate(rows)]
+    answers = [answer(row, prediction, i) for i, row in enumerate(rows)]
     return jsonify(answers[0] if prefix is None else {"predictions": answers})
 
 
@@ -197,7 +197,8 @@ def _validate_batch(items: list[Any], prefix: str, limit: int) -> list[PredictRo
     raise AssertionError("unreachable")
 
 
-def _answer(row: PredictRow, prediction: Prediction, index: int) -> dict[str, Any]:
+def answer(row: PredictRow, prediction: Prediction, index: int) -> dict[str, Any]:
+    """The answer for ``row``, the ``index``-th of the request (also used by app/fastlane.py)."""
     return {
         "date": row["date"].isoformat(),
         "store": row["store"],
