@@ -83,7 +83,14 @@ REQUESTS = [
     ("text body", {"path": "/predict", "data": b"date=2015-06-01", "content_type": "text/plain"}, False),
     ("a list", {"path": "/predict", "json": [ROW, {**ROW, "item": 4}]}, False),
     ("instances", {"path": "/predict", "json": {"instances": [ROW]}}, False),
-    ("legacy query form", {"path": "/predict?date=2015-06-01&store=2&item=3"}, False),
+    ("legacy query form", {"path": "/predict?date=2015-06-01&store=2&item=3"}, True),
+    ("legacy, percent-encoded", {"path": "/predict?date=2015%2D06%2D01&store=%32&item=3"}, True),
+    ("legacy, repeated field", {"path": "/predict?date=2015-06-01&store=2&store=9&item=3"}, True),
+    ("legacy, other field", {"path": "/predict?date=2015-06-01&store=2&item=3&debug=1"}, True),
+    ("legacy, unknown item", {"path": "/predict?date=2015-06-01&store=2&item=77"}, False),
+    ("legacy, missing item", {"path": "/predict?date=2015-06-01&store=2"}, False),
+    ("legacy, invalid UTF-8", {"path": "/predict?date=2015-06-01&store=2&item=%ff"}, False),
+    ("legacy, no fields", {"path": "/predict?&"}, False),
     ("query and body", {"path": "/predict?store=2", "json": ROW}, False),
     ("empty body", {"path": "/predict", "data": b"", "content_type": "application/json"}, False),
 ]  # fmt: skip
@@ -107,6 +114,12 @@ def test_one_row_answer_is_the_forecast_with_its_version(registry: Registry) -> 
     assert body == {**ROW, "sales": 12.03, "model_version": "v1"}
     assert headers["X-Model-Version"] == "v1"
     assert headers["X-Forecast-Rows"] == "1"
+
+
+def test_legacy_query_form_is_answered_with_a_bare_number(registry: Registry) -> None:
+    app = make_app(registry, StandInMules(), fast_lane=True)
+    response = app.test_client().post("/predict?date=2015-06-01&store=2&item=3")
+    assert (response.status_code, response.data) == (200, b"12.03\n")
 
 
 @pytest.mark.parametrize(
