@@ -52,7 +52,9 @@ def create_app(settings: Settings, client: MuleClient) -> Flask:
     service = ForecastService(settings, client, Registry(settings.registry_dir))
     app.extensions["forecast"] = service
     errors.init_app(app)
-    recorder = telemetry.init_app(app, settings.metrics_enabled)
+    recorder = telemetry.RequestMetrics(lambda: client.admission.in_flight) if settings.metrics_enabled else None
+    app.extensions["forecast_metrics"] = recorder
+    telemetry.init_app(app, recorder)
     app.register_blueprint(views.bp)
     if settings.fast_lane_enabled:
         app.wsgi_app = FastLane(app.wsgi_app, service, recorder)  # type: ignore[method-assign]

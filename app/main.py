@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import uwsgi
+from uwsgidecorators import postfork
 
 from app import create_app
 from app.mule_client import MuleClient
+from app.telemetry import RequestMetrics
 from forecast.settings import Settings
 
 settings = Settings()
 client = MuleClient(settings, uwsgi)
 app = create_app(settings, client)
+
+
+@postfork  # type: ignore[untyped-decorator]  # uwsgidecorators has no type hints
+def _start_worker_threads() -> None:
+    """In each web worker uWSGI forks (or respawns): the metrics flusher; threads do not survive a fork."""
+    recorder: RequestMetrics | None = app.extensions["forecast_metrics"]
+    if recorder is not None and uwsgi.worker_id() > 0:  # mules fork from this master too, and run this hook
+        recorder.start()

@@ -132,8 +132,6 @@ class MuleClient:
         spans = [(start, min(start + self.rows_per_job, len(days))) for start in range(0, len(days), self.rows_per_job)]
         if not self.admission.acquire(len(spans)):
             raise Unavailable("the server is at capacity; retry shortly", self.settings.retry_after_s, "overloaded")
-        if self.settings.metrics_enabled:
-            metrics.JOBS_IN_FLIGHT.inc(len(spans))
         try:
             address = self._address()
             jobs = [
@@ -144,9 +142,7 @@ class MuleClient:
             self._wake(min(len(jobs), len(self.mule_ids)))
             results = self._wait(jobs, deadline)
         finally:
-            self.admission.release(len(spans))
-            if self.settings.metrics_enabled:
-                metrics.JOBS_IN_FLIGHT.dec(len(spans))
+            self.admission.release(len(spans))  # the jobs-in-flight gauge samples this (app/telemetry.py)
         sales: list[float] = []
         versions: list[str] = []
         for job in jobs:

@@ -36,7 +36,7 @@ from app.errors import (
 from app.mule_client import Prediction
 from app.schemas import QUERY_ROW, ROW, ROWS, PredictRow, raise_invalid
 from app.service import ForecastService
-from app.telemetry import request_start
+from app.telemetry import RequestMetrics, request_start
 from forecast.settings import Settings
 
 bp = Blueprint("forecast", __name__)
@@ -97,6 +97,9 @@ def _document(settings: Settings) -> dict[str, Any]:
 @bp.get("/metrics")
 def prometheus_metrics() -> Response:
     svc = service()
+    recorder: RequestMetrics | None = current_app.extensions["forecast_metrics"]
+    if recorder is not None:
+        recorder.flush()  # this worker's latest requests; the other workers' are at most a flush interval old
     return Response(exposition.render(svc.client, svc.settings), content_type=exposition.CONTENT_TYPE)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+from app.telemetry import FLUSH_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -26,3 +30,18 @@ def scrape(url: str) -> Scrape:
     response.raise_for_status()
     families = text_string_to_metric_families(response.text)
     return Scrape([sample for family in families for sample in family.samples])
+
+
+def scrape_until(url: str, condition: Callable[[Scrape], bool], timeout_s: float = 10) -> Scrape:
+    """Scrape until ``condition`` holds and return that scrape; after ``timeout_s``, the last one.
+
+    The web workers write their request metrics in batches (app/telemetry.py: at most
+    ``FLUSH_INTERVAL_S`` behind), so a count of other workers' requests is awaited, not read once.
+    The caller asserts on the returned scrape, so a timeout fails with the values it saw.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        current = scrape(url)
+        if condition(current) or time.monotonic() >= deadline:
+            return current
+        time.sleep(FLUSH_INTERVAL_S / 5)  # polling interval of a wait-for-condition loop

@@ -24,7 +24,7 @@ from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.conftest import kaggle_test_rows, start_stack
 from tests.load import Outcome, distinct_rows, hammer
-from tests.scrape import scrape
+from tests.scrape import scrape, scrape_until
 
 pytestmark = pytest.mark.stack
 
@@ -144,8 +144,11 @@ def test_overload_is_answered_503_with_retry_after_and_nothing_else_fails(
             assert isinstance(outcome.body, dict)
             assert outcome.body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)
     assert max(o.seconds for o in outcomes) < 5  # the deadline: nothing hung
-    rejected = scrape(small_stack.url).value("forecast_rejected_requests_total", reason="overloaded")
-    assert rejected - before.value("forecast_rejected_requests_total", reason="overloaded") == statuses[503]
+    name, reason = "forecast_rejected_requests_total", "overloaded"
+    after_load = scrape_until(
+        small_stack.url, lambda now: now.value(name, reason=reason) - before.value(name, reason=reason) >= statuses[503]
+    )
+    assert after_load.value(name, reason=reason) - before.value(name, reason=reason) == statuses[503]
     assert status(small_stack).status_code == 200
     after = hammer(small_stack.url, rows[:50], threads=1)
     assert Counter(o.status for o in after) == {200: 50}
@@ -239,7 +242,7 @@ def test_a_mule_killed_under_load_costs_no_request_its_deadline(own_stack: Stack
             assert isinstance(outcome.body, dict)
             assert outcome.body["sales"] == pytest.approx(truth[outcome.row], rel=1e-12)
     wait_for(lambda: status(own_stack).status_code == 200 and mule_pids(own_stack)[2] != victim)
-    metrics = scrape(own_stack.url)
+    metrics = scrape_until(own_stack.url, lambda now: now.value("forecast_jobs_in_flight") == 0)  # sampled gauge
     assert metrics.value("forecast_mule_starts_total", mule="2") == 2  # the respawn counts
     assert metrics.value("forecast_mule_starts_total", mule="1") == 1
     assert metrics.value("forecast_jobs_in_flight") == 0  # the killed mule's jobs were answered or given up

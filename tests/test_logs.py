@@ -178,7 +178,7 @@ def test_the_worker_hands_the_failed_job_to_the_access_line_without_a_second_err
     app = Flask(__name__)
     app.extensions["forecast"] = SimpleNamespace(settings=Settings())
     errors.init_app(app)
-    telemetry.init_app(app, metrics_enabled=False)
+    telemetry.init_app(app, None)
 
     @app.post("/predict")
     def predict() -> str:
@@ -209,7 +209,7 @@ def test_app_log_lines_during_a_request_carry_its_id() -> None:
     app = Flask(__name__)
     app.extensions["forecast"] = SimpleNamespace(settings=Settings())
     errors.init_app(app)
-    telemetry.init_app(app, metrics_enabled=False)
+    telemetry.init_app(app, None)
     configure_logging("INFO", "worker", "text", telemetry.log_context)
     stream = io.StringIO()
     handler = next(h for h in logging.getLogger("app").handlers if h.get_name() == "forecast")

@@ -14,7 +14,7 @@ from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.conftest import kaggle_test_rows, start_stack
 from tests.load import distinct_rows
-from tests.scrape import Scrape, scrape
+from tests.scrape import Scrape, scrape, scrape_until
 
 pytestmark = pytest.mark.stack
 
@@ -33,7 +33,9 @@ def test_traffic_moves_every_metric(stack: Stack) -> None:
     answers.append(requests.post(f"{url}/predict", params=rows[0], timeout=5).json())
     bad = requests.post(f"{url}/predict", json={**rows[0], "date": "2018-02-30"}, timeout=5)
     assert bad.status_code == 422
-    after = scrape(url)
+    after = scrape_until(
+        url, lambda now: delta(before, now, "forecast_http_request_duration_seconds_count", endpoint="/predict") >= 23
+    )
 
     def moved(name: str, **labels: str) -> float:
         return delta(before, after, name, **labels)
@@ -88,14 +90,19 @@ def test_a_timeout_is_counted_and_its_jobs_leave_the_in_flight_gauge(slow_stack:
     sender.start()
     in_flight = 0.0
     deadline = time.monotonic() + 10
-    while sender.is_alive() and time.monotonic() < deadline and in_flight == 0:
+    while sender.is_alive() and time.monotonic() < deadline and in_flight == 0:  # the gauge is sampled every 0.25 s
         in_flight = scrape(url).value("forecast_jobs_in_flight")
     sender.join()
     assert in_flight >= 1  # seen while the request waited: 11 jobs of about 4,000 rows
     response = answer["response"]
     assert response.status_code == 504, response.text[:300]
     assert response.json()["code"] == "deadline_exceeded"
-    after = scrape(url)
+    after = scrape_until(
+        url,
+        lambda now: (
+            delta(before, now, "forecast_timed_out_requests_total") >= 1 and now.value("forecast_jobs_in_flight") == 0
+        ),
+    )
     assert delta(before, after, "forecast_timed_out_requests_total") == 1
     assert delta(before, after, "forecast_http_requests_total", endpoint="/predict", status="504") == 1
     assert after.value("forecast_jobs_in_flight") == 0

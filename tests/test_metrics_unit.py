@@ -1,4 +1,4 @@
-"""observe_many (the mules' bulk histogram update) equals one observe() per value."""
+"""observe_many (the bulk histogram update of the mules and the workers) equals one observe() per value."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from mules.metrics import SALES_BUCKETS, observe_many
+from forecast.histograms import observe_many
+from mules.metrics import SALES_BUCKETS
 
 
 def samples(histogram: Histogram) -> dict[tuple[str, str], float]:
