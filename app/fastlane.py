@@ -24,6 +24,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -43,7 +44,6 @@ ENDPOINT = "/predict"  # the route's rule, as Flask's metrics label it
 JSON_BODY, QUERY = "json body", "query string"  # the two hot forms (hot_form)
 # A row object is under 100 bytes; a larger body is a batch (or nonsense): Flask parses it once.
 MAX_ROW_BODY_BYTES = 1024
-_REASONS = {200: "OK", 500: "INTERNAL SERVER ERROR", 503: "SERVICE UNAVAILABLE", 504: "GATEWAY TIMEOUT"}
 
 
 class FastLane:
@@ -127,7 +127,7 @@ class FastLane:
         if self.recorder is not None:  # before the answer leaves, as Flask's hook does (app/telemetry.py)
             self.recorder.record(ENDPOINT, "POST", status, time.time() - started, found.get("error"))
         start_response(
-            f"{status} {_REASONS[status]}",
+            f"{status} {HTTPStatus(status).phrase}",
             [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(data))),

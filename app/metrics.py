@@ -29,7 +29,7 @@ HTTP_LATENCY = Histogram(
 )
 JOBS_IN_FLIGHT = Gauge(
     "forecast_jobs_in_flight",
-    "Jobs submitted to the mules and not yet answered, summed over live web workers.",
+    "Jobs submitted to the mules and not yet answered, summed over live web workers (sampled every 0.25 s).",
     multiprocess_mode="livesum",
     registry=None,
 )

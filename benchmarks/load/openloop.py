@@ -129,7 +129,10 @@ async def run(url: str, rate: float, duration: float, max_connections: int, time
         "ok_latency_from_send_ms": {"p50": pct(0.5, ok_from_send), "p99": pct(0.99, ok_from_send)},
         "send_lag_ms": {"p50": pct(0.5, late), "p99": pct(0.99, late)},
         "statuses": statuses,
-        "errors": errors,
+        # errors: requests sent (or whose connection failed) that got no answer; not_sent: requests
+        # still waiting in this generator for a connection or for its CPU when the window closed
+        "errors": errors - (total - len(late)),
+        "not_sent": total - len(late),
         "unanswered": len(unfinished),
         "connections": opened,
     }
