@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 from pydantic_core import from_json
 
-from app.errors import ApiError, answer_for, internal_error_body
+from app.errors import INTERNAL_ERROR, ApiError, answer_for, internal_error_body
 from app.json import json_line
 from app.schemas import QUERY_ROW, ROW, Columns, PredictRow
 from app.service import ForecastService
@@ -108,7 +108,7 @@ class FastLane:
             return self._respond(error.status, body, headers, found, started, start_response)
         except Exception:
             logger.exception("unhandled error")
-            found["error"] = "internal_error"
+            found["error"] = INTERNAL_ERROR
             return self._respond(500, internal_error_body(), {}, found, started, start_response)
         found["model_version"] = prediction.versions[0]
         result = prediction.sales[0] if bare else answer(row, prediction, 0)

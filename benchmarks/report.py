@@ -117,11 +117,12 @@ def write_report(results: dict[str, Any], path: Path, plot_dir: Path) -> Path:
             lines.append(f"| {n} | {run['status']} | {fmt(s['batch']['median_seconds'], 2)} | {fmt(rows_per_s, 0)} |")
     lines += ["", "## 3. Overload at twice the measured capacity", ""]
     lines += ["Latency of successes is counted from the scheduled time and, in brackets, from when the request "
-              "left; a large send lag means the load generator itself fell behind. *Errors* are requests sent "
-              "that got no answer; *not sent* are requests still waiting in the generator (for one of its "
-              "2,048 connections, or for CPU it shares with the server) when the window closed: the generator's "
-              "limit, not the server's answer. The share answered is of the requests sent, and in brackets of "
-              "the requests offered.", ""]  # fmt: skip
+              "left; a large send lag means the load generator itself fell behind. *Errors* are requests that "
+              "failed (connection refused or reset, timeout); *in flight* were sent and not yet answered when the "
+              "window closed (10 s after the schedule); *not sent* were still waiting in the generator (for one "
+              "of its 2,048 connections, or for the CPU it shares with the server) then: the generator's limit, "
+              "not an answer. The share answered is of the requests sent, and in brackets of those offered.",
+              ""]  # fmt: skip
     lines += ["| system | offered req/s | share answered 2xx | statuses | p99 of successes ms | send lag p99 ms "
               "| recovered after s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for n, s in systems.items():
@@ -129,7 +130,8 @@ def write_report(results: dict[str, Any], path: Path, plot_dir: Path) -> Path:
             o = s["overload"]
             lines.append(
                 f"| {n} | {fmt(o['offered_rps'], 0)} | {o['share_of_sent_answered']:.1%} ({o['share_answered']:.1%}) "
-                f"| {o['statuses']} (errors {o['errors']}, not sent {o['not_sent']}) "
+                f"| {o['statuses']} (errors {o['errors']}, in flight {o['in_flight_at_close']}, "
+                f"not sent {o['not_sent']}) "
                 f"| {fmt(o['p99_success_ms'])} ({fmt(o['p99_success_from_send_ms'])}) "
                 f"| {fmt(o['send_lag_p99_ms'])} | {fmt(o['recover_s'], 2)} |"
             )

@@ -105,7 +105,6 @@ async def run(url: str, rate: float, duration: float, max_connections: int, time
     _, unfinished = await asyncio.wait(tasks, timeout=max(0.0, start + duration + GRACE_S - time.perf_counter()))
     for task in unfinished:
         task.cancel()
-    errors += len(unfinished)
     elapsed = time.perf_counter() - start
     latencies.sort()
     ok_latencies.sort()
@@ -129,9 +128,11 @@ async def run(url: str, rate: float, duration: float, max_connections: int, time
         "ok_latency_from_send_ms": {"p50": pct(0.5, ok_from_send), "p99": pct(0.99, ok_from_send)},
         "send_lag_ms": {"p50": pct(0.5, late), "p99": pct(0.99, late)},
         "statuses": statuses,
-        # errors: requests sent (or whose connection failed) that got no answer; not_sent: requests
-        # still waiting in this generator for a connection or for its CPU when the window closed
-        "errors": errors - (total - len(late)),
+        # errors: requests that failed (connection refused or reset, timeout, truncated answer);
+        # in_flight_at_close: sent, answer not back when the window closed; not_sent: still waiting in
+        # this generator for a connection or for its CPU then (the generator's limit, not an answer)
+        "errors": errors,
+        "in_flight_at_close": len(unfinished) - (total - len(late)),
         "not_sent": total - len(late),
         "unanswered": len(unfinished),
         "connections": opened,
