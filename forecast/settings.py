@@ -66,8 +66,7 @@ class Settings(BaseSettings):
         100, ge=5, description="How often a waiting worker checks that the mule holding its job is alive."
     )
     fast_lane_enabled: bool = Field(
-        True,
-        description="Answer single-row JSON /predict without Flask's request machinery; `false` only to measure it.",
+        True, description="Answer single-row /predict without Flask's machinery; `false` only to measure it."
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token required by /reload; unset: /reload only from loopback."
