@@ -1,7 +1,9 @@
 """What every request leaves behind: its metrics, and the fields of its access line.
 
 Runs in the web workers as one Flask ``after_request`` hook, which Flask also
-runs for answers made by the error handlers.  The access line itself is
+runs for answers made by the error handlers; the fast lane (``app/fastlane.py``),
+which answers single-row ``/predict`` without Flask, uses the same pieces
+(:func:`reported_headers`, :class:`RequestMetrics`).  The access line itself is
 written by nginx (``nginx.conf``: buffered, and it also covers what nginx
 answers itself); the app hands nginx what only it knows in response headers
 nginx logs and hides: ``X-Forecast-Rows``, ``X-Forecast-Error`` (the error
@@ -91,8 +93,8 @@ def init_app(app: Flask, recorder: RequestMetrics | None) -> None:
             req = request._get_current_object()  # type: ignore[attr-defined]
             endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"
             seconds = time.time() - request_start(req.environ)
-            # Noted before the answer leaves (not in call_on_close): a scrape this worker answers
-            # next flushes it first, so a client that has its answer finds its request counted.
+            # Noted before the answer leaves (not in call_on_close): a scrape answered by this worker
+            # flushes it first, and other workers' scrapes see it within FLUSH_INTERVAL_S.
             recorder.record(endpoint, req.method, response.status_code, seconds, found.get("error"))
         return response
 
@@ -151,8 +153,7 @@ class RequestMetrics:
 
     def start(self) -> None:
         """Start this process's flusher thread (app/main.py: in each web worker, after uWSGI forks it)."""
-        self._flusher = threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True)
-        self._flusher.start()
+        threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
 
     def _flush_forever(self) -> None:
         while True:
