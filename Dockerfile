@@ -22,7 +22,7 @@ COPY uwsgi.ini nginx.conf prestart.sh /app/
 COPY forecast /app/forecast
 COPY app /app/app
 COPY mules /app/mules
-COPY launcher /app/launcher
+COPY serving /app/serving
 
 # The default model, trained at build time so `docker run` serves at once (data is generated,
 # used and deleted here; a mounted empty registry gets a model trained at start by prestart.sh).

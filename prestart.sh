@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sourced by the image's /start.sh before supervisord starts uWSGI and nginx (and by the
 # staged-layout test, with FORECAST_IMAGE_ROOT pointing at its staging directory).
-# 1. exports the FORECAST_* sizes uwsgi.ini reads (forecast/settings.py's defaults, overridden by
+# 1. exports the FORECAST_* sizes uwsgi.ini reads (serving/settings.py's defaults, overridden by
 #    the environment), UWSGI_LISTEN and PROMETHEUS_MULTIPROC_DIR (emptied); 2. keeps the image's
 #    own UWSGI_* defaults in step with them; 3. trains a model if the registry (a volume) is empty;
 #    4. renders /app/nginx.conf into /etc/nginx/nginx.conf.
@@ -9,7 +9,8 @@
 forecast_root="${FORECAST_IMAGE_ROOT:-}"
 forecast_die() { echo "prestart.sh: $*" >&2; exit 1; }
 
-forecast_exports="$(cd "$forecast_root/app" && python -m forecast.settings)" || forecast_die "bad FORECAST_* settings"
+forecast_exports="$(cd "$forecast_root/app" && python -m serving.settings --ini "$forecast_root/app/uwsgi.ini")" \
+    || forecast_die "bad FORECAST_* settings, or uwsgi.ini does not match them"
 eval "$forecast_exports"
 # prometheus_client's multiprocess files: one directory for the whole uWSGI tree, empty at start.
 mkdir -p "$PROMETHEUS_MULTIPROC_DIR" && find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete \
@@ -22,7 +23,7 @@ export UWSGI_PROCESSES="$FORECAST_UWSGI_PROCESSES" UWSGI_THREADS="$FORECAST_UWSG
     && rm -rf /tmp/forecast-data) || forecast_die "no model in $FORECAST_REGISTRY_DIR and training failed"
 
 mkdir -p "$forecast_root/var/run/forecast"
-(cd "$forecast_root/app" && python -m launcher.nginx "$forecast_root/app/nginx.conf" \
+(cd "$forecast_root/app" && python -m serving.nginx_conf "$forecast_root/app/nginx.conf" \
     "$forecast_root/etc/nginx/nginx.conf" \
     "user=user ${NGINX_USER:-nginx};" \
     "run_dir=$forecast_root/var/run/forecast" \
@@ -31,4 +32,4 @@ mkdir -p "$forecast_root/var/run/forecast"
     "uwsgi_socket=$forecast_root/tmp/uwsgi.sock" \
     "access_log=/dev/stdout" \
     "log_format=${FORECAST_LOG_FORMAT:-text}") || forecast_die "cannot render nginx.conf"
-# (FORECAST_LOG_FORMAT was validated by `python -m forecast.settings` above; text is its default.)
+# (FORECAST_LOG_FORMAT was validated by `python -m serving.settings` above; text is its default.)

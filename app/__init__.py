@@ -18,10 +18,12 @@ from app.exposition import check_multiprocess_dir
 from app.fastlane import FastLane
 from app.json import OrjsonProvider
 from app.mule_client import MuleClient
+from app.pool import MulePool
+from app.predict import PredictUseCase
 from app.service import ForecastService
-from forecast.logs import configure_logging
 from forecast.registry import Registry
-from forecast.settings import Settings
+from serving.logs import configure_logging
+from serving.settings import Settings
 
 DOCS_URL = "/docs"
 
@@ -38,8 +40,8 @@ class ForecastFlask(Flask):
         return func
 
 
-def create_app(settings: Settings, client: MuleClient) -> Flask:
-    """Build the app around a settings object and a mule client.
+def create_app(settings: Settings, client: MuleClient, pool: MulePool) -> Flask:
+    """Build the app around a settings object, a mule client and a view of the mule pool.
 
     Raises ``RuntimeError`` when metrics are on and prometheus_client would not
     share one directory between the processes.
@@ -49,15 +51,16 @@ def create_app(settings: Settings, client: MuleClient) -> Flask:
         check_multiprocess_dir(settings)
     app = ForecastFlask(__name__)
     app.json = OrjsonProvider(app)
-    service = ForecastService(settings, client, Registry(settings.registry_dir))
-    app.extensions["forecast"] = service
+    service = ForecastService(settings, client, pool, Registry(settings.registry_dir))
+    use_case = PredictUseCase(service)
+    app.extensions.update(forecast=service, predict=use_case, pool=pool)
     errors.init_app(app)
     recorder = telemetry.RequestMetrics(lambda: client.admission.in_flight) if settings.metrics_enabled else None
     app.extensions["forecast_metrics"] = recorder
     telemetry.init_app(app, recorder)
     app.register_blueprint(views.bp)
     if settings.fast_lane_enabled:
-        app.wsgi_app = FastLane(app.wsgi_app, service, recorder)  # type: ignore[method-assign]
+        app.wsgi_app = FastLane(app.wsgi_app, use_case, recorder)  # type: ignore[method-assign]
     # Swagger UI from the flask-swagger-ui package's own files: no CDN, and no validator call-out.
     docs_config = {"app_name": openapi.TITLE, "validatorUrl": None, "deepLinking": True}
     app.register_blueprint(get_swaggerui_blueprint(DOCS_URL, "/openapi.json", config=docs_config))

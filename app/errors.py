@@ -1,33 +1,63 @@
 """The web app's errors and the one JSON shape every error answer has.
 
-``{"status": 422, "code": "invalid_field", "message": "...", "field": "store"}``
+``{"status": 422, "code": "invalid_input", "message": "...", "field": "store"}``
 
 ``field`` names the offending input when there is one (``instances[3].date``
 in a batch); ``details`` lists every problem when there are several.  The
 nginx configuration answers its own errors (uWSGI unreachable, body too large)
-in the same shape.  No handler ever puts a stack trace in a response.
+in the same shape.  No answer ever carries a stack trace.
+
+:func:`error_answer` turns an error into its answer (status, body, headers), and is
+the one place ``Retry-After`` is filled in; the Flask handlers (:func:`init_app`) and
+the ``/predict`` use case (:mod:`app.predict`) both use it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from forecast.errors import ForecastError
+from app.access import Report
 
 logger = logging.getLogger(__name__)
 
+INTERNAL_ERROR = "internal_error"
 
-class ApiError(ForecastError):
+
+class Reason(StrEnum):
+    """Why the app answers 503: the ``code`` of the answer and the label of ``forecast_rejected_requests_total``."""
+
+    OVERLOADED = "overloaded"  # the request's jobs do not fit its worker's share of the queue, or it waited too long
+    NOT_READY = "not_ready"  # no mule holds a model
+    PREDICTION_FAILED = "prediction_failed"  # a mule's predict call raised
+    RESULT_LOST = "result_lost"  # a mule said "done" but its result is not in the cache
+    MULE_DIED = "mule_died"  # two mules died holding the request's job
+    UNAVAILABLE = "unavailable"  # a mule cannot take messages (and nginx's own 503)
+
+
+class ApiError(Exception):
     """An error answered to a client; subclasses fix ``status`` and ``code``."""
+
+    status = 500
+    code = INTERNAL_ERROR
 
     def __init__(self, message: str, field: str | None = None, details: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.field = field
         self.details = details
+
+    @property
+    def job(self) -> str | None:
+        """The job whose failure this reports (for the logs and the access line, never sent)."""
+        return None
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.code, self.message, field=self.field, details=self.details)
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -65,23 +95,30 @@ class ReloadRefused(ApiError):
 
 
 class Unavailable(ApiError):
-    """503: not ready, or at capacity; the client should retry after ``retry_after_s``.
+    """503: not ready, at capacity, or a mule failed; the client should retry (``Retry-After``)."""
 
-    ``job`` names the job whose failure this reports (logged with the request, never sent).
-    """
+    status = 503
 
-    status, code = 503, "unavailable"
-    # Every code a 503 of the app can carry (each one a label of forecast_rejected_requests_total).
-    REASONS = ("overloaded", "not_ready", "prediction_failed", "result_lost", "mule_died", "unavailable")
-
-    def __init__(self, message: str, retry_after_s: int, code: str = "unavailable", job: str | None = None) -> None:
+    def __init__(self, message: str, reason: Reason, job: str | None = None) -> None:
         super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.code = code
-        self.job = job
+        self.reason = reason
+        self.code = reason.value
+        self._job = job
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
+    @property
+    def job(self) -> str | None:
+        return self._job
+
+
+class NotReady(Unavailable):
+    """``GET /status`` when not every mule serves: the error shape plus what ``/status`` reports."""
+
+    def __init__(self, message: str, status: dict[str, Any]) -> None:
+        super().__init__(message, Reason.NOT_READY)
+        self.status_body = status
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), **self.status_body}
 
 
 class DeadlineExceeded(ApiError):
@@ -94,50 +131,54 @@ def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, 
     return body
 
 
-def answer_for(error: ForecastError) -> tuple[dict[str, Any], dict[str, str]]:
-    """The JSON body and the extra headers of the answer to ``error`` (Flask's handler and the fast lane)."""
-    extra = {"field": error.field, "details": error.details} if isinstance(error, ApiError) else {}
-    headers = error.headers() if isinstance(error, ApiError) else {}
-    return error_body(error.status, error.code, error.message, **extra), headers
+class ErrorAnswer(NamedTuple):
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
 
 
-INTERNAL_ERROR = "internal_error"
+def error_answer(error: ApiError, retry_after_s: int) -> ErrorAnswer:
+    """The answer to ``error``; every 503 tells the client when to retry."""
+    headers = error.headers()
+    if error.status == 503:
+        headers["Retry-After"] = str(retry_after_s)
+    return ErrorAnswer(error.status, error.body(), headers)
 
 
-def internal_error_body() -> dict[str, Any]:
-    """The answer to an unexpected exception: no detail of it reaches the client (it is logged)."""
-    return error_body(500, INTERNAL_ERROR, "internal server error")
+def internal_error_answer() -> ErrorAnswer:
+    """The answer to an unexpected exception: no detail of it reaches the client (the caller logs it)."""
+    return ErrorAnswer(500, error_body(500, INTERNAL_ERROR, "internal server error"), {})
 
 
-def _respond(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    response = jsonify(body)
-    response.status_code = status
-    response.headers.update(headers or {})
+def _respond(answer: ErrorAnswer) -> Response:
+    response = jsonify(answer.body)
+    response.status_code = answer.status
+    response.headers.update(answer.headers)
     return response
 
 
 def init_app(app: Flask) -> None:
-    """Register the handlers that turn every error into the JSON shape."""
+    """Register the handlers that turn every error into the JSON shape (and note it for the access line)."""
 
-    @app.errorhandler(ForecastError)
-    def _forecast_error(error: ForecastError) -> Response:
-        g.error, g.job = error.code, getattr(error, "job", None)  # for the request's log line and metrics
-        return _respond(error.status, *answer_for(error))
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        g.report = Report(error=error.code, job=error.job)
+        return _respond(error_answer(error, current_app.extensions["forecast"].settings.retry_after_s))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
         code = (error.name or "error").lower().replace(" ", "_")
-        g.error = code
+        g.report = Report(error=code)
         headers = (
             {"Allow": error.response.headers["Allow"]} if error.response and "Allow" in error.response.headers else {}
         )
         if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
             headers["Allow"] = ", ".join(sorted(error.valid_methods))
-        return _respond(status, error_body(status, code, error.description or error.name), headers)
+        return _respond(ErrorAnswer(status, error_body(status, code, error.description or error.name), headers))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         logger.exception("unhandled error")
-        g.error = INTERNAL_ERROR
-        return _respond(500, internal_error_body())
+        g.report = Report(error=INTERNAL_ERROR)
+        return _respond(internal_error_answer())

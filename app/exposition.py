@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +21,9 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.mule_client import MuleClient, process_alive
-from forecast.settings import Settings
+from app.pool import MulePool
+from serving.processes import process_alive
+from serving.settings import Settings
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -33,8 +33,8 @@ _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
 class ServingStateCollector(Collector):
     """Scrape-time gauges: each mule's state and model version, the queue's depth and size."""
 
-    def __init__(self, client: MuleClient, settings: Settings) -> None:
-        self.client = client
+    def __init__(self, pool: MulePool, settings: Settings) -> None:
+        self.pool = pool
         self.settings = settings
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -48,18 +48,17 @@ class ServingStateCollector(Collector):
         age = GaugeMetricFamily(
             "forecast_mule_heartbeat_age_seconds", "Seconds since the mule's last heartbeat.", labels=["mule"]
         )
-        now = time.time()
-        for mule in self.client.mule_states():
-            mule_id = str(mule["id"])
-            heartbeat_age = now - float(mule.get("heartbeat", 0))
-            fresh = heartbeat_age <= self.settings.mule_stale_after_s
-            up.add_metric([mule_id], float(mule.get("state") == "ready" and fresh))
-            version = str(mule.get("model_version") or "")
-            info.add_metric([mule_id, str(mule.get("pid", "")), str(mule.get("state")), version], 1.0)
-            if "heartbeat" in mule:
-                age.add_metric([mule_id], heartbeat_age)
+        view = self.pool.view()
+        for state in view.mule_states():
+            mule_id = str(state["id"])
+            beat = view.beats[state["id"]]
+            up.add_metric([mule_id], float(beat is not None and beat.serving(view.now, view.stale_after_s)))
+            version = str(state.get("model_version") or "")
+            info.add_metric([mule_id, str(state.get("pid", "")), state["state"], version], 1.0)
+            if beat is not None:
+                age.add_metric([mule_id], beat.age_s(view.now))
         yield from (up, info, age)
-        yield GaugeMetricFamily("forecast_queue_depth", "Jobs waiting in the uWSGI queue.", self.client.queue_depth())
+        yield GaugeMetricFamily("forecast_queue_depth", "Jobs waiting in the uWSGI queue.", self.pool.queue_depth())
         yield GaugeMetricFamily(
             "forecast_jobs_in_flight_limit",
             "Most jobs the web workers admit at once (their shares of the queue); beyond, 503.",
@@ -75,13 +74,13 @@ def forget_dead_processes(directory: Path) -> None:
             multiprocess.mark_process_dead(int(match.group(1)), str(directory))  # type: ignore[no-untyped-call]
 
 
-def render(client: MuleClient, settings: Settings) -> bytes:
+def render(pool: MulePool, settings: Settings) -> bytes:
     """The Prometheus text exposition of every process of this uWSGI instance."""
     directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", settings.metrics_dir))
     forget_dead_processes(directory)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, str(directory))  # type: ignore[no-untyped-call]
-    registry.register(ServingStateCollector(client, settings))
+    registry.register(ServingStateCollector(pool, settings))
     return generate_latest(registry)
 
 
@@ -95,5 +94,5 @@ def check_multiprocess_dir(settings: Settings) -> None:
     if configured != str(settings.metrics_dir) or not settings.metrics_dir.is_dir():
         raise RuntimeError(
             f"PROMETHEUS_MULTIPROC_DIR is {configured!r}, settings say {str(settings.metrics_dir)!r} (must exist): "
-            "start uWSGI with the environment of `python -m forecast.settings`"
+            "start uWSGI with the environment of `python -m serving.settings`"
         )

@@ -7,12 +7,12 @@ from uwsgidecorators import postfork
 
 from app import create_app
 from app.mule_client import MuleClient
+from app.pool import MulePool
 from app.telemetry import RequestMetrics
-from forecast.settings import Settings
+from serving.settings import Settings
 
 settings = Settings()
-client = MuleClient(settings, uwsgi)
-app = create_app(settings, client)
+app = create_app(settings, MuleClient(settings, uwsgi), MulePool(settings, uwsgi))
 
 
 @postfork  # type: ignore[untyped-decorator]  # uwsgidecorators has no type hints

@@ -1,28 +1,31 @@
-"""The web worker's side of the worker-mule contract (the only module using ``uwsgi``).
+"""The web worker's side of the worker-mule contract: submit jobs to the mules and wait for them.
 
-A request becomes one or more jobs (at most ``rows_per_job`` rows each).  For
-each request the client:
+A request becomes one or more jobs (at most ``rows_per_job`` rows each).  For each
+request the client:
 
 1. admits its jobs against its process's share of the queue
-   (:class:`Admission`), so the uWSGI queue, which silently overwrites when
-   full, can never wrap: past the bound the request is answered 503 at once;
-2. pushes the jobs on the uWSGI queue and wakes mules with ``mule_msg``;
-3. sleeps on its thread's datagram socket until a mule sends a notice
-   ("claimed by pid P", "done"), never longer than the deadline or the
-   owner-check interval; there is no busy polling;
+   (:class:`app.admission.Admission`), so the uWSGI queue, which silently
+   overwrites when full, can never wrap: past the bound the request is answered
+   503 at once;
+2. pushes the jobs on the uWSGI queue and wakes sleeping mules with ``mule_msg``;
+3. sleeps on its thread's :class:`Channel` until a mule sends a notice ("claimed
+   by pid P", "done"), never longer than the deadline or the owner-check
+   interval; there is no busy polling;
 4. reads each result from the result cache and deletes the key;
 5. every ``mule_check_interval_ms`` checks that the mule holding each claimed
    job is alive; a job of a dead mule is pushed again once (another mule, or
    the respawned one, takes it), a second death answers 503.
 
-All methods are called from web worker threads and are thread-safe: each
-thread has its own socket, and the queue and caches are uWSGI's.
+:meth:`MuleClient.load` sends one mule a load request and waits for its answer in
+the same way; the rolling reload built on it is :mod:`app.rollout`.
+
+Called from web worker threads; thread-safe: each thread has its own channel, and
+the queue and caches are uWSGI's.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import os
@@ -30,36 +33,36 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from app import metrics
-from app.errors import DeadlineExceeded, ReloadRefused, Unavailable
-from forecast.messages import (
+from app.admission import Admission
+from app.domain import Columns
+from app.errors import DeadlineExceeded, Reason, Unavailable
+from serving.messages import (
     ASLEEP,
     CONTROL_WAKE,
     FLAGS_AREA,
+    NOTICE_BYTES,
     NOTICE_CLAIMED,
     RESULT_CACHE,
-    STATE_CACHE,
     Job,
+    LoadRequest,
     MessageError,
+    Notice,
     Result,
     awake_flag,
     claims_address,
-    decode_notice,
-    encode_reload,
-    heartbeat_key,
+    encode_rows,
     max_rows_per_job,
     max_rows_per_result,
-    pack_rows,
 )
-from forecast.settings import Settings
+from serving.processes import process_alive
+from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-NOTICE_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -69,43 +72,141 @@ class Prediction:
     sales: list[float]
     versions: list[str]
 
+    def version_label(self) -> str:
+        """The version that scored the rows, or every one of them joined (``v1,v2``) mid-reload."""
+        first = self.versions[0]
+        if all(version == first for version in self.versions):
+            return first
+        return ",".join(sorted(set(self.versions)))
 
-class Admission:
-    """This worker process's share of the queue: a bound on its jobs in flight.
 
-    The uWSGI queue silently overwrites its oldest slot when full, so the jobs
-    in flight across the machine must stay below its slot count.  Each worker
-    process gets a fixed share, ``(slots - 1) // processes``, and counts its
-    own jobs under a thread lock: the shares add up to less than the queue, so
-    it can never wrap, and no lock or counter is shared between processes (a
-    worker that dies takes its count with it).  Jobs a mule has pulled still
-    count until their worker has the result: the bound is conservative.
+@dataclass
+class Channel:
+    """One worker thread's end of the notices: its two sockets, its address and its job ids.
+
+    Made on a thread's first request in a process (a forked worker makes new ones) and
+    used by that thread alone.  "Done" notices arrive on ``done``, which the thread sleeps
+    on; "claimed" notices on ``claims``, which it reads only when it wakes anyway.
+    ``abandoned`` is True from the moment a request's jobs are sent until its wait has
+    read every "done" notice they cause: a wait that ended early (deadline, failure)
+    leaves notices behind, which :meth:`begin` discards before the next request.
     """
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
-        self._lock = threading.Lock()
+    pid: int
+    address: bytes
+    done: socket.socket
+    claims: socket.socket
+    poller: select.poll
+    id_prefix: bytes
+    counter: Iterator[int]
+    abandoned: bool = False
 
-    def acquire(self, jobs: int) -> bool:
-        """Add ``jobs`` if this process stays within its share; False (nothing added) if not."""
-        with self._lock:
-            if self.in_flight + jobs > self.limit:
-                return False
-            self.in_flight += jobs
-            return True
+    @classmethod
+    def open(cls) -> Channel:
+        address = b"\0forecast-worker-" + os.urandom(12).hex().encode()
+        done = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        done.bind(address)
+        claims = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        claims.bind(claims_address(address))
+        for sock in (done, claims):
+            sock.setblocking(False)  # waits happen in poll(), never in recv()
+        poller = select.poll()
+        poller.register(done, select.POLLIN)
+        return cls(os.getpid(), address, done, claims, poller, os.urandom(8), itertools.count())
 
-    def release(self, jobs: int) -> None:
-        with self._lock:
-            self.in_flight -= jobs
+    def begin(self) -> None:
+        """Before a request sends its jobs: drop notices earlier requests of this thread left behind.
+
+        The claims socket always holds the last request's claims (they are read only on ticks).
+        """
+        if self.abandoned:
+            _discard(self.done)
+        _discard(self.claims)
+        self.abandoned = True
+
+    def end(self) -> None:
+        """Every "done" notice of the request was read: nothing is left behind."""
+        self.abandoned = False
+
+    def new_job_id(self) -> bytes:
+        """This thread's 8 random bytes and its count of jobs: unique without a syscall per job.
+
+        (``os.urandom`` is one, and releases the GIL the worker's other threads wait for.)
+        """
+        return self.id_prefix + next(self.counter).to_bytes(8, "big")
+
+    def notices(self, deadline: float, tick_s: float) -> Iterator[Notice | None]:
+        """Yield "done" notices as they arrive, and None every ``tick_s``; stop at ``deadline``.
+
+        Sleeps in ``poll()``: the thread wakes when a mule writes or a tick is due, never spins.
+        """
+        next_tick = time.time() + tick_s
+        while (now := time.time()) < deadline:
+            if now >= next_tick:
+                next_tick = now + tick_s
+                yield None
+                continue
+            # poll() first: it returns at once when a notice is waiting, and saves the failed
+            # recv() (a syscall and an exception) that a notice not yet sent would cost.
+            if not self.poller.poll(max(1, math.ceil((min(deadline, next_tick) - now) * 1000))):
+                continue
+            try:
+                data = self.done.recv(NOTICE_BYTES)
+            except BlockingIOError:
+                continue
+            try:
+                yield Notice.decode(data)
+            except MessageError:
+                logger.warning("ignored a malformed notice (%d bytes)", len(data))
+
+    def received_claims(self) -> Iterator[Notice]:
+        """The "claimed" notices waiting now (never blocks)."""
+        try:
+            while True:
+                yield Notice.decode(self.claims.recv(NOTICE_BYTES))
+        except BlockingIOError:
+            return
+        except MessageError:
+            logger.warning("ignored a malformed claim notice")
+
+
+def _discard(sock: socket.socket) -> None:
+    try:
+        while True:
+            sock.recv(NOTICE_BYTES)
+    except BlockingIOError:
+        pass
+
+
+@dataclass
+class Waiting:
+    """One request's jobs not answered yet, the pid of the mule holding each, and the results so far."""
+
+    pending: dict[bytes, Job]
+    owners: dict[bytes, int] = field(default_factory=dict)
+    results: dict[bytes, Result] = field(default_factory=dict)
+
+    def claimed(self, notice: Notice) -> None:
+        if notice.kind == NOTICE_CLAIMED and notice.job_id in self.pending:
+            self.owners[notice.job_id] = notice.mule_pid
+
+    def answered(self, job_id: bytes, result: Result) -> None:
+        del self.pending[job_id]
+        self.owners.pop(job_id, None)
+        self.results[job_id] = result
 
 
 class MuleClient:
-    """Submit jobs to the mules and wait for their results; see the module docstring."""
+    """Submit jobs to the mules and wait for their results; see the module docstring.
 
-    def __init__(self, settings: Settings, uwsgi: Any) -> None:
+    ``alive`` tells whether a mule's pid still runs (a parameter so that tests can kill mules
+    that are threads).
+    """
+
+    def __init__(self, settings: Settings, uwsgi: Any, alive: Callable[[int], bool] = process_alive) -> None:
         self.settings = settings
         self.uwsgi = uwsgi
+        self.alive = alive
         self.mule_ids = list(range(1, settings.mules + 1))
         self.rows_per_job = min(
             max_rows_per_job(settings.queue_slot_bytes),
@@ -118,29 +219,32 @@ class MuleClient:
         if getattr(uwsgi, "queue_size", None) != settings.queue_slots:
             raise RuntimeError(
                 f"uWSGI queue has {getattr(uwsgi, 'queue_size', None)} slots, settings say {settings.queue_slots}: "
-                "start uWSGI with the FORECAST_* variables exported (python -m forecast.settings)"
+                "start uWSGI with the FORECAST_* variables exported (python -m serving.settings)"
             )
 
     # -- predictions --------------------------------------------------------
 
-    def predict(self, days: list[int], stores: list[int], items: list[int], deadline: float) -> Prediction:
+    def predict(self, columns: Columns, deadline: float) -> Prediction:
         """Score rows before ``deadline`` (a ``time.time()`` value).
 
-        Raises :class:`Unavailable` (at capacity, or a mule failed) or
-        :class:`DeadlineExceeded`.
+        Raises :class:`Unavailable` (at capacity, or a mule failed) or :class:`DeadlineExceeded`.
         """
-        spans = [(start, min(start + self.rows_per_job, len(days))) for start in range(0, len(days), self.rows_per_job)]
+        size = self.rows_per_job
+        spans = [(start, min(start + size, len(columns))) for start in range(0, len(columns), size)]
         if not self.admission.acquire(len(spans)):
-            raise Unavailable("the server is at capacity; retry shortly", self.settings.retry_after_s, "overloaded")
+            raise Unavailable("the server is at capacity; retry shortly", Reason.OVERLOADED)
         try:
-            address = self._address()
+            channel = self._channel()
+            channel.begin()
+            days, stores, items = columns.days, columns.stores, columns.items
             jobs = [
-                Job(self._job_id(), address, deadline, pack_rows(days[a:b], stores[a:b], items[a:b])) for a, b in spans
+                Job(channel.new_job_id(), channel.address, deadline, encode_rows(days[a:b], stores[a:b], items[a:b]))
+                for a, b in spans
             ]
             for job in jobs:
                 self._push(job)
             self._wake(min(len(jobs), len(self.mule_ids)))
-            results = self._wait(jobs, deadline)
+            results = self._wait(channel, jobs, deadline)
         finally:
             self.admission.release(len(spans))  # the jobs-in-flight gauge samples this (app/telemetry.py)
         sales: list[float] = []
@@ -155,7 +259,7 @@ class MuleClient:
         if not self.uwsgi.queue_push(job.encode()):
             # Cannot happen while admission holds (one slot always free, jobs fit a slot); never silent.
             logger.error("queue refused job %s (%d bytes)", job.key, len(job.encode()))
-            raise Unavailable("the job queue refused the request; retry shortly", self.settings.retry_after_s)
+            raise Unavailable("the job queue refused the request; retry shortly", Reason.UNAVAILABLE)
 
     def _wake(self, count: int) -> None:
         """Wake up to ``count`` sleeping mules; awake ones will find the jobs (mules/loop.py).
@@ -172,223 +276,91 @@ class MuleClient:
                 self.uwsgi.mule_msg(CONTROL_WAKE, mule_id)
                 count -= 1
 
-    def _wait(self, jobs: list[Job], deadline: float) -> dict[bytes, Result]:
-        pending = {job.id: job for job in jobs}
-        owners: dict[bytes, int] = {}
-        results: dict[bytes, Result] = {}
-        for notice in self._notices(deadline, self.settings.mule_check_interval_ms / 1000):
+    def _wait(self, channel: Channel, jobs: list[Job], deadline: float) -> dict[bytes, Result]:
+        waiting = Waiting({job.id: job for job in jobs})
+        for notice in channel.notices(deadline, self.settings.mule_check_interval_ms / 1000):
             if notice is None:
-                self._read_claims(pending, owners)
-                self._collect_unannounced(pending, owners, results)
-                self._rescue_jobs_of_dead_mules(pending, owners, results)
-            elif notice[1] in pending and notice[0] != NOTICE_CLAIMED:
-                results[notice[1]] = self._take_result(pending.pop(notice[1]))
-                owners.pop(notice[1], None)
+                self._on_tick(channel, waiting)
+            elif notice.job_id in waiting.pending and notice.kind != NOTICE_CLAIMED:
+                waiting.answered(notice.job_id, self._take_result(waiting.pending[notice.job_id]))
                 if len(jobs) > 1:  # keep up with claims: a claims socket holds only 10 notices
-                    self._read_claims(pending, owners)
-            if not pending:
-                self._local.abandoned = False  # every "done" notice of this request was read
-                return results
+                    for claim in channel.received_claims():
+                        waiting.claimed(claim)
+            if not waiting.pending:
+                channel.end()
+                return waiting.results
         raise DeadlineExceeded(f"no prediction within the deadline of {self.settings.deadline_ms} ms")
 
-    def _notices(self, deadline: float, tick_s: float) -> Iterator[tuple[bytes, bytes, int] | None]:
-        """Yield notices as they arrive, and None every ``tick_s``; stop at the deadline.
+    def _on_tick(self, channel: Channel, waiting: Waiting) -> None:
+        """Learn who holds what, take results whose notice was dropped, rescue jobs of dead mules."""
+        for claim in channel.received_claims():
+            waiting.claimed(claim)
+        for job_id, job in list(waiting.pending.items()):
+            # A mule never blocks on a full socket: a dropped "done" leaves the result in the cache.
+            if self.uwsgi.cache_exists(job.key, RESULT_CACHE):
+                waiting.answered(job_id, self._take_result(job))
+        for job_id, pid in list(waiting.owners.items()):
+            if not self.alive(pid):
+                self._rescue(waiting, waiting.pending[job_id], pid)
 
-        Sleeps in ``poll()``: the thread wakes when a mule writes or a tick is due, never spins.
-        """
-        sock = self._socket()
-        poller: select.poll = self._local.poller
-        next_tick = time.time() + tick_s
-        while (now := time.time()) < deadline:
-            if now >= next_tick:
-                next_tick = now + tick_s
-                yield None
-                continue
-            # poll() first: it returns at once when a notice is waiting, and saves the failed
-            # recv() (a syscall and an exception) that a notice not yet sent would cost.
-            if not poller.poll(max(1, math.ceil((min(deadline, next_tick) - now) * 1000))):
-                continue
-            try:
-                data = sock.recv(NOTICE_BYTES)
-            except BlockingIOError:
-                continue
-            try:
-                yield decode_notice(data)
-            except MessageError:
-                logger.warning("ignored a malformed notice (%d bytes)", len(data))
+    def _rescue(self, waiting: Waiting, job: Job, pid: int) -> None:
+        """The mule ``pid`` died holding ``job``: push it again once; a second death is a 503."""
+        del waiting.owners[job.id]
+        if self.uwsgi.cache_exists(job.key, RESULT_CACHE):  # finished just before dying
+            waiting.answered(job.id, self._take_result(job))
+        elif job.attempt == 1:
+            logger.warning("job %s: mule pid %d died holding it; pushing it again", job.key, pid)
+            waiting.pending[job.id] = retry = job.retried()
+            self._push(retry)
+            self._wake(1)
+            if self.settings.metrics_enabled:
+                metrics.JOBS_REQUEUED.inc()
+        else:
+            logger.error("job %s: a second mule (pid %d) died holding it; giving up", job.key, pid)
+            raise Unavailable("the mules serving this request died; retry", Reason.MULE_DIED, job=job.key)
 
     def _take_result(self, job: Job) -> Result:
         data = self.uwsgi.cache_get(job.key, RESULT_CACHE)
         self.uwsgi.cache_del(job.key, RESULT_CACHE)
         if data is None:
             logger.error("job %s: mule reported done but no result is in the cache", job.key)
-            raise Unavailable("a prediction result was lost; retry", self.settings.retry_after_s, "result_lost")
+            raise Unavailable("a prediction result was lost; retry", Reason.RESULT_LOST)
         result = Result.decode(data)
         if not result.ok:
-            # The mule logged the failure with this job's id and the traceback; the request's log
-            # line names the job too (g.job): one error, logged once.
-            message = f"prediction failed: {result.error}"
-            raise Unavailable(message, self.settings.retry_after_s, "prediction_failed", job=job.key)
+            # The mule logged the failure with this job's id and the traceback; the request's access
+            # line names the job too (Report.job): one error, logged once.
+            raise Unavailable(f"prediction failed: {result.error}", Reason.PREDICTION_FAILED, job=job.key)
         return result
 
-    def _read_claims(self, pending: dict[bytes, Job], owners: dict[bytes, int]) -> None:
-        """Learn which mule holds which job: claims wait in their own socket, which never wakes us."""
-        claims: socket.socket = self._local.claims
-        try:
-            while True:
-                kind, job_id, pid = decode_notice(claims.recv(NOTICE_BYTES))
-                if kind == NOTICE_CLAIMED and job_id in pending:
-                    owners[job_id] = pid
-        except BlockingIOError:
-            pass
-        except MessageError:
-            logger.warning("ignored a malformed claim notice")
+    # -- loading a model version into one mule ------------------------------
 
-    def _collect_unannounced(
-        self, pending: dict[bytes, Job], owners: dict[bytes, int], results: dict[bytes, Result]
-    ) -> None:
-        """Take results whose "done" notice was dropped (the mule never blocks on a full socket)."""
-        for job_id, job in list(pending.items()):
-            if self.uwsgi.cache_exists(job.key, RESULT_CACHE):
-                results[job_id] = self._take_result(pending.pop(job_id))
-                owners.pop(job_id, None)
+    def load(self, mule_id: int, version: str) -> Result:
+        """Have mule ``mule_id`` load ``version`` while the others serve; its answer (ok, or why not).
 
-    def _rescue_jobs_of_dead_mules(
-        self, pending: dict[bytes, Job], owners: dict[bytes, int], results: dict[bytes, Result]
-    ) -> None:
-        for job_id, pid in list(owners.items()):
-            if process_alive(pid):
-                continue
-            job = pending[job_id]
-            del owners[job_id]
-            if self.uwsgi.cache_exists(job.key, RESULT_CACHE):  # finished just before dying
-                results[job_id] = self._take_result(pending.pop(job_id))
-            elif job.attempt == 1:
-                logger.warning("job %s: mule pid %d died holding it; pushing it again", job.key, pid)
-                pending[job_id] = retry = Job(job.id, job.reply_to, job.deadline, job.rows, attempt=2)
-                self._push(retry)
-                self._wake(1)
-                if self.settings.metrics_enabled:
-                    metrics.JOBS_REQUEUED.inc()
-            else:
-                logger.error("job %s: a second mule (pid %d) died holding it; giving up", job.key, pid)
-                raise Unavailable(
-                    "the mules serving this request died; retry", self.settings.retry_after_s, "mule_died", job=job.key
-                )
-
-    # -- status and reload --------------------------------------------------
-
-    def queue_depth(self) -> int:
-        """Jobs pushed and not yet pulled (read without a lock: a gauge, not an invariant)."""
-        return int((self.uwsgi.queue_slot() - self.uwsgi.queue_pull_slot()) % self.settings.queue_slots)
-
-    def mule_states(self) -> list[dict[str, Any]]:
-        """Each configured mule's last heartbeat (or ``state: "unknown"``)."""
-        states = []
-        for mule_id in self.mule_ids:
-            raw = self.uwsgi.cache_get(heartbeat_key(mule_id), STATE_CACHE)
-            states.append(json.loads(raw) if raw else {"id": mule_id, "state": "unknown"})
-        return states
-
-    def reload(self, version: str) -> None:
-        """Have each mule in turn load ``version``; others keep serving meanwhile.
-
-        If a mule refuses, the mules already switched go back to the version
-        they served and :class:`ReloadRefused` names the reason.
+        Raises :class:`Unavailable` when the mule cannot take messages or answers without a
+        result, :class:`DeadlineExceeded` after ``FORECAST_RELOAD_TIMEOUT_S``.
         """
-        previous = {state["id"]: state.get("model_version") for state in self.mule_states()}
-        switched: list[int] = []
-        for mule_id in self.mule_ids:
-            result = self._reload_one(mule_id, version)
-            if not result.ok:
-                for done in switched:
-                    if previous.get(done):
-                        self._reload_one(done, str(previous[done]))
-                raise ReloadRefused(f"mule {mule_id} refused version {version}: {result.error}")
-            switched.append(mule_id)
-
-    def _reload_one(self, mule_id: int, version: str) -> Result:
-        address = self._address()
-        job_id = self._job_id()
-        deadline = time.time() + self.settings.reload_timeout_s
-        if not self.uwsgi.mule_msg(encode_reload(job_id, address, version, deadline), mule_id):
-            raise Unavailable(f"mule {mule_id} cannot take messages now", self.settings.retry_after_s)
-        for notice in self._notices(deadline, self.settings.reload_timeout_s):
-            if notice is not None and notice[1] == job_id and notice[0] != NOTICE_CLAIMED:
-                data = self.uwsgi.cache_get(job_id.hex(), RESULT_CACHE)
-                self.uwsgi.cache_del(job_id.hex(), RESULT_CACHE)
+        channel = self._channel()
+        channel.begin()
+        request = LoadRequest(
+            channel.new_job_id(), channel.address, version, time.time() + self.settings.reload_timeout_s
+        )
+        if not self.uwsgi.mule_msg(request.encode(), mule_id):
+            raise Unavailable(f"mule {mule_id} cannot take messages now", Reason.UNAVAILABLE)
+        for notice in channel.notices(request.deadline, self.settings.reload_timeout_s):
+            if notice is not None and notice.job_id == request.job_id and notice.kind != NOTICE_CLAIMED:
+                channel.end()
+                key = request.job_id.hex()
+                data = self.uwsgi.cache_get(key, RESULT_CACHE)
+                self.uwsgi.cache_del(key, RESULT_CACHE)
                 if data is None:
-                    raise Unavailable(
-                        f"mule {mule_id} answered the reload without a result", self.settings.retry_after_s
-                    )
+                    raise Unavailable(f"mule {mule_id} answered the reload without a result", Reason.RESULT_LOST)
                 return Result.decode(data)
         raise DeadlineExceeded(f"mule {mule_id} did not load {version} within {self.settings.reload_timeout_s} s")
 
-    # -- per-thread notice socket -------------------------------------------
-
-    def _socket(self) -> socket.socket:
-        """This thread's "done" socket, created with its claims socket and a poller on it."""
-        sock: socket.socket | None = getattr(self._local, "socket", None)
-        if sock is None or getattr(self._local, "pid", None) != os.getpid():
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            address = b"\0forecast-worker-" + os.urandom(12).hex().encode()
-            sock.bind(address)
-            claims = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            claims.bind(claims_address(address))
-            for each in (sock, claims):
-                each.setblocking(False)  # waits happen in poll(), never in recv()
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            self._local.socket, self._local.claims, self._local.poller = sock, claims, poller
-            self._local.address, self._local.pid, self._local.abandoned = address, os.getpid(), False
-            self._local.id_prefix, self._local.id_counter = os.urandom(8), itertools.count()
-        return sock
-
-    def _job_id(self) -> bytes:
-        """A new job id: this thread's 8 random bytes and its count of jobs.
-
-        Unique without a syscall per job (``os.urandom`` is one, and releases the GIL that
-        the worker's other threads are waiting for).  Call after :meth:`_address`.
-        """
-        prefix: bytes = self._local.id_prefix
-        count: int = next(self._local.id_counter)
-        return prefix + count.to_bytes(8, "big")
-
-    def _address(self) -> bytes:
-        """This thread's notice address, with notices of earlier, abandoned requests discarded.
-
-        Call before sending a job: afterwards a notice may already be for it.  The "done"
-        socket holds old notices only if the thread's last wait ended early (``abandoned``);
-        the claims socket always holds the last request's claims (read only on ticks).
-        """
-        sock = self._socket()
-        if self._local.abandoned:
-            _discard_stale(sock)
-        _discard_stale(self._local.claims)
-        self._local.abandoned = True  # until a wait collects every notice it caused
-        address: bytes = self._local.address
-        return address
-
-
-def _discard_stale(sock: socket.socket) -> None:
-    """Drop notices left over from an earlier request of this thread that gave up waiting."""
-    try:
-        while True:
-            sock.recv(NOTICE_BYTES)
-    except BlockingIOError:
-        pass
-
-
-def process_alive(pid: int) -> bool:
-    """False when ``pid`` is gone or a zombie (killed, not yet reaped by the master)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
+    def _channel(self) -> Channel:
+        """This thread's channel in this process (a forked worker makes its own)."""
+        channel: Channel | None = getattr(self._local, "channel", None)
+        if channel is None or channel.pid != os.getpid():
+            channel = self._local.channel = Channel.open()
+        return channel

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 
 from app import schemas
 from app.errors import error_body
-from forecast.settings import Settings
+from serving.settings import Settings
 
 TITLE = "Store-item sales forecast"
 VERSION = "1.0.0"

@@ -1,4 +1,4 @@
-"""Request schemas and the input checks that need the served model's domain.
+"""The wire schemas of requests and answers, and the shapes a request's rows can take.
 
 JSON bodies are validated strictly: ``store`` and ``item`` must be JSON
 integers, ``date`` an ISO ``YYYY-MM-DD`` string naming a real day.  The legacy
@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NotRequired
+from enum import Enum
+from typing import Annotated, Any, Literal, NoReturn, NotRequired
 
 from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from app.errors import InvalidInput
-
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 def _iso_date_string(value: Any) -> Any:
@@ -54,6 +52,28 @@ class Instances(TypedDict):
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     instances: list[PredictRow]
+
+
+class Shape(Enum):
+    """How a request's rows arrived: it decides the answer's shape and how errors name fields."""
+
+    ROW = "row"  # one JSON object; answered with one Forecast object
+    LIST = "list"  # a JSON list of rows; answered {"predictions": [...]}
+    INSTANCES = "instances"  # {"instances": [...]}; answered {"predictions": [...]}
+    QUERY = "query"  # the legacy form: no body, the row in the query string; answered with a bare number
+
+    @property
+    def prefix(self) -> str:
+        """Where the rows sit in the body: errors name fields under it."""
+        return "instances" if self is Shape.INSTANCES else ""
+
+    @property
+    def is_batch(self) -> bool:
+        return self in (Shape.LIST, Shape.INSTANCES)
+
+    def field(self, index: int, name: str) -> str:
+        """How an error names field ``name`` of the ``index``-th row (``instances[3].date``, or ``date``)."""
+        return field_path(self.prefix, (index, name) if self.is_batch else (name,))
 
 
 ROW = TypeAdapter(PredictRow)
@@ -141,35 +161,6 @@ class ServiceIndex(TypedDict):
     endpoints: dict[str, str]
 
 
-@dataclass(frozen=True)
-class Domain:
-    """What the served model knows: its stores, items and date range."""
-
-    stores: frozenset[int]
-    items: frozenset[int]
-    first_date: dt.date
-    last_date: dt.date
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, Any], horizon_days: int) -> Domain:
-        data = metadata["data"]
-        return cls(
-            frozenset(metadata["domain"]["stores"]),
-            frozenset(metadata["domain"]["items"]),
-            dt.date.fromisoformat(data["first_date"]),
-            dt.date.fromisoformat(data["trained_through"]) + dt.timedelta(days=horizon_days),
-        )
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Validated rows as three columns; ``days`` counts from 1970-01-01."""
-
-    days: list[int]
-    stores: list[int]
-    items: list[int]
-
-
 def field_path(prefix: str, loc: Sequence[int | str]) -> str:
     """``("instances", 3, "date")`` -> ``instances[3].date``."""
     path = prefix
@@ -178,39 +169,8 @@ def field_path(prefix: str, loc: Sequence[int | str]) -> str:
     return path or "body"
 
 
-def raise_invalid(error: ValidationError, prefix: str = "") -> None:
-    """Turn a pydantic error into :class:`InvalidInput` naming every field."""
-    details = [{"field": field_path(prefix, e["loc"]), "message": e["msg"]} for e in error.errors()[:20]]
+def raise_invalid(error: ValidationError, shape: Shape) -> NoReturn:
+    """Raise :class:`InvalidInput` for a pydantic error, naming every field as the client sent it."""
+    details = [{"field": field_path(shape.prefix, e["loc"]), "message": e["msg"]} for e in error.errors()[:20]]
     first = details[0]
     raise InvalidInput(f"{first['field']}: {first['message']}", field=first["field"], details=details) from None
-
-
-def check_domain(rows: list[PredictRow], domain: Domain, prefix: str | None) -> Columns:
-    """Return the rows as columns, or raise :class:`InvalidInput` for the first unknown value.
-
-    ``prefix`` is None for a single row (fields are named plainly) or the
-    batch's path (``""`` for a bare list, ``"instances"``).
-    """
-    for index, row in enumerate(rows):
-        where = "" if prefix is None else f"{prefix}[{index}]."
-        if row["store"] not in domain.stores:
-            raise InvalidInput(
-                f"store {row['store']} is not known to the model ({_span(domain.stores)})", f"{where}store"
-            )
-        if row["item"] not in domain.items:
-            raise InvalidInput(f"item {row['item']} is not known to the model ({_span(domain.items)})", f"{where}item")
-        if not domain.first_date <= row["date"] <= domain.last_date:
-            raise InvalidInput(
-                f"date {row['date']} is outside the model's range {domain.first_date}..{domain.last_date}",
-                f"{where}date",
-            )
-    return Columns(
-        [row["date"].toordinal() - _EPOCH_ORDINAL for row in rows],
-        [row["store"] for row in rows],
-        [row["item"] for row in rows],
-    )
-
-
-def _span(values: frozenset[int]) -> str:
-    low, high = min(values), max(values)
-    return f"known: {low}-{high}" if len(values) == high - low + 1 else f"known: {sorted(values)}"

@@ -1,8 +1,10 @@
-"""What the endpoints do, apart from HTTP: validation against the model, prediction, status, reload.
+"""What the endpoints do, apart from HTTP: readiness, the served model's domain, prediction, status, reload.
 
 One :class:`ForecastService` lives in each web worker process (on
-``app.extensions["forecast"]``).  It reads registry metadata (plain JSON,
-never LightGBM) to know the served model's stores, items and dates.
+``app.extensions["forecast"]``).  It reads registry metadata (plain JSON, never
+LightGBM) to know the served model's stores, items and dates, judges the mule
+pool by its heartbeats (:class:`app.pool.PoolView`), submits through the mule
+client and rolls reloads through the mules (:mod:`app.rollout`).
 """
 
 from __future__ import annotations
@@ -10,112 +12,127 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from app.errors import ReloadRefused, Unavailable
-from app.mule_client import MuleClient, Prediction
-from app.schemas import Columns, Domain, PredictRow, check_domain
+from app.domain import Columns, Domain, check_domain
+from app.errors import NotReady, Reason, ReloadRefused, Unavailable
+from app.mule_client import Prediction
+from app.pool import PoolView
+from app.rollout import Loader, roll_out
+from app.schemas import PredictRow, Shape
 from forecast.errors import ForecastError
 from forecast.registry import Registry, check_compatible
-from forecast.settings import Settings
+from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-MULE_VIEW_TTL_S = 0.25  # how long a worker trusts its last look at the mules' heartbeats
+POOL_VIEW_TTL_S = 0.25  # how long a worker trusts a look at the mules that found one serving
+
+
+class Mules(Loader, Protocol):
+    """The mule client as the service uses it (:class:`app.mule_client.MuleClient`)."""
+
+    def predict(self, columns: Columns, deadline: float) -> Prediction: ...
+
+
+class Pool(Protocol):
+    """The mules' heartbeats (:class:`app.pool.MulePool`)."""
+
+    def view(self) -> PoolView: ...
 
 
 class ForecastService:
     """Per-process service object; thread-safe."""
 
-    def __init__(self, settings: Settings, client: MuleClient, registry: Registry) -> None:
+    def __init__(self, settings: Settings, mules: Mules, pool: Pool, registry: Registry) -> None:
         self.settings = settings
-        self.client = client
+        self.mules = mules
+        self.pool = pool
         self.registry = registry
         self._lock = threading.Lock()
         self._domains: dict[str, Domain] = {}
-        self._view: tuple[bool, str | None] = (False, None)  # (some mule ready, the one version served)
+        self._view: PoolView | None = None
         self._view_until = 0.0
 
     # -- predict -----------------------------------------------------------
 
-    def domain(self) -> Domain:
-        """The domain of the version the mules serve (production before they report)."""
-        version = self._mule_view()[1] or self._production()
+    def predict(self, rows: list[PredictRow], shape: Shape, deadline: float) -> Prediction:
+        """Check the rows against the served model and score them before ``deadline``.
+
+        Raises :class:`app.errors.InvalidInput` (a value the model does not know),
+        :class:`Unavailable` (no mule serves, at capacity, a mule failed) or
+        :class:`app.errors.DeadlineExceeded`.
+        """
+        view = self._admission_view()
+        columns = check_domain(rows, self.domain(view), shape)
+        if not view.any_serving:
+            raise Unavailable("no mule has a model loaded yet", Reason.NOT_READY)
+        return self.mules.predict(columns, deadline)
+
+    def domain(self, view: PoolView) -> Domain:
+        """The domain of the version the mules serve (production while they hold several, or none)."""
+        version = view.served_version or self._production()
         with self._lock:
             if version not in self._domains:
-                self._domains[version] = Domain.from_metadata(
-                    self.registry.metadata(version), self.settings.max_horizon_days
-                )
+                try:
+                    metadata = self.registry.metadata(version)
+                except ForecastError as exc:
+                    raise Unavailable(f"the served model cannot be read: {exc.message}", Reason.NOT_READY) from exc
+                self._domains[version] = Domain.from_metadata(metadata, self.settings.max_horizon_days)
             return self._domains[version]
 
-    def validate(self, rows: list[PredictRow], prefix: str | None) -> Columns:
-        return check_domain(rows, self.domain(), prefix)
+    def _admission_view(self) -> PoolView:
+        """The pool as the request path sees it.
 
-    def predict(self, columns: Columns, deadline: float) -> Prediction:
-        self._require_ready()
-        return self.client.predict(columns.days, columns.stores, columns.items, deadline)
-
-    def _require_ready(self) -> None:
-        if not self._mule_view()[0]:
-            raise Unavailable("no mule has a model loaded yet", self.settings.retry_after_s, "not_ready")
-
-    def _mule_view(self) -> tuple[bool, str | None]:
-        """(some mule holds a model, the version if they all hold one), from the heartbeats.
-
-        A mule that is loading a new version during /reload still holds the old one and
-        serves again as soon as it has swapped, so it counts.  A positive view is trusted
-        for ``MULE_VIEW_TTL_S`` (keeps the heartbeat reads off the per-request path); a
-        negative one never is: a stale "no model" would turn a whole window of requests
-        into 503s.
+        A view in which some mule serves is trusted for ``POOL_VIEW_TTL_S`` (keeps the
+        heartbeat reads off the per-request path); one in which none does never is: a stale
+        "no model" would turn a whole window of requests into 503s.
         """
         now = time.monotonic()
-        if now >= self._view_until:
-            held = [str(m["model_version"]) for m in self.client.mule_states() if m.get("model_version")]
-            single = held[0] if held and len(set(held)) == 1 else None
-            self._view = (bool(held), single)
-            self._view_until = now + MULE_VIEW_TTL_S if held else now
-        return self._view
-
-    # -- status ------------------------------------------------------------
-
-    def mules(self) -> list[dict[str, Any]]:
-        """Each mule's last heartbeat with its age; a ready mule with an old heartbeat is "stale"."""
-        now = time.time()
-        mules = self.client.mule_states()
-        for mule in mules:
-            age = now - float(mule.get("heartbeat", 0))
-            mule["heartbeat_age_s"] = round(age, 3)
-            if mule.get("state") == "ready" and age > self.settings.mule_stale_after_s:
-                mule["state"] = "stale"
-        return mules
-
-    def status(self) -> tuple[bool, dict[str, Any]]:
-        """(ready, body): ready when every mule has a model and a fresh heartbeat."""
-        mules = self.mules()
-        ready = all(mule.get("state") == "ready" for mule in mules)
-        versions = sorted({str(mule["model_version"]) for mule in mules if mule.get("model_version")})
-        body = {"ready": ready, "model_version": versions[0] if len(versions) == 1 else versions, "mules": mules}
-        return ready, body
-
-    def served_version(self) -> str | None:
-        versions = {m.get("model_version") for m in self.client.mule_states() if m.get("state") == "ready"}
-        return str(next(iter(versions))) if len(versions) == 1 else None
-
-    # -- reload ------------------------------------------------------------
-
-    def reload(self) -> dict[str, Any]:
-        """Roll the registry's production version through the mules, one at a time."""
-        try:
-            version = self.registry.resolve("production")
-            check_compatible(self.registry.metadata(version))
-        except ForecastError as exc:
-            raise ReloadRefused(f"production cannot be loaded: {exc.message}") from exc
-        logger.info("reload: rolling %s through %d mules", version, len(self.client.mule_ids))
-        self.client.reload(version)
-        return {"model_version": version, "mules": self.mules()}
+        view = self._view
+        if view is None or now >= self._view_until:
+            view = self._view = self.pool.view()
+            self._view_until = now + POOL_VIEW_TTL_S if view.any_serving else now
+        return view
 
     def _production(self) -> str:
         try:
             return self.registry.resolve("production")
         except ForecastError as exc:
-            raise Unavailable(f"no model to serve: {exc.message}", self.settings.retry_after_s, "not_ready") from exc
+            raise Unavailable(f"no model to serve: {exc.message}", Reason.NOT_READY) from exc
+
+    # -- status ------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """``/status``'s body when every mule serves; raises :class:`NotReady` (with the same body) if not."""
+        view = self.pool.view()
+        versions = view.versions
+        body = {
+            "ready": view.all_serving,
+            "model_version": versions[0] if len(versions) == 1 else versions,
+            "mules": view.mule_states(),
+        }
+        if not view.all_serving:
+            raise NotReady("not every mule has a model loaded", body)
+        return body
+
+    def served_version(self) -> str | None:
+        return self.pool.view().served_version
+
+    # -- reload ------------------------------------------------------------
+
+    def reload(self) -> dict[str, Any]:
+        """Roll the registry's production version through the mules, one at a time.
+
+        Raises :class:`ReloadRefused` (production cannot be served, or a mule refused it).
+        """
+        try:
+            version = self.registry.resolve("production")
+            check_compatible(self.registry.metadata(version))
+        except ForecastError as exc:
+            raise ReloadRefused(f"production cannot be loaded: {exc.message}") from exc
+        logger.info("reload: rolling %s through %d mules", version, len(self.mules.mule_ids))
+        view = self.pool.view()
+        previous = {mule_id: beat.model_version if beat else None for mule_id, beat in view.beats.items()}
+        roll_out(self.mules, version, previous)
+        return {"model_version": version, "mules": self.pool.view().mule_states()}

@@ -2,20 +2,17 @@
 
 Runs in the web workers as one Flask ``after_request`` hook, which Flask also
 runs for answers made by the error handlers; the fast lane (``app/fastlane.py``),
-which answers single-row ``/predict`` without Flask, uses the same pieces
-(:func:`reported_headers`, :class:`RequestMetrics`).  The access line itself is
+which answers ``/predict`` without Flask, uses the same pieces
+(:class:`app.access.Report`, :class:`RequestMetrics`).  The access line itself is
 written by nginx (``nginx.conf``: buffered, and it also covers what nginx
-answers itself); the app hands nginx what only it knows in response headers
-nginx logs and hides: ``X-Forecast-Rows``, ``X-Forecast-Error`` (the error
-code) and ``X-Forecast-Job`` (a failed job's id, also on the mule's log line).
-``X-Model-Version`` stays visible to clients.
+answers itself); the views and the error handlers put the answer's
+:class:`~app.access.Report` on :data:`flask.g` and this hook turns it into the
+headers nginx logs.
 
 The request id comes from nginx (``X-Request-ID``: the client's when sane,
 else one nginx made up); :func:`log_context` puts it on the app's own log
-lines.  Views add ``rows`` and ``model_version`` to :data:`flask.g`, the
-error handlers ``error`` and ``job``.  This runs on every request: it reads
-``g``, ``request`` and the WSGI environ once each (every ``LocalProxy``
-lookup costs about a microsecond).
+lines.  This runs on every request: it reads ``g``, ``request`` and the WSGI
+environ once each (every ``LocalProxy`` lookup costs about a microsecond).
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ import re
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -33,23 +30,15 @@ import numpy as np
 from flask import Flask, Response, g, has_request_context, request
 
 from app import metrics
-from app.errors import Unavailable
-from forecast.histograms import observe_many
+from app.access import Report
+from app.errors import Reason
+from serving.histograms import observe_many
 
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.25  # how far /metrics may lag the requests of other workers
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-# (response header, flask.g key): what the access line needs from the app.
-_REPORTED = (
-    ("X-Model-Version", "model_version"),
-    ("X-Forecast-Rows", "rows"),
-    ("X-Forecast-Error", "error"),
-    ("X-Forecast-Job", "job"),
-)
-
 
 # The request id of the request the fast lane (app/fastlane.py) is answering in this thread:
 # it has no Flask request context to read it from.
@@ -75,19 +64,14 @@ def log_context() -> dict[str, Any]:
     return {"request_id": supplied if _SANE_REQUEST_ID.match(supplied) else None}
 
 
-def reported_headers(found: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The response headers that carry ``found``'s fields (``flask.g`` keys) to the access line."""
-    return [(header, str(found[key])) for header, key in _REPORTED if found.get(key) is not None]
-
-
 def init_app(app: Flask, recorder: RequestMetrics | None) -> None:
     """Register the hook; with ``recorder`` None no metrics are recorded (to measure their cost)."""
 
     @app.after_request
     def _report(response: Response) -> Response:
-        found = vars(g._get_current_object())
+        report: Report = g.get("report") or Report()
         headers = response.headers
-        for header, value in reported_headers(found):
+        for header, value in report.headers():
             headers[header] = value
         if recorder is not None:
             req = request._get_current_object()  # type: ignore[attr-defined]
@@ -95,7 +79,7 @@ def init_app(app: Flask, recorder: RequestMetrics | None) -> None:
             seconds = time.time() - request_start(req.environ)
             # Noted before the answer leaves (not in call_on_close): a scrape answered by this worker
             # flushes it first, and other workers' scrapes see it within FLUSH_INTERVAL_S.
-            recorder.record(endpoint, req.method, response.status_code, seconds, found.get("error"))
+            recorder.record(endpoint, req.method, response.status_code, seconds, report.error)
         return response
 
 
@@ -119,8 +103,8 @@ class RequestMetrics:
         self._jobs_in_flight = jobs_in_flight
         self._pending: deque[tuple[str, str, int, float, str | None]] = deque()
         self._flush_lock = threading.Lock()
-        for reason in Unavailable.REASONS:  # every series exists from the start, at 0: rates and alerts work
-            metrics.REJECTED.labels(reason)
+        for reason in Reason:  # every series exists from the start, at 0: rates and alerts work
+            metrics.REJECTED.labels(reason.value)
 
     def record(self, endpoint: str, method: str, status: int, seconds: float, error: str | None) -> None:
         """Note one answered request (any worker thread); written by the next flush."""

@@ -12,13 +12,13 @@ import json
 import sys
 from pathlib import Path
 
+from forecast.config import ModelSettings
 from forecast.errors import ForecastError
 from forecast.registry import ALIASES, Registry
-from forecast.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings()
+    settings = ModelSettings()
     args = _parser(settings).parse_args(argv)
     try:
         return int(args.run(args, Registry(args.registry)))
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _parser(settings: Settings) -> argparse.ArgumentParser:
+def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m forecast", description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, default=settings.registry_dir, help="registry directory")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from forecast.settings import Settings
-from launcher.nginx import render
+from serving.nginx_conf import render
+from serving.settings import Settings, check_uwsgi_ini
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +88,10 @@ class Stack:
         nginx = find_nginx()
         if nginx is None:
             raise StackError("nginx is not installed (Debian: apt-get install nginx)")
+        try:
+            check_uwsgi_ini(self.settings(), self.ini)
+        except ValueError as exc:
+            raise StackError(str(exc)) from exc
         self.run_dir.mkdir(parents=True, exist_ok=True)
         empty_metrics_dir(self.settings().metrics_dir)
         socket_path = self.run_dir / "uwsgi.sock"

@@ -17,19 +17,19 @@ so a job pushed while the flag still read "awake" is found by that last look.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
 from typing import Any
 
-import numpy as np
-
 from forecast.errors import ForecastError
 from forecast.features import Rows
-from forecast.logs import configure_logging
-from forecast.messages import (
+from forecast.model import Predictor
+from forecast.registry import Registry
+from mules.metrics import MuleMetrics
+from serving.logs import configure_logging
+from serving.messages import (
     ASLEEP,
     AWAKE,
     CONTROL_RELOAD,
@@ -39,19 +39,20 @@ from forecast.messages import (
     NOTICE_DONE,
     RESULT_CACHE,
     STATE_CACHE,
+    Heartbeat,
     Job,
+    LoadRequest,
     MessageError,
+    MuleState,
+    Notice,
     Result,
     awake_flag,
     claims_address,
-    decode_reload,
-    encode_notice,
+    decode_rows,
+    encode_predictions,
     heartbeat_key,
 )
-from forecast.model import Predictor
-from forecast.registry import Registry
-from forecast.settings import Settings
-from mules.metrics import MuleMetrics
+from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -84,27 +85,34 @@ class Mule:
         self.deferred: list[bytes] = []
 
     def run(self) -> None:
+        """The mule's life: :meth:`start`, then :meth:`step` forever."""
+        self.start()
+        while True:
+            self.step()
+
+    def start(self) -> None:
+        """Load the production model and score what queued while no mule had one."""
         self.metrics.started()
         self.set_flag(NOT_SERVING)
-        self.heartbeat("loading")
+        self.heartbeat(MuleState.LOADING)
         self.try_load("production")
         if self.predictor is not None:
-            self.drain()  # jobs may have queued while no mule had a model
-        while True:
-            message = (
-                self.deferred.pop(0)
-                if self.deferred
-                else self.uwsgi.mule_get_msg(timeout=self.settings.mule_heartbeat_s)
-            )
-            if message and message[:1] == CONTROL_RELOAD:
-                self.reload(message)
-            elif self.predictor is None:
-                if time.time() >= self.next_load_attempt:
-                    self.try_load("production")
-            else:
-                self.drain()
-            if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
-                self.heartbeat()
+            self.drain()
+
+    def step(self) -> None:
+        """Wait for a message (or the heartbeat interval), then act on it: load a version, or drain the queue."""
+        message = (
+            self.deferred.pop(0) if self.deferred else self.uwsgi.mule_get_msg(timeout=self.settings.mule_heartbeat_s)
+        )
+        if message and message[:1] == CONTROL_RELOAD:
+            self.reload(message)
+        elif self.predictor is None:
+            if time.time() >= self.next_load_attempt:
+                self.try_load("production")
+        else:
+            self.drain()
+        if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
+            self.heartbeat()
 
     # -- model ---------------------------------------------------------------
 
@@ -121,11 +129,12 @@ class Mule:
 
     def reload(self, message: bytes) -> None:
         try:
-            job_id, reply_to, version, _deadline = decode_reload(message)
+            request = LoadRequest.decode(message)
         except MessageError as exc:
             logger.error("mule %d: %s", self.id, exc)
             return
-        self.heartbeat("loading")
+        job_id, version = request.job_id, request.version
+        self.heartbeat(MuleState.LOADING)
         self.set_flag(NOT_SERVING)  # while loading, workers wake the other mules for new jobs
         try:
             self.predictor = self.registry.verify(version)
@@ -135,7 +144,7 @@ class Mule:
             outcome = Result(job_id, self.id, self.pid, version, error=exc.message)
             logger.error("mule %d refused %s: %s", self.id, version, exc.message)
         self.heartbeat()
-        self.answer(job_id, reply_to, outcome, self.settings.reload_timeout_s)
+        self.answer(job_id, request.reply_to, outcome, self.settings.reload_timeout_s)
         if self.predictor is not None:
             self.drain()  # also sets the awake flag back
 
@@ -158,7 +167,7 @@ class Mule:
             self.score(batch)
 
     def set_flag(self, value: int) -> None:
-        """This mule's awake flag (forecast.messages.awake_flag): only this mule writes it."""
+        """This mule's awake flag (serving.messages.awake_flag): only this mule writes it."""
         self.flags[awake_flag(self.id)] = value
 
     def swallow_wakeups(self) -> None:
@@ -200,7 +209,7 @@ class Mule:
         assert self.predictor is not None
         version = self.predictor.version
         try:
-            table = np.frombuffer(b"".join(job.rows for job in batch), dtype="<i4").reshape(-1, 3)
+            table = decode_rows(b"".join(job.rows for job in batch))
             rows = Rows(table[:, 0].astype("datetime64[D]"), table[:, 1], table[:, 2])
             self.uwsgi.set_user_harakiri(self.settings.mule_harakiri_s)
             started = time.perf_counter()
@@ -222,7 +231,7 @@ class Mule:
         start = 0
         for job in batch:
             end = start + job.row_count
-            result = Result(job.id, self.id, self.pid, version, predictions=sales[start:end].tobytes())
+            result = Result(job.id, self.id, self.pid, version, predictions=encode_predictions(sales[start:end]))
             self.answer(job.id, job.reply_to, result, job.deadline - time.time())
             start = end
         self.jobs_done += len(batch)
@@ -235,27 +244,22 @@ class Mule:
 
     def notify(self, reply_to: bytes, kind: bytes, job_id: bytes) -> None:
         try:
-            self.notices.sendto(encode_notice(kind, job_id, self.pid), reply_to)
+            self.notices.sendto(Notice(kind, job_id, self.pid).encode(), reply_to)
         except OSError:
             # The worker is gone (its thread's socket closed): it no longer waits for this job.
             logger.debug("mule %d: worker for job %s is gone", self.id, job_id.hex())
 
     # -- heartbeat -------------------------------------------------------------
 
-    def heartbeat(self, state: str | None = None) -> None:
+    def heartbeat(self, state: MuleState | None = None) -> None:
+        """Write this mule's heartbeat (``state`` by default: ready with a model, failed without)."""
         if state is None:
-            state = "ready" if self.predictor else "failed"
-        beat = {
-            "id": self.id,
-            "pid": self.pid,
-            "state": state,
-            "model_version": self.predictor.version if self.predictor else None,
-            "heartbeat": round(time.time(), 3),
-            "started": round(self.started, 3),
-            "jobs_done": self.jobs_done,
-            "error": self.error or None,
-        }
-        self.uwsgi.cache_update(heartbeat_key(self.id), json.dumps(beat).encode(), 0, STATE_CACHE)
+            state = MuleState.READY if self.predictor else MuleState.FAILED
+        beat = Heartbeat(
+            self.id, self.pid, state, self.predictor.version if self.predictor else None, round(time.time(), 3),
+            round(self.started, 3), self.jobs_done, self.error or None,
+        )  # fmt: skip
+        self.uwsgi.cache_update(heartbeat_key(self.id), beat.encode(), 0, STATE_CACHE)
         self.last_heartbeat = time.time()
 
 

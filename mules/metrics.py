@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from forecast.histograms import observe_many
+from serving.histograms import observe_many
 
 # Rows per LightGBM call: powers of two up to the largest batch.
 BATCH_ROW_BUCKETS = tuple(float(2**n) for n in range(17))

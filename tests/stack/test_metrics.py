@@ -12,11 +12,10 @@ import requests
 
 from forecast.registry import Registry
 from launcher.stack import Stack
-from tests.conftest import kaggle_test_rows, start_stack
-from tests.load import distinct_rows
-from tests.scrape import Scrape, scrape, scrape_until
-
-pytestmark = pytest.mark.stack
+from tests.helpers import kaggle_test_rows
+from tests.stack.load import distinct_rows
+from tests.stack.scrape import Scrape, scrape, scrape_until
+from tests.stack.stacks import start_stack
 
 
 def delta(before: Scrape, after: Scrape, name: str, **labels: str) -> float:

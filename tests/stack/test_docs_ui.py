@@ -5,14 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import ConsoleMessage, Request, sync_playwright
 
 from launcher.stack import Stack
 
-pytestmark = pytest.mark.stack
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "test-results" / "docs.png"
 OPERATIONS = 6  # GET /, GET /status, GET + POST /reload, POST /predict, GET /metrics
 # Headless, as root, on a machine without internet: no sandbox, no background calls to Google.

@@ -14,11 +14,9 @@ import requests
 from forecast.features import Rows
 from forecast.registry import METADATA_FILE, MODEL_FILE, Registry
 from launcher.stack import Stack
-from tests.conftest import start_stack
-from tests.load import Outcome, distinct_rows, hammer
-from tests.test_registry import clone_version
-
-pytestmark = pytest.mark.stack
+from tests.helpers import clone_version
+from tests.stack.load import Outcome, distinct_rows, hammer
+from tests.stack.stacks import start_stack
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from forecast.histograms import observe_many
 from mules.metrics import SALES_BUCKETS
+from serving.histograms import observe_many
 
 
 def samples(histogram: Histogram) -> dict[tuple[str, str], float]:

@@ -11,9 +11,7 @@ import requests
 from forecast.features import Rows
 from forecast.registry import Registry
 from launcher.stack import Stack
-from tests.conftest import kaggle_test_rows
-
-pytestmark = pytest.mark.stack
+from tests.helpers import kaggle_test_rows
 
 
 def offline(registry: Registry, rows: list[tuple[str, int, int]], version: str = "v1") -> np.ndarray:

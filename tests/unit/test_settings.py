@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from forecast.settings import UWSGI_FIELDS, Settings
+from serving.settings import UWSGI_FIELDS, Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_settings() -> dict[str, str]:

@@ -22,7 +22,7 @@ def render(template: str, values: dict[str, str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m launcher.nginx TEMPLATE OUTPUT name=value ...`` (used by the image's prestart.sh)."""
+    """``python -m serving.nginx_conf TEMPLATE OUTPUT name=value ...`` (used by the image's prestart.sh)."""
     template, output, *pairs = argv
     values = dict(pair.split("=", 1) for pair in pairs)
     Path(output).write_text(render(Path(template).read_text(), values))

@@ -17,8 +17,6 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from launcher.stack import Stack
 
-pytestmark = pytest.mark.stack
-
 
 @pytest.fixture(scope="module")
 def document(stack: Stack) -> dict[str, Any]:

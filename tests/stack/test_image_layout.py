@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -28,18 +27,12 @@ import requests
 
 from forecast.registry import Registry
 from launcher.stack import find_nginx
-from tests.conftest import free_port
+from tests.helpers import free_port
+from tests.unit.test_dockerfile import dockerfile_instructions
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGE = Path(__file__).resolve().parent / "image"
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = Path(__file__).resolve().parents[1] / "image"
 VENV_BIN = Path(sys.executable).parent
-
-
-def dockerfile_instructions(path: Path) -> list[tuple[str, list[str]]]:
-    """(INSTRUCTION, shell-split arguments) per instruction, continuation lines joined."""
-    text = path.read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    return [(line.split()[0].upper(), shlex.split(line)[1:]) for line in lines]
 
 
 def allowed_by_dockerignore(name: str) -> bool:
@@ -89,27 +82,6 @@ def copy_like_docker(source: str, dest: str, many: bool, root: Path) -> None:
         target = target / origin.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(origin, target)
-
-
-def test_hadolint_passes() -> None:
-    result = subprocess.run(
-        [str(VENV_BIN / "hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_dockerfile_pins_a_dated_base_and_keeps_the_image_conventions() -> None:
-    instructions = dockerfile_instructions(ROOT / "Dockerfile")
-    base = next(args[0] for name, args in instructions if name == "FROM")
-    assert base.startswith("tiangolo/uwsgi-nginx-flask:python3.12-20")
-    env = dict(arg.split("=", 1) for name, args in instructions if name == "ENV" for arg in args)
-    assert env["OMP_NUM_THREADS"] == "1"
-    assert env["UWSGI_CHEAPER"] == "0"
-    assert any(name == "HEALTHCHECK" and "/status" in " ".join(args) for name, args in instructions)
-    copies = [i for i, (name, _) in enumerate(instructions) if name == "COPY"]
-    installs = [i for i, (name, args) in enumerate(instructions) if name == "RUN" and "pip" in args[0]]
-    assert instructions[copies[0]][1][0] == "requirements.txt"
-    assert installs[0] < copies[1], "dependencies must be installed before the code is copied"
 
 
 @pytest.fixture
@@ -169,7 +141,6 @@ def wait_until(condition: object, timeout_s: float) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.stack
 def test_staged_image_serves_status_and_predictions(staged_image: str, tmp_path: Path) -> None:
     status = requests.get(f"{staged_image}/status", timeout=5)
     log = (tmp_path / "uwsgi.log").read_text(errors="replace")

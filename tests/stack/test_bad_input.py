@@ -10,8 +10,6 @@ import requests
 
 from launcher.stack import Stack
 
-pytestmark = pytest.mark.stack
-
 GOOD = {"date": "2018-01-21", "store": 10, "item": 23}
 JSON = {"Content-Type": "application/json"}
 

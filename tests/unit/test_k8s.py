@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from forecast.settings import Settings
+from serving.settings import Settings
 
-K8S = Path(__file__).resolve().parent.parent / "k8s"
+K8S = Path(__file__).resolve().parents[2] / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
 
 

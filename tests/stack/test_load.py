@@ -22,11 +22,10 @@ import requests
 from forecast.features import Rows
 from forecast.registry import Registry
 from launcher.stack import Stack
-from tests.conftest import kaggle_test_rows, start_stack
-from tests.load import Outcome, distinct_rows, hammer
-from tests.scrape import scrape, scrape_until
-
-pytestmark = pytest.mark.stack
+from tests.helpers import kaggle_test_rows
+from tests.stack.load import Outcome, distinct_rows, hammer
+from tests.stack.scrape import scrape, scrape_until
+from tests.stack.stacks import start_stack
 
 
 def expected(registry: Registry, rows: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], float]:

@@ -1,28 +1,15 @@
 import json
-import shutil
 import stat
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from forecast.errors import CorruptVersion, IncompatibleVersion, VersionNotFound
 from forecast.registry import METADATA_FILE, MODEL_FILE, Registry
 from forecast.train import TrainResult
-
-
-def clone_version(registry: Registry, source: str, target: str) -> Path:
-    """Copy a version under a new name (writable), to damage it in a test."""
-    path = registry.versions_dir / target
-    shutil.copytree(registry.versions_dir / source, path)
-    for file in path.iterdir():
-        file.chmod(0o644)
-    metadata = json.loads((path / METADATA_FILE).read_text())
-    metadata["version"] = target
-    (path / METADATA_FILE).write_text(json.dumps(metadata))
-    return path
+from tests.helpers import clone_version
 
 
 def test_register_writes_an_immutable_described_version(registry: Registry) -> None:

@@ -1,0 +1,31 @@
+"""What an answer tells the access line and the request metrics, beyond its status.
+
+The access line is written by nginx (``nginx.conf``); the app hands it what only the app
+knows in response headers nginx logs and hides from clients (``X-Forecast-Rows``,
+``X-Forecast-Error``, ``X-Forecast-Job``), plus ``X-Model-Version``, which clients see.
+No Flask here: the ``/predict`` use case, the Flask hooks and the fast lane share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Report:
+    """The fields of one answer's access line (each None when it does not apply)."""
+
+    rows: int | None = None  # rows the request asked for
+    model_version: str | None = None  # the version that scored them ("v1,v2" if several)
+    error: str | None = None  # the error code of the answer
+    job: str | None = None  # the job whose failure the answer reports (also on the mule's log line)
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The response headers that carry this report to nginx's access line."""
+        fields = (
+            ("X-Model-Version", self.model_version),
+            ("X-Forecast-Rows", self.rows),
+            ("X-Forecast-Error", self.error),
+            ("X-Forecast-Job", self.job),
+        )
+        return [(header, str(value)) for header, value in fields if value is not None]

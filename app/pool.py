@@ -1,0 +1,93 @@
+"""What a web worker knows of the mule pool: each mule's heartbeat, and the queue's depth.
+
+Reads uWSGI's state cache and queue pointers (the ``uwsgi`` module is passed in, so a
+unit test can pass a fake).  Whether a mule is fresh or serving is decided by
+:class:`serving.messages.Heartbeat` alone; :class:`PoolView` applies that rule to the
+whole pool for ``/status``, ``/``, the metrics and the admission of requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from serving.messages import STATE_CACHE, Heartbeat, MessageError, heartbeat_key
+from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """Every configured mule's last heartbeat (None: none yet), judged at ``now``."""
+
+    beats: dict[int, Heartbeat | None]
+    now: float
+    stale_after_s: float
+
+    def serving(self) -> list[Heartbeat]:
+        """The mules that will score jobs pushed now."""
+        return [b for b in self.beats.values() if b is not None and b.serving(self.now, self.stale_after_s)]
+
+    @property
+    def all_serving(self) -> bool:
+        """Ready for traffic: every mule serves (what ``/status`` and the readiness probe report)."""
+        return len(self.serving()) == len(self.beats)
+
+    @property
+    def any_serving(self) -> bool:
+        """Some mule serves: a request may be admitted (its jobs wait in the queue for it)."""
+        return bool(self.serving())
+
+    @property
+    def versions(self) -> list[str]:
+        """The model versions the serving mules hold, sorted (two during a rolling reload)."""
+        return sorted({str(b.model_version) for b in self.serving()})
+
+    @property
+    def served_version(self) -> str | None:
+        """The one version every serving mule holds; None when there are two, or none."""
+        versions = self.versions
+        return versions[0] if len(versions) == 1 else None
+
+    def mule_states(self) -> list[dict[str, Any]]:
+        """Each mule as ``/status`` shows it: its heartbeat, its age, and ``stale``/``unknown`` when not fresh."""
+        return [self._state(mule_id, beat) for mule_id, beat in self.beats.items()]
+
+    def _state(self, mule_id: int, beat: Heartbeat | None) -> dict[str, Any]:
+        if beat is None:
+            return {"id": mule_id, "state": "unknown", "heartbeat_age_s": None}
+        fresh = beat.fresh(self.now, self.stale_after_s)
+        return {
+            "id": mule_id, "pid": beat.pid, "state": beat.state.value if fresh else "stale",
+            "model_version": beat.model_version, "heartbeat": beat.sent_at, "started": beat.started_at,
+            "jobs_done": beat.jobs_done, "error": beat.error, "heartbeat_age_s": round(beat.age_s(self.now), 3),
+        }  # fmt: skip
+
+
+class MulePool:
+    """Reads the mules' heartbeats and the queue depth from uWSGI; thread-safe (uWSGI locks the cache)."""
+
+    def __init__(self, settings: Settings, uwsgi: Any) -> None:
+        self.settings = settings
+        self.uwsgi = uwsgi
+        self.mule_ids = list(range(1, settings.mules + 1))
+
+    def view(self) -> PoolView:
+        return PoolView({m: self._heartbeat(m) for m in self.mule_ids}, time.time(), self.settings.mule_stale_after_s)
+
+    def _heartbeat(self, mule_id: int) -> Heartbeat | None:
+        data = self.uwsgi.cache_get(heartbeat_key(mule_id), STATE_CACHE)
+        if data is None:
+            return None
+        try:
+            return Heartbeat.decode(data)
+        except MessageError as exc:  # a mule of another build: treat it as silent, and say so
+            logger.warning("mule %d: unreadable heartbeat (%s)", mule_id, exc)
+            return None
+
+    def queue_depth(self) -> int:
+        """Jobs pushed and not yet pulled (read without a lock: a gauge, not an invariant)."""
+        return int((self.uwsgi.queue_slot() - self.uwsgi.queue_pull_slot()) % self.settings.queue_slots)

@@ -1,0 +1,175 @@
+"""``POST /predict``: the one use case, from a request's parts to its answer, with no Flask and no WSGI.
+
+Both adapters call :meth:`PredictUseCase.answer` and only translate: the fast lane
+(:mod:`app.fastlane`, WSGI middleware that takes every ``POST /predict`` with a known
+length) and the Flask view (:mod:`app.views`, for the rest, and for everything when
+the lane is off).  One flow, so the two cannot drift.
+
+The rows arrive in one of four shapes (:class:`app.schemas.Shape`), answered alike:
+
+* a JSON object ``{"date": "2018-01-21", "store": 10, "item": 23}``: one forecast object;
+* a JSON list of such objects, or ``{"instances": [...]}``: a batch, answered in order
+  as ``{"predictions": [...]}``;
+* the legacy form of the Ray Serve service's clients: no body, the three fields in
+  the query string, answered with a bare JSON number.
+
+To add an answer shape: a :class:`~app.schemas.Shape` member, its reading in
+:func:`read_rows`, its answer in :func:`render`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from pydantic import ValidationError
+from pydantic_core import from_json
+
+from app.access import Report
+from app.errors import (
+    ApiError,
+    InvalidInput,
+    MalformedJson,
+    PayloadTooLarge,
+    Reason,
+    Unavailable,
+    UnsupportedMediaType,
+    error_answer,
+)
+from app.mule_client import Prediction
+from app.schemas import QUERY_ROW, ROW, ROWS, PredictRow, Shape, raise_invalid
+from app.service import ForecastService
+
+LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, for body-less requests only
+
+
+@dataclass(frozen=True, slots=True)
+class PredictRequest:
+    """The parts of an HTTP request that ``/predict`` reads."""
+
+    query_string: str  # as received: the WSGI ``QUERY_STRING`` (bytes as latin-1 characters)
+    content_type: str  # the Content-Type header, "" when there is none
+    body: bytes
+    received_at: float  # when nginx received the request (``X-Request-Start``), in time.time() seconds
+
+
+@dataclass(frozen=True, slots=True)
+class PredictAnswer:
+    """What to answer: the status, a JSON-ready body, extra headers, and the access line's fields."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
+    report: Report
+
+
+class PredictUseCase:
+    """Answers ``/predict`` requests; one per web worker process, thread-safe (the service is)."""
+
+    def __init__(self, service: ForecastService) -> None:
+        self.service = service
+        self.settings = service.settings
+
+    def answer(self, request: PredictRequest) -> PredictAnswer:
+        """The answer to ``request``: 200 with the forecasts, or the error answer of an :class:`ApiError`.
+
+        Anything else raised is a bug: it propagates, and the adapter answers 500 and logs it.
+        """
+        report = Report()
+        try:
+            deadline = self._deadline(request)
+            rows, shape = read_rows(request, self.settings.max_batch_rows)
+            report.rows = len(rows)
+            prediction = self.service.predict(rows, shape, deadline)
+        except ApiError as error:
+            report.error, report.job = error.code, error.job
+            status, body, headers = error_answer(error, self.settings.retry_after_s)
+            return PredictAnswer(status, body, headers, report)
+        report.model_version = prediction.version_label()
+        return PredictAnswer(200, render(rows, shape, prediction), {}, report)
+
+    def _deadline(self, request: PredictRequest) -> float:
+        """The request's deadline, counted from when nginx received it; past it already, the request is shed."""
+        deadline = request.received_at + self.settings.deadline_s
+        if time.time() >= deadline:
+            raise Unavailable("the request waited too long in the queue", Reason.OVERLOADED)
+        return deadline
+
+
+def read_rows(request: PredictRequest, max_rows: int) -> tuple[list[PredictRow], Shape]:
+    """The request's rows and the shape they came in; raises an :class:`ApiError` naming what is wrong."""
+    fields = query_fields(request.query_string) if request.query_string else {}
+    if not request.body:
+        if fields:
+            try:
+                return [QUERY_ROW.validate_python(fields)], Shape.QUERY  # type: ignore[list-item]
+            except ValidationError as exc:
+                raise_invalid(exc, Shape.QUERY)
+        raise InvalidInput(
+            'send a JSON body like {"date": "2018-01-21", "store": 10, "item": 23}, or date, store and item as '
+            "query parameters",
+            field="body",
+        )
+    if LEGACY_FIELDS & fields.keys():
+        raise InvalidInput(
+            "send the row either as a JSON body or as the query parameters date, store and item, not both",
+            field="query",
+        )
+    mimetype = request.content_type.partition(";")[0].strip().lower()
+    if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
+        raise UnsupportedMediaType(f"send JSON with Content-Type: application/json (got {mimetype or 'none'!r})")
+    try:
+        payload = from_json(request.body)
+    except ValueError as exc:
+        raise MalformedJson(f"request body is not valid JSON: {exc}") from None
+    return rows_from_json(payload, max_rows)
+
+
+def rows_from_json(payload: Any, max_rows: int) -> tuple[list[PredictRow], Shape]:
+    """The rows of a parsed JSON body: a row object, a list of rows, or ``{"instances": [...]}``."""
+    if isinstance(payload, dict) and "instances" in payload:
+        if set(payload) != {"instances"} or not isinstance(payload["instances"], list):
+            raise InvalidInput('"instances" must be the only field, and a list of rows', field="instances")
+        return _batch(payload["instances"], Shape.INSTANCES, max_rows), Shape.INSTANCES
+    if isinstance(payload, list):
+        return _batch(payload, Shape.LIST, max_rows), Shape.LIST
+    if isinstance(payload, dict):
+        try:
+            return [ROW.validate_python(payload)], Shape.ROW
+        except ValidationError as exc:
+            raise_invalid(exc, Shape.ROW)
+    raise InvalidInput('body must be a row object, a list of rows, or {"instances": [...]}', field="body")
+
+
+def _batch(items: list[Any], shape: Shape, max_rows: int) -> list[PredictRow]:
+    if not items:
+        raise InvalidInput("a batch needs at least one row", field=shape.prefix or "body")
+    if len(items) > max_rows:
+        raise PayloadTooLarge(f"a batch may have at most {max_rows} rows; this one has {len(items)}")
+    try:
+        return ROWS.validate_python(items)
+    except ValidationError as exc:
+        raise_invalid(exc, shape)
+
+
+def query_fields(query_string: str) -> dict[str, str]:
+    """The query string's fields, the first value of each, percent-decoded as UTF-8 (bad bytes replaced)."""
+    decoded = query_string.encode("latin-1").decode(errors="replace")
+    fields: dict[str, str] = {}
+    for key, value in parse_qsl(decoded, keep_blank_values=True, errors="replace"):
+        fields.setdefault(key, value)
+    return fields
+
+
+def render(rows: list[PredictRow], shape: Shape, prediction: Prediction) -> Any:
+    """The answer's body for rows that came in ``shape``."""
+    if shape is Shape.QUERY:
+        return prediction.sales[0]
+    forecasts = [
+        {"date": row["date"].isoformat(), "store": row["store"], "item": row["item"], "sales": sales,
+         "model_version": version}
+        for row, sales, version in zip(rows, prediction.sales, prediction.versions, strict=True)
+    ]  # fmt: skip
+    return forecasts[0] if shape is Shape.ROW else {"predictions": forecasts}

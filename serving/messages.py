@@ -1,0 +1,333 @@
+"""The messages between web workers and mules: the whole contract, in one place.
+
+Five kinds of bytes cross the process boundary:
+
+* a **job** (worker -> uWSGI queue -> mule): rows to score, a job id, the
+  address to notify, a deadline and the attempt number;
+* a **result** (mule -> uWSGI result cache, key = job id): predictions or an
+  error, with the model version and the mule that produced it;
+* a **notice** (mule -> the worker thread's datagram sockets): "done" to the
+  job's ``reply_to`` address, which the worker sleeps on, and "claimed by mule
+  pid P" to :func:`claims_address`, which it only reads when it wakes anyway,
+  so it can tell when the mule holding its job has died;
+* a **control** message (worker -> one mule with ``uwsgi.mule_msg``): wake up,
+  or load a model version;
+* a **heartbeat** (mule -> uWSGI state cache, key :func:`heartbeat_key`): the
+  mule's pid, state and model version, with one rule for "fresh" and one for
+  "serving" that every reader uses.
+
+Each mule's **awake flag** is one byte of uWSGI's shared area
+(:func:`awake_flag`), written only by its mule and read by every worker without
+a lock, so workers wake only sleeping mules.  (In the cache, behind its lock,
+these reads cost two semaphore syscalls per request and made the mules wait.)
+
+Binary messages are packed with :mod:`struct`, rows and predictions with numpy,
+all in **little-endian** byte order, with a magic prefix and a format version, so a
+mismatch is caught instead of misread.  Every decoder raises :class:`MessageError`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+import numpy as np
+
+RESULT_CACHE = "results"  # job id hex -> encoded Result
+STATE_CACHE = "state"  # heartbeat_key -> a mule's encoded Heartbeat
+FLAGS_AREA = 0  # uWSGI shared area id of the awake flags (uwsgi.ini: sharedarea = 1, one 4 KiB page)
+# Values of a mule's awake flag; 0 (the area starts zeroed) means the mule has not said yet.
+AWAKE, ASLEEP, NOT_SERVING = ord("1"), ord("0"), ord("x")
+
+# Rows and predictions on the wire: little-endian whatever the machine.
+ROW_DTYPE = np.dtype("<i4")  # day (days since 1970-01-01), store, item: three per row
+PREDICTION_DTYPE = np.dtype("<f8")
+ROW_BYTES = 3 * ROW_DTYPE.itemsize
+PREDICTION_BYTES = PREDICTION_DTYPE.itemsize
+MAX_ADDRESS_BYTES = 100  # sun_path is 108 bytes, and claims_address() adds 7
+UWSGI_QUEUE_ITEM_HEADER_BYTES = 16  # uWSGI stores size + timestamp in each queue slot
+
+_JOB = struct.Struct("<2sBB16sdHI")  # magic, format, attempt, id, deadline, address length, row count
+_RESULT = struct.Struct("<2sBB16sHIH")  # magic, format, ok, id, mule id, mule pid, version length
+_NOTICE = struct.Struct("<c16sI")  # kind, job id, mule pid
+_JOB_MAGIC, _RESULT_MAGIC, _FORMAT = b"FJ", b"FR", 1
+_HEARTBEAT_FORMAT = 1
+
+NOTICE_CLAIMED = b"C"
+NOTICE_DONE = b"D"
+CONTROL_WAKE = b"W"
+CONTROL_RELOAD = b"R"
+
+
+def heartbeat_key(mule_id: int) -> str:
+    """State-cache key of a mule's heartbeat."""
+    return f"mule:{mule_id}"
+
+
+def awake_flag(mule_id: int) -> int:
+    """Offset of a mule's awake flag in the shared area: AWAKE while it drains the queue,
+    ASLEEP when it may sleep (wake it for new jobs), NOT_SERVING while it has no model (do not
+    wake it for jobs).  A byte is written whole, so a reader never sees half a value."""
+    return mule_id
+
+
+def claims_address(reply_to: bytes) -> bytes:
+    """Where a mule sends "claimed" notices for a job answered at ``reply_to``."""
+    return reply_to + b".claims"
+
+
+class MessageError(ValueError):
+    """Bytes that are not a message of the expected kind and format."""
+
+
+def max_rows_per_job(queue_slot_bytes: int) -> int:
+    """The most rows one job may carry so that it fits in one uWSGI queue slot."""
+    room = queue_slot_bytes - UWSGI_QUEUE_ITEM_HEADER_BYTES - _JOB.size - MAX_ADDRESS_BYTES
+    return room // ROW_BYTES
+
+
+def max_rows_per_result(cache_block_bytes: int, max_version_bytes: int = 64) -> int:
+    """The most predictions one result may carry so that it fits in one cache block."""
+    return (cache_block_bytes - _RESULT.size - max_version_bytes) // PREDICTION_BYTES
+
+
+# -- rows and predictions -------------------------------------------------------------------
+
+
+def encode_rows(days: list[int], stores: list[int], items: list[int]) -> bytes:
+    """Three equal-length columns as a job's row bytes: (day, store, item) per row, little-endian int32."""
+    return np.array((days, stores, items), dtype=ROW_DTYPE).T.tobytes()
+
+
+def decode_rows(data: bytes) -> np.ndarray:
+    """A job's (or a batch of jobs') row bytes as an ``(n, 3)`` int32 array: day, store, item per row.
+
+    Raises :class:`MessageError` when the bytes are not whole rows.
+    """
+    if len(data) % ROW_BYTES:
+        raise MessageError("rows: not a whole number of rows")
+    return np.frombuffer(data, dtype=ROW_DTYPE).reshape(-1, 3)
+
+
+def encode_predictions(sales: np.ndarray) -> bytes:
+    """Predictions as a result's bytes: little-endian float64, one per row."""
+    return sales.astype(PREDICTION_DTYPE, copy=False).tobytes()
+
+
+def decode_predictions(data: bytes) -> list[float]:
+    return np.frombuffer(data, dtype=PREDICTION_DTYPE).tolist()  # type: ignore[no-any-return]
+
+
+# -- jobs and results -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """Rows to score, sent through the uWSGI queue."""
+
+    id: bytes  # 16 bytes; its hex is the result's cache key
+    reply_to: bytes  # abstract AF_UNIX address of the waiting worker thread
+    deadline: float  # time.time() after which nobody waits for the result
+    rows: bytes  # encode_rows() output
+    attempt: int = 1
+
+    @property
+    def key(self) -> str:
+        return self.id.hex()
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows) // ROW_BYTES
+
+    def retried(self) -> Job:
+        """The same job, pushed again after the mule holding it died."""
+        return Job(self.id, self.reply_to, self.deadline, self.rows, self.attempt + 1)
+
+    def encode(self) -> bytes:
+        header = _JOB.pack(
+            _JOB_MAGIC, _FORMAT, self.attempt, self.id, self.deadline, len(self.reply_to), self.row_count
+        )
+        return header + self.reply_to + self.rows
+
+    @classmethod
+    def decode(cls, data: bytes) -> Job:
+        """Raises :class:`MessageError` for anything but a whole job."""
+        if len(data) < _JOB.size:
+            raise MessageError("job: too short")
+        magic, fmt, attempt, job_id, deadline, address_len, rows = _JOB.unpack_from(data)
+        if (magic, fmt) != (_JOB_MAGIC, _FORMAT):
+            raise MessageError(f"job: bad magic or format {magic!r}/{fmt}")
+        start = _JOB.size + address_len
+        if len(data) != start + rows * ROW_BYTES:
+            raise MessageError("job: length does not match its row count")
+        return cls(job_id, bytes(data[_JOB.size : start]), deadline, bytes(data[start:]), attempt)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A job's outcome, stored in the uWSGI result cache under the job's key."""
+
+    job_id: bytes
+    mule_id: int
+    mule_pid: int
+    model_version: str
+    predictions: bytes = b""  # encode_predictions() output, when ok
+    error: str = ""  # message safe for clients, when not ok
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def sales(self) -> list[float]:
+        return decode_predictions(self.predictions)
+
+    def encode(self) -> bytes:
+        version = self.model_version.encode()
+        header = _RESULT.pack(_RESULT_MAGIC, _FORMAT, self.ok, self.job_id, self.mule_id, self.mule_pid, len(version))
+        return header + version + (self.predictions if self.ok else self.error.encode())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Result:
+        """Raises :class:`MessageError` for anything but a whole result."""
+        if len(data) < _RESULT.size:
+            raise MessageError("result: too short")
+        magic, fmt, ok, job_id, mule_id, mule_pid, version_len = _RESULT.unpack_from(data)
+        if (magic, fmt) != (_RESULT_MAGIC, _FORMAT):
+            raise MessageError(f"result: bad magic or format {magic!r}/{fmt}")
+        start = _RESULT.size + version_len
+        version = bytes(data[_RESULT.size : start]).decode()
+        body = bytes(data[start:])
+        if ok:
+            if len(body) % PREDICTION_BYTES:
+                raise MessageError("result: predictions are not whole float64s")
+            return cls(job_id, mule_id, mule_pid, version, predictions=body)
+        return cls(job_id, mule_id, mule_pid, version, error=body.decode(errors="replace") or "unknown error")
+
+
+# -- notices ----------------------------------------------------------------------------------
+
+
+class Notice(NamedTuple):
+    """A mule telling a waiting worker thread about one of its jobs."""
+
+    kind: bytes  # NOTICE_CLAIMED or NOTICE_DONE
+    job_id: bytes
+    mule_pid: int
+
+    def encode(self) -> bytes:
+        return _NOTICE.pack(self.kind, self.job_id, self.mule_pid)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Notice:
+        """Raises :class:`MessageError`."""
+        if len(data) != _NOTICE.size:
+            raise MessageError("notice: wrong length")
+        kind, job_id, pid = _NOTICE.unpack(data)
+        if kind not in (NOTICE_CLAIMED, NOTICE_DONE):
+            raise MessageError(f"notice: unknown kind {kind!r}")
+        return cls(kind, job_id, pid)
+
+
+NOTICE_BYTES = _NOTICE.size
+
+
+# -- control messages -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Ask one mule to load a model version; it answers with a :class:`Result` (no predictions)."""
+
+    job_id: bytes
+    reply_to: bytes
+    version: str
+    deadline: float
+
+    def encode(self) -> bytes:
+        body = {"id": self.job_id.hex(), "reply_to": self.reply_to.hex(), "version": self.version,
+                "deadline": self.deadline}  # fmt: skip
+        return CONTROL_RELOAD + json.dumps(body).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> LoadRequest:
+        """Raises :class:`MessageError`."""
+        if data[:1] != CONTROL_RELOAD:
+            raise MessageError("control: not a reload")
+        try:
+            body: dict[str, Any] = json.loads(data[1:])
+            return cls(bytes.fromhex(body["id"]), bytes.fromhex(body["reply_to"]), str(body["version"]),
+                       float(body["deadline"]))  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MessageError(f"control: bad reload message ({exc.__class__.__name__})") from exc
+
+
+# -- heartbeats -------------------------------------------------------------------------------
+
+
+class MuleState(StrEnum):
+    """What a mule says it is doing."""
+
+    LOADING = "loading"  # loading a model: its first, or a new one during /reload (it keeps the old meanwhile)
+    READY = "ready"  # scoring with its model
+    FAILED = "failed"  # holds no model: the version it was given does not load
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A mule's last word on itself, written to the state cache every ``FORECAST_MULE_HEARTBEAT_S``.
+
+    The two judgements every reader makes (``/status``, the metrics, the admission of
+    requests) are made here and nowhere else: :meth:`fresh` and :meth:`serving`.
+    """
+
+    mule_id: int
+    pid: int
+    state: MuleState
+    model_version: str | None  # the model it holds (during a reload: the old one, until it swaps)
+    sent_at: float  # time.time() when written
+    started_at: float
+    jobs_done: int
+    error: str | None = None  # why the last load failed
+
+    def age_s(self, now: float) -> float:
+        return now - self.sent_at
+
+    def fresh(self, now: float, stale_after_s: float) -> bool:
+        """Written within ``stale_after_s``: the mule's loop is alive (a hung or stopped mule is not)."""
+        return self.age_s(now) <= stale_after_s
+
+    def serving(self, now: float, stale_after_s: float) -> bool:
+        """Fresh and holding a model: jobs pushed now will be scored.
+
+        A mule loading a new version during ``/reload`` still holds the old one and scores
+        again as soon as it has swapped, so it serves; one with no model, or a stale
+        heartbeat, does not.
+        """
+        return self.model_version is not None and self.fresh(now, stale_after_s)
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "format": _HEARTBEAT_FORMAT, "id": self.mule_id, "pid": self.pid, "state": self.state.value,
+            "model_version": self.model_version, "heartbeat": self.sent_at, "started": self.started_at,
+            "jobs_done": self.jobs_done, "error": self.error,
+        }).encode()  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> Heartbeat:
+        """Raises :class:`MessageError` for anything but a whole heartbeat of this format."""
+        try:
+            body: dict[str, Any] = json.loads(data)
+        except ValueError as exc:
+            raise MessageError("heartbeat: not JSON") from exc
+        if not isinstance(body, dict) or body.get("format") != _HEARTBEAT_FORMAT:
+            raise MessageError("heartbeat: not a heartbeat of this format")
+        try:
+            version, error = body["model_version"], body["error"]
+            return cls(int(body["id"]), int(body["pid"]), MuleState(body["state"]),
+                       None if version is None else str(version), float(body["heartbeat"]), float(body["started"]),
+                       int(body["jobs_done"]), None if error is None else str(error))  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MessageError(f"heartbeat: unreadable ({exc.__class__.__name__})") from exc

@@ -1,0 +1,21 @@
+"""Starting a real stack for a test: nginx + uWSGI + mules on a free port, serving a given registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from forecast.registry import Registry
+from launcher.stack import Stack
+from tests.helpers import free_port
+
+
+def start_stack(run_dir: Path, registry: Registry, **env: str) -> Stack:
+    """A started stack serving ``registry`` (``env``: FORECAST_* overrides); stop it when done."""
+    stack = Stack(run_dir, free_port(), {"FORECAST_REGISTRY_DIR": str(registry.root), **env})
+    stack.start()
+    try:
+        stack.wait_ready()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

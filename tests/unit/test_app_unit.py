@@ -1,0 +1,169 @@
+"""Pure logic of the web app, without uWSGI: process boundaries, field paths, reload access."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+from flask import Flask
+
+from app import create_app, errors, views
+from app.mule_client import Prediction
+from app.pool import PoolView
+from app.schemas import ROW, Shape, field_path
+from app.service import ForecastService
+from forecast.registry import Registry
+from serving.messages import Heartbeat, MuleState
+from serving.settings import Settings
+
+
+def test_web_worker_code_imports_neither_lightgbm_nor_pandas() -> None:
+    code = (
+        "import sys, app, app.views, app.service, app.mule_client, app.schemas, serving.messages;"
+        "bad = [m for m in ('lightgbm', 'pandas', 'scipy') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("modules", "never"),
+    [
+        # the mule process: no web framework, nothing of the web app
+        ("mules.loop", ("flask", "werkzeug", "app")),
+        # the model package: nothing of uWSGI, HTTP, the serving kernel or either process
+        ("forecast.cli, forecast.registry, forecast.model, forecast.train, forecast.data",
+         ("flask", "werkzeug", "uwsgi", "serving", "app", "mules")),
+        # the serving kernel: shared by both processes, so neither's framework nor the model runtime
+        ("serving.settings, serving.messages, serving.logs, serving.histograms, serving.processes, "
+         "serving.nginx_conf", ("flask", "werkzeug", "lightgbm", "pandas", "app", "mules")),
+    ],
+)  # fmt: skip
+def test_each_package_keeps_to_its_process(modules: str, never: tuple[str, ...]) -> None:
+    code = f"import sys, {modules}; bad = [m for m in {never!r} if m in sys.modules]; assert not bad, bad"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("prefix", "loc", "expected"),
+    [("", ("store",), "store"), ("", (3, "date"), "[3].date"), ("instances", (3, "item"), "instances[3].item")],
+)
+def test_field_path(prefix: str, loc: tuple[int | str, ...], expected: str) -> None:
+    assert field_path(prefix, loc) == expected
+
+
+def reload_app(settings: Settings) -> Flask:
+    """The real blueprint and error handlers around a stand-in service (no mules needed)."""
+    app = Flask(__name__)
+    app.extensions["forecast"] = SimpleNamespace(settings=settings, reload=lambda: {"model_version": "v9"})
+    errors.init_app(app)
+    app.register_blueprint(views.bp)
+    return app
+
+
+@pytest.mark.parametrize(("address", "status"), [("127.0.0.1", 200), ("::1", 200), ("203.0.113.9", 403)])
+def test_reload_without_a_token_is_loopback_only(address: str, status: int) -> None:
+    client = reload_app(Settings()).test_client()
+    response = client.get("/reload", environ_base={"REMOTE_ADDR": address})
+    assert response.status_code == status
+    if status == 403:
+        assert response.get_json()["code"] == "forbidden"
+
+
+def test_reload_with_a_token_ignores_the_address() -> None:
+    client = reload_app(Settings(admin_token="t0k")).test_client()
+    remote = {"REMOTE_ADDR": "203.0.113.9"}
+    assert client.post("/reload", environ_base=remote).status_code == 401
+    assert client.post("/reload", environ_base=remote, headers={"Authorization": "Bearer t0k"}).status_code == 200
+
+
+class StandInPool:
+    """Hands out the views a test queues, the last one again when they run out; counts reads."""
+
+    def __init__(self, *views: PoolView) -> None:
+        self.views = list(views)
+        self.reads = 0
+
+    def view(self) -> PoolView:
+        self.reads += 1
+        return self.views[min(self.reads, len(self.views)) - 1]
+
+
+def view(*states: tuple[MuleState, str | None, float]) -> PoolView:
+    """Mules 1, 2, ... in the given (state, model version, heartbeat age) at a fixed now."""
+    now = 1_000.0
+    beats = {
+        i: Heartbeat(i, 100 + i, state, version, now - age, 0.0, 0) for i, (state, version, age) in enumerate(states, 1)
+    }
+    return PoolView(beats, now, 10)
+
+
+READY, LOADING, FAILED = MuleState.READY, MuleState.LOADING, MuleState.FAILED
+
+
+def make_service(pool: StandInPool, registry: Registry, mules: object = None) -> ForecastService:
+    return ForecastService(Settings(registry_dir=registry.root), mules, pool, registry)
+
+
+def test_a_mule_reloading_still_holds_a_model(registry: Registry) -> None:
+    """Mid-/reload one mule loads the new version and keeps the old; a respawned one has none yet."""
+    svc = make_service(StandInPool(view((LOADING, "v1", 0.5), (LOADING, None, 0.5))), registry)
+    pool_view = svc._admission_view()
+    assert pool_view.any_serving
+    assert svc.domain(pool_view).stores == frozenset({1, 2, 3})  # v1's: the one version held
+
+
+def test_no_model_is_503_and_never_trusted_for_later_requests(registry: Registry) -> None:
+    pool = StandInPool(view((LOADING, None, 0.5)), view((READY, "v1", 0.5)))
+    scored = Prediction([1.0], ["v1"])
+    svc = make_service(pool, registry, mules=SimpleNamespace(predict=lambda columns, deadline: scored))
+    row = ROW.validate_python({"date": "2014-03-01", "store": 1, "item": 1})
+    with pytest.raises(errors.Unavailable) as refused:
+        svc.predict([row], Shape.ROW, time.time() + 5)
+    assert refused.value.code == "not_ready"
+    assert svc.predict([row], Shape.ROW, time.time() + 5) is scored  # the very next request reads them again
+    reads = pool.reads
+    svc.predict([row], Shape.ROW, time.time() + 5)  # a view with a serving mule is reused
+    assert pool.reads == reads
+
+
+def status_app(pool: StandInPool, registry: Registry) -> Flask:
+    """The real app around a stand-in pool: /status judges the heartbeats it is given."""
+    settings = Settings(registry_dir=registry.root, metrics_enabled=False)
+    return create_app(settings, SimpleNamespace(admission=None), pool)
+
+
+@pytest.mark.parametrize(
+    ("states", "status", "shown"),
+    [
+        ([(READY, "v1", 0.5), (READY, "v1", 0.5)], 200, ["ready", "ready"]),
+        ([(READY, "v1", 0.5), (LOADING, "v1", 0.5)], 200, ["ready", "loading"]),  # a rolling reload
+        ([(READY, "v1", 0.5), (READY, "v1", 11.0)], 503, ["ready", "stale"]),  # a hung or stopped mule
+        ([(READY, "v1", 0.5), (FAILED, None, 0.5)], 503, ["ready", "failed"]),  # no model
+        ([(READY, "v1", 0.5), (LOADING, None, 0.5)], 503, ["ready", "loading"]),  # its first load
+    ],
+)
+def test_status_is_ready_only_when_every_mule_serves(
+    registry: Registry, states: list[tuple[MuleState, str | None, float]], status: int, shown: list[str]
+) -> None:
+    """The readiness probe: 503 with Retry-After while a mule is stale or has no model."""
+    response = status_app(StandInPool(view(*states)), registry).test_client().get("/status")
+    body = response.get_json()
+    assert response.status_code == status
+    assert [mule["state"] for mule in body["mules"]] == shown
+    assert body["ready"] is (status == 200)
+    if status == 503:
+        assert (body["code"], response.headers["Retry-After"]) == ("not_ready", "1")
+        assert response.headers["X-Forecast-Error"] == "not_ready"
+
+
+def test_a_mule_that_never_reported_is_unknown_and_not_ready(registry: Registry) -> None:
+    pool = StandInPool(PoolView({1: view((READY, "v1", 0.5)).beats[1], 2: None}, 1_000.0, 10))
+    response = status_app(pool, registry).test_client().get("/status")
+    assert response.status_code == 503
+    assert response.get_json()["mules"][1] == {"id": 2, "state": "unknown", "heartbeat_age_s": None}

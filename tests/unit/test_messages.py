@@ -1,0 +1,163 @@
+"""The worker-mule contract: round trips, sizes, byte order, and refusal of anything else."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.messages import (
+    ASLEEP,
+    AWAKE,
+    MAX_ADDRESS_BYTES,
+    NOT_SERVING,
+    NOTICE_CLAIMED,
+    NOTICE_DONE,
+    UWSGI_QUEUE_ITEM_HEADER_BYTES,
+    Heartbeat,
+    Job,
+    LoadRequest,
+    MessageError,
+    MuleState,
+    Notice,
+    Result,
+    awake_flag,
+    decode_rows,
+    encode_predictions,
+    encode_rows,
+    max_rows_per_job,
+    max_rows_per_result,
+)
+from serving.settings import Settings
+
+ADDRESS = b"\0forecast-worker-" + b"a" * 24
+
+
+def job(rows: int = 3, attempt: int = 1) -> Job:
+    days = [17000 + n for n in range(rows)]
+    return Job(os.urandom(16), ADDRESS, 1.8e9, encode_rows(days, [1] * rows, [2] * rows), attempt)
+
+
+def test_job_round_trip() -> None:
+    original = job(attempt=2)
+    decoded = Job.decode(original.encode())
+    assert decoded == original
+    assert decoded.row_count == 3
+    assert decoded.key == original.id.hex()
+    assert decode_rows(decoded.rows).tolist() == [[17000, 1, 2], [17001, 1, 2], [17002, 1, 2]]
+    assert original.retried() == Job(original.id, ADDRESS, 1.8e9, original.rows, 3)
+
+
+def test_rows_and_predictions_are_little_endian_on_every_machine() -> None:
+    """The byte order is the contract's, not the machine's: both sides read the same numbers."""
+    assert encode_rows([1], [2], [258]) == struct.pack("<3i", 1, 2, 258)
+    assert encode_predictions(np.array([1.5], dtype=">f8")) == struct.pack("<d", 1.5)
+    assert Result(b"i" * 16, 1, 1, "v1", predictions=struct.pack("<2d", 0.5, 31.7)).sales() == [0.5, 31.7]
+    with pytest.raises(MessageError):
+        decode_rows(b"\0" * 13)
+
+
+def test_a_full_job_fits_one_queue_slot() -> None:
+    longest_address = b"\0" + b"a" * (MAX_ADDRESS_BYTES - 1)
+    for slot in (8192, 65536):
+        rows = max_rows_per_job(slot)
+        biggest = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * rows, [1] * rows, [1] * rows))
+        assert len(biggest.encode()) + UWSGI_QUEUE_ITEM_HEADER_BYTES <= slot
+        over = rows + 1
+        one_more = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * over, [1] * over, [1] * over))
+        assert len(one_more.encode()) + UWSGI_QUEUE_ITEM_HEADER_BYTES > slot
+
+
+def test_a_full_result_fits_one_cache_block() -> None:
+    rows = max_rows_per_result(65536)
+    result = Result(os.urandom(16), 2, 4242, "v" * 64, predictions=encode_predictions(np.full(rows, 1.5)))
+    assert len(result.encode()) <= 65536
+
+
+@pytest.mark.parametrize("damage", ["truncate", "magic", "format", "extra"])
+def test_damaged_jobs_are_refused(damage: str) -> None:
+    data = job().encode()
+    damaged = {
+        "truncate": data[:-1],
+        "magic": b"XX" + data[2:],
+        "format": data[:2] + bytes([2]) + data[3:],  # a job of another format version
+        "extra": data + b"\0",
+    }[damage]
+    with pytest.raises(MessageError):
+        Job.decode(damaged)
+
+
+def test_result_round_trips_predictions_and_errors() -> None:
+    ok = Result(b"i" * 16, 1, 99, "v7", predictions=encode_predictions(np.array([1.25, 0.0, 31.7])))
+    decoded = Result.decode(ok.encode())
+    assert decoded == ok
+    assert decoded.ok
+    assert decoded.sales() == [1.25, 0.0, 31.7]
+    failed = Result(b"i" * 16, 2, 98, "v7", error="ValueError")
+    assert Result.decode(failed.encode()) == failed
+    assert not Result.decode(failed.encode()).ok
+
+
+@pytest.mark.parametrize("damage", ["short", "magic", "format", "half a float"])
+def test_damaged_results_are_refused(damage: str) -> None:
+    data = Result(b"i" * 16, 1, 99, "v7", predictions=encode_predictions(np.array([1.25]))).encode()
+    damaged = {
+        "short": b"FR",
+        "magic": b"FJ" + data[2:],  # a job's magic is not a result's
+        "format": data[:2] + bytes([9]) + data[3:],
+        "half a float": data[:-3],
+    }[damage]
+    with pytest.raises(MessageError):
+        Result.decode(damaged)
+
+
+def test_notices_and_load_requests() -> None:
+    job_id = os.urandom(16)
+    for notice in (Notice(NOTICE_CLAIMED, job_id, 1234), Notice(NOTICE_DONE, job_id, 1)):
+        assert Notice.decode(notice.encode()) == notice
+    with pytest.raises(MessageError):
+        Notice.decode(b"X" + job_id + b"\0\0\0\0")
+    request = LoadRequest(job_id, ADDRESS, "v3", 12.5)
+    assert LoadRequest.decode(request.encode()) == request
+    with pytest.raises(MessageError):
+        LoadRequest.decode(b"R{not json")
+
+
+def heartbeat(state: MuleState = MuleState.READY, version: str | None = "v1", sent_at: float = 100.0) -> Heartbeat:
+    return Heartbeat(1, 4242, state, version, sent_at, 50.0, 7, None)
+
+
+def test_heartbeat_round_trip_and_refusals() -> None:
+    beat = heartbeat(MuleState.FAILED, None)
+    assert Heartbeat.decode(beat.encode()) == beat
+    for bad in (b"not json", b"[]", b'{"format": 2}', beat.encode().replace(b'"failed"', b'"dancing"')):
+        with pytest.raises(MessageError):
+            Heartbeat.decode(bad)
+
+
+@pytest.mark.parametrize(
+    ("beat", "now", "fresh", "serving"),
+    [
+        (heartbeat(), 110.0, True, True),  # exactly stale_after_s old: still fresh
+        (heartbeat(), 110.5, False, False),  # stale: a hung or stopped mule
+        (heartbeat(MuleState.FAILED, None), 101.0, True, False),  # no model
+        (heartbeat(MuleState.LOADING, None), 101.0, True, False),  # its first load
+        (heartbeat(MuleState.LOADING, "v1"), 101.0, True, True),  # mid-/reload: keeps the old model
+    ],
+)
+def test_one_rule_for_fresh_and_one_for_serving(beat: Heartbeat, now: float, fresh: bool, serving: bool) -> None:
+    assert beat.fresh(now, stale_after_s=10) is fresh
+    assert beat.serving(now, stale_after_s=10) is serving
+
+
+def test_awake_flags_are_distinct_bytes_of_the_shared_page() -> None:
+    """Each mule its own byte of uWSGI's one-page shared area (uwsgi.ini: sharedarea = 1)."""
+    mules = range(1, Settings().mules + 1)
+    offsets = [awake_flag(mule) for mule in mules]
+    assert len(set(offsets)) == len(offsets)
+    assert all(0 <= offset < 4096 for offset in offsets)
+    assert len({AWAKE, ASLEEP, NOT_SERVING, 0}) == 4  # 0: the mule has not said yet
+    assert "sharedarea = 1" in (Path(__file__).resolve().parents[2] / "uwsgi.ini").read_text()

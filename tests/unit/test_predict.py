@@ -1,0 +1,246 @@
+"""The ``/predict`` contract: one use case, the same answer through both adapters (fast lane and Flask).
+
+Pure logic: the real app factory, schemas, domain check, service, use case and error handlers
+around stand-ins for the mules and their heartbeats (the stack tests drive the same code
+through real nginx, uWSGI and mules).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+from flask import Flask
+from pydantic_core import from_json
+
+import app.predict
+from app import create_app
+from app.domain import Columns
+from app.errors import DeadlineExceeded, Reason, Unavailable
+from app.fastlane import FastLane, lane_request
+from app.mule_client import Prediction
+from app.pool import PoolView
+from forecast.registry import Registry
+from serving.messages import Heartbeat, MuleState, Result
+from serving.settings import Settings
+
+# Headers a client or nginx's access line reads.
+COMPARED_HEADERS = ("Content-Type", "Retry-After", "X-Model-Version", "X-Forecast-Rows", "X-Forecast-Error")
+
+
+def ready_view(version: str = "v1") -> PoolView:
+    now = time.time()
+    beats = {m: Heartbeat(m, 100 + m, MuleState.READY, version, now, now - 60, 0) for m in (1, 2)}
+    return PoolView(beats, now, 10)
+
+
+class StandInPool:
+    """Heartbeats of two ready mules (or ``failure`` raised when read)."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.failure = failure
+
+    def view(self) -> PoolView:
+        if self.failure is not None:
+            raise self.failure
+        return ready_view()
+
+
+class StandInMules:
+    """Answers every row with 10 + store + item / 100, or raises ``failure``."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.mule_ids = [1, 2]
+        self.failure = failure
+        self.calls = 0
+
+    def predict(self, columns: Columns, deadline: float) -> Prediction:
+        self.calls += 1
+        if self.failure is not None:
+            raise self.failure
+        sales = [10 + s + i / 100 for s, i in zip(columns.stores, columns.items, strict=True)]
+        return Prediction(sales, ["v1"] * len(columns))
+
+    def load(self, mule_id: int, version: str) -> Result:
+        raise AssertionError("not used here")
+
+
+def make_app(registry: Registry, mules: StandInMules, fast_lane: bool, pool: StandInPool | None = None) -> Flask:
+    settings = Settings(registry_dir=registry.root, metrics_enabled=False, fast_lane_enabled=fast_lane)
+    return create_app(settings, mules, pool or StandInPool())
+
+
+def count_flask_calls(app: Flask) -> list[int]:
+    """Wrap the Flask app behind the fast lane; the list's one element counts the requests it got."""
+    lane = app.wsgi_app
+    assert isinstance(lane, FastLane)
+    calls = [0]
+    inner = lane.flask_app
+
+    def counting(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        calls[0] += 1
+        return inner(environ, start_response)
+
+    lane.flask_app = counting
+    return calls
+
+
+def answer(app: Flask, request: dict[str, Any]) -> tuple[int, Any, dict[str, str | None]]:
+    response = app.test_client().post(**request)
+    return response.status_code, response.get_json(), {h: response.headers.get(h) for h in COMPARED_HEADERS}
+
+
+ROW = {"date": "2015-06-01", "store": 2, "item": 3}
+TOO_OLD = {"X-Request-Start": "t=1000000000.000"}  # nginx received it in 2001: far past its deadline
+# (name, test-client arguments, status): every form and every way of failing before the mules
+REQUESTS = [
+    ("one row", {"path": "/predict", "json": ROW}, 200),
+    ("one row, charset", {"path": "/predict", "data": b'{"date":"2015-06-01","store":2,"item":3}',
+                          "content_type": "application/json; charset=utf-8"}, 200),
+    ("one row, +json", {"path": "/predict", "json": ROW, "content_type": "application/vnd.api+json"}, 200),
+    ("unknown store", {"path": "/predict", "json": {**ROW, "store": 99}}, 422),
+    ("impossible date", {"path": "/predict", "json": {**ROW, "date": "2015-02-30"}}, 422),
+    ("store as text", {"path": "/predict", "json": {**ROW, "store": "2"}}, 422),
+    ("extra field", {"path": "/predict", "json": {**ROW, "colour": "red"}}, 422),
+    ("missing field", {"path": "/predict", "json": {"date": "2015-06-01", "store": 2}}, 422),
+    ("malformed JSON", {"path": "/predict", "data": b'{"date": ', "content_type": "application/json"}, 400),
+    ("not an object", {"path": "/predict", "json": 42}, 422),
+    ("text body", {"path": "/predict", "data": b"date=2015-06-01", "content_type": "text/plain"}, 415),
+    ("a list", {"path": "/predict", "json": [ROW, {**ROW, "item": 4}]}, 200),
+    ("a list, unknown item", {"path": "/predict", "json": [ROW, {**ROW, "item": 77}]}, 422),
+    ("instances", {"path": "/predict", "json": {"instances": [ROW]}}, 200),
+    ("instances, bad row", {"path": "/predict", "json": {"instances": [ROW, {**ROW, "date": 5}]}}, 422),
+    ("instances and more", {"path": "/predict", "json": {"instances": [ROW], "x": 1}}, 422),
+    ("empty list", {"path": "/predict", "json": []}, 422),
+    ("legacy query form", {"path": "/predict?date=2015-06-01&store=2&item=3"}, 200),
+    ("legacy, percent-encoded", {"path": "/predict?date=2015%2D06%2D01&store=%32&item=3"}, 200),
+    ("legacy, repeated field", {"path": "/predict?date=2015-06-01&store=2&store=9&item=3"}, 200),
+    ("legacy, other field", {"path": "/predict?date=2015-06-01&store=2&item=3&debug=1"}, 200),
+    ("legacy, unknown item", {"path": "/predict?date=2015-06-01&store=2&item=77"}, 422),
+    ("legacy, missing item", {"path": "/predict?date=2015-06-01&store=2"}, 422),
+    ("legacy, invalid UTF-8", {"path": "/predict?date=2015-06-01&store=2&item=%ff"}, 422),
+    ("legacy, no fields", {"path": "/predict?&"}, 422),
+    ("query and body", {"path": "/predict?store=2", "json": ROW}, 422),
+    ("empty body", {"path": "/predict", "data": b"", "content_type": "application/json"}, 422),
+    ("waited past its deadline", {"path": "/predict", "json": ROW, "headers": TOO_OLD}, 503),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "request_args", "status"), REQUESTS, ids=[r[0] for r in REQUESTS])
+def test_same_answer_through_the_fast_lane_and_through_flask(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, name: str, request_args: dict[str, Any], status: int
+) -> None:
+    """Both adapters give the same status, body and headers; the lane answers every /predict itself,
+    and reads a body once."""
+    parses: list[bytes] = []
+    parse = from_json
+
+    def counting_parse(data: bytes) -> Any:
+        parses.append(data)
+        return parse(data)
+
+    monkeypatch.setattr(app.predict, "from_json", counting_parse)
+    fast = make_app(registry, StandInMules(), fast_lane=True)
+    flask_calls = count_flask_calls(fast)
+    got = answer(fast, request_args)
+    assert (flask_calls[0], got[0]) == (0, status), name
+    assert len(parses) <= 1
+    parses.clear()
+    assert answer(make_app(registry, StandInMules(), fast_lane=False), request_args) == got
+
+
+def test_one_row_answer_is_the_forecast_with_its_version(registry: Registry) -> None:
+    mules = StandInMules()
+    status, body, headers = answer(make_app(registry, mules, fast_lane=True), {"path": "/predict", "json": ROW})
+    assert (status, mules.calls) == (200, 1)
+    assert body == {**ROW, "sales": 12.03, "model_version": "v1"}
+    assert headers["X-Model-Version"] == "v1"
+    assert headers["X-Forecast-Rows"] == "1"
+
+
+def test_a_batch_is_answered_in_order_and_an_error_names_the_row(registry: Registry) -> None:
+    rows = [ROW, {**ROW, "item": 4}, {**ROW, "store": 3}]
+    app_ = make_app(registry, StandInMules(), fast_lane=True)
+    _, body, headers = answer(app_, {"path": "/predict", "json": {"instances": rows}})
+    assert [p["sales"] for p in body["predictions"]] == [12.03, 12.04, 13.03]
+    assert headers["X-Forecast-Rows"] == "3"
+    _, error, _ = answer(app_, {"path": "/predict", "json": [ROW, {**ROW, "item": 99}]})
+    assert (error["code"], error["field"]) == ("invalid_input", "[1].item")
+
+
+def test_legacy_query_form_is_answered_with_a_bare_number(registry: Registry) -> None:
+    app_ = make_app(registry, StandInMules(), fast_lane=True)
+    response = app_.test_client().post("/predict?date=2015-06-01&store=2&item=3")
+    assert (response.status_code, response.data) == (200, b"12.03\n")
+
+
+def test_a_request_that_waited_past_its_deadline_is_shed_before_reaching_the_mules(registry: Registry) -> None:
+    mules = StandInMules()
+    status, body, headers = answer(
+        make_app(registry, mules, True), {"path": "/predict", "json": ROW, "headers": TOO_OLD}
+    )
+    assert (status, body["code"], headers["Retry-After"], mules.calls) == (503, "overloaded", "1", 0)
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (Unavailable("the server is at capacity; retry shortly", Reason.OVERLOADED), 503, "overloaded"),
+        (Unavailable("the mules serving this request died; retry", Reason.MULE_DIED, job="ab12"), 503, "mule_died"),
+        (DeadlineExceeded("no prediction within the deadline of 5000 ms"), 504, "deadline_exceeded"),
+        (RuntimeError("a bug with a secret in its message"), 500, "internal_error"),
+    ],
+)
+def test_failures_after_submission_are_answered_once_in_the_error_shape(
+    registry: Registry, failure: Exception, status: int, code: str
+) -> None:
+    fast_mules, flask_mules = StandInMules(failure), StandInMules(failure)
+    fast = make_app(registry, fast_mules, fast_lane=True)
+    flask_calls = count_flask_calls(fast)
+    request_args = {"path": "/predict", "json": ROW}
+    got = answer(fast, request_args)
+    assert got == answer(make_app(registry, flask_mules, fast_lane=False), request_args)
+    assert (fast_mules.calls, flask_calls[0]) == (1, 0)
+    got_status, body, headers = got
+    assert (got_status, body["code"], headers["X-Forecast-Error"]) == (status, code, code)
+    assert "secret" not in str(body)
+    assert (headers["Retry-After"] == "1") == (status == 503)
+
+
+def test_a_bug_before_submission_is_a_500_with_a_log_line_not_a_retry_through_flask(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No routing by exception: the lane does not hand a failing request to Flask to try again."""
+    mules = StandInMules()
+    fast = make_app(registry, mules, fast_lane=True, pool=StandInPool(RuntimeError("a bug reading heartbeats")))
+    flask_calls = count_flask_calls(fast)
+    with caplog.at_level(logging.ERROR, logger="app"):
+        status, body, _ = answer(fast, {"path": "/predict", "json": ROW})
+    assert (status, body["code"], flask_calls[0], mules.calls) == (500, "internal_error", 0, 0)
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged.exc_info is not None
+    assert "heartbeats" not in str(body)
+
+
+def environ(method: str = "POST", path: str = "/predict", **extra: str) -> dict[str, Any]:
+    return {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO(b"{}"), **extra}
+
+
+@pytest.mark.parametrize(
+    ("request_environ", "in_lane"),
+    [
+        (environ(CONTENT_LENGTH="2"), True),
+        (environ(QUERY_STRING="date=2018-01-01"), True),  # no body at all
+        (environ(CONTENT_LENGTH="2", HTTP_TRANSFER_ENCODING="chunked"), False),  # sent to uWSGI directly
+        (environ(CONTENT_LENGTH="two"), False),
+        (environ("GET"), False),
+        (environ(path="/predict/"), False),
+        (environ(path="/status"), False),
+    ],
+)
+def test_the_lane_takes_a_request_by_its_method_path_and_length(request_environ: dict[str, Any], in_lane: bool) -> None:
+    assert (lane_request(request_environ) is not None) is in_lane
