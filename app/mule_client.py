@@ -114,6 +114,10 @@ class Channel:
         poller.register(done, select.POLLIN)
         return cls(os.getpid(), address, done, claims, poller, os.urandom(8), itertools.count())
 
+    def close(self) -> None:
+        for sock in (self.done, self.claims):
+            sock.close()
+
     def begin(self) -> None:
         """Before a request sends its jobs: drop notices earlier requests of this thread left behind.
 

@@ -1,7 +1,8 @@
 """The loaded model: LightGBM trees plus the trend they were trained around.
 
-This is the only module that imports LightGBM.  Import it only in a process
-that will predict (a mule, the training CLI, a test), and only after any fork:
+With :mod:`forecast.train`, the only module that imports LightGBM (a test checks).
+Import it only in a process that will predict (a mule, the training CLI, a test), and
+only after any fork:
 LightGBM's OpenMP runtime hangs in a child forked from a parent that ran an
 OpenMP region, and merely loading a model runs one.
 """

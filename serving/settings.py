@@ -47,7 +47,9 @@ class Settings(ModelSettings):
     # -- uWSGI sizes (read by uwsgi.ini) ---------------------------------------
     uwsgi_processes: int = Field(4, ge=1, description="uWSGI web worker processes.")
     uwsgi_threads: int = Field(16, ge=1, description="Threads per web worker; each waits on one request.")
-    mules: int = Field(2, ge=1, description="Mule processes; must equal the ids on uwsgi.ini's `for =` line.")
+    mules: int = Field(
+        2, ge=1, description="Mule processes; must equal the ids on uwsgi.ini's `for =` line (checked at start)."
+    )
     queue_slots: int = Field(128, ge=2, description="uWSGI queue slots; jobs in flight are kept below this.")
     queue_slot_bytes: int = Field(65536, ge=4096, description="Bytes per queue slot; sets the rows per job.")
     result_cache_items: int = Field(256, ge=8, description="Result cache entries (must exceed queue slots).")
@@ -66,7 +68,7 @@ class Settings(ModelSettings):
         100, ge=5, description="How often a waiting worker checks that the mule holding its job is alive."
     )
     fast_lane_enabled: bool = Field(
-        True, description="Answer single-row /predict without Flask's machinery; `false` only to measure it."
+        True, description="Answer POST /predict without Flask's request machinery; `false` only to measure it."
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token required by /reload; unset: /reload only from loopback."

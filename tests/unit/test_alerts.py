@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "monitoring" / "prometheus"
 
@@ -21,3 +23,11 @@ def test_alert_rules_are_valid_and_pass_their_unit_tests() -> None:
     for command in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]):
         result = subprocess.run([promtool, *command], cwd=PROMETHEUS_DIR, capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_unit_test_in_which_it_fires() -> None:
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+    alerts = {rule["alert"] for group in rules for rule in group["rules"]}
+    cases = yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
+    firing = {case["alertname"] for test in cases for case in test["alert_rule_test"] if case["exp_alerts"]}
+    assert alerts - firing == set(), "alerts without a test in which they fire"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +20,8 @@ from app.service import ForecastService
 from forecast.registry import Registry
 from serving.messages import Heartbeat, MuleState
 from serving.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_web_worker_code_imports_neither_lightgbm_nor_pandas() -> None:
@@ -167,3 +171,27 @@ def test_a_mule_that_never_reported_is_unknown_and_not_ready(registry: Registry)
     response = status_app(pool, registry).test_client().get("/status")
     assert response.status_code == 503
     assert response.get_json()["mules"][1] == {"id": 2, "state": "unknown", "heartbeat_age_s": None}
+
+
+def modules_importing(*names: str) -> set[str]:
+    """The project modules whose source imports any of ``names`` (at any depth, deferred imports included)."""
+    found = set()
+    paths = [
+        path
+        for package in ("app", "mules", "serving", "forecast", "launcher")
+        for path in (ROOT / package).rglob("*.py")
+    ]
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            imported = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported = [node.module]
+            if any(name.split(".")[0] in names for name in imported):
+                found.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    return found
+
+
+def test_the_claims_of_who_imports_what_hold() -> None:
+    """README and docstrings: LightGBM only in the model runtime and training; uwsgi only in the two entry points."""
+    assert modules_importing("lightgbm") == {"forecast.model", "forecast.train"}
+    assert modules_importing("uwsgi", "uwsgidecorators") == {"app.main", "mules.loop"}

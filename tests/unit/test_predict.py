@@ -96,46 +96,62 @@ def answer(app: Flask, request: dict[str, Any]) -> tuple[int, Any, dict[str, str
 
 ROW = {"date": "2015-06-01", "store": 2, "item": 3}
 TOO_OLD = {"X-Request-Start": "t=1000000000.000"}  # nginx received it in 2001: far past its deadline
-# (name, test-client arguments, status): every form and every way of failing before the mules
+FORECAST = {**ROW, "sales": 12.03, "model_version": "v1"}
+# (name, test-client arguments, status, what the answer holds): every form, and every way of failing before
+# the mules; for 200 the body itself, for an error (its code, the field it names).
 REQUESTS = [
-    ("one row", {"path": "/predict", "json": ROW}, 200),
+    ("one row", {"path": "/predict", "json": ROW}, 200, FORECAST),
     ("one row, charset", {"path": "/predict", "data": b'{"date":"2015-06-01","store":2,"item":3}',
-                          "content_type": "application/json; charset=utf-8"}, 200),
-    ("one row, +json", {"path": "/predict", "json": ROW, "content_type": "application/vnd.api+json"}, 200),
-    ("unknown store", {"path": "/predict", "json": {**ROW, "store": 99}}, 422),
-    ("impossible date", {"path": "/predict", "json": {**ROW, "date": "2015-02-30"}}, 422),
-    ("store as text", {"path": "/predict", "json": {**ROW, "store": "2"}}, 422),
-    ("extra field", {"path": "/predict", "json": {**ROW, "colour": "red"}}, 422),
-    ("missing field", {"path": "/predict", "json": {"date": "2015-06-01", "store": 2}}, 422),
-    ("malformed JSON", {"path": "/predict", "data": b'{"date": ', "content_type": "application/json"}, 400),
-    ("not an object", {"path": "/predict", "json": 42}, 422),
-    ("text body", {"path": "/predict", "data": b"date=2015-06-01", "content_type": "text/plain"}, 415),
-    ("a list", {"path": "/predict", "json": [ROW, {**ROW, "item": 4}]}, 200),
-    ("a list, unknown item", {"path": "/predict", "json": [ROW, {**ROW, "item": 77}]}, 422),
-    ("instances", {"path": "/predict", "json": {"instances": [ROW]}}, 200),
-    ("instances, bad row", {"path": "/predict", "json": {"instances": [ROW, {**ROW, "date": 5}]}}, 422),
-    ("instances and more", {"path": "/predict", "json": {"instances": [ROW], "x": 1}}, 422),
-    ("empty list", {"path": "/predict", "json": []}, 422),
-    ("legacy query form", {"path": "/predict?date=2015-06-01&store=2&item=3"}, 200),
-    ("legacy, percent-encoded", {"path": "/predict?date=2015%2D06%2D01&store=%32&item=3"}, 200),
-    ("legacy, repeated field", {"path": "/predict?date=2015-06-01&store=2&store=9&item=3"}, 200),
-    ("legacy, other field", {"path": "/predict?date=2015-06-01&store=2&item=3&debug=1"}, 200),
-    ("legacy, unknown item", {"path": "/predict?date=2015-06-01&store=2&item=77"}, 422),
-    ("legacy, missing item", {"path": "/predict?date=2015-06-01&store=2"}, 422),
-    ("legacy, invalid UTF-8", {"path": "/predict?date=2015-06-01&store=2&item=%ff"}, 422),
-    ("legacy, no fields", {"path": "/predict?&"}, 422),
-    ("query and body", {"path": "/predict?store=2", "json": ROW}, 422),
-    ("empty body", {"path": "/predict", "data": b"", "content_type": "application/json"}, 422),
-    ("waited past its deadline", {"path": "/predict", "json": ROW, "headers": TOO_OLD}, 503),
+                          "content_type": "application/json; charset=utf-8"}, 200, FORECAST),
+    ("one row, +json", {"path": "/predict", "json": ROW, "content_type": "application/vnd.api+json"}, 200, FORECAST),
+    ("unknown store", {"path": "/predict", "json": {**ROW, "store": 99}}, 422, ("invalid_input", "store")),
+    ("impossible date", {"path": "/predict", "json": {**ROW, "date": "2015-02-30"}}, 422, ("invalid_input", "date")),
+    ("date too far", {"path": "/predict", "json": {**ROW, "date": "2031-01-01"}}, 422, ("invalid_input", "date")),
+    ("store as text", {"path": "/predict", "json": {**ROW, "store": "2"}}, 422, ("invalid_input", "store")),
+    ("extra field", {"path": "/predict", "json": {**ROW, "colour": "red"}}, 422, ("invalid_input", "colour")),
+    ("missing field", {"path": "/predict", "json": {"date": "2015-06-01", "store": 2}}, 422, ("invalid_input", "item")),
+    ("malformed JSON", {"path": "/predict", "data": b'{"date": ', "content_type": "application/json"}, 400,
+     ("malformed_json", None)),
+    ("not an object", {"path": "/predict", "json": 42}, 422, ("invalid_input", "body")),
+    ("text body", {"path": "/predict", "data": b"date=2015-06-01", "content_type": "text/plain"}, 415,
+     ("unsupported_media_type", None)),
+    ("a list", {"path": "/predict", "json": [ROW, {**ROW, "item": 4}]}, 200,
+     {"predictions": [FORECAST, {**FORECAST, "item": 4, "sales": 12.04}]}),
+    ("a list, unknown item", {"path": "/predict", "json": [ROW, {**ROW, "item": 77}]}, 422,
+     ("invalid_input", "[1].item")),
+    ("instances", {"path": "/predict", "json": {"instances": [ROW]}}, 200, {"predictions": [FORECAST]}),
+    ("instances, bad row", {"path": "/predict", "json": {"instances": [ROW, {**ROW, "date": 5}]}}, 422,
+     ("invalid_input", "instances[1].date")),
+    ("instances and more", {"path": "/predict", "json": {"instances": [ROW], "x": 1}}, 422,
+     ("invalid_input", "instances")),
+    ("empty list", {"path": "/predict", "json": []}, 422, ("invalid_input", "body")),
+    ("too many rows", {"path": "/predict", "json": [ROW] * 50_001}, 413, ("batch_too_large", None)),
+    ("legacy query form", {"path": "/predict?date=2015-06-01&store=2&item=3"}, 200, 12.03),
+    ("legacy, percent-encoded", {"path": "/predict?date=2015%2D06%2D01&store=%32&item=3"}, 200, 12.03),
+    ("legacy, repeated field", {"path": "/predict?date=2015-06-01&store=2&store=9&item=3"}, 200, 12.03),
+    ("legacy, other field", {"path": "/predict?date=2015-06-01&store=2&item=3&debug=1"}, 200, 12.03),
+    ("legacy, unknown item", {"path": "/predict?date=2015-06-01&store=2&item=77"}, 422, ("invalid_input", "item")),
+    ("legacy, missing item", {"path": "/predict?date=2015-06-01&store=2"}, 422, ("invalid_input", "item")),
+    ("legacy, invalid UTF-8", {"path": "/predict?date=2015-06-01&store=2&item=%ff"}, 422, ("invalid_input", "item")),
+    ("legacy, no fields", {"path": "/predict?&"}, 422, ("invalid_input", "body")),
+    ("query and body", {"path": "/predict?store=2", "json": ROW}, 422, ("invalid_input", "query")),
+    ("empty body", {"path": "/predict", "data": b"", "content_type": "application/json"}, 422,
+     ("invalid_input", "body")),
+    ("waited past its deadline", {"path": "/predict", "json": ROW, "headers": TOO_OLD}, 503, ("overloaded", None)),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "request_args", "status"), REQUESTS, ids=[r[0] for r in REQUESTS])
-def test_same_answer_through_the_fast_lane_and_through_flask(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch, name: str, request_args: dict[str, Any], status: int
+@pytest.mark.parametrize(("name", "request_args", "status", "holds"), REQUESTS, ids=[r[0] for r in REQUESTS])
+def test_the_contract_through_the_fast_lane_and_through_flask(
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    request_args: dict[str, Any],
+    status: int,
+    holds: Any,
 ) -> None:
-    """Both adapters give the same status, body and headers; the lane answers every /predict itself,
-    and reads a body once."""
+    """Each request gets its answer; both adapters give the same status, body and headers; the lane
+    answers every /predict itself and parses a body at most once."""
     parses: list[bytes] = []
     parse = from_json
 
@@ -147,9 +163,14 @@ def test_same_answer_through_the_fast_lane_and_through_flask(
     fast = make_app(registry, StandInMules(), fast_lane=True)
     flask_calls = count_flask_calls(fast)
     got = answer(fast, request_args)
-    assert (flask_calls[0], got[0]) == (0, status), name
+    got_status, body, headers = got
+    assert (flask_calls[0], got_status) == (0, status), name
+    if status == 200:
+        assert body == holds
+    else:
+        assert (body["code"], body.get("field")) == holds
+        assert headers["X-Forecast-Error"] == holds[0]
     assert len(parses) <= 1
-    parses.clear()
     assert answer(make_app(registry, StandInMules(), fast_lane=False), request_args) == got
 
 

@@ -1,0 +1,123 @@
+"""Break the code one piece at a time and see which tests catch each break.
+
+    .venv/bin/python -m tests.mutants [--tier unit|stack|all] [--only SUBSTRING]
+
+Each mutant replaces one snippet of one source file with a broken version, in a copy of the
+checkout (the working tree is never touched), and runs the chosen tier there.  A mutant that no
+test catches is a README claim without a guard.  Not part of ``make test``: it runs the tier once
+per mutant (about 20 s each for the unit tier on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    claim: str  # the behaviour the README or a docstring promises, which the break takes away
+    path: str
+    old: str
+    new: str
+
+
+MUTANTS = (
+    Mutant("a job pushed while the mule decides to sleep is still scored", "mules/loop.py",
+           "if self.deferred or not (batch := self.pull_batch()):", "if True:"),
+    Mutant("a reload met while draining is kept for the main loop", "mules/loop.py",
+           "            if message[:1] == CONTROL_RELOAD:\n                self.deferred.append(message)",
+           "            pass"),
+    Mutant("jobs whose deadline passed are dropped unscored", "mules/loop.py",
+           "if job.deadline <= time.time():", "if False:"),
+    Mutant("a predict call longer than FORECAST_MULE_HARAKIRI_S is killed", "mules/loop.py",
+           "self.uwsgi.set_user_harakiri(self.settings.mule_harakiri_s)", "pass"),
+    Mutant("a dead mule's job is pushed again once", "app/mule_client.py",
+           "elif job.attempt == 1:", "elif False:"),
+    Mutant("a second death answers 503 mule_died", "app/mule_client.py",
+           "elif job.attempt == 1:", "elif job.attempt < 3:"),
+    Mutant("the admission bound keeps the queue from wrapping", "app/admission.py",
+           "if self.in_flight + jobs > self.limit:", "if self.in_flight + jobs > self.limit + 1:"),
+    Mutant("jobs are released whatever the outcome", "app/mule_client.py",
+           "        finally:\n            self.admission.release(len(spans))",
+           "        except BaseException:\n            raise\n        self.admission.release(len(spans))"),
+    Mutant("a refused reload rolls back the mules already switched", "app/rollout.py",
+           "            _roll_back(mules, switched, previous)\n", ""),
+    Mutant("a 'no model' view of the pool is never trusted for later requests", "app/service.py",
+           "self._view_until = now + POOL_VIEW_TTL_S if view.any_serving else now",
+           "self._view_until = now + POOL_VIEW_TTL_S"),
+    Mutant("a mule with a stale heartbeat does not serve", "serving/messages.py",
+           "return self.model_version is not None and self.fresh(now, stale_after_s)",
+           "return self.model_version is not None"),
+    Mutant("/status is 503 unless every mule serves", "app/pool.py",
+           "return len(self.serving()) == len(self.beats)", "return bool(self.serving())"),
+    Mutant("a job of another format version is refused", "serving/messages.py",
+           "if (magic, fmt) != (_JOB_MAGIC, _FORMAT):", "if magic != _JOB_MAGIC:"),
+    Mutant("bytes that are not a result are refused", "serving/messages.py",
+           "if (magic, fmt) != (_RESULT_MAGIC, _FORMAT):", "if fmt != _FORMAT:"),
+    Mutant("rows cross the boundary little-endian", "serving/messages.py",
+           'ROW_DTYPE = np.dtype("<i4")', 'ROW_DTYPE = np.dtype(">i4")'),
+    Mutant("the single-row LightGBM path gives Booster.predict's numbers", "forecast/model.py",
+           "out[i] = value[0]", "out[i] = value[0] * 1.01"),
+    Mutant("requests that waited in the backlog past their deadline are shed", "app/predict.py",
+           "if time.time() >= deadline:", "if False:"),
+    Mutant("every 503 carries Retry-After", "app/errors.py",
+           'headers["Retry-After"] = str(retry_after_s)', "pass"),
+    Mutant("live gauges of dead processes are dropped", "app/exposition.py",
+           "if match and not process_alive(int(match.group(1))):", "if False:"),
+    Mutant("a store the model does not know is refused", "app/domain.py",
+           'if row["store"] not in domain.stores:', "if False:"),
+    Mutant("the access line gets the answer's report from the fast lane", "app/fastlane.py",
+           "                *answer.report.headers(),\n", ""),
+    Mutant("uwsgi.ini must start FORECAST_MULES mules", "serving/settings.py",
+           "if found != settings.mules:", "if False:"),
+)  # fmt: skip
+
+TIERS = {"unit": ["tests/unit"], "stack": ["tests/stack"], "all": ["tests"]}
+
+
+def copy_checkout(target: Path) -> None:
+    ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+                                    "node_modules", ".venv-ray", "registry", "data", "run", "test-results")  # fmt: skip
+    shutil.copytree(ROOT, target, ignore=ignore, dirs_exist_ok=True)
+
+
+def run(mutant: Mutant, tier: str) -> list[str]:
+    """The tests that fail with ``mutant`` applied (empty: nothing caught it)."""
+    with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
+        work = Path(tmp)
+        copy_checkout(work)
+        source = work / mutant.path
+        text = source.read_text()
+        if text.count(mutant.old) != 1:
+            raise SystemExit(f"{mutant.path}: the snippet for {mutant.claim!r} is not there once; update the mutant")
+        source.write_text(text.replace(mutant.old, mutant.new))
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=120", *TIERS[tier]]
+        out = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False).stdout
+    return sorted(set(re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tier", choices=sorted(TIERS), default="unit")
+    parser.add_argument("--only", default="", help="run the mutants whose claim contains this")
+    args = parser.parse_args()
+    survivors = 0
+    for mutant in (m for m in MUTANTS if args.only in m.claim):
+        caught = run(mutant, args.tier)
+        survivors += not caught
+        print(f"- {mutant.claim} ({mutant.path}): " + (", ".join(caught) if caught else "NOT CAUGHT"), flush=True)
+    print(f"{survivors} of {len(MUTANTS)} breaks pass every {args.tier} test")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The mule client, in-process: dead-mule rescue, the admission bound and its release, results in order.
+
+The real :class:`app.mule_client.MuleClient` against the fake ``uwsgi`` module, with
+scripted mules in threads standing in for mule processes: each waits for its wake-up
+message (no polling, no sleeps), pulls a job, and either answers it or "dies" holding it
+(claims it under a pid the client's liveness check calls dead).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from app.domain import Columns
+from app.errors import DeadlineExceeded, Unavailable
+from app.mule_client import MuleClient
+from serving.messages import (
+    NOTICE_CLAIMED,
+    NOTICE_DONE,
+    Job,
+    Notice,
+    Result,
+    claims_address,
+    decode_rows,
+    encode_predictions,
+)
+from serving.settings import Settings
+from tests.helpers import wait_for
+from tests.unit.fake_uwsgi import FakeUwsgi
+
+ALIVE, DEAD = 1001, 1002  # pids of the scripted mules, as the client's liveness check sees them
+
+
+@dataclass
+class ScriptedMule:
+    """A mule in a thread: for each job it pulls, the next step of ``script`` ("answer" or "die")."""
+
+    shared: FakeUwsgi
+    script: list[str]
+    release: threading.Event = field(default_factory=threading.Event)  # set: start pulling
+    seen: list[Job] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.release.set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notices:
+            while self.script:
+                self.shared.inboxes[1].get()  # a wake-up: the client pushed something
+                self.release.wait()
+                while self.script and (data := self.shared.queue_pull()) is not None:
+                    self._handle(Job.decode(data), self.script.pop(0), notices)
+
+    def _handle(self, job: Job, step: str, notices: socket.socket) -> None:
+        self.seen.append(job)
+        pid = DEAD if step == "die" else ALIVE
+        notices.sendto(Notice(NOTICE_CLAIMED, job.id, pid).encode(), claims_address(job.reply_to))
+        if step == "die":
+            return
+        stores = decode_rows(job.rows)[:, 1].astype(float)
+        result = Result(job.id, 1, ALIVE, "v1", predictions=encode_predictions(100 + stores))
+        self.shared.cache_update(job.key, result.encode(), 0, "results")
+        notices.sendto(Notice(NOTICE_DONE, job.id, ALIVE).encode(), job.reply_to)
+
+
+def make_client(shared: FakeUwsgi, **overrides: int) -> MuleClient:
+    settings = Settings(mules=1, queue_slots=shared.queue_size, mule_check_interval_ms=5, metrics_enabled=False,
+                        **overrides)  # fmt: skip
+    return MuleClient(settings, shared, alive=lambda pid: pid != DEAD)
+
+
+@pytest.fixture
+def shared() -> FakeUwsgi:
+    return FakeUwsgi(queue_slots=16, mules=1)
+
+
+def start(mule: ScriptedMule) -> ScriptedMule:
+    mule.thread.start()
+    return mule
+
+
+@pytest.fixture
+def client(shared: FakeUwsgi) -> Iterator[MuleClient]:
+    client = make_client(shared)
+    yield client
+    client._channel().close()
+
+
+def columns(stores: list[int]) -> Columns:
+    return Columns([16_161] * len(stores), stores, [1] * len(stores))
+
+
+def test_a_job_whose_mule_dies_holding_it_is_pushed_again_once_and_answered(
+    shared: FakeUwsgi, client: MuleClient
+) -> None:
+    mule = start(ScriptedMule(shared, ["die", "answer"]))
+    prediction = client.predict(columns([7]), time.time() + 10)
+    assert prediction.sales == [107.0]
+    assert [job.attempt for job in mule.seen] == [1, 2]
+    assert mule.seen[0].id == mule.seen[1].id
+    assert client.admission.in_flight == 0
+
+
+def test_a_second_death_answers_503_mule_died(shared: FakeUwsgi, client: MuleClient) -> None:
+    mule = start(ScriptedMule(shared, ["die", "die"]))
+    with pytest.raises(Unavailable) as refused:
+        client.predict(columns([7]), time.time() + 10)
+    assert (refused.value.code, refused.value.job) == ("mule_died", mule.seen[0].key)
+    assert [job.attempt for job in mule.seen] == [1, 2]
+    assert client.admission.in_flight == 0
+
+
+def test_a_request_split_into_jobs_is_reassembled_in_order(shared: FakeUwsgi) -> None:
+    client = make_client(shared, mule_batch_rows=2)  # two rows per job
+    start(ScriptedMule(shared, ["answer"] * 3))
+    assert client.predict(columns([1, 2, 3, 4, 5]), time.time() + 10).sales == [101, 102, 103, 104, 105]
+    client._channel().close()
+
+
+def test_more_jobs_than_the_share_are_refused_at_once_and_nothing_is_pushed(shared: FakeUwsgi) -> None:
+    client = make_client(shared, mule_batch_rows=1, uwsgi_processes=1)  # a share of 15 jobs
+    with pytest.raises(Unavailable) as refused:
+        client.predict(columns([1] * 16), time.time() + 10)
+    assert refused.value.code == "overloaded"
+    assert (shared.queued(), client.admission.in_flight) == (0, 0)
+
+
+def test_jobs_are_released_when_the_wait_gives_up(shared: FakeUwsgi, client: MuleClient) -> None:
+    with pytest.raises(DeadlineExceeded):  # no mule answers
+        client.predict(columns([1]), time.time() + 0.05)
+    assert client.admission.in_flight == 0
+
+
+def test_the_queue_never_wraps_under_concurrent_requests(shared: FakeUwsgi) -> None:
+    """uWSGI's queue overwrites unread slots silently; the admission bound keeps jobs in flight below it."""
+    client = make_client(shared, mule_batch_rows=1, uwsgi_processes=1)
+    limit = client.admission.limit
+    mule = ScriptedMule(shared, ["answer"] * limit)
+    mule.release.clear()  # the mule sits on the queue until every request has been admitted or refused
+    start(mule)
+    outcomes: list[str] = []
+
+    def request(store: int) -> None:
+        try:
+            sales = client.predict(columns([store]), time.time() + 30).sales
+            outcomes.append("ok" if sales == [100 + store] else f"wrong answer {sales}")
+        except Unavailable as refused:
+            outcomes.append(refused.code)
+        finally:
+            client._channel().close()
+
+    threads = [threading.Thread(target=request, args=(store,)) for store in range(1, 2 * limit + 3)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: outcomes.count("overloaded") == len(threads) - limit, explain=lambda: str(outcomes))
+    wait_for(lambda: shared.queued() == limit, explain=lambda: f"{shared.queued()} jobs queued")
+    mule.release.set()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(outcomes)) == ["ok", "overloaded"]
+    assert outcomes.count("ok") == limit
+    assert shared.overwrites == 0
+    assert client.admission.in_flight == 0
+
+
+def test_admission_counts_and_releases() -> None:
+    from app.admission import Admission
+
+    admission = Admission(limit=3)
+    assert admission.acquire(2)
+    assert not admission.acquire(2)  # nothing added when it does not fit
+    assert admission.in_flight == 2
+    assert admission.acquire(1)
+    admission.release(3)
+    assert admission.in_flight == 0
+    assert np.all([admission.acquire(1) for _ in range(3)])

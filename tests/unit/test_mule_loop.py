@@ -1,0 +1,183 @@
+"""The mule loop, in-process: the wake handshake, reloads met while draining, expired jobs, harakiri.
+
+A real :class:`mules.loop.Mule` with a real small model, driven step by step against
+the fake ``uwsgi`` module (``tests/unit/fake_uwsgi.py``); the worker's side is the real
+:class:`app.mule_client.MuleClient` (its push and wake) and its real notice channel.
+Nothing here waits on time: a mule that would sleep raises ``MuleIdle`` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from app.mule_client import Channel, MuleClient
+from forecast.registry import Registry
+from forecast.train import TrainResult
+from mules.loop import Mule
+from serving.messages import (
+    AWAKE,
+    CONTROL_WAKE,
+    NOTICE_CLAIMED,
+    Job,
+    LoadRequest,
+    Result,
+    awake_flag,
+    encode_rows,
+)
+from serving.settings import Settings
+from tests.unit.fake_uwsgi import FakeUwsgi, MuleIdle
+
+DAY = 16_161  # 2014-04-01: inside the small model's data
+
+
+@pytest.fixture
+def two_versions(registry: Registry, small_model: TrainResult) -> Registry:
+    """``registry`` with v1 (production) and v2 (the same model, registered again)."""
+    registry.register(small_model.model_text, small_model.metadata)
+    return registry
+
+
+class Worker:
+    """One worker thread's side: the real client's push and wake, and a real notice channel."""
+
+    def __init__(self, shared: FakeUwsgi, settings: Settings) -> None:
+        self.client = MuleClient(settings, shared)
+        self.channel: Channel = self.client._channel()
+        self.channel.begin()
+
+    def job(self, store: int = 1, deadline_in_s: float = 30) -> Job:
+        rows = encode_rows([DAY], [store], [1])
+        return Job(self.channel.new_job_id(), self.channel.address, time.time() + deadline_in_s, rows)
+
+    def send(self, job: Job) -> None:
+        """What MuleClient.predict does with a job: push it, then wake a sleeping mule."""
+        self.client._push(job)
+        self.client._wake(1)
+
+
+def settings_for(registry: Registry, **overrides: int) -> Settings:
+    return Settings(registry_dir=registry.root, metrics_enabled=False, mules=1, queue_slots=16, **overrides)
+
+
+@pytest.fixture
+def shared() -> FakeUwsgi:
+    return FakeUwsgi(mules=1)
+
+
+@pytest.fixture
+def mule(registry: Registry, shared: FakeUwsgi) -> Iterator[Mule]:
+    mule = Mule(settings_for(registry), shared.mule(1))
+    mule.start()  # loads production, drains the empty queue, goes to sleep
+    yield mule
+    mule.notices.close()
+
+
+@pytest.fixture
+def worker(shared: FakeUwsgi, registry: Registry) -> Iterator[Worker]:
+    worker = Worker(shared, settings_for(registry))
+    yield worker
+    worker.channel.close()
+
+
+def result(shared: FakeUwsgi, job_id: bytes) -> Result:
+    return Result.decode(shared.caches["results"][job_id.hex()])
+
+
+def test_a_job_pushed_while_the_mule_decides_to_sleep_is_still_scored(
+    mule: Mule, shared: FakeUwsgi, worker: Worker
+) -> None:
+    """The worker pushes, then reads the flag; the mule clears the flag, then looks at the queue once more.
+
+    Here the push lands after the mule's last empty pull and before it clears its flag: the worker
+    reads "awake" and sends no wake-up, so only the mule's last look can find the job.
+    """
+    job = worker.job()
+    pushed: list[Job] = []
+
+    def push_at_the_worst_moment(item: bytes | None) -> None:
+        if item is None and not pushed and shared.area[awake_flag(1)] == AWAKE:
+            pushed.append(job)
+            worker.send(job)
+
+    shared.after_pull = push_at_the_worst_moment
+    shared.mule_msg(CONTROL_WAKE, 1)
+    mule.step()
+    assert pushed == [job]
+    assert shared.inboxes[1].empty(), "the flag read 'awake': no wake-up was sent"
+    assert result(shared, job.id).ok
+    assert shared.queued() == 0
+    with pytest.raises(MuleIdle):  # and the mule then sleeps with nothing left behind
+        mule.step()
+
+
+def test_a_reload_met_while_draining_is_served_before_the_rest_of_the_queue(
+    two_versions: Registry, shared: FakeUwsgi
+) -> None:
+    settings = settings_for(two_versions, mule_batch_rows=1)
+    mule = Mule(settings, shared.mule(1))
+    mule.start()
+    worker = Worker(shared, settings)
+    jobs = [worker.job(store) for store in (1, 2, 3)]
+    for job in jobs:
+        worker.send(job)
+    reload = LoadRequest(worker.channel.new_job_id(), worker.channel.address, "v2", time.time() + 30)
+    shared.mule_msg(reload.encode(), 1)  # behind the wake-up the first push sent
+    mule.step()  # drains: the first batch (one job) is scored, then the reload is met and kept
+    assert [job.id.hex() in shared.caches["results"] for job in jobs] == [True, False, False]
+    mule.step()  # the reload: load v2, answer it, then drain the rest with v2
+    assert result(shared, reload.job_id).ok
+    assert [result(shared, job.id).model_version for job in jobs] == ["v1", "v2", "v2"]
+    mule.notices.close()
+    worker.channel.close()
+
+
+def test_jobs_whose_deadline_passed_are_claimed_and_dropped_unscored(
+    mule: Mule, shared: FakeUwsgi, worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    expired, fresh = worker.job(deadline_in_s=-1), worker.job()
+    worker.send(expired)
+    worker.send(fresh)
+    with caplog.at_level(logging.WARNING, logger="mules"):
+        mule.step()
+    assert expired.id.hex() not in shared.caches["results"]
+    assert result(shared, fresh.id).ok
+    claims = {notice.job_id for notice in worker.channel.received_claims() if notice.kind == NOTICE_CLAIMED}
+    assert claims == {expired.id, fresh.id}  # its worker learns who held it, and stops waiting at its deadline
+    assert [r.message for r in caplog.records] == [
+        f"mule 1 dropped job {expired.key}: deadline passed before it was scored"
+    ]
+
+
+class WatchingPredictor:
+    """Records the user harakiri armed while it predicts (and fails when asked)."""
+
+    def __init__(self, mule: Mule, fail: bool) -> None:
+        self.mule, self.fail = mule, fail
+        self.version = "v1"
+        self.armed: list[int] = []
+
+    def predict(self, rows: object) -> np.ndarray:
+        self.armed.append(self.mule.uwsgi.harakiri)
+        if self.fail:
+            raise RuntimeError("boom")
+        return np.ones(1)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_predict_call_runs_under_harakiri_and_disarms_it_after(
+    mule: Mule, shared: FakeUwsgi, worker: Worker, fail: bool
+) -> None:
+    """A predict call that hangs longer than FORECAST_MULE_HARAKIRI_S gets the mule killed and respawned."""
+    predictor = WatchingPredictor(mule, fail)
+    mule.predictor = predictor  # type: ignore[assignment]
+    job = worker.job()
+    worker.send(job)
+    mule.step()
+    assert predictor.armed == [mule.settings.mule_harakiri_s]
+    assert mule.uwsgi.harakiri == 0
+    assert result(shared, job.id).ok is not fail
