@@ -49,6 +49,16 @@ def cannon(url: str, connections: int, seconds: float, samples: bool = False) ->
     return result
 
 
+def cannon_in_background(
+    url: str, connections: int, seconds: float, daemon: bool = False
+) -> tuple[threading.Thread, dict[str, Any]]:
+    """Start :func:`cannon` (with per-response samples) in a thread; the dict holds its result once it ends."""
+    result: dict[str, Any] = {}
+    loader = threading.Thread(target=lambda: result.update(cannon(url, connections, seconds, True)), daemon=daemon)
+    loader.start()
+    return loader, result
+
+
 def openloop(url: str, rate: float, seconds: float) -> dict[str, Any]:
     options = {"url": url, "rate": rate, "duration": seconds}
     command = [sys.executable, str(OPENLOOP), json.dumps(options)]
@@ -56,18 +66,34 @@ def openloop(url: str, rate: float, seconds: float) -> dict[str, Any]:
     return result
 
 
+def answered_2xx(statuses: dict[str, int]) -> int:
+    """How many answers had a 2xx status (``statuses``: count per status code, as the load tools give it)."""
+    return sum(count for status, count in statuses.items() if status.startswith("2"))
+
+
+def answered_non_2xx(statuses: dict[str, int]) -> int:
+    """How many answers had another status than 2xx."""
+    return sum(count for status, count in statuses.items() if not status.startswith("2"))
+
+
+def failed_requests(run: dict[str, Any]) -> int:
+    """Requests of a load run that did not get a 2xx answer: other statuses plus transport errors."""
+    return answered_non_2xx(run["statuses"]) + int(run["errors"])
+
+
 def ok_rps(run: dict[str, Any]) -> float:
     """Answers with a 2xx status per second (fast 503s are not throughput)."""
-    return sum(v for k, v in run["statuses"].items() if k.startswith("2")) / max(run["seconds"], 1e-9)
+    return answered_2xx(run["statuses"]) / max(float(run["seconds"]), 1e-9)
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians over repeated load runs: 2xx req/s, latency percentiles, non-2xx answers."""
     return {
         "rps": statistics.median(ok_rps(r) for r in runs),
         "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in runs),
         "p90_ms": statistics.median(r["latency_ms"]["p90"] for r in runs),
         "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in runs),
-        "non2xx": statistics.median(sum(v for k, v in r["statuses"].items() if not k.startswith("2")) for r in runs),
+        "non2xx": statistics.median(answered_non_2xx(r["statuses"]) for r in runs),
     }
 
 
@@ -151,7 +177,7 @@ def overload(system: System, profile: Profile, capacity_rps: float) -> dict[str,
     result = openloop(system.url, rate, profile.overload_seconds)
     ended = time.perf_counter()
     recovered = time_to_recover(system)
-    answered = sum(v for k, v in result["statuses"].items() if k.startswith("2"))
+    answered = answered_2xx(result["statuses"])
     return {
         "offered_rps": rate,
         "seconds": profile.overload_seconds,
@@ -184,37 +210,53 @@ def time_to_recover(system: System, limit_s: float = 60) -> float | None:
 
 
 def fault(system: System, profile: Profile) -> dict[str, Any]:
-    kills: list[dict[str, Any]] = []
-    result: dict[str, Any] = {}
-    loader = threading.Thread(
-        target=lambda: result.update(cannon(system.url, 16, profile.fault_seconds, True)), daemon=True
-    )
+    """SIGKILL a serving process every 5 s under 16-connection load: kills, failures, recovery times."""
     started = time.perf_counter()
-    loader.start()
-    next_kill = started + 2
-    while loader.is_alive():
-        now = time.perf_counter()
-        if now >= next_kill and now < started + profile.fault_seconds - 2:
-            pids = system.serving_pids()
-            if pids:
-                victim = pids[0]
-                kill(victim)
-                kills.append({"at_s": round(now - started, 2), "pid": victim, "count_before": len(pids)})
-                threading.Thread(target=_watch_recovery, args=(system, kills[-1], now, len(pids)), daemon=True).start()
-            next_kill = now + 5
-        time.sleep(0.05)
+    loader, result = cannon_in_background(system.url, 16, profile.fault_seconds, daemon=True)
+    kills = kill_while_loaded(system, loader, started, last_kill_at=started + profile.fault_seconds - 2)
     loader.join()
     time.sleep(0.5)
-    failed = sum(v for k, v in result["statuses"].items() if not k.startswith("2")) + result["errors"]
     recoveries = [k["recover_s"] for k in kills if k.get("recover_s") is not None]
     return {
         "kills": kills,
         "requests": result["requests"],
-        "failed": failed,
+        "failed": failed_requests(result),
         "statuses": result["statuses"],
         "max_recover_s": max(recoveries) if recoveries else None,
         "timeline": timeline(result.get("samples", [])),
     }
+
+
+def kill_while_loaded(
+    system: System, loader: threading.Thread, started: float, last_kill_at: float
+) -> list[dict[str, Any]]:
+    """While ``loader`` runs, kill a serving process 2 s after ``started``, then every 5 s until ``last_kill_at``.
+
+    Returns the kill records; each gets its ``recover_s`` from its watcher thread (in place, also later).
+    """
+    kills: list[dict[str, Any]] = []
+    next_kill = started + 2
+    while loader.is_alive():
+        now = time.perf_counter()
+        if now >= next_kill and now < last_kill_at:
+            record = kill_one_serving(system, started, now)
+            if record is not None:
+                kills.append(record)
+            next_kill = now + 5
+        time.sleep(0.05)
+    return kills
+
+
+def kill_one_serving(system: System, started: float, now: float) -> dict[str, Any] | None:
+    """SIGKILL the first serving process and watch for its replacement; its record, or None if none serves."""
+    pids = system.serving_pids()
+    if not pids:
+        return None
+    victim = pids[0]
+    kill(victim)
+    record: dict[str, Any] = {"at_s": round(now - started, 2), "pid": victim, "count_before": len(pids)}
+    threading.Thread(target=_watch_recovery, args=(system, record, now, len(pids)), daemon=True).start()
+    return record
 
 
 def timeline(samples: list[list[float]], width_ms: int = 250) -> list[list[float]]:
@@ -251,46 +293,85 @@ def _watch_recovery(system: System, kill_record: dict[str, Any], killed_at: floa
 
 
 def reload_under_load(system: System, profile: Profile, registry: Path) -> dict[str, Any]:
+    """Promote a new version and call ``/reload`` under 16-connection load: failures, and when it took over."""
     reg = Registry(registry)
-    old = reg.resolve("production")
-    metadata = reg.metadata(old)
-    text = (reg.versions_dir / old / "model.txt").read_text()
-    new = reg.register(text, {k: v for k, v in metadata.items() if k not in ("version", "checksum")})
-    result: dict[str, Any] = {}
-    probes: list[tuple[float, int, str]] = []
-    stop = threading.Event()
-
-    def probe() -> None:
-        while not stop.is_set():
-            status, body = post(system.url, {"date": "2018-01-21", "store": 10, "item": 23}, timeout=10)
-            probes.append((time.perf_counter(), status, body.get("model_version", "") if body else ""))
-            time.sleep(0.02)
-
-    loader = threading.Thread(target=lambda: result.update(cannon(system.url, 16, profile.reload_seconds, True)))
-    prober = threading.Thread(target=probe)
+    old, new = register_same_model(reg)
     started = time.perf_counter()
-    loader.start()
-    prober.start()
+    loader, load = cannon_in_background(system.url, 16, profile.reload_seconds)
+    probe = VersionProbe(system.url)
+    probe.start()
     time.sleep(2)
     reg.promote(new)
     reload_started = time.perf_counter()
     reload_seconds = system.reload()
     loader.join()
-    stop.set()
-    prober.join()
-    last_old = max((t for t, _, version in probes if version == old and t >= reload_started), default=reload_started)
-    failed = sum(v for k, v in result["statuses"].items() if not k.startswith("2")) + result["errors"]
-    return {
-        "from_version": old,
-        "to_version": new,
-        "reload_call_s": round(reload_seconds, 3),
-        "all_new_after_s": round(last_old - reload_started, 3),
-        "reload_at_s": round(reload_started - started, 3),
-        "requests": result["requests"],
-        "failed": failed + sum(1 for _, status, _ in probes if status != 200),
-        "probe_versions_after": sorted({v for t, _, v in probes if t > last_old}),
-        "timeline": timeline(result.get("samples", [])),
-    }
+    probes = probe.stop()
+    return ReloadRun(old, new, started, reload_started, reload_seconds, load, probes).summary()
+
+
+def register_same_model(reg: Registry) -> tuple[str, str]:
+    """Register the production model again (same trees) as a new version: (production's version, the new one)."""
+    old = reg.resolve("production")
+    metadata = reg.metadata(old)
+    text = (reg.versions_dir / old / "model.txt").read_text()
+    new = reg.register(text, {k: v for k, v in metadata.items() if k not in ("version", "checksum")})
+    return old, new
+
+
+class VersionProbe:
+    """A thread asking for one prediction every 20 ms until stopped; notes (when, status, model version)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.probes: list[tuple[float, int, str]] = []  # (time.perf_counter(), status, "" if none)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> list[tuple[float, int, str]]:
+        """Stop the thread; every probe it made."""
+        self._stop.set()
+        self._thread.join()
+        return self.probes
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status, body = post(self.url, {"date": "2018-01-21", "store": 10, "item": 23}, timeout=10)
+            self.probes.append((time.perf_counter(), status, body.get("model_version", "") if body else ""))
+            time.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class ReloadRun:
+    """What the reload scenario saw; times are ``time.perf_counter()`` seconds."""
+
+    old: str  # the version before
+    new: str  # the version promoted
+    started: float  # when the load started
+    reload_started: float  # when /reload was called, after the promotion
+    reload_seconds: float  # how long the /reload call took
+    load: dict[str, Any]  # autocannon's result, with samples
+    probes: list[tuple[float, int, str]]  # VersionProbe's
+
+    def summary(self) -> dict[str, Any]:
+        """The scenario's JSON record: the switch's timing, requests and failures (load and probes)."""
+        last_old = max(
+            (t for t, _, version in self.probes if version == self.old and t >= self.reload_started),
+            default=self.reload_started,
+        )
+        return {
+            "from_version": self.old,
+            "to_version": self.new,
+            "reload_call_s": round(self.reload_seconds, 3),
+            "all_new_after_s": round(last_old - self.reload_started, 3),
+            "reload_at_s": round(self.reload_started - self.started, 3),
+            "requests": self.load["requests"],
+            "failed": failed_requests(self.load) + sum(1 for _, status, _ in self.probes if status != 200),
+            "probe_versions_after": sorted({v for t, _, v in self.probes if t > last_old}),
+            "timeline": timeline(self.load.get("samples", [])),
+        }
 
 
 # -- 6. cold start and memory ------------------------------------------------------------------------------
