@@ -30,8 +30,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -40,6 +41,10 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, StrictInt
 from ray import serve
+
+if TYPE_CHECKING:
+    from forecast.features import Rows
+    from forecast.model import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]  # /work/main: the `forecast` package
 if str(ROOT) not in sys.path:
@@ -65,7 +70,8 @@ def _bind_internal_grpc_to_loopback() -> None:
     def add_port_loopback(server: Any, address: str) -> int:
         if address.startswith("[::]:"):
             address = "127.0.0.1:" + address[len("[::]:") :]
-        return original(server, address)
+        port: int = original(server, address)
+        return port
 
     add_port_loopback._loopback_only = True  # type: ignore[attr-defined]
     replica_module.add_port_to_grpc_server = add_port_loopback
@@ -85,13 +91,13 @@ def registry_dir() -> Path:
     return Path(os.environ.get("FORECAST_REGISTRY_DIR", str(ROOT / "registry")))
 
 
-def load_production() -> Any:
+def load_production() -> "Predictor":
     from forecast.registry import Registry  # imports LightGBM: only in replicas
 
     return Registry(registry_dir()).load("production")
 
 
-def make_rows(dates: Any, stores: Any, items: Any) -> Any:
+def make_rows(dates: object, stores: object, items: object) -> "Rows":
     from forecast.features import Rows
 
     return Rows.from_columns(dates, stores, items)
@@ -137,13 +143,15 @@ class ReloadBus:
 
 
 def get_bus() -> Any:
-    return ReloadBus.options(name=BUS_NAME, namespace=BUS_NAMESPACE, lifetime="detached", get_if_exists=True).remote()
+    """A handle on the reload bus actor; the first replica to ask creates it (detached: it outlives replicas)."""
+    actor_class: Any = ReloadBus  # an ActorClass since @ray.remote; mypy sees the class as written
+    return actor_class.options(name=BUS_NAME, namespace=BUS_NAMESPACE, lifetime="detached", get_if_exists=True).remote()
 
 
 class ReloadMixin:
     """Model holder shared by both configs: load in __init__, reload on a bus generation."""
 
-    predictor: Any
+    predictor: "Predictor"
     generation: int
 
     async def _init_model(self) -> None:
@@ -199,6 +207,43 @@ class ReloadMixin:
         return {"status": "Alive", "model_version": self.predictor.version}
 
 
+# --------------------------------------------------------------------------- typed decorators
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+_Self = TypeVar("_Self")
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+class Router(Protocol):
+    """The route decorators of FastAPI's app used here, typed (mypy runs where FastAPI is not installed).
+
+    Each registers the method as the handler of ``path`` and returns it unchanged.
+    """
+
+    def get(self, path: str) -> Callable[[_Handler], _Handler]: ...
+
+    def post(self, path: str, *, response_model: None = None) -> Callable[[_Handler], _Handler]: ...
+
+    def api_route(self, path: str, *, methods: list[str]) -> Callable[[_Handler], _Handler]: ...
+
+
+def batched(
+    max_batch_size: int, batch_wait_timeout_s: float
+) -> Callable[[Callable[[_Self, list[_Item]], Awaitable[list[_Result]]]], Callable[[_Self, _Item], Awaitable[_Result]]]:
+    """``serve.batch``, typed: the method is written for a list of items and returns one result per item;
+    each caller passes one item and awaits its own result (Serve gathers concurrent calls into the list)."""
+
+    def decorate(
+        method: Callable[[_Self, list[_Item]], Awaitable[list[_Result]]],
+    ) -> Callable[[_Self, _Item], Awaitable[_Result]]:
+        batch = serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
+        one_at_a_time: Callable[[_Self, _Item], Awaitable[_Result]] = batch(method)
+        return one_at_a_time
+
+    return decorate
+
+
 # --------------------------------------------------------------------------- tutorial
 
 
@@ -212,13 +257,13 @@ class Instances(BaseModel):
     instances: list[Row]
 
 
-tutorial_api = FastAPI(title=SERVICE)
+tutorial_api: Router = FastAPI(title=SERVICE)
 
 
 @serve.deployment(num_replicas=NUM_REPLICAS)  # defaults otherwise: max_ongoing_requests=5
 @serve.ingress(tutorial_api)
 class ForecastTutorial(ReloadMixin):
-    async def __init__(self) -> None:
+    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
         await self._init_model()
 
     def _predict_one(self, row: Row) -> float:
@@ -254,13 +299,13 @@ class ForecastTutorial(ReloadMixin):
             sales = self._predict_one(body)
             return {**body.model_dump(mode="json"), "sales": sales, "model_version": version}
         rows = body.instances if isinstance(body, Instances) else body
-        sales = self.predictor.predict(
+        batch_sales = self.predictor.predict(
             make_rows([r.date.isoformat() for r in rows], [r.store for r in rows], [r.item for r in rows])
         )
         return {
             "predictions": [
                 {**r.model_dump(mode="json"), "sales": float(s), "model_version": version}
-                for r, s in zip(rows, sales, strict=False)
+                for r, s in zip(rows, batch_sales, strict=False)
             ]
         }
 
@@ -306,7 +351,7 @@ def _invalid(message: str) -> Response:
     return _json({"status": 422, "code": "invalid_input", "message": message}, 422)
 
 
-tuned_api = FastAPI(title=SERVICE)
+tuned_api: Router = FastAPI(title=SERVICE)
 
 TUNED_MAX_ONGOING = int(os.environ.get("RAY_BENCH_MAX_ONGOING", "256"))
 TUNED_BATCH_SIZE = int(os.environ.get("RAY_BENCH_BATCH_SIZE", "128"))
@@ -316,14 +361,16 @@ TUNED_BATCH_WAIT_S = float(os.environ.get("RAY_BENCH_BATCH_WAIT_S", "0.003"))
 @serve.deployment(num_replicas=NUM_REPLICAS, max_ongoing_requests=TUNED_MAX_ONGOING)
 @serve.ingress(tuned_api)
 class ForecastTuned(ReloadMixin):
-    async def __init__(self) -> None:
+    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
         await self._init_model()
 
-    @serve.batch(max_batch_size=TUNED_BATCH_SIZE, batch_wait_timeout_s=TUNED_BATCH_WAIT_S)
+    @batched(max_batch_size=TUNED_BATCH_SIZE, batch_wait_timeout_s=TUNED_BATCH_WAIT_S)
     async def _predict_rows(self, rows: list[tuple[np.datetime64, int, int]]) -> list[float]:
         dates, stores, items = zip(*rows, strict=False)
-        sales = self.predictor.predict(make_rows(np.array(dates, dtype="datetime64[D]"), stores, items))
-        return sales.tolist()
+        sales: list[float] = self.predictor.predict(
+            make_rows(np.array(dates, dtype="datetime64[D]"), stores, items)
+        ).tolist()
+        return sales
 
     @tuned_api.get("/")
     async def root(self) -> Response:
@@ -339,42 +386,61 @@ class ForecastTuned(ReloadMixin):
 
     @tuned_api.post("/predict")
     async def predict(self, request: Request) -> Response:
+        """A row, a list of rows, ``{"instances": [...]}`` or the legacy query form, as the project answers them.
+
+        Single rows (and legacy ones) are batched across requests; a batch is predicted in one call.
+        Invalid rows: 422; a body that is not JSON: 400.
+        """
         raw = await request.body()
         if not raw:  # legacy query form: a bare number
-            q = request.query_params
-            try:
-                row = {"date": q["date"], "store": int(q["store"]), "item": int(q["item"])}
-                dates, stores, items = _columns([row])
-                day = _dates(dates)[0]
-            except (KeyError, ValueError) as exc:
-                return _invalid(f"legacy form needs date, store and item: {exc}")
-            return _json(await self._predict_rows((day, stores[0], items[0])))
+            return await self._predict_legacy(request.query_params)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return _json({"status": 400, "code": "malformed_json", "message": "body is not JSON"}, 400)
         try:
             if isinstance(body, dict) and "instances" not in body:
-                dates, stores, items = _columns([body])
-                day = _dates(dates)[0]
-                sales = await self._predict_rows((day, stores[0], items[0]))
-                return _json(
-                    {
-                        "date": dates[0],
-                        "store": stores[0],
-                        "item": items[0],
-                        "sales": sales,
-                        "model_version": self.predictor.version,
-                    }
-                )
-            rows = body["instances"] if isinstance(body, dict) else body
-            if not isinstance(rows, list):
-                raise InvalidInput('expected a row, a list of rows or {"instances": [...]}')
-            dates, stores, items = _columns(rows)
-            predictor = self.predictor
-            sales = predictor.predict(make_rows(_dates(dates), stores, items)).tolist()
+                return await self._predict_single(body)
+            return self._predict_batch(body)
         except InvalidInput as exc:
             return _invalid(str(exc))
+
+    async def _predict_legacy(self, query: Mapping[str, str]) -> Response:
+        """The bare number for ``?date=&store=&item=``; 422 if one is missing or invalid."""
+        try:
+            row = {"date": query["date"], "store": int(query["store"]), "item": int(query["item"])}
+            dates, stores, items = _columns([row])
+            day = _dates(dates)[0]
+        except (KeyError, ValueError) as exc:
+            return _invalid(f"legacy form needs date, store and item: {exc}")
+        return _json(await self._predict_rows((day, stores[0], items[0])))
+
+    async def _predict_single(self, body: dict[str, Any]) -> Response:
+        """One forecast object for one row. Raises :class:`InvalidInput`."""
+        dates, stores, items = _columns([body])
+        day = _dates(dates)[0]
+        sales = await self._predict_rows((day, stores[0], items[0]))
+        return _json(
+            {
+                "date": dates[0],
+                "store": stores[0],
+                "item": items[0],
+                "sales": sales,
+                "model_version": self.predictor.version,
+            }
+        )
+
+    def _predict_batch(self, body: object) -> Response:
+        """``{"predictions": [...]}``, in order, for a list of rows or ``{"instances": [...]}``.
+
+        Raises :class:`InvalidInput`.
+        """
+        rows = body["instances"] if isinstance(body, dict) else body
+        if not isinstance(rows, list):
+            raise InvalidInput('expected a row, a list of rows or {"instances": [...]}')
+        dates, stores, items = _columns(rows)
+        predictor = self.predictor
+        sales = predictor.predict(make_rows(_dates(dates), stores, items)).tolist()
         version = predictor.version
         return _json(
             {
@@ -387,11 +453,12 @@ class ForecastTuned(ReloadMixin):
 
 
 def build(config: str, logging_config: dict[str, Any] | None = None) -> Any:
+    """The Serve application of ``config`` (tutorial|tuned), its deployment named ``DEPLOYMENT``."""
     options: dict[str, Any] = {"name": DEPLOYMENT}
     if logging_config:
         options["logging_config"] = logging_config
-    if config == "tutorial":
-        return ForecastTutorial.options(**options).bind()
-    if config == "tuned":
-        return ForecastTuned.options(**options).bind()
-    raise ValueError(f"unknown config {config!r} (tutorial|tuned)")
+    # Deployments since @serve.deployment; mypy sees the classes as written.
+    deployments: dict[str, Any] = {"tutorial": ForecastTutorial, "tuned": ForecastTuned}
+    if config not in deployments:
+        raise ValueError(f"unknown config {config!r} (tutorial|tuned)")
+    return deployments[config].options(**options).bind()

@@ -3,7 +3,8 @@
     benchmarks/.venv-ray/bin/python benchmarks/ray_serve/server.py --config tutorial|tuned --port P \
         [--registry DIR] [--throughput-optimized | --no-throughput-optimized]
 
-Starts a private single-node Ray cluster (127.0.0.1 only, no dashboard, 2 CPUs), Serve's HTTP proxy
+Runs in Ray's venv, as a child of the harness (``stack.RayStack``). Starts a private single-node
+Ray cluster (127.0.0.1 only, no dashboard, 2 CPUs), Serve's HTTP proxy
 on 127.0.0.1:P and the `forecast` application (app.py), waits until GET /status answers 200, then
 prints ``READY http://127.0.0.1:P`` (and ``STARTUP_S <seconds>``) and blocks. SIGTERM or SIGINT:
 serve.shutdown(), ray.shutdown() (which stops the raylet, GCS and every worker it started), exit 0.
@@ -18,22 +19,45 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Literal
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How Ray runs: throughput-optimized Serve, the workers' niceness (None: Ray's 15), quiet logs."""
+
+    throughput_optimized: bool
+    worker_niceness: int | None
+    quiet: bool
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Settings:
+        """The config's defaults, overridden by the flags given."""
+        defaults = DEFAULTS[args.config]
+        return cls(
+            defaults.throughput_optimized if args.throughput_optimized is None else args.throughput_optimized,
+            defaults.worker_niceness if args.worker_niceness is None else args.worker_niceness,
+            defaults.quiet if args.quiet is None else args.quiet,
+        )
+
 
 # Defaults per config (see README "Tuning"). tutorial: Ray's defaults, as `serve run` gives them
 # (worker niceness 15, access logs on, logs streamed to the driver). tuned: workers at niceness 0
 # like every other process on the box, no per-request access log, logs only to files.
 # RAY_SERVE_THROUGHPUT_OPTIMIZED is kept only if measured better.
 DEFAULTS = {
-    "tutorial": {"throughput_optimized": False, "worker_niceness": None, "quiet": False},
-    "tuned": {"throughput_optimized": True, "worker_niceness": 0, "quiet": True},
+    "tutorial": Settings(throughput_optimized=False, worker_niceness=None, quiet=False),
+    "tuned": Settings(throughput_optimized=True, worker_niceness=0, quiet=True),
 }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=("tutorial", "tuned"), required=True)
     parser.add_argument("--port", type=int, default=8000)
@@ -57,12 +81,14 @@ def main() -> int:
         help="no access log, WARNING level, no log streaming to the driver (default per config)",
     )
     parser.add_argument("--ready-timeout", type=float, default=180.0)
-    args = parser.parse_args()
-    started = time.monotonic()
+    return parser.parse_args()
 
-    registry = args.registry or Path(os.environ.get("FORECAST_REGISTRY_DIR", str(ROOT / "registry")))
-    # Everything below must be in the environment before Ray starts: the raylet and every worker
-    # inherit it (simpler and cheaper than a runtime_env).
+
+def prepare_environment(registry: Path, settings: Settings) -> None:
+    """Set what Ray's processes read from the environment; call before the first ``import ray``.
+
+    The raylet and every worker inherit it (simpler and cheaper than a runtime_env).
+    """
     os.environ["FORECAST_REGISTRY_DIR"] = str(registry.resolve())
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
@@ -70,13 +96,9 @@ def main() -> int:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # else internal traffic uses the host's address
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage report to the Internet
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    defaults = DEFAULTS[args.config]
-    throughput = defaults["throughput_optimized"] if args.throughput_optimized is None else args.throughput_optimized
-    niceness = defaults["worker_niceness"] if args.worker_niceness is None else args.worker_niceness
-    quiet = defaults["quiet"] if args.quiet is None else args.quiet
-    if niceness is not None:
-        os.environ["RAY_worker_niceness"] = str(niceness)  # noqa: SIM112  (Ray reads this exact name)
-    if throughput:
+    if settings.worker_niceness is not None:
+        os.environ["RAY_worker_niceness"] = str(settings.worker_niceness)  # noqa: SIM112  (Ray reads this exact name)
+    if settings.throughput_optimized:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         # It turns on direct ingress, whose replicas drain for 30 s on shutdown: too long here.
         os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
@@ -84,84 +106,120 @@ def main() -> int:
         os.environ.pop("RAY_SERVE_THROUGHPUT_OPTIMIZED", None)
     sys.path.insert(0, str(ROOT))
 
-    import ray
-    from ray import serve
 
-    # Imported as `benchmarks.ray_serve.app` (a namespace package under ROOT): a bare `app` would
-    # clash with the project's own `app` package in the Ray workers, which have ROOT on sys.path.
-    from benchmarks.ray_serve import app as forecast_app
-    from benchmarks.ray_serve.stack import descendants, kill_pids
+class StopSignal:
+    """Notes SIGTERM and SIGINT instead of exiting, so the main loop can shut Ray down in order."""
 
-    stopping = {"flag": False}
+    def __init__(self) -> None:
+        self.received = False
 
-    def on_signal(signum: int, _frame: object) -> None:
-        stopping["flag"] = True
+    def install(self) -> None:
+        """(Re)install the handlers: ray.init() installs its own SIGTERM handler (sys.exit)."""
+        signal.signal(signal.SIGTERM, self._note)
+        signal.signal(signal.SIGINT, self._note)
 
-    def install_handlers() -> None:
-        # ray.init() installs its own SIGTERM handler (sys.exit): ours goes on after it.
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+    def _note(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = True
 
-    install_handlers()
 
-    url = f"http://127.0.0.1:{args.port}"
-    code = 0
-    try:
-        ray.init(
+class ForecastCluster:
+    """The private Ray cluster with Serve's proxy and the forecast app.
+
+    Create it after :func:`prepare_environment`: it imports Ray, which reads the environment.
+    """
+
+    def __init__(self) -> None:
+        import ray
+        from ray import serve
+
+        self.ray, self.serve = ray, serve
+
+    def start(self, args: argparse.Namespace, settings: Settings, stop: StopSignal) -> None:
+        """Start Ray, Serve's proxy on 127.0.0.1:``args.port`` and the app (without waiting for it)."""
+        # Imported as `benchmarks.ray_serve.app` (a namespace package under ROOT): a bare `app` would
+        # clash with the project's own `app` package in the Ray workers, which have ROOT on sys.path.
+        from benchmarks.ray_serve import app as forecast_app
+
+        self.ray.init(
             _node_ip_address="127.0.0.1",
             include_dashboard=False,
             num_cpus=args.num_cpus,
             namespace=forecast_app.BUS_NAMESPACE,
             logging_level="WARNING",
-            log_to_driver=not quiet,
+            log_to_driver=not settings.quiet,
         )
-        install_handlers()
-        logging_config = {"enable_access_log": False, "log_level": "WARNING"} if quiet else None
-        serve.start(http_options={"host": "127.0.0.1", "port": args.port}, logging_config=logging_config)
+        stop.install()
+        logging_config = {"enable_access_log": False, "log_level": "WARNING"} if settings.quiet else None
+        self.serve.start(http_options={"host": "127.0.0.1", "port": args.port}, logging_config=logging_config)
+        niceness = settings.worker_niceness if settings.worker_niceness is not None else "ray-default"
         print(
-            f"CONFIG {args.config} throughput_optimized={throughput} worker_niceness="
-            f"{niceness if niceness is not None else 'ray-default'} quiet={quiet}",
+            f"CONFIG {args.config} throughput_optimized={settings.throughput_optimized} "
+            f"worker_niceness={niceness} quiet={settings.quiet}",
             flush=True,
         )
-        serve.run(
-            forecast_app.build(args.config, logging_config),
-            name=forecast_app.APP_NAME,
-            route_prefix="/",
-            blocking=False,
-        )
-        deadline = time.monotonic() + args.ready_timeout
-        while not stopping["flag"]:
-            try:
-                with urllib.request.urlopen(url + "/status", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                print(f"NOT READY after {args.ready_timeout:.0f}s", flush=True)
-                code = 1
-                stopping["flag"] = True
-                break
-            time.sleep(0.2)
-        if not stopping["flag"]:
-            print(f"STARTUP_S {time.monotonic() - started:.2f}", flush=True)
-            print(f"READY {url}", flush=True)
-        while not stopping["flag"]:
-            time.sleep(0.2)
-    finally:
+        app = forecast_app.build(args.config, logging_config)
+        self.serve.run(app, name=forecast_app.APP_NAME, route_prefix="/", blocking=False)
+
+    def shut_down(self) -> None:
+        """Stop Serve, Ray, and any process of ours that outlived them; signals are ignored from here on."""
+        from benchmarks.ray_serve.stack import descendants, kill_pids
+
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         tree = descendants(os.getpid(), include_root=False)
         try:
-            serve.shutdown()
+            self.serve.shutdown()
         except Exception as exc:  # keep going: ray.shutdown still has to run
             print(f"serve.shutdown failed: {exc!r}", flush=True)
-        ray.shutdown()
+        self.ray.shutdown()
         # ray.shutdown() stops the GCS and raylet it started, but the raylet's agents
         # (DashboardAgent, RuntimeEnvAgent) can outlive it, re-parented to init: end them too.
         forced = kill_pids(sorted(set(tree) | set(descendants(os.getpid(), include_root=False))), grace_s=5.0)
         print(f"STOPPED (forced {len(forced)} leftover pids: {forced})", flush=True)
-    return code
+
+
+def wait_ready(url: str, timeout_s: float, stop: StopSignal) -> Literal["ready", "stopped", "timed out"]:
+    """Poll GET /status until it answers 200, a stop signal comes, or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.received:
+        try:
+            with urllib.request.urlopen(url + "/status", timeout=2) as response:
+                if response.status == 200:
+                    return "ready"
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            print(f"NOT READY after {timeout_s:.0f}s", flush=True)
+            return "timed out"
+        time.sleep(0.2)
+    return "stopped"
+
+
+def main() -> int:
+    """Serve until SIGTERM or SIGINT (exit 0); exit 1 if the app was not ready in time."""
+    args = parse_args()
+    started = time.monotonic()
+    settings = Settings.of(args)
+    prepare_environment(
+        args.registry or Path(os.environ.get("FORECAST_REGISTRY_DIR", str(ROOT / "registry"))), settings
+    )
+    cluster = ForecastCluster()
+    stop = StopSignal()
+    stop.install()
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        cluster.start(args, settings, stop)
+        readiness = wait_ready(url, args.ready_timeout, stop)
+        if readiness == "timed out":
+            return 1
+        if readiness == "ready":
+            print(f"STARTUP_S {time.monotonic() - started:.2f}", flush=True)
+            print(f"READY {url}", flush=True)
+        while not stop.received:
+            time.sleep(0.2)
+    finally:
+        cluster.shut_down()
+    return 0
 
 
 if __name__ == "__main__":
