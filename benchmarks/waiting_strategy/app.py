@@ -14,7 +14,7 @@ _tls = threading.local()
 _ctr = itertools.count()
 
 
-def _sock():
+def _sock() -> tuple[socket.socket, str]:
     s = getattr(_tls, "s", None)
     if s is None:
         name = "pr_%d_%d" % (os.getpid(), threading.get_ident())
@@ -28,12 +28,12 @@ PAYLOAD = ",".join(str(i) for i in range(20))
 
 
 @app.route("/hello")
-def hello():
+def hello() -> str:
     return "hello"
 
 
 @app.route("/a")
-def poll():
+def poll() -> bytes | tuple[str, int]:
     jid = "%d-%d" % (os.getpid(), next(_ctr))
     if not uwsgi.queue_push(("{}|-|{}".format(jid, request.args.get("d", "0") + ";" + PAYLOAD)).encode()):
         return "push failed", 500
@@ -41,7 +41,7 @@ def poll():
     deadline = time.monotonic() + 5
     d = 50e-6
     while True:
-        r = uwsgi.cache_get(jid, CACHE)
+        r: bytes | None = uwsgi.cache_get(jid, CACHE)
         if r is not None:
             uwsgi.cache_del(jid, CACHE)
             return r
@@ -52,7 +52,7 @@ def poll():
 
 
 @app.route("/b")
-def dgram():
+def dgram() -> bytes | tuple[str, int]:
     s, name = _sock()
     s.setblocking(False)  # drain stale wake-ups
     try:
@@ -66,7 +66,7 @@ def dgram():
     uwsgi.mule_msg(b"w")  # False = shared mule socket full => wake-ups already pending; job is queued anyway
     deadline = time.monotonic() + 5
     while True:
-        r = uwsgi.cache_get(jid, CACHE)
+        r: bytes | None = uwsgi.cache_get(jid, CACHE)
         if r is not None:
             uwsgi.cache_del(jid, CACHE)
             return r

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 port, path = int(sys.argv[1]), sys.argv[2]
@@ -16,12 +17,12 @@ TCK = os.sysconf("SC_CLK_TCK")
 master = int(Path(pidfile).read_text())
 
 
-def pids():
+def pids() -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
     return [master] + [int(p) for p in out]
 
 
-def cpu(extra=()):
+def cpu(extra: Iterable[int] = ()) -> float:
     t = 0
     for p in list(pids()) + list(extra):
         try:
@@ -51,7 +52,7 @@ c1 = cpu()
 lat.sort()
 
 
-def q(p):
+def q(p: float) -> float:
     return lat[int(p * (len(lat) - 1))] * 1e6
 
 
@@ -67,9 +68,13 @@ o = subprocess.run(
     text=True,
 ).stdout
 c1 = cpu()
-reqs = int(re.search(r"(\d+) requests in", o).group(1))
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", o).group(1))
-lat = dict(re.findall(r"\s+(50|99)%\s+(\S+)", o))
+m_reqs = re.search(r"(\d+) requests in", o)
+m_rps = re.search(r"Requests/sec:\s+([\d.]+)", o)
+assert m_reqs, o
+assert m_rps, o
+reqs = int(m_reqs.group(1))
+rps = float(m_rps.group(1))
+wrk_lat = dict(re.findall(r"\s+(50|99)%\s+(\S+)", o))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", o)
 errs = re.search(r"Socket errors.*", o)
 print(
@@ -79,8 +84,8 @@ print(
         path,
         reqs,
         rps,
-        lat.get("50"),
-        lat.get("99"),
+        wrk_lat.get("50"),
+        wrk_lat.get("99"),
         (c1 - c0) / reqs * 1000,
         non2xx.group(1) if non2xx else 0,
         errs.group(0) if errs else "",

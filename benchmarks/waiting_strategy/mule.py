@@ -9,7 +9,7 @@ out.setblocking(False)
 st = [0, 0, 0, time.time()]  # wakes, extra wake-ups drained, jobs
 
 
-def stat():
+def stat() -> None:
     if time.time() - st[3] > 2:
         print("MULESTAT", uwsgi.mule_id(), "wakes", st[0], "drained", st[1], "jobs", st[2], flush=True)
         st[3] = time.time()
