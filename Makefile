@@ -26,9 +26,8 @@ bench-smoke: venv system-deps bench-deps  ## every scenario for every system, sh
 	$(PY) -m benchmarks.run --smoke
 	$(PY) -m benchmarks.check benchmarks/results/smoke.json
 
-# Ray Serve in its own venv, autocannon from npm, matplotlib for the plots.
+# Ray Serve in its own venv, autocannon from npm (matplotlib, for the plots, is a dev requirement).
 bench-deps: venv
-	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
 	cd benchmarks/load && npm ci --silent --no-audit --no-fund
 	bash benchmarks/ray_serve/install.sh
 

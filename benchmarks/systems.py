@@ -107,15 +107,23 @@ class System:
         return time.perf_counter() - started
 
 
+class ConstantStack(Stack):
+    """The floor's stack: uWSGI answering a constant, with no mules to match FORECAST_MULES against."""
+
+    def check_config(self) -> None:
+        return
+
+
 @dataclass
 class UwsgiSystem(System):
     ini: Path | None = None
+    stack_class: type[Stack] = Stack
     stack: Stack | None = None
 
     def start(self) -> None:
         env = {"FORECAST_REGISTRY_DIR": str(self.registry)}
         ini = self.ini or (HERE.parent / "uwsgi.ini")
-        self.stack = Stack(self.scratch / f"run-{self.name}", self.port, env, ini=ini)
+        self.stack = self.stack_class(self.scratch / f"run-{self.name}", self.port, env, ini=ini)
         self.stack.start()
 
     def wait_ready(self) -> None:
@@ -203,6 +211,7 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             description="nginx + uWSGI 4 workers x 16 threads answering a constant (no Flask, no model)",
             kind="floor",
             ini=HERE / "floor" / "uwsgi.ini",
+            stack_class=ConstantStack,
         ),
     }
     return [catalogue[name] for name in names]

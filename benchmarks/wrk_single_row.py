@@ -2,17 +2,20 @@
 
     .venv/bin/python benchmarks/wrk_single_row.py [--seconds 10] [--repeats 3]
     .venv/bin/python benchmarks/wrk_single_row.py --variant no-metrics:FORECAST_METRICS_ENABLED=false
+    .venv/bin/python benchmarks/wrk_single_row.py --checkout before:/tmp/checkout-of-the-old-commit
 
 Starts nginx + uWSGI + mules with the launcher on a free port (the registry's production model),
 warms up, runs wrk with benchmarks/wrk/predict.lua (10,000 distinct rows), prints each run and
 the median per connection count as a Markdown table, and stops the stack. Each ``--variant
-NAME:VAR=VALUE[,VAR=VALUE]`` starts another stack beside the default one; runs alternate between
-the stacks (default, variant, default, ...) so every configuration sees the same machine noise,
-and the table adds each variant's throughput relative to the default. Each run also records the
-server's CPU time per request (the whole uWSGI tree and nginx, from /proc): on this shared VM
-throughput swings by +-20% between minutes, CPU per request much less, so it is the better
-measure of what a change costs. Needs wrk (apt-get install wrk). wrk runs on the same cores as
-the server: throughput includes its cost; CPU per request does not.
+NAME:VAR=VALUE[,VAR=VALUE]`` starts another stack of this checkout with those settings; each
+``--checkout NAME:PATH`` starts another checkout's own stack (``python -m launcher`` run in that
+directory, with this registry), to compare two versions of the code. Runs alternate between the
+stacks (default, variant, default, ...) so every configuration sees the same machine noise, and
+the table adds each one's throughput relative to the default, with paired ratios. Each run also
+records the server's CPU time per request (the whole uWSGI tree and nginx, from /proc): on this
+shared VM throughput swings by +-20% between minutes, CPU per request much less, so it is the
+better measure of what a change costs. Needs wrk (apt-get install wrk). wrk runs on the same
+cores as the server: throughput includes its cost; CPU per request does not.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,6 +43,66 @@ from launcher.stack import Stack  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "wrk" / "predict.lua"
 CONNECTIONS = (1, 8, 64)
+Run = dict[str, float]  # rps, p50, p99 (ms), non2xx, cpu_us
+
+
+class Target(Protocol):
+    """A stack to measure: where it listens, how to start and stop it, which processes are its server."""
+
+    url: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def server_pids(self) -> list[int]: ...
+
+
+class OwnStack:
+    """A stack of this checkout, with ``env`` overriding settings."""
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        self.stack = Stack(Path(tempfile.mkdtemp(prefix=f"wrk-{name}-")), free_port(), env)
+        self.url = self.stack.url
+
+    def start(self) -> None:
+        self.stack.start()
+        self.stack.wait_ready()
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+    def server_pids(self) -> list[int]:
+        assert self.stack.uwsgi is not None
+        assert self.stack.nginx is not None
+        return descendants([self.stack.uwsgi.pid, self.stack.nginx.pid])
+
+
+class OtherCheckout:
+    """Another checkout's stack: its own ``python -m launcher``, run in its directory, serving our registry."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PORT": str(self.port), "FORECAST_REGISTRY_DIR": str(ROOT / "registry")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "launcher"], cwd=self.path, env=env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_ready(self.url, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # the launcher stops nginx and uWSGI, then exits
+            self.process.wait(60)
+
+    def server_pids(self) -> list[int]:
+        assert self.process is not None
+        return [pid for pid in descendants([self.process.pid]) if pid != self.process.pid]
 
 
 def free_port() -> int:
@@ -43,53 +111,106 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
+    """Poll ``/status`` until it answers 200; raise if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the launcher exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/status", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)  # polling interval of a wait-for-condition loop
+    raise RuntimeError(f"{url} not ready after {timeout_s} s")
+
+
+def descendants(roots: list[int]) -> list[int]:
+    """``roots`` and every process below them."""
+    found, frontier = list(roots), list(roots)
+    while frontier:
+        children = subprocess.run(["pgrep", "-P", ",".join(map(str, frontier))], capture_output=True, text=True)
+        frontier = [int(pid) for pid in children.stdout.split()]
+        found += frontier
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (processes that exited meanwhile count 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def to_ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert match is not None, text
+    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
 
 
-def wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
+def field(pattern: str, out: str) -> str:
+    match = re.search(pattern, out)
+    assert match is not None, f"wrk printed no {pattern!r}:\n{out}"
+    return match.group(1)
+
+
+def wrk(url: str, connections: int, seconds: int) -> Run:
     threads = 1 if connections == 1 else 2
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(SCRIPT), url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50": to_ms(re.search(r"\s50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99": to_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "rps": float(field(r"Requests/sec:\s+([\d.]+)", out)),
+        "p50": to_ms(field(r"\s50%\s+(\S+)", out)),
+        "p99": to_ms(field(r"\s99%\s+(\S+)", out)),
         "non2xx": float(errors.group(1)) if errors else 0.0,
     }
 
 
-def server_cpu_s(stack: Stack) -> float:
-    """User + system CPU seconds used so far by the stack's uWSGI tree and nginx processes."""
-    assert stack.uwsgi is not None
-    assert stack.nginx is not None
-    pids = [stack.uwsgi.pid, stack.nginx.pid]
-    for parent in list(pids):
-        children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
-        pids += [int(child) for child in children]
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def measured_run(stack: Stack, connections: int, seconds: int) -> dict[str, float]:
-    before = server_cpu_s(stack)
-    result = wrk(stack.url, connections, seconds)
+def measured_run(target: Target, connections: int, seconds: int) -> Run:
+    pids = target.server_pids()
+    before = cpu_seconds(pids)
+    result = wrk(target.url, connections, seconds)
     requests = result["rps"] * seconds
-    result["cpu_us"] = (server_cpu_s(stack) - before) / requests * 1e6 if requests else 0.0
+    result["cpu_us"] = (cpu_seconds(pids) - before) / requests * 1e6 if requests else 0.0
     return result
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    name, _, assignments = text.partition(":")
-    return name, dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+def parse_pair(text: str) -> tuple[str, str]:
+    name, _, rest = text.partition(":")
+    return name, rest
+
+
+def targets(args: argparse.Namespace) -> dict[str, Target]:
+    found: dict[str, Target] = {"default": OwnStack("default", {})}
+    for text in args.variant:
+        name, assignments = parse_pair(text)
+        found[name] = OwnStack(name, dict(pair.split("=", 1) for pair in assignments.split(",") if pair))
+    for text in args.checkout:
+        name, path = parse_pair(text)
+        found[name] = OtherCheckout(Path(path).resolve())
+    return found
+
+
+def measure(
+    stacks: dict[str, Target], connections: list[int], seconds: int, repeats: int
+) -> dict[str, dict[int, list[Run]]]:
+    """Every stack at every connection count, ``repeats`` times, the stacks interleaved."""
+    runs: dict[str, dict[int, list[Run]]] = {name: {c: [] for c in connections} for name in stacks}
+    for repeat in range(repeats):
+        for count in connections:
+            for name, target in stacks.items():
+                result = measured_run(target, count, seconds)
+                runs[name][count].append(result)
+                print(f"run {repeat + 1} {name} c={count}: {result}", flush=True)
+    return runs
 
 
 def main() -> int:
@@ -97,59 +218,62 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE[,VAR=VALUE]")
+    parser.add_argument("--checkout", action="append", default=[], help="NAME:PATH of another checkout")
     parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 1
-    configs = [("default", {})] + [parse_variant(v) for v in args.variant]
-    stacks = {name: Stack(Path(tempfile.mkdtemp(prefix=f"wrk-{name}-")), free_port(), env) for name, env in configs}
-    runs: dict[str, dict[int, list[dict[str, float]]]] = {name: {c: [] for c in args.connections} for name in stacks}
+    stacks = targets(args)
     try:
-        for stack in stacks.values():
-            stack.start()
-            stack.wait_ready()
-            wrk(stack.url, 64, 3)  # warm-up, not reported
-        for repeat in range(args.repeats):
-            for connections in args.connections:
-                for name, stack in stacks.items():
-                    result = measured_run(stack, connections, args.seconds)
-                    runs[name][connections].append(result)
-                    print(f"run {repeat + 1} {name} c={connections}: {result}", flush=True)
+        for target in stacks.values():
+            target.start()
+            wrk(target.url, 64, 3)  # warm-up, not reported
+        runs = measure(stacks, args.connections, args.seconds, args.repeats)
     finally:
-        for stack in stacks.values():
-            stack.stop()
+        for target in stacks.values():
+            target.stop()
     print_table(runs)
     return 0
 
 
-def print_table(runs: dict[str, dict[int, list[dict[str, float]]]]) -> None:
-    print("\n| configuration | connections | req/s | vs default | server CPU µs/req | vs default | p50 ms | p99 ms "
-          "| non-2xx |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    medians = {
+def medians(runs: dict[str, dict[int, list[Run]]]) -> dict[str, dict[int, Run]]:
+    return {
         name: {c: {key: statistics.median(r[key] for r in results) for key in results[0]} for c, results in per.items()}
         for name, per in runs.items()
     }
-    for name, per in medians.items():
+
+
+def print_table(runs: dict[str, dict[int, list[Run]]]) -> None:
+    print("\n| configuration | connections | req/s | vs default | server CPU µs/req | vs default | p50 ms | p99 ms "
+          "| non-2xx |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    middle = medians(runs)
+    for name, per in middle.items():
         for connections, median in per.items():
-            ratio = median["rps"] / medians["default"][connections]["rps"]
-            cpu_ratio = median["cpu_us"] / medians["default"][connections]["cpu_us"]
+            default = middle["default"][connections]
             print(
-                f"| {name} | {connections} | {median['rps']:,.0f} | {ratio:.1%} | {median['cpu_us']:.0f} "
-                f"| {cpu_ratio:.1%} | {median['p50']:.2f} | {median['p99']:.2f} | {median['non2xx']:.0f} |"
+                f"| {name} | {connections} | {median['rps']:,.0f} | {median['rps'] / default['rps']:.1%} "
+                f"| {median['cpu_us']:.0f} | {median['cpu_us'] / default['cpu_us']:.1%} | {median['p50']:.2f} "
+                f"| {median['p99']:.2f} | {median['non2xx']:.0f} |"
             )
-    # Runs alternate, so run i of a variant and run i of the default saw the same machine: their
-    # ratio is the fairest comparison on a noisy VM.
+    print_pairs(runs)
+
+
+def print_pairs(runs: dict[str, dict[int, list[Run]]]) -> None:
+    """Runs alternate, so run i of a configuration and run i of the default saw the same machine:
+    their ratio is the fairest comparison on a noisy VM."""
     for name, per in runs.items():
         if name == "default":
             continue
         for connections, results in per.items():
-            paired = [r["rps"] / d["rps"] for r, d in zip(results, runs["default"][connections], strict=True)]
-            print(
-                f"paired {name} / default at {connections} connections: median {statistics.median(paired):.1%}, "
-                f"mean {statistics.mean(paired):.1%}, range {min(paired):.1%}-{max(paired):.1%} ({len(paired)} pairs)"
-            )
+            defaults = runs["default"][connections]
+            for key, label in (("rps", "throughput"), ("cpu_us", "server CPU per request")):
+                paired = [r[key] / d[key] for r, d in zip(results, defaults, strict=True)]
+                print(
+                    f"paired {name} / default, {label} at {connections} connections: median "
+                    f"{statistics.median(paired):.1%}, range {min(paired):.1%}-{max(paired):.1%} ({len(paired)} pairs)"
+                )
 
 
 if __name__ == "__main__":

@@ -88,10 +88,7 @@ class Stack:
         nginx = find_nginx()
         if nginx is None:
             raise StackError("nginx is not installed (Debian: apt-get install nginx)")
-        try:
-            check_uwsgi_ini(self.settings(), self.ini)
-        except ValueError as exc:
-            raise StackError(str(exc)) from exc
+        self.check_config()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         empty_metrics_dir(self.settings().metrics_dir)
         socket_path = self.run_dir / "uwsgi.sock"
@@ -129,6 +126,13 @@ class Stack:
         self.nginx = self._spawn(
             [nginx, "-c", str(conf), "-p", str(self.run_dir), "-e", error_log], env, self.run_dir / "nginx.log"
         )
+
+    def check_config(self) -> None:
+        """Raise :class:`StackError` unless the uWSGI ini starts ``FORECAST_MULES`` mules (called by :meth:`start`)."""
+        try:
+            check_uwsgi_ini(self.settings(), self.ini)
+        except ValueError as exc:
+            raise StackError(str(exc)) from exc
 
     def wait_ready(self, timeout_s: float = 120) -> None:
         """Poll ``/status`` until it answers 200; raise :class:`StackError` if a process exits first."""

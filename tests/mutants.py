@@ -85,9 +85,14 @@ TIERS = {"unit": ["tests/unit"], "stack": ["tests/stack"], "all": ["tests"]}
 
 
 def copy_checkout(target: Path) -> None:
-    ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
-                                    "node_modules", ".venv-ray", "registry", "data", "run", "test-results")  # fmt: skip
-    shutil.copytree(ROOT, target, ignore=ignore, dirs_exist_ok=True)
+    """The checkout's files as they are now (tracked or new, never ignored ones), into ``target``."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                            check=True).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
 
 
 def run(mutant: Mutant, tier: str) -> list[str]:
