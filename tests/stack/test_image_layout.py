@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import requests
 
 from forecast.registry import Registry
 from launcher.stack import find_nginx
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 from tests.unit.test_dockerfile import dockerfile_instructions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,14 +107,15 @@ def staged_image(tmp_path: Path, serving_registry: Registry) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     nginx: subprocess.Popen[bytes] | None = None
     try:
-        wait_until(lambda: (root / "etc/nginx/nginx.conf").exists() or uwsgi.poll() is not None, 60)
+        explain = lambda: (tmp_path / "uwsgi.log").read_text(errors="replace")[-3000:]  # noqa: E731
+        wait_for(lambda: (root / "etc/nginx/nginx.conf").exists() or uwsgi.poll() is not None, 60, explain)
         nginx_binary = find_nginx()
         assert nginx_binary is not None
         nginx = subprocess.Popen(
             [nginx_binary, "-c", f"{root}/etc/nginx/nginx.conf", "-p", str(root), "-e", str(tmp_path / "nginx.log")],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        wait_until(lambda: status_code(url) == 200 or uwsgi.poll() is not None, 60)
+        wait_for(lambda: status_code(url) == 200 or uwsgi.poll() is not None, 60, explain)
         yield url
     finally:
         for process, sig in ((nginx, signal.SIGQUIT), (uwsgi, signal.SIGTERM)):
@@ -133,12 +133,6 @@ def status_code(url: str) -> int:
             return int(response.status)
     except Exception:
         return 0
-
-
-def wait_until(condition: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not condition():  # type: ignore[operator]
-        time.sleep(0.1)
 
 
 def test_staged_image_serves_status_and_predictions(staged_image: str, tmp_path: Path) -> None:

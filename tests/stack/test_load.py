@@ -238,6 +238,71 @@ def test_a_mule_killed_while_scoring_does_not_strand_its_jobs(one_batch_stack: S
     assert metrics.value("forecast_mule_starts_total", mule=str(killed)) == 2  # the respawn counts
 
 
+@pytest.fixture
+def harakiri_stack(tmp_path: Path, heavy_registry: Registry) -> Iterator[Stack]:
+    """A predict call may take 3 s; whole batches per call; deadline and staleness far away."""
+    stack = start_stack(
+        tmp_path, heavy_registry, FORECAST_MULE_HARAKIRI_S="3", FORECAST_MULE_BATCH_ROWS="50000",
+        FORECAST_DEADLINE_MS="120000", FORECAST_MULE_STALE_AFTER_S="120",
+    )  # fmt: skip
+    yield stack
+    stack.stop()
+
+
+def test_a_mule_stuck_in_a_predict_call_is_killed_by_harakiri_and_its_jobs_answered(
+    harakiri_stack: Stack, heavy_registry: Registry
+) -> None:
+    """A mule stopped (SIGSTOP) inside its LightGBM call is stuck there: uWSGI's harakiri kills it after
+    FORECAST_MULE_HARAKIRI_S, the master respawns it, and its jobs are pushed again and answered.
+    A mule caught between two calls (harakiri not armed) is let go, and the next request tried."""
+    url = harakiri_stack.url
+    rows = kaggle_test_rows()[:16_000]  # about half a second of LightGBM: a window to catch a mule in
+    truth = expected(heavy_registry, rows)
+    before = mule_pids(url)
+    for _ in range(10):
+        response, victim = send_and_stop_a_scoring_mule(url, rows, list(before.values()))
+        if victim is not None:
+            break
+    assert victim is not None, "no mule was ever caught inside a predict call"
+    assert response.status_code == 200, response.text[:300]
+    assert np.allclose([p["sales"] for p in response.json()["predictions"]], [truth[r] for r in rows], rtol=1e-12)
+    assert "HARAKIRI" in harakiri_stack.uwsgi_log.read_text()
+    wait_for(lambda: status(harakiri_stack).status_code == 200 and victim not in mule_pids(url).values())
+    killed = next(mule for mule, pid in before.items() if pid == victim)
+    assert scrape(url).value("forecast_mule_starts_total", mule=str(killed)) == 2  # respawned once
+
+
+def send_and_stop_a_scoring_mule(
+    url: str, rows: list[tuple[str, int, int]], pids: list[int]
+) -> tuple[requests.Response, int | None]:
+    """Send ``rows``, SIGSTOP the mule that scores them; (the answer, the pid harakiri killed, or None)."""
+    answer: dict[str, requests.Response] = {}
+    instances = [{"date": d, "store": s, "item": i} for d, s, i in rows]
+    sender = threading.Thread(
+        target=lambda: answer.update(response=requests.post(f"{url}/predict", json=instances, timeout=120))
+    )
+    idle = {pid: cpu_ticks(pid) for pid in pids}
+    sender.start()
+    busy: list[int] = []
+
+    def a_mule_scores() -> bool:
+        """A mule that has used CPU since the request and is running is inside its predict call."""
+        busy[:] = [pid for pid in pids if cpu_ticks(pid) >= idle[pid] + 3 and process_state(pid) == "R"][:1]
+        return bool(busy) or not sender.is_alive()
+
+    wait_for(a_mule_scores)
+    killed = None
+    if busy:
+        os.kill(busy[0], signal.SIGSTOP)
+        try:
+            wait_for(lambda: not Path(f"/proc/{busy[0]}").exists() or process_state(busy[0]) == "Z", 8)
+            killed = busy[0]
+        except AssertionError:  # stopped between two calls: harakiri was not armed
+            os.kill(busy[0], signal.SIGCONT)
+    sender.join()
+    return answer["response"], killed
+
+
 def process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 

@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import requests
 import yaml
 
 from launcher.stack import Stack
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 from tests.stack.scrape import scrape
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,15 +87,6 @@ def _ready(url: str) -> bool:
         return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
-
-
-def wait_for(condition: Any, timeout_s: float, explain: Any = lambda: "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)  # polling interval of a wait-for-condition loop
-    raise AssertionError(f"condition not met within {timeout_s} s\n{explain()}")
 
 
 def query(prometheus: str, expr: str) -> dict[str, Any]:

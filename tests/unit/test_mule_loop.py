@@ -115,13 +115,23 @@ def test_a_job_pushed_while_the_mule_decides_to_sleep_is_still_scored(
         mule.step()
 
 
+@pytest.fixture
+def closing() -> Iterator[list[Mule | Worker]]:
+    """Mules and workers a test makes itself, closed at teardown whatever the test's outcome."""
+    made: list[Mule | Worker] = []
+    yield made
+    for each in made:
+        (each.notices if isinstance(each, Mule) else each.channel).close()
+
+
 def test_a_reload_met_while_draining_is_served_before_the_rest_of_the_queue(
-    two_versions: Registry, shared: FakeUwsgi
+    two_versions: Registry, shared: FakeUwsgi, closing: list[Mule | Worker]
 ) -> None:
     settings = settings_for(two_versions, mule_batch_rows=1)
     mule = Mule(settings, shared.mule(1))
-    mule.start()
     worker = Worker(shared, settings)
+    closing += [mule, worker]
+    mule.start()
     jobs = [worker.job(store) for store in (1, 2, 3)]
     for job in jobs:
         worker.send(job)
@@ -132,8 +142,6 @@ def test_a_reload_met_while_draining_is_served_before_the_rest_of_the_queue(
     mule.step()  # the reload: load v2, answer it, then drain the rest with v2
     assert result(shared, reload.job_id).ok
     assert [result(shared, job.id).model_version for job in jobs] == ["v1", "v2", "v2"]
-    mule.notices.close()
-    worker.channel.close()
 
 
 def test_jobs_whose_deadline_passed_are_claimed_and_dropped_unscored(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from serving.settings import UWSGI_FIELDS, Settings
+from serving.settings import UWSGI_FIELDS, Settings, check_uwsgi_ini, mules_in_ini
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,3 +52,18 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_each_worker_gets_a_share_of_the_queue() -> None:
     settings = Settings(queue_slots=128, uwsgi_processes=2)
     assert settings.jobs_in_flight_per_worker * settings.uwsgi_processes < settings.queue_slots
+
+
+def test_a_uwsgi_ini_that_starts_another_number_of_mules_stops_the_start(tmp_path: Path) -> None:
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text("[uwsgi]\nfor = 1 2 3\nmule = mules/main.py\nendfor =\n")
+    assert mules_in_ini(ini.read_text()) == 3
+    with pytest.raises(ValueError, match="starts 3 mules but FORECAST_MULES is 2"):
+        check_uwsgi_ini(Settings(), ini)
+    check_uwsgi_ini(Settings(mules=3), ini)
+    assert mules_in_ini("[uwsgi]\nmule = a.py\nmule = b.py\n") == 2
+    exported = subprocess.run([sys.executable, "-m", "serving.settings", "--ini", str(ini)], capture_output=True,
+                              text=True, check=False, cwd=ROOT)  # fmt: skip
+    assert exported.returncode == 1
+    assert "FORECAST_MULES is 2" in exported.stderr
+    assert exported.stdout == ""  # nothing for prestart.sh to eval
