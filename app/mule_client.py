@@ -75,7 +75,7 @@ class Prediction:
     def version_label(self) -> str:
         """The version that scored the rows, or every one of them joined (``v1,v2``) mid-reload."""
         first = self.versions[0]
-        if all(version == first for version in self.versions):
+        if self.versions.count(first) == len(self.versions):
             return first
         return ",".join(sorted(set(self.versions)))
 

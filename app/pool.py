@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from serving.messages import STATE_CACHE, Heartbeat, MessageError, heartbeat_key
@@ -27,6 +28,8 @@ class PoolView:
     now: float
     stale_after_s: float
 
+    # Judged once per view: the request path asks a cached view (app/service.py) on every request.
+    @cached_property
     def serving(self) -> list[Heartbeat]:
         """The mules that will score jobs pushed now."""
         return [b for b in self.beats.values() if b is not None and b.serving(self.now, self.stale_after_s)]
@@ -34,19 +37,19 @@ class PoolView:
     @property
     def all_serving(self) -> bool:
         """Ready for traffic: every mule serves (what ``/status`` and the readiness probe report)."""
-        return len(self.serving()) == len(self.beats)
+        return len(self.serving) == len(self.beats)
 
     @property
     def any_serving(self) -> bool:
         """Some mule serves: a request may be admitted (its jobs wait in the queue for it)."""
-        return bool(self.serving())
+        return bool(self.serving)
 
-    @property
+    @cached_property
     def versions(self) -> list[str]:
         """The model versions the serving mules hold, sorted (two during a rolling reload)."""
-        return sorted({str(b.model_version) for b in self.serving()})
+        return sorted({str(b.model_version) for b in self.serving})
 
-    @property
+    @cached_property
     def served_version(self) -> str | None:
         """The one version every serving mule holds; None when there are two, or none."""
         versions = self.versions

@@ -112,7 +112,7 @@ def read_rows(request: PredictRequest, max_rows: int) -> tuple[list[PredictRow],
             "query parameters",
             field="body",
         )
-    if LEGACY_FIELDS & fields.keys():
+    if fields and LEGACY_FIELDS & fields.keys():
         raise InvalidInput(
             "send the row either as a JSON body or as the query parameters date, store and item, not both",
             field="query",
@@ -167,9 +167,13 @@ def render(rows: list[PredictRow], shape: Shape, prediction: Prediction) -> Any:
     """The answer's body for rows that came in ``shape``."""
     if shape is Shape.QUERY:
         return prediction.sales[0]
+    if shape is Shape.ROW:
+        row = rows[0]
+        return {"date": row["date"].isoformat(), "store": row["store"], "item": row["item"],
+                "sales": prediction.sales[0], "model_version": prediction.versions[0]}  # fmt: skip
     forecasts = [
         {"date": row["date"].isoformat(), "store": row["store"], "item": row["item"], "sales": sales,
          "model_version": version}
         for row, sales, version in zip(rows, prediction.sales, prediction.versions, strict=True)
     ]  # fmt: skip
-    return forecasts[0] if shape is Shape.ROW else {"predictions": forecasts}
+    return {"predictions": forecasts}

@@ -119,7 +119,7 @@ class MuleState(TypedDict):
 
     id: int
     state: Literal["loading", "ready", "failed", "stale", "unknown"]
-    heartbeat_age_s: float
+    heartbeat_age_s: float | None  # None: the mule never reported
     pid: NotRequired[int]
     model_version: NotRequired[str | None]
     heartbeat: NotRequired[float]

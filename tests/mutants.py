@@ -58,7 +58,7 @@ MUTANTS = (
            "return self.model_version is not None and self.fresh(now, stale_after_s)",
            "return self.model_version is not None"),
     Mutant("/status is 503 unless every mule serves", "app/pool.py",
-           "return len(self.serving()) == len(self.beats)", "return bool(self.serving())"),
+           "return len(self.serving) == len(self.beats)", "return bool(self.serving)"),
     Mutant("a job of another format version is refused", "serving/messages.py",
            "if (magic, fmt) != (_JOB_MAGIC, _FORMAT):", "if magic != _JOB_MAGIC:"),
     Mutant("bytes that are not a result are refused", "serving/messages.py",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from serving.messages import (
     NOT_SERVING,
     NOTICE_CLAIMED,
     NOTICE_DONE,
+    PREDICTION_BYTES,
+    ROW_BYTES,
     UWSGI_QUEUE_ITEM_HEADER_BYTES,
     Heartbeat,
     Job,
@@ -56,6 +59,7 @@ def test_rows_and_predictions_are_little_endian_on_every_machine() -> None:
     assert encode_rows([1], [2], [258]) == struct.pack("<3i", 1, 2, 258)
     assert encode_predictions(np.array([1.5], dtype=">f8")) == struct.pack("<d", 1.5)
     assert Result(b"i" * 16, 1, 1, "v1", predictions=struct.pack("<2d", 0.5, 31.7)).sales() == [0.5, 31.7]
+    assert (array("i").itemsize, array("d").itemsize) == (ROW_BYTES // 3, PREDICTION_BYTES)  # what the codec packs
     with pytest.raises(MessageError):
         decode_rows(b"\0" * 13)
 
