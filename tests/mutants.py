@@ -107,7 +107,7 @@ def run(mutant: Mutant, tier: str) -> list[str]:
         source.write_text(text.replace(mutant.old, mutant.new))
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=120", *TIERS[tier]]
         out = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False).stdout
-    return sorted(set(re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", out, re.M)))
+    return sorted(set(re.findall(r"^(?:FAILED|ERROR) (tests/.+?)(?: - .*)?$", out, re.M)))
 
 
 def main() -> int:
