@@ -9,7 +9,7 @@ export FORECAST_REGISTRY_DIR ?= registry
 .PHONY: serve test train lint venv system-deps test-system-deps bench bench-smoke bench-deps clean
 
 serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
-	$(PY) -m forecast train --if-empty
+	$(PY) -m forecast bootstrap
 	PORT=$(PORT) $(PY) -m launcher
 
 test: lint system-deps test-system-deps  ## lint, type-check and every test (real nginx + uWSGI + mules)

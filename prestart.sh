@@ -3,7 +3,8 @@
 # staged-layout test, with FORECAST_IMAGE_ROOT pointing at its staging directory).
 # 1. exports the FORECAST_* sizes uwsgi.ini reads (serving/settings.py's defaults, overridden by
 #    the environment), UWSGI_LISTEN and PROMETHEUS_MULTIPROC_DIR (emptied); 2. keeps the image's
-#    own UWSGI_* defaults in step with them; 3. trains a model if the registry (a volume) is empty;
+#    own UWSGI_* defaults in step with them; 3. if the registry (a volume) is empty,
+#    imports FORECAST_LEGACY_REGISTRY_URL's model when set, else trains one (python -m forecast bootstrap);
 #    4. renders /app/nginx.conf into /etc/nginx/nginx.conf.
 # Any failure exits: the container stops instead of serving half-configured.
 forecast_root="${FORECAST_IMAGE_ROOT:-}"
@@ -19,8 +20,8 @@ mkdir -p "$PROMETHEUS_MULTIPROC_DIR" && find "$PROMETHEUS_MULTIPROC_DIR" -maxdep
 export UWSGI_PROCESSES="$FORECAST_UWSGI_PROCESSES" UWSGI_THREADS="$FORECAST_UWSGI_THREADS" UWSGI_CHEAPER=0
 
 (cd "$forecast_root/app" \
-    && FORECAST_DATA_PATH=/tmp/forecast-data/train.csv python -m forecast train --if-empty \
-    && rm -rf /tmp/forecast-data) || forecast_die "no model in $FORECAST_REGISTRY_DIR and training failed"
+    && FORECAST_DATA_PATH=/tmp/forecast-data/train.csv python -m forecast bootstrap \
+    && rm -rf /tmp/forecast-data) || forecast_die "no model in $FORECAST_REGISTRY_DIR, and neither an import nor training gave one"
 
 mkdir -p "$forecast_root/var/run/forecast"
 (cd "$forecast_root/app" && python -m serving.nginx_conf "$forecast_root/app/nginx.conf" \

@@ -28,13 +28,17 @@ class Domain:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any], horizon_days: int) -> Domain:
-        """From a version's registry metadata; dates up to ``horizon_days`` past its training data."""
-        data = metadata["data"]
+        """From a version's registry metadata: its own last date (an imported model's guardrail), else
+        ``horizon_days`` past its training data."""
+        data, domain = metadata["data"], metadata["domain"]
+        last = domain.get("last_date")
         return cls(
-            frozenset(metadata["domain"]["stores"]),
-            frozenset(metadata["domain"]["items"]),
+            frozenset(domain["stores"]),
+            frozenset(domain["items"]),
             dt.date.fromisoformat(data["first_date"]),
-            dt.date.fromisoformat(data["trained_through"]) + dt.timedelta(days=horizon_days),
+            dt.date.fromisoformat(last)
+            if last
+            else dt.date.fromisoformat(data["trained_through"]) + dt.timedelta(days=horizon_days),
         )
 
 

@@ -23,8 +23,8 @@ from http import HTTPStatus
 from typing import Any
 
 from app.access import Report
+from app.encoding import json_line
 from app.errors import INTERNAL_ERROR, internal_error_answer
-from app.json import json_line
 from app.predict import PredictAnswer, PredictRequest, PredictUseCase
 from app.telemetry import FAST_LANE_REQUEST_ID, RequestMetrics, request_start
 
@@ -54,7 +54,7 @@ class FastLane:
             answer = self._answer(request)
         finally:
             FAST_LANE_REQUEST_ID.reset(token)
-        data = json_line(answer.body)
+        data = answer.body
         if self.recorder is not None:  # before the answer leaves, as Flask's hook does (app/telemetry.py)
             seconds = time.time() - request.received_at
             self.recorder.record(ENDPOINT, "POST", answer.status, seconds, answer.report.error)
@@ -75,7 +75,7 @@ class FastLane:
         except Exception:  # a bug: answered 500 in the error shape, logged here with its traceback
             logger.exception("unhandled error")
             status, body, headers = internal_error_answer()
-            return PredictAnswer(status, body, headers, Report(error=INTERNAL_ERROR))
+            return PredictAnswer(status, json_line(body), headers, Report(error=INTERNAL_ERROR))
 
 
 def lane_request(environ: dict[str, Any]) -> PredictRequest | None:

@@ -8,10 +8,7 @@ import orjson
 from flask import Response
 from flask.json.provider import JSONProvider
 
-
-def json_line(obj: Any) -> bytes:
-    """``obj`` as compact JSON and a newline: every JSON answer's body (Flask's and the fast lane's)."""
-    return orjson.dumps(obj) + b"\n"
+from app.encoding import json_line
 
 
 class OrjsonProvider(JSONProvider):

@@ -338,29 +338,36 @@ class MuleClient:
 
     # -- loading a model version into one mule ------------------------------
 
-    def load(self, mule_id: int, version: str) -> Result:
+    def load(self, mule_id: int, version: str, pid: int | None) -> Result:
         """Have mule ``mule_id`` load ``version`` while the others serve; its answer (ok, or why not).
 
-        Raises :class:`Unavailable` when the mule cannot take messages or answers without a
-        result, :class:`DeadlineExceeded` after ``FORECAST_RELOAD_TIMEOUT_S``.
+        ``pid`` is the mule's, from its last heartbeat: if that process dies before it answers
+        (a model that crashes LightGBM, an OOM kill), the answer says so at the next owner check
+        instead of after ``FORECAST_RELOAD_TIMEOUT_S``.  Raises :class:`Unavailable` when the mule
+        cannot take messages or answers without a result, :class:`DeadlineExceeded` at the timeout.
         """
         channel = self._channel()
         channel.begin()
-        request = LoadRequest(
-            channel.new_job_id(), channel.address, version, time.time() + self.settings.reload_timeout_s
-        )
+        deadline = time.time() + self.settings.reload_timeout_s
+        request = LoadRequest(channel.new_job_id(), channel.address, version, deadline)
         if not self.uwsgi.mule_msg(request.encode(), mule_id):
             raise Unavailable(f"mule {mule_id} cannot take messages now", Reason.UNAVAILABLE)
-        for notice in channel.notices(request.deadline, self.settings.reload_timeout_s):
-            if notice is not None and notice.job_id == request.job_id and notice.kind != NOTICE_CLAIMED:
+        for notice in channel.notices(deadline, self.settings.mule_check_interval_ms / 1000):
+            if notice is None:
+                if pid is not None and not self.alive(pid):
+                    return Result(request.job_id, mule_id, pid, version, error=f"the mule (pid {pid}) died loading it")
+            elif notice.job_id == request.job_id and notice.kind != NOTICE_CLAIMED:
                 channel.end()
-                key = request.job_id.hex()
-                data = self.uwsgi.cache_get(key, RESULT_CACHE)
-                self.uwsgi.cache_del(key, RESULT_CACHE)
-                if data is None:
-                    raise Unavailable(f"mule {mule_id} answered the reload without a result", Reason.RESULT_LOST)
-                return Result.decode(data)
+                return self._load_result(mule_id, request)
         raise DeadlineExceeded(f"mule {mule_id} did not load {version} within {self.settings.reload_timeout_s} s")
+
+    def _load_result(self, mule_id: int, request: LoadRequest) -> Result:
+        key = request.job_id.hex()
+        data = self.uwsgi.cache_get(key, RESULT_CACHE)
+        self.uwsgi.cache_del(key, RESULT_CACHE)
+        if data is None:
+            raise Unavailable(f"mule {mule_id} answered the reload without a result", Reason.RESULT_LOST)
+        return Result.decode(data)
 
     def _channel(self) -> Channel:
         """This thread's channel in this process (a forked worker makes its own)."""

@@ -15,7 +15,7 @@ from typing import Any
 from apispec import APISpec
 from pydantic import TypeAdapter
 
-from app import schemas
+from app import legacy, schemas
 from app.errors import error_body
 from serving.settings import Settings
 
@@ -26,7 +26,7 @@ _REF = "#/components/schemas/{model}"
 # Every component, from the objects the app validates with or answers in.
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "PredictRow": schemas.ROW,
-    "QueryRow": schemas.QUERY_ROW,
+    "LegacyQuery": legacy.LEGACY_QUERY,
     "Instances": TypeAdapter(schemas.Instances),
     "Forecast": TypeAdapter(schemas.Forecast),
     "Forecasts": TypeAdapter(schemas.Forecasts),
@@ -96,17 +96,19 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def _predict(max_rows: int) -> dict[str, Any]:
     batch = {"type": "array", "items": _ref("PredictRow"), "minItems": 1, "maxItems": max_rows}
-    # The legacy form (no body): date, store and item as query parameters, the QueryRow adapter's fields.
+    # The legacy form (no body): date, store and item as query parameters, the LegacyQuery adapter's fields.
     query = {
         "name": "row", "in": "query", "required": False, "style": "form", "explode": True,
-        "schema": _ref("QueryRow"), "description": "Legacy form, with no body: date, store and item.",
+        "schema": _ref("LegacyQuery"), "description": "Legacy form, with no body: date, store and item.",
     }  # fmt: skip
     return {
         "summary": "Forecast daily unit sales",
         "description": (
             'Send one row, a list of rows, or `{"instances": [...]}` (a batch, answered in order, at most '
             f"{max_rows} rows). The legacy form of the Ray Serve clients sends no body and the three fields as "
-            "query parameters, and gets a bare number back."
+            "query parameters (the last of a repeated one counts), and is answered as that service answered: a "
+            "bare number; -1.0, -2.0 or -3.0 for a date, store or item outside the served version's guardrails; "
+            "200.0 for a prediction above its max_value."
         ),
         "parameters": [query],
         "requestBody": {
@@ -123,7 +125,16 @@ def _predict(max_rows: int) -> dict[str, Any]:
                 "description": "The forecast: an object for one row, `predictions` for a batch, a number for the "
                 "legacy query form.",
                 **_json(
-                    {"anyOf": [_ref("Forecast"), _ref("Forecasts"), {"type": "number", "minimum": 0}]},
+                    {
+                        "anyOf": [
+                            _ref("Forecast"),
+                            _ref("Forecasts"),
+                            {
+                                "type": "number",
+                                "description": "the legacy form: a forecast; -1.0, -2.0, -3.0 outside the guardrails",
+                            },
+                        ]
+                    },
                     one_row=FORECAST_EXAMPLE,
                     batch={"predictions": [FORECAST_EXAMPLE]},
                     legacy=72.4,

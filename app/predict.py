@@ -5,13 +5,16 @@ Both adapters call :meth:`PredictUseCase.answer` and only translate: the fast la
 length) and the Flask view (:mod:`app.views`, for the rest, and for everything when
 the lane is off).  One flow, so the two cannot drift.
 
-The rows arrive in one of four shapes (:class:`app.schemas.Shape`), answered alike:
+The rows arrive in one of four shapes (:class:`app.schemas.Shape`):
 
 * a JSON object ``{"date": "2018-01-21", "store": 10, "item": 23}``: one forecast object;
 * a JSON list of such objects, or ``{"instances": [...]}``: a batch, answered in order
   as ``{"predictions": [...]}``;
-* the legacy form of the Ray Serve service's clients: no body, the three fields in
-  the query string, answered with a bare JSON number.
+* the legacy form of the Ray Serve service's clients: no body, the three fields in the
+  query string (the last of a repeated one), answered as that service answered it
+  (:mod:`app.legacy`): a bare number, a sentinel outside the served version's guardrails,
+  the cap above its ``max_value``, byte for byte.  Where it failed with 500 (an impossible
+  date) the answer is our 422.
 
 To add an answer shape: a :class:`~app.schemas.Shape` member, its reading in
 :func:`read_rows`, its answer in :func:`render`.
@@ -28,6 +31,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from app.access import Report
+from app.encoding import json_exact, json_line
 from app.errors import (
     ApiError,
     InvalidInput,
@@ -38,8 +42,9 @@ from app.errors import (
     UnsupportedMediaType,
     error_answer,
 )
+from app.legacy import LEGACY_QUERY, LegacyQuery, parse_date
 from app.mule_client import Prediction
-from app.schemas import QUERY_ROW, ROW, ROWS, PredictRow, Shape, raise_invalid
+from app.schemas import ROW, ROWS, PredictRow, Shape, raise_invalid
 from app.service import ForecastService
 
 LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, for body-less requests only
@@ -57,10 +62,10 @@ class PredictRequest:
 
 @dataclass(frozen=True, slots=True)
 class PredictAnswer:
-    """What to answer: the status, a JSON-ready body, extra headers, and the access line's fields."""
+    """What to answer: the status, the JSON body's bytes, extra headers, and the access line's fields."""
 
     status: int
-    body: Any
+    body: bytes
     headers: dict[str, str]
     report: Report
 
@@ -80,15 +85,35 @@ class PredictUseCase:
         report = Report()
         try:
             deadline = self._deadline(request)
-            rows, shape = read_rows(request, self.settings.max_batch_rows)
-            report.rows = len(rows)
-            prediction = self.service.predict(rows, shape, deadline)
+            fields = query_fields(request.query_string) if request.query_string else {}
+            if not request.body and fields:
+                body = self._answer_legacy(legacy_query(fields), deadline, report)
+            else:
+                body = self._answer_rows(read_rows(request, fields, self.settings.max_batch_rows), deadline, report)
         except ApiError as error:
             report.error, report.job = error.code, error.job
-            status, body, headers = error_answer(error, self.settings.retry_after_s)
-            return PredictAnswer(status, body, headers, report)
+            status, payload, headers = error_answer(error, self.settings.retry_after_s)
+            return PredictAnswer(status, json_line(payload), headers, report)
+        return PredictAnswer(200, body, {}, report)
+
+    def _answer_rows(self, read: tuple[list[PredictRow], Shape], deadline: float, report: Report) -> bytes:
+        rows, shape = read
+        report.rows = len(rows)
+        prediction = self.service.predict(rows, shape, deadline)
         report.model_version = prediction.version_label()
-        return PredictAnswer(200, render(rows, shape, prediction), {}, report)
+        return json_line(render(rows, shape, prediction))
+
+    def _answer_legacy(self, query: LegacyQuery, deadline: float, report: Report) -> bytes:
+        """The original's answer: a sentinel outside the served version's guardrails, else the capped prediction."""
+        report.rows = 1
+        served = self.service.served_model()
+        sentinel = served.guardrails.sentinel(query)
+        if sentinel is not None:
+            report.model_version = served.version
+            return json_exact(sentinel)
+        prediction = self.service.predict([legacy_row(query)], Shape.QUERY, deadline)
+        report.model_version = version = prediction.version_label()
+        return json_exact(self.service.model(version).guardrails.cap(prediction.sales[0]))
 
     def _deadline(self, request: PredictRequest) -> float:
         """The request's deadline, counted from when nginx received it; past it already, the request is shed."""
@@ -98,15 +123,25 @@ class PredictUseCase:
         return deadline
 
 
-def read_rows(request: PredictRequest, max_rows: int) -> tuple[list[PredictRow], Shape]:
-    """The request's rows and the shape they came in; raises an :class:`ApiError` naming what is wrong."""
-    fields = query_fields(request.query_string) if request.query_string else {}
+def legacy_query(fields: dict[str, str]) -> LegacyQuery:
+    """The legacy form's three fields, typed as the original's FastAPI read them; 422 naming a bad one."""
+    try:
+        return LEGACY_QUERY.validate_python(fields)
+    except ValidationError as exc:
+        raise_invalid(exc, Shape.QUERY)
+
+
+def legacy_row(query: LegacyQuery) -> PredictRow:
+    """The row of a query inside the guardrails; 422 for a date that is none (the original's 500)."""
+    day = parse_date(query["date"])
+    if day is None:
+        raise InvalidInput(f"date: {query['date']!r} is not a date (YYYY-MM-DD)", field="date")
+    return {"date": day, "store": query["store"], "item": query["item"]}  # type: ignore[typeddict-item]
+
+
+def read_rows(request: PredictRequest, fields: dict[str, str], max_rows: int) -> tuple[list[PredictRow], Shape]:
+    """The rows of a request with a JSON body (``fields``: its query's); raises an :class:`ApiError`."""
     if not request.body:
-        if fields:
-            try:
-                return [QUERY_ROW.validate_python(fields)], Shape.QUERY  # type: ignore[list-item]
-            except ValidationError as exc:
-                raise_invalid(exc, Shape.QUERY)
         raise InvalidInput(
             'send a JSON body like {"date": "2018-01-21", "store": 10, "item": 23}, or date, store and item as '
             "query parameters",
@@ -155,18 +190,14 @@ def _batch(items: list[Any], shape: Shape, max_rows: int) -> list[PredictRow]:
 
 
 def query_fields(query_string: str) -> dict[str, str]:
-    """The query string's fields, the first value of each, percent-decoded as UTF-8 (bad bytes replaced)."""
+    """The query string's fields, percent-decoded as UTF-8 (bad bytes replaced); the last of a repeated
+    field wins, as it did in the original service (FastAPI)."""
     decoded = query_string.encode("latin-1").decode(errors="replace")
-    fields: dict[str, str] = {}
-    for key, value in parse_qsl(decoded, keep_blank_values=True, errors="replace"):
-        fields.setdefault(key, value)
-    return fields
+    return dict(parse_qsl(decoded, keep_blank_values=True, errors="replace"))
 
 
 def render(rows: list[PredictRow], shape: Shape, prediction: Prediction) -> Any:
-    """The answer's body for rows that came in ``shape``."""
-    if shape is Shape.QUERY:
-        return prediction.sales[0]
+    """The answer's body for rows that came in ``shape`` (a JSON shape: the legacy form is answered apart)."""
     if shape is Shape.ROW:
         row = rows[0]
         return {"date": row["date"].isoformat(), "store": row["store"], "item": row["item"],

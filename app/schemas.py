@@ -2,8 +2,8 @@
 
 JSON bodies are validated strictly: ``store`` and ``item`` must be JSON
 integers, ``date`` an ISO ``YYYY-MM-DD`` string naming a real day.  The legacy
-query-string form (``?date=...&store=10&item=23``) carries strings, so its
-integers are parsed from text.  Every failure names the offending field.
+query-string form (``?date=...&store=10&item=23``) is read as the original
+service read it (:mod:`app.legacy`).  Every failure names the offending field.
 """
 
 from __future__ import annotations
@@ -39,14 +39,6 @@ class PredictRow(TypedDict):
     item: ItemId
 
 
-class QueryRow(TypedDict):
-    """The legacy form: the same three fields as query-string text."""
-
-    date: IsoDate
-    store: Annotated[int, Field(ge=1)]
-    item: Annotated[int, Field(ge=1)]
-
-
 class Instances(TypedDict):
     """A batch in the TensorFlow-Serving style: ``{"instances": [row, ...]}``."""
 
@@ -78,7 +70,6 @@ class Shape(Enum):
 
 ROW = TypeAdapter(PredictRow)
 ROWS = TypeAdapter(list[PredictRow])
-QUERY_ROW = TypeAdapter(QueryRow)
 
 # -- answers (documented in /openapi.json; the views build them) ----------------------------
 

@@ -12,15 +12,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.domain import Columns, Domain, check_domain
 from app.errors import NotReady, Reason, ReloadRefused, Unavailable
+from app.legacy import Guardrails
 from app.mule_client import Prediction
 from app.pool import PoolView
 from app.rollout import Loader, roll_out
 from app.schemas import PredictRow, Shape
 from forecast.errors import ForecastError
+from forecast.legacy import import_legacy
 from forecast.registry import Registry, check_compatible
 from serving.settings import Settings
 
@@ -41,6 +44,15 @@ class Pool(Protocol):
     def view(self) -> PoolView: ...
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """What the web worker knows of a served version, from its registry metadata."""
+
+    version: str
+    domain: Domain
+    guardrails: Guardrails
+
+
 class ForecastService:
     """Per-process service object; thread-safe."""
 
@@ -50,7 +62,7 @@ class ForecastService:
         self.pool = pool
         self.registry = registry
         self._lock = threading.Lock()
-        self._domains: dict[str, Domain] = {}
+        self._models: dict[str, ServedModel] = {}
         self._view: PoolView | None = None
         self._view_until = 0.0
 
@@ -64,22 +76,29 @@ class ForecastService:
         :class:`app.errors.DeadlineExceeded`.
         """
         view = self._admission_view()
-        columns = check_domain(rows, self.domain(view), shape)
+        columns = check_domain(rows, self.served_model(view).domain, shape)
         if not view.any_serving:
             raise Unavailable("no mule has a model loaded yet", Reason.NOT_READY)
         return self.mules.predict(columns, deadline)
 
-    def domain(self, view: PoolView) -> Domain:
-        """The domain of the version the mules serve (production while they hold several, or none)."""
-        version = view.served_version or self._production()
+    def served_model(self, view: PoolView | None = None) -> ServedModel:
+        """The version the mules serve (production while they hold several, or none): its domain, guardrails.
+
+        Raises :class:`Unavailable` when its metadata cannot be read.
+        """
+        return self.model((view or self._admission_view()).served_version or self._production())
+
+    def model(self, version: str) -> ServedModel:
+        """What the registry says of ``version`` (cached); raises :class:`Unavailable` when it cannot be read."""
         with self._lock:
-            if version not in self._domains:
+            if version not in self._models:
                 try:
                     metadata = self.registry.metadata(version)
                 except ForecastError as exc:
                     raise Unavailable(f"the served model cannot be read: {exc.message}", Reason.NOT_READY) from exc
-                self._domains[version] = Domain.from_metadata(metadata, self.settings.max_horizon_days)
-            return self._domains[version]
+                domain = Domain.from_metadata(metadata, self.settings.max_horizon_days)
+                self._models[version] = ServedModel(version, domain, Guardrails.of(metadata, domain))
+            return self._models[version]
 
     def _admission_view(self) -> PoolView:
         """The pool as the request path sees it.
@@ -124,15 +143,27 @@ class ForecastService:
     def reload(self) -> dict[str, Any]:
         """Roll the registry's production version through the mules, one at a time.
 
-        Raises :class:`ReloadRefused` (production cannot be served, or a mule refused it).
+        With ``FORECAST_LEGACY_REGISTRY_URL`` set, the model that file names is imported first
+        when it changed (by checksum) and becomes production.  Production is verified in a
+        child process before any mule loads it (a model that crashes LightGBM crashes that
+        child).  Raises :class:`ReloadRefused` naming why (a download, a model that does not
+        verify, a mule that refused or died); the mules keep what they served.
         """
         try:
-            version = self.registry.resolve("production")
-            check_compatible(self.registry.metadata(version))
+            version = self._release()
         except ForecastError as exc:
             raise ReloadRefused(f"production cannot be loaded: {exc.message}") from exc
         logger.info("reload: rolling %s through %d mules", version, len(self.mules.mule_ids))
-        view = self.pool.view()
-        previous = {mule_id: beat.model_version if beat else None for mule_id, beat in view.beats.items()}
-        roll_out(self.mules, version, previous)
+        roll_out(self.mules, version, self.pool.view().beats)
         return {"model_version": version, "mules": self.pool.view().mule_states()}
+
+    def _release(self) -> str:
+        """The version to roll out, imported and verified; raises :class:`ForecastError`."""
+        source = self.settings.legacy_registry_url
+        if source:
+            version, registered = import_legacy(self.registry, source, promote=True)
+            logger.info("reload: %s from %s is %s", "imported" if registered else "unchanged", source, version)
+            return version
+        version = self.registry.resolve("production")
+        check_compatible(self.registry.metadata(version))
+        return self.registry.check(version, timeout_s=self.settings.reload_timeout_s)

@@ -15,7 +15,9 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, reques
 from flask.typing import ResponseReturnValue
 
 from app import exposition, openapi
+from app.encoding import json_exact
 from app.errors import Forbidden, Unauthorized
+from app.legacy import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
 from app.predict import PredictRequest
 from app.service import ForecastService
 from app.telemetry import RequestMetrics, request_start
@@ -32,7 +34,9 @@ def service() -> ForecastService:
 
 
 @bp.get("/")
-def index() -> dict[str, Any]:
+def index() -> ResponseReturnValue:
+    if service().settings.legacy_answers:
+        return legacy_answer(INDEX_ANSWER)
     return {
         "service": SERVICE_NAME,
         "message": "Sales Forecast Model is ready!",
@@ -46,9 +50,10 @@ def index() -> dict[str, Any]:
 
 
 @bp.get("/status")
-def status() -> dict[str, Any]:
+def status() -> ResponseReturnValue:
     """200 when every mule serves; else the error handler answers :class:`app.errors.NotReady` (503)."""
-    return {"status": "Alive", **service().status()}
+    body = service().status()
+    return legacy_answer(STATUS_ANSWER) if service().settings.legacy_answers else {"status": "Alive", **body}
 
 
 @bp.get("/docs")
@@ -79,9 +84,30 @@ def prometheus_metrics() -> Response:
 
 
 @bp.route("/reload", methods=["GET", "POST"])
-def reload() -> dict[str, Any]:
+def reload() -> ResponseReturnValue:
     _authorize_admin()
-    return service().reload()
+    body = service().reload()
+    return legacy_answer(RELOAD_ANSWER) if service().settings.legacy_answers else body
+
+
+SLASHED = frozenset({"/predict/", "/status/", "/reload/", "/metrics/", "/openapi.json/"})
+
+
+@bp.before_app_request
+def without_trailing_slash() -> ResponseReturnValue | None:
+    """``/predict/`` and the like: 307 to the path without the slash, method, body and query kept (as FastAPI did).
+
+    A hook, not a route: a route ``/predict/`` would make Werkzeug redirect ``/predict`` to it.
+    """
+    if request.path not in SLASHED:
+        return None
+    query = request.environ.get("QUERY_STRING", "")
+    return redirect(request.host_url + request.path.strip("/") + (f"?{query}" if query else ""), 307)
+
+
+def legacy_answer(text: str) -> Response:
+    """The Ray Serve service's body for this endpoint, byte for byte: a JSON string (FORECAST_LEGACY_ANSWERS)."""
+    return Response(json_exact(text), mimetype="application/json")
 
 
 @bp.post("/predict")
@@ -93,10 +119,7 @@ def predict() -> Response:
     )
     answer = current_app.extensions["predict"].answer(parts)
     g.report = answer.report
-    response = jsonify(answer.body)
-    response.status_code = answer.status
-    response.headers.update(answer.headers)
-    return response
+    return Response(answer.body, answer.status, answer.headers, mimetype="application/json")
 
 
 def _body(length: int) -> bytes:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m forecast train`` and ``python -m forecast registry ...``.
+"""Command line: ``python -m forecast train``, ``import-legacy``, ``bootstrap`` and ``registry ...``.
 
 Exit status 0 on success, 1 when the registry refuses (corrupt, incompatible
 or missing version), 2 on usage errors.  Messages go to stderr, results to
@@ -40,14 +40,30 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     train.add_argument("--if-empty", action="store_true", help="do nothing if 'production' is already set")
     train.set_defaults(run=_train)
 
+    legacy = commands.add_parser("import-legacy", help="import the model a Ray Serve service's registry file names")
+    legacy.add_argument("source", help="the original's model_registry.json: a path or an http(s) URL")
+    legacy.add_argument("--promote", action="store_true", help="then point 'production' at it")
+    legacy.set_defaults(run=_import_legacy)
+
+    bootstrap = commands.add_parser(
+        "bootstrap",
+        help="if 'production' is not set: import FORECAST_LEGACY_REGISTRY_URL's model when set, else train",
+    )
+    bootstrap.add_argument("--data", type=Path, default=settings.data_path, help="date,store,item,sales CSV")
+    bootstrap.set_defaults(run=_bootstrap, legacy_registry_url=settings.legacy_registry_url,
+                           rounds=settings.train_rounds, seed=0, no_promote=False, if_empty=True)  # fmt: skip
+
     registry = commands.add_parser("registry", help="inspect and manage registered versions")
     actions = registry.add_subparsers(required=True, metavar="ACTION")
     actions.add_parser("list", help="list versions, aliases and holdout SMAPE").set_defaults(run=_list)
     show = actions.add_parser("show", help="print a version's metadata")
     show.add_argument("ref", help="version (v3) or alias (production)")
     show.set_defaults(run=_show)
-    verify = actions.add_parser("verify", help="check checksum, compatibility, load and a smoke prediction")
+    verify = actions.add_parser(
+        "verify", help="check checksum, compatibility, model text, features, load and both prediction paths"
+    )
     verify.add_argument("ref")
+    verify.add_argument("--json", action="store_true", help="on failure, print the error as one JSON object")
     verify.set_defaults(run=_verify)
     promote = actions.add_parser("promote", help="verify a version and point an alias at it")
     promote.add_argument("ref")
@@ -77,6 +93,26 @@ def _train(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def _import_legacy(args: argparse.Namespace, registry: Registry) -> int:
+    from forecast.legacy import import_legacy
+
+    version, registered = import_legacy(registry, args.source, args.promote)
+    print(f"{'registered' if registered else 'already registered as'} {version} from {args.source} (verified)")
+    if args.promote:
+        print(f"production -> {version}")
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace, registry: Registry) -> int:
+    if "production" in registry.aliases():
+        print(f"production is {registry.aliases()['production']}")
+        return 0
+    if args.legacy_registry_url:
+        args.source, args.promote = args.legacy_registry_url, True
+        return _import_legacy(args, registry)
+    return _train(args, registry)
+
+
 def _list(args: argparse.Namespace, registry: Registry) -> int:
     by_version: dict[str, list[str]] = {}
     for alias, version in registry.aliases().items():
@@ -85,8 +121,13 @@ def _list(args: argparse.Namespace, registry: Registry) -> int:
     for version in registry.versions():
         try:
             metadata = registry.metadata(version)
-            holdout = metadata["metrics"]["holdout"]
-            row = f"{metadata['created_at']:<26} {holdout['model']['smape']:>7.2f} {holdout['baseline']['smape']:>8.2f}"
+            holdout = metadata["metrics"].get("holdout")  # an imported version has none
+            scores = (
+                f"{holdout['model']['smape']:>7.2f} {holdout['baseline']['smape']:>8.2f}"
+                if holdout
+                else f"{'-':>7} {'-':>8}"
+            )
+            row = f"{metadata['created_at']:<26} {scores}"
         except (ForecastError, KeyError, TypeError):
             row = f"{'(corrupt metadata)':<26} {'-':>7} {'-':>8}"
         print(f"{version:<8} {row}  {','.join(by_version.get(version, []))}")
@@ -99,8 +140,14 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _verify(args: argparse.Namespace, registry: Registry) -> int:
-    predictor = registry.verify(args.ref)
-    print(f"{predictor.version}: ok (checksum, compatibility, load, smoke prediction)")
+    try:
+        predictor = registry.verify(args.ref)
+    except ForecastError as exc:
+        if not args.json:
+            raise
+        print(json.dumps({"code": exc.code, "message": exc.message}))  # read by Registry.check
+        return 1
+    print(f"{predictor.version}: ok (checksum, compatibility, model text, features, load, both prediction paths)")
     return 0
 
 

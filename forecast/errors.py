@@ -40,3 +40,9 @@ class IncompatibleVersion(RegistryError):
     """A version was built with feature code or a LightGBM this build cannot serve."""
 
     code = "incompatible_version"
+
+
+class ImportRefused(RegistryError):
+    """A model from elsewhere (the original service's registry file) cannot be imported: the reason says why."""
+
+    code = "import_refused"

@@ -1,17 +1,25 @@
-"""Turn (date, store, item) rows into the model's feature matrix.
+"""Turn (date, store, item) rows into a model's feature matrix: the feature sets a version may use.
 
-Training and serving call the same :func:`build_features`, so the features a
-model was trained on are exactly the ones it is served with.  It is numpy
-only (no pandas) and fully vectorised: one row and 100,000 rows go through
-the same code and give bit-identical features.
+Training and serving call the same builder, so the features a model was trained on
+are exactly the ones it is served with.  Builders are numpy only (no pandas) and
+fully vectorised: one row and 100,000 rows go through the same code and give
+bit-identical features.
 
-Bump :data:`FEATURE_VERSION` whenever the output of :func:`build_features`
-changes for the same input; the registry refuses to serve a model built with
-another feature version.
+Two feature sets exist, named by the ``feature_version`` a version's metadata records
+(:data:`FEATURE_SETS`):
+
+* ``"1"`` (:data:`FEATURE_VERSION`), ours: calendar features around a fitted trend,
+  the trees predicting ``log1p(sales)`` minus the trend (:mod:`forecast.trend`);
+* ``"legacy-1"``, the Ray Serve service's: ``[store, item, month, weekday, year]``
+  as one float row, raw daily sales out (models imported with ``import-legacy``).
+
+Bump a set's version whenever its builder's output changes for the same input; the
+registry refuses to serve a model built with a feature set this code does not have.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,3 +75,37 @@ def build_features(rows: Rows) -> np.ndarray:
     out[:, 4] = (dates - months).astype(np.int64) + 1
     out[:, 5] = (dates - years).astype(np.int64) + 1
     return out
+
+
+def build_legacy_features(rows: Rows) -> np.ndarray:
+    """The original service's row: store, item, month (1-12), weekday (Monday = 0), year; float64."""
+    dates = rows.dates
+    out = np.empty((len(dates), len(LEGACY_FEATURE_NAMES)), dtype=np.float64)
+    out[:, 0] = rows.stores
+    out[:, 1] = rows.items
+    out[:, 2] = dates.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    out[:, 3] = (rows.days + _EPOCH_WEEKDAY) % 7
+    out[:, 4] = dates.astype("datetime64[Y]").astype(np.int64) + 1970
+    return out
+
+
+# The names the original service's model file carries (its `day` is the weekday, as trained).
+LEGACY_FEATURE_VERSION = "legacy-1"
+LEGACY_FEATURE_NAMES = ("store", "item", "month", "day", "year")
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """How a version's rows become its features, and what its trees predict."""
+
+    version: str
+    names: tuple[str, ...]
+    build: Callable[[Rows], np.ndarray]
+    log_target: bool  # True: the trees predict log1p(sales) around the version's trend; False: sales
+
+
+FEATURE_SETS = {
+    FEATURE_VERSION: FeatureSet(FEATURE_VERSION, FEATURE_NAMES, build_features, log_target=True),
+    LEGACY_FEATURE_VERSION: FeatureSet(LEGACY_FEATURE_VERSION, LEGACY_FEATURE_NAMES, build_legacy_features,
+                                       log_target=False),
+}  # fmt: skip

@@ -1,10 +1,9 @@
-"""The loaded model: LightGBM trees plus the trend they were trained around.
+"""The loaded model: LightGBM trees, the feature set they were trained on, and (ours) the trend.
 
 With :mod:`forecast.train`, the only module that imports LightGBM (a test checks).
 Import it only in a process that will predict (a mule, the training CLI, a test), and
-only after any fork:
-LightGBM's OpenMP runtime hangs in a child forked from a parent that ran an
-OpenMP region, and merely loading a model runs one.
+only after any fork: LightGBM's OpenMP runtime hangs in a child forked from a parent
+that ran an OpenMP region, and merely loading a model runs one.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import ctypes
 import lightgbm as lgb
 import numpy as np
 
-from forecast.features import Rows, build_features
+from forecast.features import FEATURE_SETS, FEATURE_VERSION, FeatureSet, Rows
 from forecast.trend import Trend
 
 
@@ -24,29 +23,50 @@ class Predictor:
     Not thread-safe (one per process, as in a mule).  ``predict`` runs
     LightGBM on one thread: with several processes per machine, OpenMP threads
     only add contention, and one thread keeps a forked process safe.
+    A version of our feature set predicts ``expm1(trees + trend)``, at least 0; an
+    imported legacy version predicts what its trees say, as the original service did.
     """
 
-    def __init__(self, booster: lgb.Booster, trend: Trend, version: str) -> None:
+    def __init__(
+        self,
+        booster: lgb.Booster,
+        trend: Trend | None,
+        version: str,
+        feature_set: FeatureSet = FEATURE_SETS[FEATURE_VERSION],
+    ) -> None:
+        if feature_set.log_target and trend is None:
+            raise ValueError(f"feature set {feature_set.version} needs a trend")
         self.booster = booster
         self.trend = trend
         self.version = version
+        self.feature_set = feature_set
         self._single_row = _SingleRowPredictor.create(booster)
 
     @classmethod
-    def from_model_text(cls, model_text: str, trend: Trend, version: str) -> Predictor:
+    def from_model_text(cls, model_text: str, trend: Trend | None, version: str, feature_set: FeatureSet) -> Predictor:
         """Build a predictor from the text of a LightGBM model file."""
-        return cls(lgb.Booster(model_str=model_text), trend, version)
+        return cls(lgb.Booster(model_str=model_text), trend, version, feature_set)
 
     def predict(self, rows: Rows) -> np.ndarray:
-        """Return forecast unit sales (float64, >= 0), one per row, in order."""
+        """Return forecast unit sales (float64), one per row, in order."""
         if len(rows) == 0:
             return np.empty(0, dtype=np.float64)
-        features = build_features(rows)
+        features = self.feature_set.build(rows)
         if self._single_row is not None and len(rows) < SINGLE_ROW_PATH_BELOW:
-            log_residual = self._single_row.predict(features)
-        else:
-            log_residual = np.asarray(self.booster.predict(features, num_threads=1))
-        sales: np.ndarray = np.maximum(np.expm1(log_residual + self.trend.offset(rows.days)), 0.0)
+            return self._sales(rows, self._single_row.predict(features))
+        return self._sales(rows, np.asarray(self.booster.predict(features, num_threads=1)))
+
+    def predict_both_paths(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """(one C call per row, one batch call): what verification compares."""
+        features = self.feature_set.build(rows)
+        batch = self._sales(rows, np.asarray(self.booster.predict(features, num_threads=1)))
+        single = self._sales(rows, self._single_row.predict(features)) if self._single_row is not None else batch
+        return single, batch
+
+    def _sales(self, rows: Rows, raw: np.ndarray) -> np.ndarray:
+        if self.trend is None or not self.feature_set.log_target:
+            return raw
+        sales: np.ndarray = np.maximum(np.expm1(raw + self.trend.offset(rows.days)), 0.0)
         return sales
 
 

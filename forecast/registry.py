@@ -9,26 +9,35 @@ Layout::
 A version is written in a staging directory and renamed into place, then made
 read-only: readers see a whole version or none.  An alias is replaced with
 write-to-temporary then ``os.replace``: readers see the old or the new target,
-never a torn file.  A version can only become an alias target after
-:meth:`Registry.verify` passed (checksum, compatibility, load, smoke predict).
+never a torn file.  A version can only become an alias target after it passed
+:meth:`Registry.verify` in a child process (:meth:`Registry.check`): checksum,
+compatibility, the model text's structure, its features, load, and the same finite
+predictions from the single-row and the batch path.  A model that crashes LightGBM
+takes down that child, never the caller.
 
-Reading metadata never imports LightGBM, so a web worker can use this module;
-:meth:`Registry.load` and :meth:`Registry.verify` do import it and belong in a
-mule or a CLI.
+Reading metadata never imports LightGBM, so a web worker can use this module
+(and :meth:`Registry.check`, which runs LightGBM in a child); :meth:`Registry.load`
+and :meth:`Registry.verify` import it and belong in a mule or a CLI.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from forecast.errors import CorruptVersion, IncompatibleVersion, RegistryError, VersionNotFound
-from forecast.features import FEATURE_NAMES, FEATURE_VERSION, Rows
+from forecast.features import FEATURE_SETS, FEATURE_VERSION, FeatureSet, Rows
+from forecast.modeltext import check_model_text
 from forecast.trend import Trend
 
 if TYPE_CHECKING:
@@ -38,8 +47,10 @@ ALIASES = ("production", "canary")
 MODEL_FILE = "model.txt"
 METADATA_FILE = "metadata.json"
 _VERSION_RE = re.compile(r"^v(\d+)$")
-# A row every model must be able to score, used by verify().
-SMOKE_ROWS = Rows.from_columns(["2018-01-21"], [1], [1])
+_REFUSALS: dict[str, type[RegistryError]] = {
+    cls.code: cls for cls in (RegistryError, VersionNotFound, CorruptVersion, IncompatibleVersion)
+}
+SMOKE_ROW_COUNT = 8  # rows verify() scores on both paths, spread over the version's domain
 
 
 def sha256_text(text: str) -> str:
@@ -113,41 +124,93 @@ class Registry:
 
         metadata = self.metadata(ref)
         version = metadata["version"]
-        check_compatible(metadata)
+        feature_set = check_compatible(metadata)
+        model_text = self.model_text(version, metadata)
+        try:
+            trend = Trend.from_dict(metadata["trend"]) if feature_set.log_target else None
+            return Predictor.from_model_text(model_text, trend, version, feature_set)
+        except Exception as exc:  # LightGBM raises its own error type, or others on bad text
+            raise CorruptVersion(f"version {version}: model does not load ({exc.__class__.__name__})") from exc
+
+    def model_text(self, version: str, metadata: dict[str, Any]) -> str:
+        """The version's model text, checked against its checksum and structure (no LightGBM).
+
+        Raises :class:`CorruptVersion` or :class:`IncompatibleVersion`.
+        """
         try:
             model_text = (self.versions_dir / version / MODEL_FILE).read_text()
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise CorruptVersion(f"version {version}: unreadable {MODEL_FILE}") from exc
         if sha256_text(model_text) != metadata.get("checksum", {}).get(MODEL_FILE):
             raise CorruptVersion(f"version {version}: {MODEL_FILE} does not match its checksum")
         try:
-            trend = Trend.from_dict(metadata["trend"])
-            return Predictor.from_model_text(model_text, trend, version)
-        except Exception as exc:  # LightGBM raises its own error type, or others on bad text
-            raise CorruptVersion(f"version {version}: model does not load ({exc.__class__.__name__})") from exc
+            check_model_text(model_text, FEATURE_SETS[metadata["feature_version"]].names)
+        except RegistryError as exc:
+            raise exc.__class__(f"version {version}: {exc.message}") from exc
+        return model_text
 
     def verify(self, ref: str) -> Predictor:
-        """Load a version and score :data:`SMOKE_ROWS`; return the predictor.
+        """Load a version and check it predicts; return the predictor (in this process: a mule, the CLI).
 
-        Raises like :meth:`load`, plus :class:`CorruptVersion` when the smoke
-        prediction is not a finite non-negative number.
+        Beyond :meth:`load`: the loaded trees must take exactly the feature set's features,
+        and rows spread over the version's domain must get the same finite predictions from
+        the single-row path and the batch path (a model over other features does not).
+        Raises like :meth:`load`, plus :class:`CorruptVersion` naming the mismatch.
         """
+        metadata = self.metadata(ref)
         predictor = self.load(ref)
+        version, names = predictor.version, predictor.feature_set.names
+        loaded = tuple(predictor.booster.feature_name())
+        if loaded != names:
+            raise IncompatibleVersion(f"version {version}: the loaded model's features {loaded} are not {names}")
         try:
-            prediction = predictor.predict(SMOKE_ROWS)
+            single, batch = predictor.predict_both_paths(smoke_rows(metadata))
         except Exception as exc:
-            raise CorruptVersion(f"version {predictor.version}: smoke prediction failed ({exc})") from exc
-        if prediction.shape != (1,) or not (prediction[0] >= 0 and prediction[0] < float("inf")):
-            raise CorruptVersion(f"version {predictor.version}: smoke prediction {prediction!r} is not a sales count")
+            raise CorruptVersion(f"version {version}: smoke prediction failed ({exc.__class__.__name__})") from exc
+        if not (np.all(np.isfinite(batch)) and np.array_equal(single, batch)):
+            raise CorruptVersion(
+                f"version {version}: the single-row and batch paths disagree or are not finite "
+                f"(single {single[:3].tolist()}, batch {batch[:3].tolist()})"
+            )
         return predictor
+
+    def check(self, ref: str, timeout_s: float = 120) -> str:
+        """:meth:`verify` ``ref`` in a child process (LightGBM never runs here); return the version.
+
+        A model that crashes LightGBM or hangs takes down the child, not the caller:
+        raises :class:`CorruptVersion` naming what happened, or what :meth:`verify` raised.
+        """
+        version = self.resolve(ref)
+        command = [python_executable(), "-m", "forecast", "--registry", str(self.root), "registry", "verify", version,
+                   "--json"]  # fmt: skip
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise CorruptVersion(f"version {version}: verification did not finish within {timeout_s:g} s") from None
+        if done.returncode == 0:
+            return version
+        try:
+            refusal = json.loads(done.stdout.strip().splitlines()[-1])
+            error = _REFUSALS[refusal["code"]](refusal["message"])
+        except (IndexError, ValueError, KeyError, TypeError):
+            reason = f"exit {done.returncode}" if done.returncode >= 0 else f"killed by signal {-done.returncode}"
+            last = done.stderr.strip().splitlines()[-1:]  # e.g. LightGBM's "terminate called ..."
+            raise CorruptVersion(
+                f"version {version}: verifying it crashed ({reason}{': ' + last[0] if last else ''})"
+            ) from None
+        raise error
 
     # -- writing -----------------------------------------------------------
 
-    def register(self, model_text: str, metadata: dict[str, Any]) -> str:
+    def register(
+        self, model_text: str, metadata: dict[str, Any], feature_set: FeatureSet = FEATURE_SETS[FEATURE_VERSION]
+    ) -> str:
         """Store a new immutable version and return its name (``v<N>``).
 
-        ``metadata`` is completed with ``version``, ``checksum``,
-        ``feature_names`` and ``feature_version``.
+        ``metadata`` is completed with ``version``, ``checksum``, ``feature_names`` and
+        ``feature_version`` (of ``feature_set``, ours by default).  Nothing is verified here:
+        :meth:`promote` does that before an alias may name the version.
         """
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.versions_dir))
@@ -157,8 +220,8 @@ class Registry:
             full = {
                 **metadata,
                 "version": version,
-                "feature_names": list(FEATURE_NAMES),
-                "feature_version": FEATURE_VERSION,
+                "feature_names": list(feature_set.names),
+                "feature_version": feature_set.version,
                 "checksum": {MODEL_FILE: sha256_text(model_text)},
             }
             (staging / METADATA_FILE).write_text(json.dumps(full, indent=2) + "\n")
@@ -172,15 +235,31 @@ class Registry:
                 continue
             return version
 
+    def with_checksum(self, checksum: str) -> str | None:
+        """The newest version whose model text has ``checksum`` (``sha256:...``), if any."""
+        for version in reversed(self.versions()):
+            try:
+                if self.metadata(version).get("checksum", {}).get(MODEL_FILE) == checksum:
+                    return version
+            except RegistryError:
+                continue
+        return None
+
     def promote(self, ref: str, alias: str = "production") -> str:
         """Point ``alias`` at a verified version; return the version.
 
-        Verification runs first: a corrupt or incompatible version raises and
-        the alias keeps its old target.
+        Verification runs first, in a child process (:meth:`check`): a corrupt or
+        incompatible version raises and the alias keeps its old target.
         """
         if alias not in ALIASES:
             raise RegistryError(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
-        version = self.verify(ref).version
+        version = self.check(ref)
+        self.set_alias(alias, version)
+        return version
+
+    def set_alias(self, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version`` atomically, without verifying it: for a caller that just did
+        (:meth:`promote` does both; a test that verified in-process)."""
         self.aliases_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{alias}-", dir=self.aliases_dir)
         with os.fdopen(fd, "w") as handle:
@@ -188,7 +267,6 @@ class Registry:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.aliases_dir / alias)
-        return version
 
     def _read_alias(self, alias: str) -> str | None:
         try:
@@ -197,20 +275,42 @@ class Registry:
             return None
 
 
-def check_compatible(metadata: dict[str, Any]) -> None:
-    """Raise :class:`IncompatibleVersion` unless this code can serve the version."""
+def check_compatible(metadata: dict[str, Any]) -> FeatureSet:
+    """The version's feature set; raises :class:`IncompatibleVersion` unless this code can serve the version."""
     import importlib.metadata
 
     version = metadata.get("version", "?")
-    if metadata.get("feature_version") != FEATURE_VERSION or metadata.get("feature_names") != list(FEATURE_NAMES):
+    feature_set = FEATURE_SETS.get(str(metadata.get("feature_version")))
+    if feature_set is None or metadata.get("feature_names") != list(feature_set.names):
         raise IncompatibleVersion(
             f"version {version}: built with feature version {metadata.get('feature_version')!r}, "
-            f"this server computes feature version {FEATURE_VERSION!r}"
+            f"this server computes feature versions {', '.join(repr(v) for v in FEATURE_SETS)}"
         )
     built_with = str(metadata.get("lightgbm_version", ""))
     running = importlib.metadata.version("lightgbm")
     if built_with.split(".")[0] != running.split(".")[0]:
         raise IncompatibleVersion(f"version {version}: built with LightGBM {built_with!r}, this server runs {running}")
+    return feature_set
+
+
+def smoke_rows(metadata: dict[str, Any]) -> Rows:
+    """Rows spread over a version's domain (its first and last dates, its stores and items)."""
+    domain, data = metadata["domain"], metadata["data"]
+    first = dt.date.fromisoformat(data["first_date"])
+    last = dt.date.fromisoformat(domain.get("last_date", data["trained_through"]))
+    count = SMOKE_ROW_COUNT
+    days = np.linspace(first.toordinal(), last.toordinal(), count).astype(int)
+    dates = [dt.date.fromordinal(int(day)).isoformat() for day in days]
+    stores, items = domain["stores"], domain["items"]
+    return Rows.from_columns(dates, [stores[i * len(stores) // count] for i in range(count)],
+                             [items[i * len(items) // count] for i in range(count)])  # fmt: skip
+
+
+def python_executable() -> str:
+    """This environment's Python, also from inside uWSGI, where ``sys.executable`` may be uwsgi itself or
+    the interpreter a virtualenv was made from (without its packages): ``sys.prefix`` is the environment."""
+    candidate = Path(sys.prefix) / "bin" / "python3"
+    return str(candidate) if candidate.exists() else sys.executable
 
 
 def _version_number(name: str) -> int:

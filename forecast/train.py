@@ -139,7 +139,7 @@ def train(data: SalesData, rounds: int = DEFAULT_ROUNDS, refit: bool = True, log
             "stores": sorted(int(s) for s in np.unique(data.rows.stores)),
             "items": sorted(int(i) for i in np.unique(data.rows.items)),
         },
-        "trend": final.trend.to_dict(),
+        "trend": final.trend.to_dict() if final.trend is not None else None,  # fit() always sets one
         "training": {"params": DEFAULT_PARAMS, "rounds": rounds, "refit_on_all_data": refit},
         "metrics": metrics,
     }

@@ -23,10 +23,11 @@ import socket
 import time
 from typing import Any
 
-from forecast.errors import ForecastError
+from forecast.errors import CorruptVersion, ForecastError
 from forecast.features import Rows
 from forecast.model import Predictor
 from forecast.registry import Registry
+from mules.loading import LoadGuard
 from mules.metrics import MuleMetrics
 from serving.logs import configure_logging
 from serving.messages import (
@@ -71,6 +72,7 @@ class Mule:
         self.registry = Registry(settings.registry_dir)
         self.flags = uwsgi.sharedarea_memoryview(FLAGS_AREA)
         self.metrics = MuleMetrics(self.id, settings.metrics_enabled)
+        self.guard = LoadGuard(uwsgi, self.id)
         self.predictor: Predictor | None = None
         self.error = ""
         self.jobs_done = 0
@@ -91,11 +93,14 @@ class Mule:
             self.step()
 
     def start(self) -> None:
-        """Load the production model and score what queued while no mule had one."""
+        """Load the production model (or the last one this mule loaded, when production killed a mule
+        while it loaded), then score what queued while no mule had one."""
         self.metrics.started()
         self.set_flag(NOT_SERVING)
         self.heartbeat(MuleState.LOADING)
-        self.try_load("production")
+        self.guard.died_loading()
+        if not self.try_load("production"):
+            self.fall_back()
         if self.predictor is not None:
             self.drain()
 
@@ -116,9 +121,21 @@ class Mule:
 
     # -- model ---------------------------------------------------------------
 
-    def try_load(self, ref: str) -> None:
+    def load(self, ref: str) -> Predictor:
+        """Load and verify ``ref`` in this process, unless a mule died loading it before.
+
+        Raises :class:`ForecastError` (the registry's refusals, or a poisoned version).
+        """
+        version = self.registry.resolve(ref)
+        if self.guard.poisoned(version):
+            raise CorruptVersion(f"version {version} stopped a mule while it loaded; it is not loaded again")
+        with self.guard.loading(version):
+            return self.registry.verify(version)
+
+    def try_load(self, ref: str) -> bool:
+        """Load ``ref``; on failure keep no model, note why, and retry after ``LOAD_RETRY_S``."""
         try:
-            self.predictor = self.registry.verify(ref)
+            self.predictor = self.load(ref)
             self.error = ""
             logger.info("mule %d loaded model %s", self.id, self.predictor.version)
         except ForecastError as exc:
@@ -126,6 +143,14 @@ class Mule:
             self.next_load_attempt = time.time() + LOAD_RETRY_S
             logger.error("mule %d cannot load %s: %s (retrying in %d s)", self.id, ref, exc.message, LOAD_RETRY_S)
         self.heartbeat()
+        return self.predictor is not None
+
+    def fall_back(self) -> None:
+        """Production does not load: serve the last version this mule loaded, saying why (in /status)."""
+        reason, previous = self.error, self.guard.last_loaded()
+        if previous is not None and self.try_load(previous):
+            self.error = f"production refused ({reason}); serving {previous}, the last version this mule loaded"
+            self.heartbeat()
 
     def reload(self, message: bytes) -> None:
         try:
@@ -137,7 +162,8 @@ class Mule:
         self.heartbeat(MuleState.LOADING)
         self.set_flag(NOT_SERVING)  # while loading, workers wake the other mules for new jobs
         try:
-            self.predictor = self.registry.verify(version)
+            self.predictor = self.load(version)
+            self.error = ""
             outcome = Result(job_id, self.id, self.pid, version)
             logger.info("mule %d reloaded: now serving %s", self.id, version)
         except ForecastError as exc:

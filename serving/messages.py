@@ -1,6 +1,6 @@
 """The messages between web workers and mules: the whole contract, in one place.
 
-Five kinds of bytes cross the process boundary:
+Six kinds of bytes cross the process boundary:
 
 * a **job** (worker -> uWSGI queue -> mule): rows to score, a job id, the
   address to notify, a deadline and the attempt number;
@@ -14,7 +14,10 @@ Five kinds of bytes cross the process boundary:
   or load a model version;
 * a **heartbeat** (mule -> uWSGI state cache, key :func:`heartbeat_key`): the
   mule's pid, state and model version, with one rule for "fresh" and one for
-  "serving" that every reader uses.
+  "serving" that every reader uses;
+* **load markers** (mule -> state cache, :func:`loading_key`, :func:`loaded_key`,
+  :func:`poisoned_key`): which version a mule is loading, which it last loaded, and
+  which killed a mule while it loaded; the cache outlives a mule, so its respawn reads them.
 
 Each mule's **awake flag** is one byte of uWSGI's shared area
 (:func:`awake_flag`), written only by its mule and read by every worker without
@@ -68,6 +71,21 @@ CONTROL_RELOAD = b"R"
 def heartbeat_key(mule_id: int) -> str:
     """State-cache key of a mule's heartbeat."""
     return f"mule:{mule_id}"
+
+
+def loading_key(mule_id: int) -> str:
+    """State-cache key: the version mule ``mule_id`` is loading now (set before, cleared after)."""
+    return f"loading:{mule_id}"
+
+
+def loaded_key(mule_id: int) -> str:
+    """State-cache key: the last version mule ``mule_id`` loaded and verified."""
+    return f"loaded:{mule_id}"
+
+
+def poisoned_key(version: str) -> str:
+    """State-cache key, present when a mule died while loading ``version``: no mule loads it again."""
+    return f"poisoned:{version}"
 
 
 def awake_flag(mule_id: int) -> int:

@@ -70,6 +70,10 @@ class Settings(ModelSettings):
     fast_lane_enabled: bool = Field(
         True, description="Answer POST /predict without Flask's request machinery; `false` only to measure it."
     )
+    legacy_answers: bool = Field(
+        False,
+        description="Answer GET /, /status and /reload with the Ray Serve service's exact bodies (JSON strings).",
+    )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token required by /reload; unset: /reload only from loopback."
     )

@@ -60,7 +60,8 @@ def small_model(small_data: SalesData) -> TrainResult:
 def registry(tmp_path: Path, small_model: TrainResult) -> Registry:
     """A registry holding one version, ``v1``, promoted to production."""
     registry = Registry(tmp_path / "registry")
-    registry.promote(registry.register(small_model.model_text, small_model.metadata))
+    version = registry.register(small_model.model_text, small_model.metadata)
+    registry.set_alias("production", registry.verify(version).version)  # verified here: no child process
     return registry
 
 

@@ -63,10 +63,14 @@ def test_legacy_query_parameters_answer_a_bare_number(stack: Stack, serving_regi
     assert response.json() == pytest.approx(float(offline(serving_registry, [("2018-01-21", 10, 23)])[0]), rel=1e-12)
 
 
-def test_legacy_query_errors_use_the_json_error_shape(stack: Stack) -> None:
-    response = requests.post(f"{stack.url}/predict", params={"date": "2018-01-21", "store": 11, "item": 23}, timeout=5)
-    assert response.status_code == 422
-    assert response.json()["field"] == "store"
+def test_legacy_query_form_answers_like_the_original(stack: Stack) -> None:
+    """Outside the served version's guardrails a sentinel (here: our model's stores 1-10), a bad parameter 422."""
+    outside = requests.post(f"{stack.url}/predict", params={"date": "2018-01-21", "store": 11, "item": 23}, timeout=5)
+    assert (outside.status_code, outside.content) == (200, b"-2.0")
+    mistyped = requests.post(
+        f"{stack.url}/predict", params={"date": "2018-01-21", "store": "ten", "item": 23}, timeout=5
+    )
+    assert (mistyped.status_code, mistyped.json()["field"]) == (422, "store")
 
 
 @pytest.mark.parametrize("wrap", [False, True])

@@ -119,7 +119,7 @@ def test_a_mule_reloading_still_holds_a_model(registry: Registry) -> None:
     svc = make_service(StandInPool(view((LOADING, "v1", 0.5), (LOADING, None, 0.5))), registry)
     pool_view = svc._admission_view()
     assert pool_view.any_serving
-    assert svc.domain(pool_view).stores == frozenset({1, 2, 3})  # v1's: the one version held
+    assert svc.served_model(pool_view).domain.stores == frozenset({1, 2, 3})  # v1's: the one version held
 
 
 def test_no_model_is_503_and_never_trusted_for_later_requests(registry: Registry) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecast.features import Rows, build_features
+from forecast.features import FEATURE_SETS, FEATURE_VERSION, Rows, build_features
 from forecast.model import SINGLE_ROW_PATH_BELOW, Predictor
 from forecast.train import TrainResult
 from forecast.trend import Trend
 
 
 def predictor(model: TrainResult) -> Predictor:
-    return Predictor.from_model_text(model.model_text, Trend.from_dict(model.metadata["trend"]), "v1")
+    trend = Trend.from_dict(model.metadata["trend"])
+    return Predictor.from_model_text(model.model_text, trend, "v1", FEATURE_SETS[FEATURE_VERSION])
 
 
 def random_rows(n: int) -> Rows:

@@ -128,10 +128,16 @@ REQUESTS = [
     ("too many rows", {"path": "/predict", "json": [ROW] * 50_001}, 413, ("batch_too_large", None)),
     ("legacy query form", {"path": "/predict?date=2015-06-01&store=2&item=3"}, 200, 12.03),
     ("legacy, percent-encoded", {"path": "/predict?date=2015%2D06%2D01&store=%32&item=3"}, 200, 12.03),
-    ("legacy, repeated field", {"path": "/predict?date=2015-06-01&store=2&store=9&item=3"}, 200, 12.03),
+    ("legacy, repeated field", {"path": "/predict?date=2015-06-01&store=9&store=2&item=3"}, 200, 12.03),
     ("legacy, other field", {"path": "/predict?date=2015-06-01&store=2&item=3&debug=1"}, 200, 12.03),
-    ("legacy, unknown item", {"path": "/predict?date=2015-06-01&store=2&item=77"}, 422, ("invalid_input", "item")),
+    ("legacy, item outside", {"path": "/predict?date=2015-06-01&store=2&item=77"}, 200, -3.0),
+    ("legacy, store outside", {"path": "/predict?date=2015-06-01&store=0&item=3"}, 200, -2.0),
+    ("legacy, date outside", {"path": "/predict?date=2031-01-01&store=99&item=77"}, 200, -1.0),
+    ("legacy, not a date", {"path": "/predict?date=yesterday&store=2&item=3"}, 200, -1.0),  # "y" > "2016-..."
+    ("legacy, impossible date", {"path": "/predict?date=2015-02-30&store=2&item=3"}, 422, ("invalid_input", "date")),
+    ("legacy, lenient integers", {"path": "/predict?date=2015-06-01&store=%202%20&item=3.0"}, 200, 12.03),
     ("legacy, missing item", {"path": "/predict?date=2015-06-01&store=2"}, 422, ("invalid_input", "item")),
+    ("legacy, store as text", {"path": "/predict?date=2015-06-01&store=two&item=3"}, 422, ("invalid_input", "store")),
     ("legacy, invalid UTF-8", {"path": "/predict?date=2015-06-01&store=2&item=%ff"}, 422, ("invalid_input", "item")),
     ("legacy, no fields", {"path": "/predict?&"}, 422, ("invalid_input", "body")),
     ("query and body", {"path": "/predict?store=2", "json": ROW}, 422, ("invalid_input", "query")),
@@ -196,7 +202,7 @@ def test_a_batch_is_answered_in_order_and_an_error_names_the_row(registry: Regis
 def test_legacy_query_form_is_answered_with_a_bare_number(registry: Registry) -> None:
     app_ = make_app(registry, StandInMules(), fast_lane=True)
     response = app_.test_client().post("/predict?date=2015-06-01&store=2&item=3")
-    assert (response.status_code, response.data) == (200, b"12.03\n")
+    assert (response.status_code, response.data) == (200, b"12.03")  # the original's bytes: no newline
 
 
 def test_a_request_that_waited_past_its_deadline_is_shed_before_reaching_the_mules(registry: Registry) -> None:

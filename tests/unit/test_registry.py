@@ -65,8 +65,8 @@ def test_alias_switch_is_atomic_under_a_concurrent_reader(registry: Registry, sm
     thread = threading.Thread(target=read)
     thread.start()
     try:
-        for n in range(60):
-            registry.promote("v2" if n % 2 == 0 else "v1")
+        for n in range(60):  # the alias write itself (promote adds a verification in a child process)
+            registry.set_alias("production", "v2" if n % 2 == 0 else "v1")
     finally:
         stop.set()
         thread.join()
@@ -93,7 +93,7 @@ def test_unparseable_model_with_matching_checksum_is_refused(registry: Registry)
     metadata = json.loads((path / METADATA_FILE).read_text())
     metadata["checksum"][MODEL_FILE] = sha256_text("not a model\n")
     (path / METADATA_FILE).write_text(json.dumps(metadata))
-    with pytest.raises(CorruptVersion, match="does not load"):
+    with pytest.raises(CorruptVersion, match="not a LightGBM model text"):  # found before LightGBM parses it
         registry.promote("v2")
     assert registry.resolve("production") == "v1"
 

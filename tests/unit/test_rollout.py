@@ -6,7 +6,7 @@ import pytest
 
 from app.errors import ReloadRefused
 from app.rollout import roll_out
-from serving.messages import Result
+from serving.messages import Heartbeat, MuleState, Result
 
 
 class StandInMules:
@@ -18,7 +18,8 @@ class StandInMules:
         self.refusing, self.bad = refusing, bad
         self.calls: list[tuple[int, str]] = []
 
-    def load(self, mule_id: int, version: str) -> Result:
+    def load(self, mule_id: int, version: str, pid: int | None) -> Result:
+        assert pid == 100 + mule_id  # the pid of its heartbeat: a mule that dies loading is noticed
         self.calls.append((mule_id, version))
         if mule_id in self.refusing and version == self.bad:
             return Result(b"i" * 16, mule_id, 1, version, error=f"version {version}: model.txt does not match")
@@ -26,9 +27,13 @@ class StandInMules:
         return Result(b"i" * 16, mule_id, 1, version)
 
 
+def beats(held: dict[int, str | None]) -> dict[int, Heartbeat | None]:
+    return {m: Heartbeat(m, 100 + m, MuleState.READY, v, 0.0, 0.0, 0) for m, v in held.items()}
+
+
 def test_every_mule_in_turn() -> None:
     mules = StandInMules({1: "v1", 2: "v1", 3: "v1"}, refusing=set())
-    roll_out(mules, "v2", dict(mules.held))
+    roll_out(mules, "v2", beats(mules.held))
     assert mules.calls == [(1, "v2"), (2, "v2"), (3, "v2")]
     assert set(mules.held.values()) == {"v2"}
 
@@ -37,7 +42,7 @@ def test_a_refusal_rolls_back_the_mules_already_switched() -> None:
     before = {1: "v1", 2: "v1", 3: "v1"}
     mules = StandInMules(before, refusing={3})
     with pytest.raises(ReloadRefused, match=r"mule 3 refused version v2: version v2: model.txt does not match"):
-        roll_out(mules, "v2", dict(before))
+        roll_out(mules, "v2", beats(before))
     assert mules.held == before
     assert mules.calls == [(1, "v2"), (2, "v2"), (3, "v2"), (1, "v1"), (2, "v1")]
 
@@ -45,5 +50,5 @@ def test_a_refusal_rolls_back_the_mules_already_switched() -> None:
 def test_a_mule_that_held_nothing_keeps_the_new_version_on_rollback() -> None:
     mules = StandInMules({1: None, 2: "v1"}, refusing={2})
     with pytest.raises(ReloadRefused):
-        roll_out(mules, "v2", {1: None, 2: "v1"})
+        roll_out(mules, "v2", beats({1: None, 2: "v1"}))
     assert mules.held == {1: "v2", 2: "v1"}  # better a model than none
