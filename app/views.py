@@ -97,12 +97,13 @@ SLASHED = frozenset({"/predict/", "/status/", "/reload/", "/metrics/", "/openapi
 def without_trailing_slash() -> ResponseReturnValue | None:
     """``/predict/`` and the like: 307 to the path without the slash, method, body and query kept (as FastAPI did).
 
-    A hook, not a route: a route ``/predict/`` would make Werkzeug redirect ``/predict`` to it.
+    A hook, not a route: a route ``/predict/`` would make Werkzeug redirect ``/predict`` to it.  The
+    location is relative (FastAPI's was absolute): the host nginx passes (``$host``) has no port.
     """
     if request.path not in SLASHED:
         return None
     query = request.environ.get("QUERY_STRING", "")
-    return redirect(request.host_url + request.path.strip("/") + (f"?{query}" if query else ""), 307)
+    return redirect(request.path.rstrip("/") + (f"?{query}" if query else ""), 307)
 
 
 def legacy_answer(text: str) -> Response:

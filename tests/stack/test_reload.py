@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -14,8 +16,9 @@ import requests
 from forecast.features import Rows
 from forecast.registry import METADATA_FILE, MODEL_FILE, Registry
 from launcher.stack import Stack
-from tests.helpers import clone_version
-from tests.stack.load import Outcome, distinct_rows, hammer
+from tests.helpers import clone_version, crashing_model_text, forge_version, wait_for
+from tests.stack.load import Outcome, distinct_rows, hammer, mule_pids
+from tests.stack.scrape import scrape_until
 from tests.stack.stacks import start_stack
 
 
@@ -120,3 +123,70 @@ def test_reload_with_a_configured_token_requires_it(token_stack: Stack) -> None:
     right = requests.get(f"{token_stack.url}/reload", headers={"Authorization": "Bearer s3cret"}, timeout=60)
     assert right.status_code == 200
     assert right.json()["model_version"] == "v1"
+
+
+def crash_version(registry: Registry, target: str) -> None:
+    """``target``: v1's model made to abort LightGBM as it loads, and passing every check that does not load it;
+    then ``production`` names it, behind the server's back (what no promote would let through)."""
+    forge_version(registry, "v1", target, crashing_model_text((registry.versions_dir / "v1" / MODEL_FILE).read_text()))
+    registry.set_alias("production", target)
+
+
+def test_a_version_that_crashes_lightgbm_is_refused_before_any_mule_loads_it(
+    reload_stack: Stack, registry_copy: Registry
+) -> None:
+    pids = mule_pids(reload_stack.url)
+    crash_version(registry_copy, "v3")
+    response = requests.get(f"{reload_stack.url}/reload", timeout=120)
+    assert response.status_code == 422
+    assert "version v3: verifying it crashed (killed by signal 6" in response.json()["message"]
+    assert mule_pids(reload_stack.url) == pids  # no mule ever saw it
+    assert served_versions(reload_stack) == {"v1"}
+
+
+def test_a_reload_whose_mule_dies_answers_at_once_and_the_others_keep_serving(
+    reload_stack: Stack, registry_copy: Registry
+) -> None:
+    registry_copy.promote("v2")
+    victim = mule_pids(reload_stack.url)[1]
+    answer: dict[str, requests.Response] = {}
+    os.kill(victim, signal.SIGSTOP)  # it will not read the load request: only its death can answer
+    reload = threading.Thread(target=lambda: answer.update(r=requests.get(f"{reload_stack.url}/reload", timeout=60)))
+    reload.start()
+    wait_for(lambda: "reload: rolling v2" in reload_stack.uwsgi_log.read_text())
+    os.kill(victim, signal.SIGKILL)
+    reload.join()
+    refused = answer["r"]
+    assert refused.status_code == 422
+    assert refused.json()["message"] == f"mule 1 refused version v2: the mule (pid {victim}) died loading it"
+    mules = requests.get(f"{reload_stack.url}/status", timeout=5).json()["mules"]
+    assert mules[1]["model_version"] == "v1"  # mule 2 was never switched
+    ok = requests.post(f"{reload_stack.url}/predict", json={"date": "2018-01-21", "store": 1, "item": 1}, timeout=5)
+    assert ok.status_code == 200  # (mule 1's respawn loads production at start, as any respawn does)
+
+
+def test_a_version_that_kills_a_mule_while_it_loads_is_not_loaded_again(
+    reload_stack: Stack, registry_copy: Registry
+) -> None:
+    """production moved behind the server's back to a model that aborts LightGBM; mule 1 is respawned and
+    loads it: it dies once, and its next respawn serves the last version it loaded instead of dying again."""
+    crash_version(registry_copy, "v3")
+    victim = mule_pids(reload_stack.url)[1]
+    os.kill(victim, signal.SIGKILL)
+
+    def mule_1_serves_again() -> bool:
+        mule = requests.get(f"{reload_stack.url}/status", timeout=5).json()["mules"][0]
+        return mule["pid"] != victim and mule["state"] == "ready" and "v3" in (mule["error"] or "")
+
+    wait_for(mule_1_serves_again, 60)
+    status = requests.get(f"{reload_stack.url}/status", timeout=5)
+    mule = status.json()["mules"][0]
+    assert status.status_code == 200
+    assert mule["model_version"] == "v1"
+    assert mule["error"] == (
+        "production refused (version v3 stopped a mule while it loaded; it is not loaded again); "
+        "serving v1, the last version this mule loaded"
+    )
+    starts = scrape_until(reload_stack.url, lambda now: now.value("forecast_mule_starts_total", mule="1") >= 3)
+    assert starts.value("forecast_mule_starts_total", mule="1") == 3  # killed once, crashed once, then served
+    assert "died while loading v3" in reload_stack.uwsgi_log.read_text()
