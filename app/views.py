@@ -103,7 +103,7 @@ def without_trailing_slash() -> ResponseReturnValue | None:
     if request.path not in SLASHED:
         return None
     query = request.environ.get("QUERY_STRING", "")
-    return redirect(request.path.rstrip("/") + (f"?{query}" if query else ""), 307)
+    return Response(status=307, headers={"Location": request.path.rstrip("/") + (f"?{query}" if query else "")})
 
 
 def legacy_answer(text: str) -> Response:
