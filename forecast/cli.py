@@ -14,14 +14,14 @@ from pathlib import Path
 
 from forecast.config import ModelSettings
 from forecast.errors import ForecastError
-from forecast.registry import ALIASES, Registry
+from forecast.registry import ALIASES, DEFAULT_MODEL, Registry
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = ModelSettings()
     args = _parser(settings).parse_args(argv)
     try:
-        return int(args.run(args, Registry(args.registry)))
+        return int(args.run(args, Registry(args.registry, getattr(args, "model", DEFAULT_MODEL))))
     except ForecastError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
@@ -31,8 +31,10 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m forecast", description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, default=settings.registry_dir, help="registry directory")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    named = argparse.ArgumentParser(add_help=False)
+    named.add_argument("--model", default=DEFAULT_MODEL, help=f"the model's name (default: {DEFAULT_MODEL})")
 
-    train = commands.add_parser("train", help="train, evaluate, register and promote a model")
+    train = commands.add_parser("train", parents=[named], help="train, evaluate, register and promote a model")
     train.add_argument("--data", type=Path, default=settings.data_path, help="date,store,item,sales CSV")
     train.add_argument("--rounds", type=int, default=settings.train_rounds, help="boosting rounds")
     train.add_argument("--seed", type=int, default=0, help="seed of the generated data set")
@@ -55,20 +57,27 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
 
     registry = commands.add_parser("registry", help="inspect and manage registered versions")
     actions = registry.add_subparsers(required=True, metavar="ACTION")
-    actions.add_parser("list", help="list versions, aliases and holdout SMAPE").set_defaults(run=_list)
-    show = actions.add_parser("show", help="print a version's metadata")
+    actions.add_parser("list", parents=[named], help="list versions, aliases and holdout SMAPE").set_defaults(run=_list)
+    actions.add_parser("models", help="list the models and their aliases").set_defaults(run=_models)
+    show = actions.add_parser("show", parents=[named], help="print a version's metadata")
     show.add_argument("ref", help="version (v3) or alias (production)")
     show.set_defaults(run=_show)
     verify = actions.add_parser(
-        "verify", help="check checksum, compatibility, model text, features, load and both prediction paths"
+        "verify", parents=[named], help="check checksum, compatibility, model text, features, load, both paths"
     )
     verify.add_argument("ref")
     verify.add_argument("--json", action="store_true", help="on failure, print the error as one JSON object")
     verify.set_defaults(run=_verify)
-    promote = actions.add_parser("promote", help="verify a version and point an alias at it")
+    promote = actions.add_parser("promote", parents=[named], help="verify a version and point an alias at it")
     promote.add_argument("ref")
     promote.add_argument("--alias", choices=ALIASES, default="production")
+    promote.add_argument("--weight", type=int, help="canary: percent of rows it scores; shadow: percent it samples")
     promote.set_defaults(run=_promote)
+    rollback = actions.add_parser(
+        "rollback", parents=[named], help="production back to its previous version; canary or shadow removed"
+    )
+    rollback.add_argument("--alias", choices=ALIASES, default="production")
+    rollback.set_defaults(run=_rollback)
     return parser
 
 
@@ -152,6 +161,24 @@ def _verify(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _promote(args: argparse.Namespace, registry: Registry) -> int:
-    version = registry.promote(args.ref, args.alias)
-    print(f"{args.alias} -> {version}")
+    version = registry.promote(args.ref, args.alias, args.weight)
+    weight = "" if args.weight is None else f" ({args.weight}% of rows)"
+    print(f"{registry.model}: {args.alias} -> {version}{weight}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace, registry: Registry) -> int:
+    version = registry.rollback(args.alias)
+    print(f"{registry.model}: {args.alias} -> {version or '(removed)'}")
+    return 0
+
+
+def _models(args: argparse.Namespace, registry: Registry) -> int:
+    for model in registry.models():
+        table = registry.named(model).alias_table()
+        aliases = ", ".join(
+            f"{name} {alias.version}" + ("" if alias.weight is None else f" ({alias.weight}%)")
+            for name, alias in table.items()
+        )
+        print(f"{model:<20} {aliases}")
     return 0

@@ -1,10 +1,16 @@
 """A model registry on a plain directory (a local disk or a mounted volume).
 
-Layout::
+Layout (the default model at the root, as before models had names; others under ``models/``)::
 
-    <root>/versions/<version>/model.txt       LightGBM model text
-    <root>/versions/<version>/metadata.json   see ``register``
-    <root>/aliases/<alias>                    one line: the version it names
+    <root>/versions/<version>/model.txt                LightGBM model text
+    <root>/versions/<version>/metadata.json            see ``register``
+    <root>/aliases/<alias>                             one line: the version it names [weight=N]
+    <root>/aliases/production.history                  the versions production named before
+    <root>/models/<name>/versions/..., aliases/...     another model, the same way
+
+Aliases: ``production`` (what is served), ``canary`` (a share of rows, ``weight`` percent,
+scored by another version) and ``shadow`` (a ``weight`` percent sample of rows also scored
+by another version, after the answer, to compare).
 
 A version is written in a staging directory and renamed into place, then made
 read-only: readers see a whole version or none.  An alias is replaced with
@@ -30,6 +36,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +50,9 @@ from forecast.trend import Trend
 if TYPE_CHECKING:
     from forecast.model import Predictor
 
-ALIASES = ("production", "canary")
+DEFAULT_MODEL = "default"
+ALIASES = ("production", "canary", "shadow")
+_MODEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 MODEL_FILE = "model.txt"
 METADATA_FILE = "metadata.json"
 _VERSION_RE = re.compile(r"^v(\d+)$")
@@ -57,13 +66,40 @@ def sha256_text(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-class Registry:
-    """Versions and aliases under ``root``.  Safe for concurrent readers."""
+@dataclass(frozen=True)
+class Alias:
+    """Where an alias points, and for ``canary`` and ``shadow`` the share of rows it takes (percent)."""
 
-    def __init__(self, root: Path) -> None:
+    version: str
+    weight: int | None = None
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it can name a model (lower-case letters, digits, ``-``, ``_``); raises :class:`RegistryError`."""
+    if not _MODEL_RE.match(name):
+        raise RegistryError(f"{name!r} is not a model name (a-z, 0-9, '-', '_'; at most 40 characters)")
+    return name
+
+
+class Registry:
+    """One model's versions and aliases under ``root``.  Safe for concurrent readers."""
+
+    def __init__(self, root: Path, model: str = DEFAULT_MODEL) -> None:
         self.root = Path(root)
-        self.versions_dir = self.root / "versions"
-        self.aliases_dir = self.root / "aliases"
+        self.model = check_model_name(model)
+        base = self.root if model == DEFAULT_MODEL else self.root / "models" / model
+        self.versions_dir = base / "versions"
+        self.aliases_dir = base / "aliases"
+
+    def named(self, model: str) -> Registry:
+        """The registry of another model under the same root."""
+        return Registry(self.root, model)
+
+    def models(self) -> list[str]:
+        """Every model with a version: the default one first, the others by name."""
+        named = sorted(p.parent.name for p in (self.root / "models").glob("*/versions") if _MODEL_RE.match(p.parent.name))
+        default = [DEFAULT_MODEL] if (self.root / "versions").is_dir() else []
+        return default + [name for name in named if name != DEFAULT_MODEL]
 
     # -- reading -----------------------------------------------------------
 
@@ -76,12 +112,26 @@ class Registry:
 
     def aliases(self) -> dict[str, str]:
         """Alias name -> version, for every alias that is set."""
+        return {name: alias.version for name, alias in self.alias_table().items()}
+
+    def alias_table(self) -> dict[str, Alias]:
+        """Alias name -> where it points and its weight, for every alias that is set."""
         found = {}
-        for alias in ALIASES:
-            version = self._read_alias(alias)
-            if version is not None:
-                found[alias] = version
+        for name in ALIASES:
+            alias = self.alias(name)
+            if alias is not None:
+                found[name] = alias
         return found
+
+    def alias(self, name: str) -> Alias | None:
+        try:
+            words = (self.aliases_dir / name).read_text().split()
+        except FileNotFoundError:
+            return None
+        if not words:
+            return None
+        weight = next((int(w.removeprefix("weight=")) for w in words[1:] if w.startswith("weight=")), None)
+        return Alias(words[0], weight)
 
     def resolve(self, ref: str) -> str:
         """Return the version named by ``ref`` (a version or an alias).
@@ -89,10 +139,10 @@ class Registry:
         Raises :class:`VersionNotFound`.
         """
         if ref in ALIASES:
-            version = self._read_alias(ref)
-            if version is None:
+            alias = self.alias(ref)
+            if alias is None:
                 raise VersionNotFound(f"alias {ref!r} is not set")
-            return version
+            return alias.version
         if not _VERSION_RE.match(ref) or not (self.versions_dir / ref).is_dir():
             raise VersionNotFound(f"version {ref!r} does not exist")
         return ref
@@ -182,7 +232,7 @@ class Registry:
         """
         version = self.resolve(ref)
         command = [python_executable(), "-m", "forecast", "--registry", str(self.root), "registry", "verify", version,
-                   "--json"]  # fmt: skip
+                   "--json", "--model", self.model]  # fmt: skip
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
@@ -245,34 +295,48 @@ class Registry:
                 continue
         return None
 
-    def promote(self, ref: str, alias: str = "production") -> str:
-        """Point ``alias`` at a verified version; return the version.
+    def promote(self, ref: str, alias: str = "production", weight: int | None = None) -> str:
+        """Point ``alias`` at a verified version (``weight``: canary's or shadow's share, percent); return it.
 
         Verification runs first, in a child process (:meth:`check`): a corrupt or
-        incompatible version raises and the alias keeps its old target.
+        incompatible version raises and the alias keeps its old target.  Moving
+        ``production`` records the version it named before, for :meth:`rollback`.
         """
         if alias not in ALIASES:
             raise RegistryError(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
+        if (weight is not None) == (alias == "production") or not 0 <= (weight or 0) <= 100:
+            raise RegistryError("canary and shadow take a --weight from 0 to 100 (percent of rows); production none")
         version = self.check(ref)
-        self.set_alias(alias, version)
+        previous = self.alias(alias)
+        if alias == "production" and previous is not None and previous.version != version:
+            with (self.aliases_dir / "production.history").open("a") as history:
+                history.write(previous.version + "\n")
+        self.set_alias(alias, version, weight)
         return version
 
-    def set_alias(self, alias: str, version: str) -> None:
+    def rollback(self, alias: str = "production") -> str | None:
+        """``production`` back to the version it named before; ``canary`` or ``shadow`` removed. The new target."""
+        if alias != "production":
+            (self.aliases_dir / alias).unlink(missing_ok=True)
+            return None
+        history = self.aliases_dir / "production.history"
+        earlier = history.read_text().split() if history.exists() else []
+        if not earlier:
+            raise RegistryError("production has no earlier version to go back to")
+        self.set_alias("production", earlier[-1])
+        history.write_text("".join(f"{version}\n" for version in earlier[:-1]))
+        return earlier[-1]
+
+    def set_alias(self, alias: str, version: str, weight: int | None = None) -> None:
         """Point ``alias`` at ``version`` atomically, without verifying it: for a caller that just did
         (:meth:`promote` does both; a test that verified in-process)."""
         self.aliases_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{alias}-", dir=self.aliases_dir)
         with os.fdopen(fd, "w") as handle:
-            handle.write(version + "\n")
+            handle.write(version + ("" if weight is None else f" weight={weight}") + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.aliases_dir / alias)
-
-    def _read_alias(self, alias: str) -> str | None:
-        try:
-            return (self.aliases_dir / alias).read_text().strip() or None
-        except FileNotFoundError:
-            return None
 
 
 def check_compatible(metadata: dict[str, Any]) -> FeatureSet:

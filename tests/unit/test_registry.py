@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from forecast.errors import CorruptVersion, IncompatibleVersion, VersionNotFound
-from forecast.registry import METADATA_FILE, MODEL_FILE, Registry
+from forecast.errors import CorruptVersion, IncompatibleVersion, RegistryError, VersionNotFound
+from forecast.registry import METADATA_FILE, MODEL_FILE, Alias, Registry
 from forecast.train import TrainResult
 from tests.helpers import clone_version
 
@@ -29,9 +29,30 @@ def test_versions_number_up_and_promote_moves_the_alias(registry: Registry, smal
     assert registry.register(small_model.model_text, small_model.metadata) == "v2"
     assert registry.aliases() == {"production": "v1"}
     assert registry.promote("v2") == "v2"
-    assert registry.promote("v1", alias="canary") == "v1"
+    assert registry.promote("v1", alias="canary", weight=10) == "v1"
     assert registry.aliases() == {"production": "v2", "canary": "v1"}
+    assert registry.alias_table()["canary"] == Alias("v1", 10)
     assert registry.resolve("canary") == "v1"
+    with pytest.raises(RegistryError, match="weight"):
+        registry.promote("v1", alias="shadow")  # a share is needed
+    assert registry.rollback() == "v1"  # production back to the version it named before
+    assert registry.rollback("canary") is None
+    assert registry.aliases() == {"production": "v1"}
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback()
+
+
+def test_named_models_live_beside_the_default_one(registry: Registry, small_model: TrainResult) -> None:
+    """The layout of a registry from before models had names is the default model's: nothing moves."""
+    store_model = registry.named("store-3")
+    version = store_model.register(small_model.model_text, small_model.metadata)
+    store_model.set_alias("production", store_model.verify(version).version)
+    assert registry.models() == ["default", "store-3"]
+    assert (store_model.versions_dir, registry.versions_dir) == (registry.root / "models/store-3/versions",
+                                                                 registry.root / "versions")  # fmt: skip
+    assert (store_model.aliases(), registry.aliases()) == ({"production": "v1"}, {"production": "v1"})
+    with pytest.raises(RegistryError, match="not a model name"):
+        registry.named("../etc")
 
 
 def test_concurrent_registers_get_distinct_versions(registry: Registry, small_model: TrainResult) -> None:
