@@ -15,10 +15,12 @@ from dataclasses import dataclass
 class Report:
     """The fields of one answer's access line (each None when it does not apply)."""
 
+    model: str | None = None  # the model asked for (a /predict request)
     rows: int | None = None  # rows the request asked for
     model_version: str | None = None  # the version that scored them ("v1,v2" if several)
     error: str | None = None  # the error code of the answer
     job: str | None = None  # the job whose failure the answer reports (also on the mule's log line)
+    loaded: bool | None = None  # True: the request waited for a mule to load its model version
 
     def headers(self) -> list[tuple[str, str]]:
         """The response headers that carry this report to nginx's access line."""
@@ -27,5 +29,7 @@ class Report:
             ("X-Forecast-Rows", self.rows),
             ("X-Forecast-Error", self.error),
             ("X-Forecast-Job", self.job),
+            ("X-Forecast-Model", self.model),
+            ("X-Forecast-Load", "1" if self.loaded else None),
         )
         return [(header, str(value)) for header, value in fields if value is not None]

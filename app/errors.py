@@ -36,6 +36,7 @@ class Reason(StrEnum):
     PREDICTION_FAILED = "prediction_failed"  # a mule's predict call raised
     RESULT_LOST = "result_lost"  # a mule said "done" but its result is not in the cache
     MULE_DIED = "mule_died"  # two mules died holding the request's job
+    MODEL_UNAVAILABLE = "model_unavailable"  # the request's model version does not load (the message names it)
     UNAVAILABLE = "unavailable"  # a mule cannot take messages (and nginx's own 503)
 
 
@@ -88,6 +89,10 @@ class UnsupportedMediaType(ApiError):
 
 class InvalidInput(ApiError):
     status, code = 422, "invalid_input"
+
+
+class ModelNotFound(ApiError):
+    status, code = 404, "model_not_found"
 
 
 class ReloadRefused(ApiError):

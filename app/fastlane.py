@@ -27,11 +27,13 @@ from app.encoding import json_line
 from app.errors import INTERNAL_ERROR, internal_error_answer
 from app.predict import PredictAnswer, PredictRequest, PredictUseCase
 from app.telemetry import FAST_LANE_REQUEST_ID, RequestMetrics, request_start
+from forecast.registry import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ENDPOINT = "/predict"  # the route's rule, as Flask's metrics label it
+MODELS_PREFIX = "/models/"
 
 
 class FastLane:
@@ -57,7 +59,7 @@ class FastLane:
         data = answer.body
         if self.recorder is not None:  # before the answer leaves, as Flask's hook does (app/telemetry.py)
             seconds = time.time() - request.received_at
-            self.recorder.record(ENDPOINT, "POST", answer.status, seconds, answer.report.error)
+            self.recorder.record(ENDPOINT, "POST", answer.status, seconds, answer.report)
         start_response(
             f"{answer.status} {HTTPStatus(answer.status).phrase}",
             [
@@ -81,15 +83,28 @@ class FastLane:
 def lane_request(environ: dict[str, Any]) -> PredictRequest | None:
     """The request's parts if the lane answers it, else None (Flask does).
 
-    The lane answers ``POST /predict`` with a ``Content-Length`` (or no body at all): nginx
-    buffers every body and passes its length.  A chunked body sent to uWSGI directly has no
-    length; Flask reads it.
+    The lane answers ``POST /predict`` and ``POST /models/<name>/predict`` with a
+    ``Content-Length`` (or no body at all): nginx buffers every body and passes its length.
+    A chunked body sent to uWSGI directly has no length; Flask reads it.
     """
-    if environ.get("PATH_INFO") != ENDPOINT or environ.get("REQUEST_METHOD") != "POST":
+    if environ.get("REQUEST_METHOD") != "POST":
+        return None
+    model = predict_model(environ.get("PATH_INFO", ""))
+    if model is None:
         return None
     length = environ.get("CONTENT_LENGTH") or "0"
     if not length.isdigit() or "HTTP_TRANSFER_ENCODING" in environ:
         return None
     body = environ["wsgi.input"].read(int(length)) if length != "0" else b""
-    return PredictRequest(environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", ""), body,
+    return PredictRequest(model, environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", ""), body,
                           request_start(environ))  # fmt: skip
+
+
+def predict_model(path: str) -> str | None:
+    """The model a prediction path asks for: ``/predict`` the default, ``/models/<name>/predict`` a named one."""
+    if path == ENDPOINT:
+        return DEFAULT_MODEL
+    name = path.removeprefix(MODELS_PREFIX).removesuffix(ENDPOINT)
+    if len(name) + len(MODELS_PREFIX) + len(ENDPOINT) == len(path) and name and "/" not in name:
+        return name
+    return None

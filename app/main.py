@@ -17,7 +17,11 @@ app = create_app(settings, MuleClient(settings, uwsgi), MulePool(settings, uwsgi
 
 @postfork  # type: ignore[untyped-decorator]  # uwsgidecorators has no type hints
 def _start_worker_threads() -> None:
-    """In each web worker uWSGI forks (or respawns): the metrics flusher; threads do not survive a fork."""
+    """In each web worker uWSGI forks (or respawns): the metrics flusher, and in worker 1 the registry
+    follower (app/rollout.py); threads do not survive a fork."""
+    worker = uwsgi.worker_id()  # 0 in a mule: mules fork from this master too, and run this hook
     recorder: RequestMetrics | None = app.extensions["forecast_metrics"]
-    if recorder is not None and uwsgi.worker_id() > 0:  # mules fork from this master too, and run this hook
+    if recorder is not None and worker > 0:
         recorder.start()
+    if worker == 1 and settings.registry_poll_s > 0:
+        app.extensions["forecast"].rollout.start()

@@ -42,6 +42,26 @@ REJECTED = Counter(
 TIMED_OUT = Counter(
     "forecast_timed_out_requests", "Requests answered 504: no prediction within the deadline.", registry=None
 )
+MODEL_REQUESTS = Counter(
+    "forecast_model_requests",
+    "Prediction requests answered, by model, the version(s) that scored them ('v1,v2': canary split) and status.",
+    ["model", "version", "status"],
+    registry=None,
+)
+MODEL_LATENCY = Histogram(
+    "forecast_model_request_duration_seconds",
+    "Time from nginx receiving a prediction request to its answer, by model and version(s).",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS_S,
+    registry=None,
+)
+# The same series the mules count into (mules/metrics.py): here, what a busy pool refused at once.
+SHADOW_DROPPED = Counter(
+    "forecast_shadow_dropped",
+    "Shadow jobs not scored: the pool was busy (backlog, expired) or the version failed.",
+    ["model", "reason"],
+    registry=None,
+)
 JOBS_REQUEUED = Counter(
     "forecast_jobs_requeued",
     "Jobs pushed again because the mule holding them died.",

@@ -41,6 +41,7 @@ from app import metrics
 from app.admission import Admission
 from app.domain import Columns
 from app.errors import DeadlineExceeded, Reason, Unavailable
+from forecast.registry import DEFAULT_MODEL
 from serving.messages import (
     ASLEEP,
     CONTROL_WAKE,
@@ -53,6 +54,7 @@ from serving.messages import (
     MessageError,
     Notice,
     Result,
+    ShadowJob,
     awake_flag,
     claims_address,
     encode_rows,
@@ -66,11 +68,24 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Part:
+    """Rows of one request that one version scores; ``positions``: where they sit in the request (None: all)."""
+
+    version: str
+    columns: Columns
+    positions: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+
+@dataclass(frozen=True)
 class Prediction:
     """Predictions in request order, with the model version of each row."""
 
     sales: list[float]
     versions: list[str]
+    loaded: bool = False  # some job waited for its mule to load the model version
 
     def version_label(self) -> str:
         """The version that scored the rows, or every one of them joined (``v1,v2``) mid-reload."""
@@ -174,6 +189,25 @@ class Channel:
             logger.warning("ignored a malformed claim notice")
 
 
+def _assemble(spans: list[tuple[Part, int, int]], jobs: list[Job], results: dict[bytes, Result]) -> Prediction:
+    """The parts' predictions back in request order."""
+    if len(spans) == len(jobs) == 1 and spans[0][0].positions is None:  # one row, one version: most requests
+        result = results[jobs[0].id]
+        return Prediction(result.sales(), [result.model_version] * jobs[0].row_count, result.loaded)
+    total = sum(b - a for _, a, b in spans)
+    sales: list[float] = [0.0] * total
+    versions: list[str] = [""] * total
+    loaded = False
+    for (part, a, b), job in zip(spans, jobs, strict=True):
+        result = results[job.id]
+        loaded = loaded or result.loaded
+        places = range(a, b) if part.positions is None else part.positions[a:b]  # None: the part is every row
+        for place, value in zip(places, result.sales(), strict=True):
+            sales[place] = value
+            versions[place] = result.model_version
+    return Prediction(sales, versions, loaded)
+
+
 def _discard(sock: socket.socket) -> None:
     try:
         while True:
@@ -218,6 +252,7 @@ class MuleClient:
             settings.mule_batch_rows,
         )
         self.admission = Admission(settings.jobs_in_flight_per_worker)
+        self._shadow_turn = 0
         self.flags = uwsgi.sharedarea_memoryview(FLAGS_AREA)  # the mules' awake flags
         self._local = threading.local()
         if getattr(uwsgi, "queue_size", None) != settings.queue_slots:
@@ -228,36 +263,35 @@ class MuleClient:
 
     # -- predictions --------------------------------------------------------
 
-    def predict(self, columns: Columns, deadline: float) -> Prediction:
-        """Score rows before ``deadline`` (a ``time.time()`` value).
+    def predict(self, model: str, parts: list[Part], deadline: float) -> Prediction:
+        """Score a request's rows of ``model``, each part with its version, before ``deadline`` (``time.time()``).
 
-        Raises :class:`Unavailable` (at capacity, or a mule failed) or :class:`DeadlineExceeded`.
+        Raises :class:`Unavailable` (at capacity, a mule failed, the model version does not load)
+        or :class:`DeadlineExceeded`.
         """
         size = self.rows_per_job
-        spans = [(start, min(start + size, len(columns))) for start in range(0, len(columns), size)]
+        spans = [
+            (part, a, min(a + size, len(part.columns))) for part in parts for a in range(0, len(part.columns), size)
+        ]
         if not self.admission.acquire(len(spans)):
             raise Unavailable("the server is at capacity; retry shortly", Reason.OVERLOADED)
         try:
             channel = self._channel()
             channel.begin()
-            days, stores, items = columns.days, columns.stores, columns.items
-            jobs = [
-                Job(channel.new_job_id(), channel.address, deadline, encode_rows(days[a:b], stores[a:b], items[a:b]))
-                for a, b in spans
-            ]
+            jobs = [self._job(channel, model, part, a, b, deadline) for part, a, b in spans]
             for job in jobs:
                 self._push(job)
             self._wake(min(len(jobs), len(self.mule_ids)))
             results = self._wait(channel, jobs, deadline)
         finally:
             self.admission.release(len(spans))  # the jobs-in-flight gauge samples this (app/telemetry.py)
-        sales: list[float] = []
-        versions: list[str] = []
-        for job in jobs:
-            result = results[job.id]
-            sales.extend(result.sales())
-            versions.extend([result.model_version] * job.row_count)
-        return Prediction(sales, versions)
+        return _assemble(spans, jobs, results)
+
+    @staticmethod
+    def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float) -> Job:
+        columns = part.columns
+        rows = encode_rows(columns.days[a:b], columns.stores[a:b], columns.items[a:b])
+        return Job(channel.new_job_id(), channel.address, deadline, rows, model, part.version)
 
     def _push(self, job: Job) -> None:
         if not self.uwsgi.queue_push(job.encode()):
@@ -330,15 +364,28 @@ class MuleClient:
             logger.error("job %s: mule reported done but no result is in the cache", job.key)
             raise Unavailable("a prediction result was lost; retry", Reason.RESULT_LOST)
         result = Result.decode(data)
+        if result.unloadable:  # that model's requests fail, clearly; the other models go on
+            raise Unavailable(result.error, Reason.MODEL_UNAVAILABLE, job=job.key)
         if not result.ok:
             # The mule logged the failure with this job's id and the traceback; the request's access
             # line names the job too (Report.job): one error, logged once.
             raise Unavailable(f"prediction failed: {result.error}", Reason.PREDICTION_FAILED, job=job.key)
         return result
 
+    def submit_shadow(self, job: ShadowJob) -> bool:
+        """Hand a shadow job to the next mule (round robin), never waiting: False when its socket is full.
+
+        Never through the queue: a shadow job must not delay or displace a production job.
+        """
+        self._shadow_turn = (self._shadow_turn + 1) % len(self.mule_ids)
+        sent = bool(self.uwsgi.mule_msg(job.encode(), self.mule_ids[self._shadow_turn]))
+        if not sent and self.settings.metrics_enabled:
+            metrics.SHADOW_DROPPED.labels(job.model, "busy").inc()
+        return sent
+
     # -- loading a model version into one mule ------------------------------
 
-    def load(self, mule_id: int, version: str, pid: int | None) -> Result:
+    def load(self, mule_id: int, version: str, pid: int | None, model: str = DEFAULT_MODEL) -> Result:
         """Have mule ``mule_id`` load ``version`` while the others serve; its answer (ok, or why not).
 
         ``pid`` is the mule's, from its last heartbeat: if that process dies before it answers
@@ -349,7 +396,7 @@ class MuleClient:
         channel = self._channel()
         channel.begin()
         deadline = time.time() + self.settings.reload_timeout_s
-        request = LoadRequest(channel.new_job_id(), channel.address, version, deadline)
+        request = LoadRequest(channel.new_job_id(), channel.address, version, deadline, model)
         if not self.uwsgi.mule_msg(request.encode(), mule_id):
             raise Unavailable(f"mule {mule_id} cannot take messages now", Reason.UNAVAILABLE)
         for notice in channel.notices(deadline, self.settings.mule_check_interval_ms / 1000):

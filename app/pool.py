@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from serving.messages import STATE_CACHE, Heartbeat, MessageError, heartbeat_key
+from serving.messages import ROUTES_KEY, STATE_CACHE, Heartbeat, MessageError, Routes, heartbeat_key
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,15 @@ class PoolView:
         """Each mule as ``/status`` shows it: its heartbeat, its age, and ``stale``/``unknown`` when not fresh."""
         return [self._state(mule_id, beat) for mule_id, beat in self.beats.items()]
 
+    def holders(self, model: str) -> dict[str, list[int]]:
+        """Version -> the serving mules that hold it, for one model (``GET /models``)."""
+        found: dict[str, list[int]] = {}
+        for beat in self.serving:
+            for held_model, version in beat.held:
+                if held_model == model:
+                    found.setdefault(version, []).append(beat.mule_id)
+        return found
+
     def _state(self, mule_id: int, beat: Heartbeat | None) -> dict[str, Any]:
         if beat is None:
             return {"id": mule_id, "state": "unknown", "heartbeat_age_s": None}
@@ -78,6 +87,9 @@ class MulePool:
         self.uwsgi = uwsgi
         self.mule_ids = list(range(1, settings.mules + 1))
 
+    def heartbeats(self) -> dict[int, Heartbeat | None]:
+        return {m: self._heartbeat(m) for m in self.mule_ids}
+
     def view(self) -> PoolView:
         return PoolView({m: self._heartbeat(m) for m in self.mule_ids}, time.time(), self.settings.mule_stale_after_s)
 
@@ -90,6 +102,22 @@ class MulePool:
         except MessageError as exc:  # a mule of another build: treat it as silent, and say so
             logger.warning("mule %d: unreadable heartbeat (%s)", mule_id, exc)
             return None
+
+    def routes(self) -> Routes | None:
+        """The routes the pod's last rollout published (None before the first)."""
+        data = self.uwsgi.cache_get(ROUTES_KEY, STATE_CACHE)
+        if data is None:
+            return None
+        try:
+            return Routes.decode(data)
+        except MessageError as exc:
+            logger.warning("unreadable routes (%s)", exc)
+            return None
+
+    def publish(self, routes: Routes) -> None:
+        """Make ``routes`` what every worker of the pod routes by (app/rollout.py, after a rollout)."""
+        if not self.uwsgi.cache_update(ROUTES_KEY, routes.encode(), 0, STATE_CACHE):
+            logger.error("the state cache refused the routes (%d models): too many for one block?", len(routes.models))
 
     def queue_depth(self) -> int:
         """Jobs pushed and not yet pulled (read without a lock: a gauge, not an invariant)."""

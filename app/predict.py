@@ -54,6 +54,7 @@ LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, f
 class PredictRequest:
     """The parts of an HTTP request that ``/predict`` reads."""
 
+    model: str  # the model asked for: ``/predict`` is the default one, ``/models/<name>/predict`` a named one
     query_string: str  # as received: the WSGI ``QUERY_STRING`` (bytes as latin-1 characters)
     content_type: str  # the Content-Type header, "" when there is none
     body: bytes
@@ -82,38 +83,39 @@ class PredictUseCase:
 
         Anything else raised is a bug: it propagates, and the adapter answers 500 and logs it.
         """
-        report = Report()
+        report = Report(model=request.model)
         try:
             deadline = self._deadline(request)
             fields = query_fields(request.query_string) if request.query_string else {}
             if not request.body and fields:
-                body = self._answer_legacy(legacy_query(fields), deadline, report)
+                body = self._answer_legacy(request.model, legacy_query(fields), deadline, report)
             else:
-                body = self._answer_rows(read_rows(request, fields, self.settings.max_batch_rows), deadline, report)
+                rows = read_rows(request, fields, self.settings.max_batch_rows)
+                body = self._answer_rows(request.model, rows, deadline, report)
         except ApiError as error:
             report.error, report.job = error.code, error.job
             status, payload, headers = error_answer(error, self.settings.retry_after_s)
             return PredictAnswer(status, json_line(payload), headers, report)
         return PredictAnswer(200, body, {}, report)
 
-    def _answer_rows(self, read: tuple[list[PredictRow], Shape], deadline: float, report: Report) -> bytes:
+    def _answer_rows(self, model: str, read: tuple[list[PredictRow], Shape], deadline: float, report: Report) -> bytes:
         rows, shape = read
         report.rows = len(rows)
-        prediction = self.service.predict(rows, shape, deadline)
-        report.model_version = prediction.version_label()
+        prediction = self.service.predict(model, rows, shape, deadline)
+        report.model_version, report.loaded = prediction.version_label(), prediction.loaded or None
         return json_line(render(rows, shape, prediction))
 
-    def _answer_legacy(self, query: LegacyQuery, deadline: float, report: Report) -> bytes:
+    def _answer_legacy(self, model: str, query: LegacyQuery, deadline: float, report: Report) -> bytes:
         """The original's answer: a sentinel outside the served version's guardrails, else the capped prediction."""
         report.rows = 1
-        served = self.service.served_model()
+        served = self.service.served_model(model)
         sentinel = served.guardrails.sentinel(query)
         if sentinel is not None:
             report.model_version = served.version
             return json_exact(sentinel)
-        prediction = self.service.predict([legacy_row(query)], Shape.QUERY, deadline)
-        report.model_version = version = prediction.version_label()
-        return json_exact(self.service.model(version).guardrails.cap(prediction.sales[0]))
+        prediction = self.service.predict(model, [legacy_row(query)], Shape.QUERY, deadline)
+        report.model_version, report.loaded = prediction.version_label(), prediction.loaded or None
+        return json_exact(self.service.model(model, report.model_version).guardrails.cap(prediction.sales[0]))
 
     def _deadline(self, request: PredictRequest) -> float:
         """The request's deadline, counted from when nginx received it; past it already, the request is shed."""

@@ -1,10 +1,12 @@
-"""What the endpoints do, apart from HTTP: readiness, the served model's domain, prediction, status, reload.
+"""What the endpoints do, apart from HTTP: routes, the served models' domains, prediction, status, reload.
 
 One :class:`ForecastService` lives in each web worker process (on
 ``app.extensions["forecast"]``).  It reads registry metadata (plain JSON, never
-LightGBM) to know the served model's stores, items and dates, judges the mule
-pool by its heartbeats (:class:`app.pool.PoolView`), submits through the mule
-client and rolls reloads through the mules (:mod:`app.rollout`).
+LightGBM) to know each served version's stores, items and dates, routes every
+row to its model's production or canary version by the routes the pod's last
+rollout published (:mod:`app.routing`, :mod:`app.rollout`), judges the mule pool
+by its heartbeats (:class:`app.pool.PoolView`), submits through the mule client,
+and hands a sample of answered rows to a ``shadow`` version.
 """
 
 from __future__ import annotations
@@ -15,31 +17,36 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.domain import Columns, Domain, check_domain
-from app.errors import NotReady, Reason, ReloadRefused, Unavailable
+from app.domain import Domain, check_domain
+from app.errors import ModelNotFound, NotReady, Reason, ReloadRefused, Unavailable
 from app.legacy import Guardrails
-from app.mule_client import Prediction
+from app.mule_client import Part, Prediction
 from app.pool import PoolView
-from app.rollout import Loader, roll_out
+from app.rollout import Loader, PoolState, Rollout
+from app.routing import parts, shadow_job
 from app.schemas import PredictRow, Shape
 from forecast.errors import ForecastError
 from forecast.legacy import import_legacy
-from forecast.registry import Registry, check_compatible
+from forecast.registry import DEFAULT_MODEL, Registry
+from serving.messages import ModelRoute, Routes, ShadowJob
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 POOL_VIEW_TTL_S = 0.25  # how long a worker trusts a look at the mules that found one serving
+ROUTES_TTL_S = 0.25  # how long a worker trusts the routes it read (a rollout publishes new ones)
 
 
 class Mules(Loader, Protocol):
     """The mule client as the service uses it (:class:`app.mule_client.MuleClient`)."""
 
-    def predict(self, columns: Columns, deadline: float) -> Prediction: ...
+    def predict(self, model: str, parts: list[Part], deadline: float) -> Prediction: ...
+
+    def submit_shadow(self, job: ShadowJob) -> bool: ...
 
 
-class Pool(Protocol):
-    """The mules' heartbeats (:class:`app.pool.MulePool`)."""
+class Pool(PoolState, Protocol):
+    """The mules' heartbeats and the pod's routes (:class:`app.pool.MulePool`)."""
 
     def view(self) -> PoolView: ...
 
@@ -48,6 +55,7 @@ class Pool(Protocol):
 class ServedModel:
     """What the web worker knows of a served version, from its registry metadata."""
 
+    model: str
     version: str
     domain: Domain
     guardrails: Guardrails
@@ -61,44 +69,74 @@ class ForecastService:
         self.mules = mules
         self.pool = pool
         self.registry = registry
+        self.rollout = Rollout(settings, registry, mules, pool)
         self._lock = threading.Lock()
-        self._models: dict[str, ServedModel] = {}
+        self._models: dict[tuple[str, str], ServedModel] = {}
         self._view: PoolView | None = None
         self._view_until = 0.0
+        self._routes: Routes | None = None
+        self._routes_until = 0.0
 
     # -- predict -----------------------------------------------------------
 
-    def predict(self, rows: list[PredictRow], shape: Shape, deadline: float) -> Prediction:
-        """Check the rows against the served model and score them before ``deadline``.
+    def predict(self, model: str, rows: list[PredictRow], shape: Shape, deadline: float) -> Prediction:
+        """Check the rows against the model's production version and score them before ``deadline``.
 
-        Raises :class:`app.errors.InvalidInput` (a value the model does not know),
-        :class:`Unavailable` (no mule serves, at capacity, a mule failed) or
-        :class:`app.errors.DeadlineExceeded`.
+        Raises :class:`ModelNotFound`, :class:`app.errors.InvalidInput` (a value the model does
+        not know), :class:`Unavailable` (no mule serves, at capacity, a mule failed, the model
+        does not load) or :class:`app.errors.DeadlineExceeded`.
         """
+        route = self.route(model)
         view = self._admission_view()
-        columns = check_domain(rows, self.served_model(view).domain, shape)
+        columns = check_domain(rows, self.model(model, route.production).domain, shape)
         if not view.any_serving:
             raise Unavailable("no mule has a model loaded yet", Reason.NOT_READY)
-        return self.mules.predict(columns, deadline)
+        prediction = self.mules.predict(model, parts(model, route, columns), deadline)
+        shadow = shadow_job(model, route, columns, prediction)
+        if shadow is not None:
+            self.mules.submit_shadow(shadow)  # scored in a mule's spare time, after this answer
+        return prediction
 
-    def served_model(self, view: PoolView | None = None) -> ServedModel:
-        """The version the mules serve (production while they hold several, or none): its domain, guardrails.
+    def route(self, model: str) -> ModelRoute:
+        """Where ``model``'s rows go; raises :class:`ModelNotFound`, or :class:`Unavailable` before its rollout."""
+        route = self.routes().models.get(model)
+        if route is not None:
+            return route
+        if model not in self.registry.models():
+            raise ModelNotFound(f"there is no model {model!r}", field="model")
+        raise Unavailable(f"model {model!r} is not rolled out on this server yet", Reason.NOT_READY)
 
-        Raises :class:`Unavailable` when its metadata cannot be read.
-        """
-        return self.model((view or self._admission_view()).served_version or self._production())
+    def routes(self) -> Routes:
+        """The routes of the pod's last rollout (before its first: each model's production, read here)."""
+        now = time.monotonic()
+        if self._routes is None or now >= self._routes_until:
+            self._routes = self.pool.routes() or self._registry_routes()
+            self._routes_until = now + ROUTES_TTL_S
+        return self._routes
 
-    def model(self, version: str) -> ServedModel:
-        """What the registry says of ``version`` (cached); raises :class:`Unavailable` when it cannot be read."""
+    def _registry_routes(self) -> Routes:
+        found = {}
+        for model in self.registry.models():
+            production = self.registry.named(model).alias("production")
+            if production is not None:
+                found[model] = ModelRoute(production.version)
+        return Routes(found)
+
+    def served_model(self, model: str = DEFAULT_MODEL) -> ServedModel:
+        """``model``'s production version as this pod serves it: its domain and guardrails."""
+        return self.model(model, self.route(model).production)
+
+    def model(self, model: str, version: str) -> ServedModel:
+        """What the registry says of ``model``'s ``version`` (cached); raises :class:`Unavailable` if unreadable."""
         with self._lock:
-            if version not in self._models:
+            if (model, version) not in self._models:
                 try:
-                    metadata = self.registry.metadata(version)
+                    metadata = self.registry.named(model).metadata(version)
                 except ForecastError as exc:
-                    raise Unavailable(f"the served model cannot be read: {exc.message}", Reason.NOT_READY) from exc
+                    raise Unavailable(f"model {model!r} cannot be read: {exc.message}", Reason.NOT_READY) from exc
                 domain = Domain.from_metadata(metadata, self.settings.max_horizon_days)
-                self._models[version] = ServedModel(version, domain, Guardrails.of(metadata, domain))
-            return self._models[version]
+                self._models[model, version] = ServedModel(model, version, domain, Guardrails.of(metadata, domain))
+            return self._models[model, version]
 
     def _admission_view(self) -> PoolView:
         """The pool as the request path sees it.
@@ -114,22 +152,18 @@ class ForecastService:
             self._view_until = now + POOL_VIEW_TTL_S if view.any_serving else now
         return view
 
-    def _production(self) -> str:
-        try:
-            return self.registry.resolve("production")
-        except ForecastError as exc:
-            raise Unavailable(f"no model to serve: {exc.message}", Reason.NOT_READY) from exc
-
     # -- status ------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """``/status``'s body when every mule serves; raises :class:`NotReady` (with the same body) if not."""
         view = self.pool.view()
         versions = view.versions
+        routes = self.pool.routes()
         body = {
             "ready": view.all_serving,
             "model_version": versions[0] if len(versions) == 1 else versions,
             "mules": view.mule_states(),
+            "rollout": {"generation": routes.generation, "refused": routes.refused or {}} if routes else None,
         }
         if not view.all_serving:
             raise NotReady("not every mule has a model loaded", body)
@@ -138,32 +172,43 @@ class ForecastService:
     def served_version(self) -> str | None:
         return self.pool.view().served_version
 
+    def models(self) -> dict[str, Any]:
+        """``GET /models``: each model, its versions and aliases, what this pod routes, which mules hold what."""
+        routes, view = self.routes(), self.pool.view()
+        found = {}
+        for model in self.registry.models():
+            registry = self.registry.named(model)
+            route = routes.models.get(model)
+            found[model] = {
+                "versions": registry.versions(),
+                "aliases": {name: vars(alias) for name, alias in registry.alias_table().items()},
+                "routes": vars(route) if route else None,
+                "mules": view.holders(model),
+            }
+        return {"models": found, "refused": routes.refused or {}}
+
     # -- reload ------------------------------------------------------------
 
     def reload(self) -> dict[str, Any]:
-        """Roll the registry's production version through the mules, one at a time.
+        """Roll every model's aliases through this pod's mules now (what the poller does every interval).
 
         With ``FORECAST_LEGACY_REGISTRY_URL`` set, the model that file names is imported first
-        when it changed (by checksum) and becomes production.  Production is verified in a
-        child process before any mule loads it (a model that crashes LightGBM crashes that
-        child).  Raises :class:`ReloadRefused` naming why (a download, a model that does not
-        verify, a mule that refused or died); the mules keep what they served.
+        when it changed (by checksum) and becomes the default model's production.  Raises
+        :class:`ReloadRefused` naming why the default model's production is not served (a
+        download, a version that does not verify, a mule that refused or died); the mules keep
+        what they served.
         """
+        source = self.settings.legacy_registry_url
         try:
-            version = self._release()
+            if source:
+                version, registered = import_legacy(self.registry, source, promote=True)
+                logger.info("reload: %s from %s is %s", "imported" if registered else "unchanged", source, version)
+            wanted = self.registry.resolve("production")
         except ForecastError as exc:
             raise ReloadRefused(f"production cannot be loaded: {exc.message}") from exc
-        logger.info("reload: rolling %s through %d mules", version, len(self.mules.mule_ids))
-        roll_out(self.mules, version, self.pool.view().beats)
-        return {"model_version": version, "mules": self.pool.view().mule_states()}
-
-    def _release(self) -> str:
-        """The version to roll out, imported and verified; raises :class:`ForecastError`."""
-        source = self.settings.legacy_registry_url
-        if source:
-            version, registered = import_legacy(self.registry, source, promote=True)
-            logger.info("reload: %s from %s is %s", "imported" if registered else "unchanged", source, version)
-            return version
-        version = self.registry.resolve("production")
-        check_compatible(self.registry.metadata(version))
-        return self.registry.check(version, timeout_s=self.settings.reload_timeout_s)
+        routes = self.rollout.apply()
+        self._routes = None  # this worker routes by them at once
+        reason = (routes.refused or {}).get(f"{DEFAULT_MODEL}/{wanted}")
+        if reason is not None:
+            raise ReloadRefused(reason)
+        return {"model_version": wanted, "mules": self.pool.view().mule_states()}

@@ -79,7 +79,7 @@ def init_app(app: Flask, recorder: RequestMetrics | None) -> None:
             seconds = time.time() - request_start(req.environ)
             # Noted before the answer leaves (not in call_on_close): a scrape answered by this worker
             # flushes it first, and other workers' scrapes see it within FLUSH_INTERVAL_S.
-            recorder.record(endpoint, req.method, response.status_code, seconds, report.error)
+            recorder.record(endpoint, req.method, response.status_code, seconds, report)
         return response
 
 
@@ -101,34 +101,43 @@ class RequestMetrics:
 
     def __init__(self, jobs_in_flight: Callable[[], int]) -> None:
         self._jobs_in_flight = jobs_in_flight
-        self._pending: deque[tuple[str, str, int, float, str | None]] = deque()
+        self._pending: deque[tuple[str, str, int, float, Report]] = deque()
         self._flush_lock = threading.Lock()
         for reason in Reason:  # every series exists from the start, at 0: rates and alerts work
             metrics.REJECTED.labels(reason.value)
 
-    def record(self, endpoint: str, method: str, status: int, seconds: float, error: str | None) -> None:
+    def record(self, endpoint: str, method: str, status: int, seconds: float, report: Report) -> None:
         """Note one answered request (any worker thread); written by the next flush."""
-        self._pending.append((endpoint, method, status, seconds, error))
+        self._pending.append((endpoint, method, status, seconds, report))
 
     def flush(self) -> None:
         """Write the requests noted since the last flush, and the jobs in flight now."""
         with self._flush_lock:
             requests: Counter[tuple[str, str, int]] = Counter()
             latencies: defaultdict[str, list[float]] = defaultdict(list)
+            by_model: Counter[tuple[str, str, int]] = Counter()
+            model_latencies: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
             rejected: Counter[str] = Counter()
             timed_out = 0
             for _ in range(len(self._pending)):  # what was noted before now; later ones wait
-                endpoint, method, status, seconds, error = self._pending.popleft()
+                endpoint, method, status, seconds, report = self._pending.popleft()
                 requests[endpoint, method, status] += 1
                 latencies[endpoint].append(seconds)
-                if status == 503 and error:
-                    rejected[error] += 1
+                if report.model is not None:  # a prediction: counted by model and version too
+                    by_model[report.model, report.model_version or "", status] += 1
+                    model_latencies[report.model, report.model_version or ""].append(seconds)
+                if status == 503 and report.error:
+                    rejected[report.error] += 1
                 elif status == 504:
                     timed_out += 1
             for (endpoint, method, status), count in requests.items():
                 metrics.HTTP_REQUESTS.labels(endpoint, method, str(status)).inc(count)
             for endpoint, values in latencies.items():
                 observe_many(metrics.HTTP_LATENCY.labels(endpoint), np.asarray(values))
+            for (model, version, status), count in by_model.items():
+                metrics.MODEL_REQUESTS.labels(model, version, str(status)).inc(count)
+            for (model, version), values in model_latencies.items():
+                observe_many(metrics.MODEL_LATENCY.labels(model, version), np.asarray(values))
             for reason, count in rejected.items():
                 metrics.REJECTED.labels(reason).inc(count)
             if timed_out:

@@ -21,6 +21,7 @@ from app.legacy import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
 from app.predict import PredictRequest
 from app.service import ForecastService
 from app.telemetry import RequestMetrics, request_start
+from forecast.registry import DEFAULT_MODEL
 from serving.settings import Settings
 
 bp = Blueprint("forecast", __name__)
@@ -111,12 +112,19 @@ def legacy_answer(text: str) -> Response:
     return Response(json_exact(text), mimetype="application/json")
 
 
+@bp.get("/models")
+def models() -> dict[str, Any]:
+    """Each model, its versions and aliases, what this pod routes to, and which mules hold which version."""
+    return service().models()
+
+
 @bp.post("/predict")
-def predict() -> Response:
+@bp.post("/models/<name>/predict")
+def predict(name: str = DEFAULT_MODEL) -> Response:
     """The Flask adapter of the use case (app/predict.py); the fast lane answers most requests first."""
     body = request.get_data(cache=False) if request.content_length is None else _body(request.content_length)
     parts = PredictRequest(
-        request.environ.get("QUERY_STRING", ""), request.content_type or "", body, request_start(request.environ)
+        name, request.environ.get("QUERY_STRING", ""), request.content_type or "", body, request_start(request.environ)
     )
     answer = current_app.extensions["predict"].answer(parts)
     g.report = answer.report

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from forecast.registry import DEFAULT_MODEL
 from serving.messages import STATE_CACHE, loaded_key, loading_key, poisoned_key
 
 logger = logging.getLogger(__name__)
@@ -30,29 +31,31 @@ class LoadGuard:
         self.mule_id = mule_id
 
     def died_loading(self) -> str | None:
-        """The version this mule's predecessor died loading, now poisoned for every mule; None if none."""
+        """The ``model/version`` this mule's predecessor died loading, now poisoned for every mule; None if none."""
         data = self.uwsgi.cache_get(loading_key(self.mule_id), STATE_CACHE)
         if not data:
             return None
-        version = bytes(data).decode()
-        self.uwsgi.cache_update(poisoned_key(version), b"1", 0, STATE_CACHE)
+        model, _, version = bytes(data).decode().partition("/")
+        self.uwsgi.cache_update(poisoned_key(model, version), b"1", 0, STATE_CACHE)
         self.uwsgi.cache_del(loading_key(self.mule_id), STATE_CACHE)
-        logger.error("mule %d: the previous mule died while loading %s; no mule loads it again", self.mule_id, version)
+        logger.error("mule %d: the previous mule died while loading %s %s; no mule loads it again", self.mule_id,
+                     model, version)  # fmt: skip
         return version
 
-    def poisoned(self, version: str) -> bool:
-        return bool(self.uwsgi.cache_exists(poisoned_key(version), STATE_CACHE))
+    def poisoned(self, model: str, version: str) -> bool:
+        return bool(self.uwsgi.cache_exists(poisoned_key(model, version), STATE_CACHE))
 
     def last_loaded(self) -> str | None:
         data = self.uwsgi.cache_get(loaded_key(self.mule_id), STATE_CACHE)
         return bytes(data).decode() if data else None
 
     @contextlib.contextmanager
-    def loading(self, version: str) -> Iterator[None]:
-        """Mark ``version`` as being loaded for the block; remember it as loaded if the block returns."""
-        self.uwsgi.cache_update(loading_key(self.mule_id), version.encode(), 0, STATE_CACHE)
+    def loading(self, model: str, version: str) -> Iterator[None]:
+        """Mark ``model/version`` as being loaded for the block; remember a default-model version that loaded."""
+        self.uwsgi.cache_update(loading_key(self.mule_id), f"{model}/{version}".encode(), 0, STATE_CACHE)
         try:
             yield
         finally:  # an exception is a refusal, not a crash: only a dead mule leaves the mark
             self.uwsgi.cache_del(loading_key(self.mule_id), STATE_CACHE)
-        self.uwsgi.cache_update(loaded_key(self.mule_id), version.encode(), 0, STATE_CACHE)
+        if model == DEFAULT_MODEL:
+            self.uwsgi.cache_update(loaded_key(self.mule_id), version.encode(), 0, STATE_CACHE)

@@ -40,6 +40,35 @@ SALES = Histogram(
 )
 
 
+MODEL_LOADS = Counter(
+    "forecast_mule_model_loads",
+    "Model versions a mule loaded (on first use, or in a rollout).",
+    ["mule", "model"],
+    registry=None,
+)
+SHADOW_ROWS = Counter(
+    "forecast_shadow_rows",
+    "Rows a shadow version scored after their answer was sent.",
+    ["model", "version"],
+    registry=None,
+)
+SHADOW_DROPPED = Counter(
+    "forecast_shadow_dropped",
+    "Shadow jobs not scored: the pool was busy (backlog, expired) or the version failed.",
+    ["model", "reason"],
+    registry=None,
+)
+# |shadow - production| / max(production, 1): 0 means the same forecast; 0.1 a tenth apart.
+RELATIVE_DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+SHADOW_DIFFERENCE = Histogram(
+    "forecast_shadow_relative_difference",
+    "Per row, how far the shadow version's forecast is from production's: |shadow - production| / max(production, 1).",
+    ["model", "production", "shadow"],
+    buckets=RELATIVE_DIFFERENCE_BUCKETS,
+    registry=None,
+)
+
+
 class MuleMetrics:
     """One mule's recorder; with ``enabled`` False it records nothing (to measure the cost)."""
 
@@ -60,6 +89,20 @@ class MuleMetrics:
     def failed(self) -> None:
         if self.enabled:
             self.failures.inc()
+
+    def loaded(self, model: str) -> None:
+        if self.enabled:
+            MODEL_LOADS.labels(self.mule, model).inc()
+
+    def shadow_dropped(self, model: str, reason: str) -> None:
+        if self.enabled:
+            SHADOW_DROPPED.labels(model, reason).inc()
+
+    def shadow_scored(self, model: str, production: str, shadow: str, expected: np.ndarray, got: np.ndarray) -> None:
+        if self.enabled:
+            SHADOW_ROWS.labels(model, shadow).inc(len(got))
+            difference = np.abs(got - expected) / np.maximum(expected, 1.0)
+            observe_many(SHADOW_DIFFERENCE.labels(model, production, shadow), difference)
 
     def scored(self, sales: np.ndarray, seconds: float) -> None:
         if self.enabled:

@@ -31,6 +31,7 @@ mismatch is caught instead of misread.  Every decoder raises :class:`MessageErro
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import sys
@@ -56,10 +57,15 @@ PREDICTION_BYTES = PREDICTION_DTYPE.itemsize
 MAX_ADDRESS_BYTES = 100  # sun_path is 108 bytes, and claims_address() adds 7
 UWSGI_QUEUE_ITEM_HEADER_BYTES = 16  # uWSGI stores size + timestamp in each queue slot
 
-_JOB = struct.Struct("<2sBB16sdHI")  # magic, format, attempt, id, deadline, address length, row count
-_RESULT = struct.Struct("<2sBB16sHIH")  # magic, format, ok, id, mule id, mule pid, version length
+# magic, format, attempt, id, deadline, address length, row count, model name length, version length
+_JOB = struct.Struct("<2sBB16sdHIBB")
+_RESULT = struct.Struct("<2sBB16sHIHB")  # magic, format, ok, id, mule id, mule pid, version length, flags
+_SHADOW = struct.Struct("<2sBdBBBI")  # magic, format, deadline, model length, version length, production length, rows
 _NOTICE = struct.Struct("<c16sI")  # kind, job id, mule pid
-_JOB_MAGIC, _RESULT_MAGIC, _FORMAT = b"FJ", b"FR", 1
+_JOB_MAGIC, _RESULT_MAGIC, _SHADOW_MAGIC, _FORMAT = b"FJ", b"FR", b"FS", 2
+_LOADED = 1  # a Result flag: the mule loaded the job's model version to score it
+_UNLOADABLE = 2  # a Result flag: the error is that the model version does not load
+MAX_NAME_BYTES = 64  # a model name or a version, on the wire
 _HEARTBEAT_FORMAT = 1
 
 NOTICE_CLAIMED = b"C"
@@ -73,19 +79,22 @@ def heartbeat_key(mule_id: int) -> str:
     return f"mule:{mule_id}"
 
 
+ROUTES_KEY = "routes"  # state-cache key of the Routes this pod serves
+
+
 def loading_key(mule_id: int) -> str:
-    """State-cache key: the version mule ``mule_id`` is loading now (set before, cleared after)."""
+    """State-cache key: the ``model/version`` mule ``mule_id`` is loading now (set before, cleared after)."""
     return f"loading:{mule_id}"
 
 
 def loaded_key(mule_id: int) -> str:
-    """State-cache key: the last version mule ``mule_id`` loaded and verified."""
+    """State-cache key: the last version of the default model mule ``mule_id`` loaded and verified."""
     return f"loaded:{mule_id}"
 
 
-def poisoned_key(version: str) -> str:
-    """State-cache key, present when a mule died while loading ``version``: no mule loads it again."""
-    return f"poisoned:{version}"
+def poisoned_key(model: str, version: str) -> str:
+    """State-cache key, present when a mule died while loading ``model/version``: no mule loads it again."""
+    return f"poisoned:{model}/{version}"
 
 
 def awake_flag(mule_id: int) -> int:
@@ -106,7 +115,7 @@ class MessageError(ValueError):
 
 def max_rows_per_job(queue_slot_bytes: int) -> int:
     """The most rows one job may carry so that it fits in one uWSGI queue slot."""
-    room = queue_slot_bytes - UWSGI_QUEUE_ITEM_HEADER_BYTES - _JOB.size - MAX_ADDRESS_BYTES
+    room = queue_slot_bytes - UWSGI_QUEUE_ITEM_HEADER_BYTES - _JOB.size - MAX_ADDRESS_BYTES - 2 * MAX_NAME_BYTES
     return room // ROW_BYTES
 
 
@@ -157,14 +166,23 @@ def decode_predictions(data: bytes) -> list[float]:
 # -- jobs and results -------------------------------------------------------------------------
 
 
+def _name(value: str) -> bytes:
+    data = value.encode()
+    if len(data) > MAX_NAME_BYTES:
+        raise MessageError(f"name too long for the wire: {value[:20]!r}...")
+    return data
+
+
 @dataclass(frozen=True)
 class Job:
-    """Rows to score, sent through the uWSGI queue."""
+    """Rows of one model version to score, sent through the uWSGI queue."""
 
     id: bytes  # 16 bytes; its hex is the result's cache key
     reply_to: bytes  # abstract AF_UNIX address of the waiting worker thread
     deadline: float  # time.time() after which nobody waits for the result
     rows: bytes  # encode_rows() output
+    model: str
+    version: str
     attempt: int = 1
 
     @property
@@ -177,26 +195,29 @@ class Job:
 
     def retried(self) -> Job:
         """The same job, pushed again after the mule holding it died."""
-        return Job(self.id, self.reply_to, self.deadline, self.rows, self.attempt + 1)
+        return Job(self.id, self.reply_to, self.deadline, self.rows, self.model, self.version, self.attempt + 1)
 
     def encode(self) -> bytes:
-        header = _JOB.pack(
-            _JOB_MAGIC, _FORMAT, self.attempt, self.id, self.deadline, len(self.reply_to), self.row_count
-        )
-        return header + self.reply_to + self.rows
+        model, version = _name(self.model), _name(self.version)
+        header = _JOB.pack(_JOB_MAGIC, _FORMAT, self.attempt, self.id, self.deadline, len(self.reply_to),
+                           self.row_count, len(model), len(version))  # fmt: skip
+        return header + self.reply_to + model + version + self.rows
 
     @classmethod
     def decode(cls, data: bytes) -> Job:
         """Raises :class:`MessageError` for anything but a whole job."""
         if len(data) < _JOB.size:
             raise MessageError("job: too short")
-        magic, fmt, attempt, job_id, deadline, address_len, rows = _JOB.unpack_from(data)
+        magic, fmt, attempt, job_id, deadline, address_len, rows, model_len, version_len = _JOB.unpack_from(data)
         if (magic, fmt) != (_JOB_MAGIC, _FORMAT):
             raise MessageError(f"job: bad magic or format {magic!r}/{fmt}")
-        start = _JOB.size + address_len
+        model_at = _JOB.size + address_len
+        version_at = model_at + model_len
+        start = version_at + version_len
         if len(data) != start + rows * ROW_BYTES:
             raise MessageError("job: length does not match its row count")
-        return cls(job_id, bytes(data[_JOB.size : start]), deadline, bytes(data[start:]), attempt)
+        model, version = bytes(data[model_at:version_at]).decode(), bytes(data[version_at:start]).decode()
+        return cls(job_id, bytes(data[_JOB.size : model_at]), deadline, bytes(data[start:]), model, version, attempt)
 
 
 @dataclass(frozen=True)
@@ -209,6 +230,8 @@ class Result:
     model_version: str
     predictions: bytes = b""  # encode_predictions() output, when ok
     error: str = ""  # message safe for clients, when not ok
+    loaded: bool = False  # the mule loaded the model version to score this job (the request waited for it)
+    unloadable: bool = False  # the error says the model version does not load (not that predict failed)
 
     @property
     def ok(self) -> bool:
@@ -219,7 +242,9 @@ class Result:
 
     def encode(self) -> bytes:
         version = self.model_version.encode()
-        header = _RESULT.pack(_RESULT_MAGIC, _FORMAT, self.ok, self.job_id, self.mule_id, self.mule_pid, len(version))
+        flags = (_LOADED if self.loaded else 0) | (_UNLOADABLE if self.unloadable else 0)
+        header = _RESULT.pack(_RESULT_MAGIC, _FORMAT, self.ok, self.job_id, self.mule_id, self.mule_pid, len(version),
+                              flags)  # fmt: skip
         return header + version + (self.predictions if self.ok else self.error.encode())
 
     @classmethod
@@ -227,17 +252,64 @@ class Result:
         """Raises :class:`MessageError` for anything but a whole result."""
         if len(data) < _RESULT.size:
             raise MessageError("result: too short")
-        magic, fmt, ok, job_id, mule_id, mule_pid, version_len = _RESULT.unpack_from(data)
+        magic, fmt, ok, job_id, mule_id, mule_pid, version_len, flags = _RESULT.unpack_from(data)
         if (magic, fmt) != (_RESULT_MAGIC, _FORMAT):
             raise MessageError(f"result: bad magic or format {magic!r}/{fmt}")
         start = _RESULT.size + version_len
         version = bytes(data[_RESULT.size : start]).decode()
         body = bytes(data[start:])
+        loaded = bool(flags & _LOADED)
         if ok:
             if len(body) % PREDICTION_BYTES:
                 raise MessageError("result: predictions are not whole float64s")
-            return cls(job_id, mule_id, mule_pid, version, predictions=body)
-        return cls(job_id, mule_id, mule_pid, version, error=body.decode(errors="replace") or "unknown error")
+            return cls(job_id, mule_id, mule_pid, version, predictions=body, loaded=loaded)
+        error = body.decode(errors="replace") or "unknown error"
+        return cls(job_id, mule_id, mule_pid, version, error=error, loaded=loaded, unloadable=bool(flags & _UNLOADABLE))
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    """Rows a ``shadow`` version scores after their answer was sent, to be compared with production's.
+
+    Sent to one mule with ``uwsgi.mule_msg`` (never through the queue, so it cannot delay a job);
+    the mule scores it only when its queue is empty, and nobody waits for it.
+    """
+
+    deadline: float  # after this, drop it unscored (counted)
+    model: str
+    version: str  # the shadow version
+    production: str  # the version whose predictions ride along
+    rows: bytes  # encode_rows() output
+    predictions: bytes  # production's, encode_predictions() output, one per row
+
+    def encode(self) -> bytes:
+        model, version, production = _name(self.model), _name(self.version), _name(self.production)
+        count = len(self.rows) // ROW_BYTES
+        header = _SHADOW.pack(_SHADOW_MAGIC, _FORMAT, self.deadline, len(model), len(version), len(production), count)
+        return header + model + version + production + self.rows + self.predictions
+
+    @classmethod
+    def decode(cls, data: bytes) -> ShadowJob:
+        """Raises :class:`MessageError`."""
+        if len(data) < _SHADOW.size or data[:2] != _SHADOW_MAGIC:
+            raise MessageError("shadow job: too short or bad magic")
+        _, fmt, deadline, model_len, version_len, production_len, count = _SHADOW.unpack_from(data)
+        at = [_SHADOW.size, _SHADOW.size + model_len]
+        at += [at[1] + version_len, at[1] + version_len + production_len]
+        rows_end = at[3] + count * ROW_BYTES
+        if fmt != _FORMAT or len(data) != rows_end + count * PREDICTION_BYTES:
+            raise MessageError("shadow job: bad format or length")
+        model, version, production = (bytes(data[a:b]).decode() for a, b in itertools.pairwise(at))
+        return cls(deadline, model, version, production, bytes(data[at[3] : rows_end]), bytes(data[rows_end:]))
+
+
+def is_job(message: bytes) -> bool:
+    """Whether a mule message is a job forwarded to this mule (it holds the job's model)."""
+    return message[:2] == _JOB_MAGIC
+
+
+def is_shadow_job(message: bytes) -> bool:
+    return message[:2] == _SHADOW_MAGIC
 
 
 # -- notices ----------------------------------------------------------------------------------
@@ -278,10 +350,11 @@ class LoadRequest:
     reply_to: bytes
     version: str
     deadline: float
+    model: str
 
     def encode(self) -> bytes:
         body = {"id": self.job_id.hex(), "reply_to": self.reply_to.hex(), "version": self.version,
-                "deadline": self.deadline}  # fmt: skip
+                "deadline": self.deadline, "model": self.model}  # fmt: skip
         return CONTROL_RELOAD + json.dumps(body).encode()
 
     @classmethod
@@ -292,7 +365,7 @@ class LoadRequest:
         try:
             body: dict[str, Any] = json.loads(data[1:])
             return cls(bytes.fromhex(body["id"]), bytes.fromhex(body["reply_to"]), str(body["version"]),
-                       float(body["deadline"]))  # fmt: skip
+                       float(body["deadline"]), str(body["model"]))  # fmt: skip
         except (ValueError, KeyError, TypeError) as exc:
             raise MessageError(f"control: bad reload message ({exc.__class__.__name__})") from exc
 
@@ -324,6 +397,7 @@ class Heartbeat:
     started_at: float
     jobs_done: int
     error: str | None = None  # why the last load failed
+    held: tuple[tuple[str, str], ...] = ()  # every (model, version) it holds now
 
     def age_s(self, now: float) -> float:
         return now - self.sent_at
@@ -345,7 +419,7 @@ class Heartbeat:
         return json.dumps({
             "format": _HEARTBEAT_FORMAT, "id": self.mule_id, "pid": self.pid, "state": self.state.value,
             "model_version": self.model_version, "heartbeat": self.sent_at, "started": self.started_at,
-            "jobs_done": self.jobs_done, "error": self.error,
+            "jobs_done": self.jobs_done, "error": self.error, "held": [list(pair) for pair in self.held],
         }).encode()  # fmt: skip
 
     @classmethod
@@ -359,8 +433,49 @@ class Heartbeat:
             raise MessageError("heartbeat: not a heartbeat of this format")
         try:
             version, error = body["model_version"], body["error"]
+            held = tuple((str(model), str(held_version)) for model, held_version in body["held"])
             return cls(int(body["id"]), int(body["pid"]), MuleState(body["state"]),
                        None if version is None else str(version), float(body["heartbeat"]), float(body["started"]),
-                       int(body["jobs_done"]), None if error is None else str(error))  # fmt: skip
+                       int(body["jobs_done"]), None if error is None else str(error), held)  # fmt: skip
         except (ValueError, KeyError, TypeError) as exc:
             raise MessageError(f"heartbeat: unreadable ({exc.__class__.__name__})") from exc
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Which versions of one model score which rows on this pod (as last rolled out)."""
+
+    production: str
+    canary: str | None = None
+    canary_weight: int = 0  # percent of series (store, item) the canary scores
+    shadow: str | None = None
+    shadow_weight: int = 0  # percent of rows also scored by the shadow, after the answer
+
+
+@dataclass(frozen=True)
+class Routes:
+    """What the pod serves, published by its rollout (``app/rollout.py``) in the state cache (``ROUTES_KEY``)."""
+
+    models: dict[str, ModelRoute]
+    generation: int = 0
+    refused: dict[str, str] | None = None  # "model/version" -> why this pod does not serve it
+    rolling: str | None = None  # "model version -> mule N" while a rollout is in progress
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "format": _HEARTBEAT_FORMAT, "generation": self.generation, "refused": self.refused or {},
+            "rolling": self.rolling, "models": {name: vars(route) for name, route in self.models.items()},
+        }).encode()  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> Routes:
+        """Raises :class:`MessageError`."""
+        try:
+            body: dict[str, Any] = json.loads(data)
+            models = {str(name): ModelRoute(**route) for name, route in body["models"].items()}
+            return cls(models, int(body["generation"]), dict(body["refused"]), body["rolling"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MessageError(f"routes: unreadable ({exc.__class__.__name__})") from exc

@@ -80,10 +80,19 @@ class Settings(ModelSettings):
 
     # -- mules -------------------------------------------------------------------
     mule_batch_rows: int = Field(4096, ge=1, description="Most rows a mule scores in one LightGBM call.")
+    mule_model_budget_mb: int = Field(
+        256, ge=1, description="Memory for model versions per mule (estimated from their text's size); beyond, LRU."
+    )
     mule_heartbeat_s: int = Field(1, ge=1, description="Seconds between mule heartbeats when idle.")
     mule_stale_after_s: int = Field(10, ge=2, description="/status is 503 when a mule's heartbeat is older.")
     mule_harakiri_s: int = Field(30, ge=1, description="A predict call running longer kills and respawns the mule.")
     reload_timeout_s: int = Field(120, ge=1, description="Time one mule may take to load a model on /reload.")
+    registry_poll_s: int = Field(
+        10, ge=0, description="How often a pod looks for alias changes in the registry and rolls them out; 0: never."
+    )
+    rollout_max_pods: int = Field(
+        1, ge=1, description="Pods sharing a registry that may roll a version through their mules at the same time."
+    )
 
     # -- operating it ------------------------------------------------------------
     log_level: str = Field("INFO", description="Python log level of workers and mules.")

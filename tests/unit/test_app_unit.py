@@ -97,6 +97,9 @@ class StandInPool:
         self.reads += 1
         return self.views[min(self.reads, len(self.views)) - 1]
 
+    def routes(self) -> None:
+        return None  # before the pod's first rollout: the service reads production from the registry
+
 
 def view(*states: tuple[MuleState, str | None, float]) -> PoolView:
     """Mules 1, 2, ... in the given (state, model version, heartbeat age) at a fixed now."""
@@ -117,22 +120,21 @@ def make_service(pool: StandInPool, registry: Registry, mules: object = None) ->
 def test_a_mule_reloading_still_holds_a_model(registry: Registry) -> None:
     """Mid-/reload one mule loads the new version and keeps the old; a respawned one has none yet."""
     svc = make_service(StandInPool(view((LOADING, "v1", 0.5), (LOADING, None, 0.5))), registry)
-    pool_view = svc._admission_view()
-    assert pool_view.any_serving
-    assert svc.served_model(pool_view).domain.stores == frozenset({1, 2, 3})  # v1's: the one version held
+    assert svc._admission_view().any_serving
+    assert svc.served_model().domain.stores == frozenset({1, 2, 3})  # production's, v1
 
 
 def test_no_model_is_503_and_never_trusted_for_later_requests(registry: Registry) -> None:
     pool = StandInPool(view((LOADING, None, 0.5)), view((READY, "v1", 0.5)))
     scored = Prediction([1.0], ["v1"])
-    svc = make_service(pool, registry, mules=SimpleNamespace(predict=lambda columns, deadline: scored))
+    svc = make_service(pool, registry, mules=SimpleNamespace(predict=lambda model, parts, deadline: scored))
     row = ROW.validate_python({"date": "2014-03-01", "store": 1, "item": 1})
     with pytest.raises(errors.Unavailable) as refused:
-        svc.predict([row], Shape.ROW, time.time() + 5)
+        svc.predict("default", [row], Shape.ROW, time.time() + 5)
     assert refused.value.code == "not_ready"
-    assert svc.predict([row], Shape.ROW, time.time() + 5) is scored  # the very next request reads them again
+    assert svc.predict("default", [row], Shape.ROW, time.time() + 5) is scored  # the next request reads them again
     reads = pool.reads
-    svc.predict([row], Shape.ROW, time.time() + 5)  # a view with a serving mule is reused
+    svc.predict("default", [row], Shape.ROW, time.time() + 5)  # a view with a serving mule is reused
     assert pool.reads == reads
 
 

@@ -63,11 +63,11 @@ class FailingPredictor:
 def test_a_mule_failure_is_logged_once_with_the_job_id(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     uwsgi = FakeUwsgi()
     mule = Mule(Settings(registry_dir=tmp_path, metrics_enabled=False), uwsgi.mule(1))
-    mule.predictor = FailingPredictor()  # type: ignore[assignment]
+    mule.models.get = lambda key: (FailingPredictor(), False)  # type: ignore[method-assign,assignment,return-value]
     waiting = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     address = b"\0forecast-test-" + os.urandom(6).hex().encode()
     waiting.bind(address)
-    job = Job(os.urandom(16), address, 1e12, encode_rows([17552], [10], [23]))
+    job = Job(os.urandom(16), address, 1e12, encode_rows([17552], [10], [23]), "default", "v1")
     try:
         with caplog.at_level(logging.INFO, logger="mules"):
             mule.score([job])

@@ -14,6 +14,7 @@ from serving.messages import (
     ASLEEP,
     AWAKE,
     MAX_ADDRESS_BYTES,
+    MAX_NAME_BYTES,
     NOT_SERVING,
     NOTICE_CLAIMED,
     NOTICE_DONE,
@@ -24,13 +25,18 @@ from serving.messages import (
     Job,
     LoadRequest,
     MessageError,
+    ModelRoute,
     MuleState,
     Notice,
     Result,
+    Routes,
+    ShadowJob,
     awake_flag,
     decode_rows,
     encode_predictions,
     encode_rows,
+    is_job,
+    is_shadow_job,
     max_rows_per_job,
     max_rows_per_result,
 )
@@ -41,7 +47,7 @@ ADDRESS = b"\0forecast-worker-" + b"a" * 24
 
 def job(rows: int = 3, attempt: int = 1) -> Job:
     days = [17000 + n for n in range(rows)]
-    return Job(os.urandom(16), ADDRESS, 1.8e9, encode_rows(days, [1] * rows, [2] * rows), attempt)
+    return Job(os.urandom(16), ADDRESS, 1.8e9, encode_rows(days, [1] * rows, [2] * rows), "store-7", "v12", attempt)
 
 
 def test_job_round_trip() -> None:
@@ -51,7 +57,8 @@ def test_job_round_trip() -> None:
     assert decoded.row_count == 3
     assert decoded.key == original.id.hex()
     assert decode_rows(decoded.rows).tolist() == [[17000, 1, 2], [17001, 1, 2], [17002, 1, 2]]
-    assert original.retried() == Job(original.id, ADDRESS, 1.8e9, original.rows, 3)
+    assert (decoded.model, decoded.version) == ("store-7", "v12")
+    assert original.retried() == Job(original.id, ADDRESS, 1.8e9, original.rows, "store-7", "v12", 3)
 
 
 def test_rows_and_predictions_are_little_endian_on_every_machine() -> None:
@@ -68,10 +75,11 @@ def test_a_full_job_fits_one_queue_slot() -> None:
     longest_address = b"\0" + b"a" * (MAX_ADDRESS_BYTES - 1)
     for slot in (8192, 65536):
         rows = max_rows_per_job(slot)
-        biggest = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * rows, [1] * rows, [1] * rows))
+        names = "m" * MAX_NAME_BYTES, "v" * MAX_NAME_BYTES
+        biggest = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * rows, [1] * rows, [1] * rows), *names)
         assert len(biggest.encode()) + UWSGI_QUEUE_ITEM_HEADER_BYTES <= slot
         over = rows + 1
-        one_more = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * over, [1] * over, [1] * over))
+        one_more = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * over, [1] * over, [1] * over), *names)
         assert len(one_more.encode()) + UWSGI_QUEUE_ITEM_HEADER_BYTES > slot
 
 
@@ -87,11 +95,25 @@ def test_damaged_jobs_are_refused(damage: str) -> None:
     damaged = {
         "truncate": data[:-1],
         "magic": b"XX" + data[2:],
-        "format": data[:2] + bytes([2]) + data[3:],  # a job of another format version
+        "format": data[:2] + bytes([9]) + data[3:],  # a job of another format version
         "extra": data + b"\0",
     }[damage]
     with pytest.raises(MessageError):
         Job.decode(damaged)
+
+
+def test_shadow_jobs_and_routes_round_trip() -> None:
+    shadow = ShadowJob(1.8e9, "store-7", "v13", "v12", encode_rows([17000, 17001], [1, 2], [3, 4]),
+                       encode_predictions(np.array([10.5, 11.5])))  # fmt: skip
+    assert ShadowJob.decode(shadow.encode()) == shadow
+    assert (is_shadow_job(shadow.encode()), is_job(shadow.encode()), is_job(job().encode())) == (True, False, True)
+    with pytest.raises(MessageError):
+        ShadowJob.decode(shadow.encode()[:-1])
+    routes = Routes({"default": ModelRoute("v2", "v3", 10), "store-7": ModelRoute("v1", None, 0, "v4", 5)}, 7,
+                    {"default/v9": "does not verify"})  # fmt: skip
+    assert Routes.decode(routes.encode()) == routes
+    with pytest.raises(MessageError):
+        Routes.decode(b'{"models": {"default": {"production": "v1", "colour": 3}}}')
 
 
 def test_result_round_trips_predictions_and_errors() -> None:
@@ -103,6 +125,10 @@ def test_result_round_trips_predictions_and_errors() -> None:
     failed = Result(b"i" * 16, 2, 98, "v7", error="ValueError")
     assert Result.decode(failed.encode()) == failed
     assert not Result.decode(failed.encode()).ok
+    flagged = Result(
+        b"i" * 16, 2, 98, "v7", error="model 'x' version v7 cannot be loaded", loaded=True, unloadable=True
+    )
+    assert Result.decode(flagged.encode()) == flagged
 
 
 @pytest.mark.parametrize("damage", ["short", "magic", "format", "half a float"])
@@ -124,14 +150,14 @@ def test_notices_and_load_requests() -> None:
         assert Notice.decode(notice.encode()) == notice
     with pytest.raises(MessageError):
         Notice.decode(b"X" + job_id + b"\0\0\0\0")
-    request = LoadRequest(job_id, ADDRESS, "v3", 12.5)
+    request = LoadRequest(job_id, ADDRESS, "v3", 12.5, "store-7")
     assert LoadRequest.decode(request.encode()) == request
     with pytest.raises(MessageError):
         LoadRequest.decode(b"R{not json")
 
 
 def heartbeat(state: MuleState = MuleState.READY, version: str | None = "v1", sent_at: float = 100.0) -> Heartbeat:
-    return Heartbeat(1, 4242, state, version, sent_at, 50.0, 7, None)
+    return Heartbeat(1, 4242, state, version, sent_at, 50.0, 7, None, (("default", "v1"), ("store-7", "v2")))
 
 
 def test_heartbeat_round_trip_and_refusals() -> None:

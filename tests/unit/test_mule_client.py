@@ -20,7 +20,7 @@ import pytest
 
 from app.domain import Columns
 from app.errors import DeadlineExceeded, Unavailable
-from app.mule_client import MuleClient
+from app.mule_client import MuleClient, Part
 from serving.messages import (
     NOTICE_CLAIMED,
     NOTICE_DONE,
@@ -66,7 +66,12 @@ class ScriptedMule:
         if step == "die":
             return
         stores = decode_rows(job.rows)[:, 1].astype(float)
-        result = Result(job.id, 1, ALIVE, "v1", predictions=encode_predictions(100 + stores))
+        if step == "unloadable":
+            error = f"model {job.model!r} version {job.version} cannot be loaded: no such version"
+            result = Result(job.id, 1, ALIVE, job.version, error=error, unloadable=True)
+        else:  # version v2 answers 1000 more, so a test can tell which version scored a row
+            offset = 1000 if job.version == "v2" else 0
+            result = Result(job.id, 1, ALIVE, job.version, predictions=encode_predictions(100 + offset + stores))
         self.shared.cache_update(job.key, result.encode(), 0, "results")
         notify(notices, Notice(NOTICE_DONE, job.id, ALIVE), job.reply_to)
 
@@ -104,11 +109,16 @@ def columns(stores: list[int]) -> Columns:
     return Columns([16_161] * len(stores), stores, [1] * len(stores))
 
 
+def rows_of(stores: list[int]) -> tuple[str, list[Part]]:
+    """The default model's rows of ``stores``, all for v1."""
+    return "default", [Part("v1", columns(stores))]
+
+
 def test_a_job_whose_mule_dies_holding_it_is_pushed_again_once_and_answered(
     shared: FakeUwsgi, client: MuleClient
 ) -> None:
     mule = start(ScriptedMule(shared, ["die", "answer"]))
-    prediction = client.predict(columns([7]), time.time() + 10)
+    prediction = client.predict(*rows_of([7]), time.time() + 10)
     assert prediction.sales == [107.0]
     assert [job.attempt for job in mule.seen] == [1, 2]
     assert mule.seen[0].id == mule.seen[1].id
@@ -118,7 +128,7 @@ def test_a_job_whose_mule_dies_holding_it_is_pushed_again_once_and_answered(
 def test_a_second_death_answers_503_mule_died(shared: FakeUwsgi, client: MuleClient) -> None:
     mule = start(ScriptedMule(shared, ["die", "die"]))
     with pytest.raises(Unavailable) as refused:
-        client.predict(columns([7]), time.time() + 10)
+        client.predict(*rows_of([7]), time.time() + 10)
     assert (refused.value.code, refused.value.job) == ("mule_died", mule.seen[0].key)
     assert [job.attempt for job in mule.seen] == [1, 2]
     assert client.admission.in_flight == 0
@@ -127,21 +137,41 @@ def test_a_second_death_answers_503_mule_died(shared: FakeUwsgi, client: MuleCli
 def test_a_request_split_into_jobs_is_reassembled_in_order(shared: FakeUwsgi) -> None:
     client = make_client(shared, mule_batch_rows=2)  # two rows per job
     start(ScriptedMule(shared, ["answer"] * 3))
-    assert client.predict(columns([1, 2, 3, 4, 5]), time.time() + 10).sales == [101, 102, 103, 104, 105]
+    assert client.predict(*rows_of([1, 2, 3, 4, 5]), time.time() + 10).sales == [101, 102, 103, 104, 105]
     client._channel().close()
+
+
+def test_rows_of_two_versions_come_back_in_request_order(shared: FakeUwsgi, client: MuleClient) -> None:
+    """A canary split: each version's rows are one job, the answer is in the request's order."""
+    whole = columns([1, 2, 3, 4])
+    production = Part("v1", Columns([whole.days[n] for n in (0, 2)], [1, 3], [1, 1]), [0, 2])
+    canary = Part("v2", Columns([whole.days[n] for n in (1, 3)], [2, 4], [1, 1]), [1, 3])
+    start(ScriptedMule(shared, ["answer", "answer"]))
+    prediction = client.predict("default", [production, canary], time.time() + 10)
+    assert prediction.sales == [101, 1102, 103, 1104]
+    assert prediction.versions == ["v1", "v2", "v1", "v2"]
+    assert prediction.version_label() == "v1,v2"
+
+
+def test_a_model_that_does_not_load_is_a_503_naming_it(shared: FakeUwsgi, client: MuleClient) -> None:
+    start(ScriptedMule(shared, ["unloadable"]))
+    with pytest.raises(Unavailable) as refused:
+        client.predict("store-7", [Part("v9", columns([1]))], time.time() + 10)
+    assert refused.value.code == "model_unavailable"
+    assert refused.value.message == "model 'store-7' version v9 cannot be loaded: no such version"
 
 
 def test_more_jobs_than_the_share_are_refused_at_once_and_nothing_is_pushed(shared: FakeUwsgi) -> None:
     client = make_client(shared, mule_batch_rows=1, uwsgi_processes=1)  # a share of 15 jobs
     with pytest.raises(Unavailable) as refused:
-        client.predict(columns([1] * 16), time.time() + 10)
+        client.predict(*rows_of([1] * 16), time.time() + 10)
     assert refused.value.code == "overloaded"
     assert (shared.queued(), client.admission.in_flight) == (0, 0)
 
 
 def test_jobs_are_released_when_the_wait_gives_up(shared: FakeUwsgi, client: MuleClient) -> None:
     with pytest.raises(DeadlineExceeded):  # no mule answers
-        client.predict(columns([1]), time.time() + 0.05)
+        client.predict(*rows_of([1]), time.time() + 0.05)
     assert client.admission.in_flight == 0
 
 
@@ -156,7 +186,7 @@ def test_the_queue_never_wraps_under_concurrent_requests(shared: FakeUwsgi) -> N
 
     def request(store: int) -> None:
         try:
-            sales = client.predict(columns([store]), time.time() + 30).sales
+            sales = client.predict(*rows_of([store]), time.time() + 30).sales
             outcomes.append("ok" if sales == [100 + store] else f"wrong answer {sales}")
         except Unavailable as refused:
             outcomes.append(refused.code)

@@ -50,9 +50,10 @@ class Worker:
         self.channel: Channel = self.client._channel()
         self.channel.begin()
 
-    def job(self, store: int = 1, deadline_in_s: float = 30) -> Job:
+    def job(self, store: int = 1, deadline_in_s: float = 30, model: str = "default", version: str = "v1") -> Job:
         rows = encode_rows([DAY], [store], [1])
-        return Job(self.channel.new_job_id(), self.channel.address, time.time() + deadline_in_s, rows)
+        deadline = time.time() + deadline_in_s
+        return Job(self.channel.new_job_id(), self.channel.address, deadline, rows, model, version)
 
     def send(self, job: Job) -> None:
         """What MuleClient.predict does with a job: push it, then wake a sleeping mule."""
@@ -135,13 +136,16 @@ def test_a_reload_met_while_draining_is_served_before_the_rest_of_the_queue(
     jobs = [worker.job(store) for store in (1, 2, 3)]
     for job in jobs:
         worker.send(job)
-    reload = LoadRequest(worker.channel.new_job_id(), worker.channel.address, "v2", time.time() + 30)
+    reload = LoadRequest(worker.channel.new_job_id(), worker.channel.address, "v2", time.time() + 30, "default")
     shared.mule_msg(reload.encode(), 1)  # behind the wake-up the first push sent
     mule.step()  # drains: the first batch (one job) is scored, then the reload is met and kept
     assert [job.id.hex() in shared.caches["results"] for job in jobs] == [True, False, False]
-    mule.step()  # the reload: load v2, answer it, then drain the rest with v2
+    mule.step()  # the reload: load v2 and serve it by default, answer, then drain the rest
     assert result(shared, reload.job_id).ok
-    assert [result(shared, job.id).model_version for job in jobs] == ["v1", "v2", "v2"]
+    answered = list(shared.caches["results"])  # in the order the mule wrote them
+    assert answered == [jobs[0].key, reload.job_id.hex(), jobs[1].key, jobs[2].key]
+    assert mule.models.pinned == ("default", "v2")
+    assert set(mule.models.held()) == {("default", "v1"), ("default", "v2")}  # v1's jobs in flight still score
 
 
 def test_jobs_whose_deadline_passed_are_claimed_and_dropped_unscored(
@@ -176,13 +180,33 @@ class WatchingPredictor:
         return np.ones(1)
 
 
+def test_jobs_of_other_models_load_on_first_use_and_say_so(
+    two_versions: Registry, small_model: TrainResult, shared: FakeUwsgi, worker: Worker, mule: Mule
+) -> None:
+    """One mule pool for every model: a named model's version is loaded by the first job naming it."""
+    named = two_versions.named("store-3")
+    named.set_alias("production", named.verify(named.register(small_model.model_text, small_model.metadata)).version)
+    first, second = worker.job(model="store-3"), worker.job(model="store-3")
+    worker.send(first)
+    mule.step()
+    worker.send(second)
+    mule.step()
+    assert (result(shared, first.id).loaded, result(shared, second.id).loaded) == (True, False)
+    missing = worker.job(model="store-3", version="v7")
+    worker.send(missing)
+    mule.step()
+    refused = result(shared, missing.id)
+    assert (refused.ok, refused.unloadable) == (False, True)
+    assert refused.error.startswith("model 'store-3' version v7 cannot be loaded: version 'v7' does not exist")
+
+
 @pytest.mark.parametrize("fail", [False, True])
 def test_the_predict_call_runs_under_harakiri_and_disarms_it_after(
     mule: Mule, shared: FakeUwsgi, worker: Worker, fail: bool
 ) -> None:
     """A predict call that hangs longer than FORECAST_MULE_HARAKIRI_S gets the mule killed and respawned."""
     predictor = WatchingPredictor(mule, fail)
-    mule.predictor = predictor  # type: ignore[assignment]
+    mule.models.get = lambda key: (predictor, False)  # type: ignore[method-assign,assignment,return-value]
     job = worker.job()
     worker.send(job)
     mule.step()

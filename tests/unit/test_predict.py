@@ -19,10 +19,9 @@ from pydantic_core import from_json
 
 import app.predict
 from app import create_app
-from app.domain import Columns
 from app.errors import DeadlineExceeded, Reason, Unavailable
 from app.fastlane import FastLane, lane_request
-from app.mule_client import Prediction
+from app.mule_client import Part, Prediction
 from app.pool import PoolView
 from forecast.registry import Registry
 from serving.messages import Heartbeat, MuleState, Result
@@ -49,6 +48,9 @@ class StandInPool:
             raise self.failure
         return ready_view()
 
+    def routes(self) -> None:
+        return None  # production read from the registry
+
 
 class StandInMules:
     """Answers every row with 10 + store + item / 100, or raises ``failure``."""
@@ -58,14 +60,16 @@ class StandInMules:
         self.failure = failure
         self.calls = 0
 
-    def predict(self, columns: Columns, deadline: float) -> Prediction:
+    def predict(self, model: str, parts: list[Part], deadline: float) -> Prediction:
         self.calls += 1
         if self.failure is not None:
             raise self.failure
+        (part,) = parts  # no canary here: one version
+        columns = part.columns
         sales = [10 + s + i / 100 for s, i in zip(columns.stores, columns.items, strict=True)]
-        return Prediction(sales, ["v1"] * len(columns))
+        return Prediction(sales, [part.version] * len(columns))
 
-    def load(self, mule_id: int, version: str) -> Result:
+    def load(self, mule_id: int, version: str, pid: int | None, model: str = "default") -> Result:
         raise AssertionError("not used here")
 
 
@@ -261,6 +265,9 @@ def environ(method: str = "POST", path: str = "/predict", **extra: str) -> dict[
     ("request_environ", "in_lane"),
     [
         (environ(CONTENT_LENGTH="2"), True),
+        (environ(path="/models/store-7/predict", CONTENT_LENGTH="2"), True),
+        (environ(path="/models//predict", CONTENT_LENGTH="2"), False),
+        (environ(path="/models/a/b/predict", CONTENT_LENGTH="2"), False),
         (environ(QUERY_STRING="date=2018-01-01"), True),  # no body at all
         (environ(CONTENT_LENGTH="2", HTTP_TRANSFER_ENCODING="chunked"), False),  # sent to uWSGI directly
         (environ(CONTENT_LENGTH="two"), False),

@@ -18,7 +18,7 @@ class StandInMules:
         self.refusing, self.bad = refusing, bad
         self.calls: list[tuple[int, str]] = []
 
-    def load(self, mule_id: int, version: str, pid: int | None) -> Result:
+    def load(self, mule_id: int, version: str, pid: int | None, model: str = "default") -> Result:
         assert pid == 100 + mule_id  # the pid of its heartbeat: a mule that dies loading is noticed
         self.calls.append((mule_id, version))
         if mule_id in self.refusing and version == self.bad:
