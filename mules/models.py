@@ -84,11 +84,12 @@ class ModelCache:
         try:
             if self.guard.poisoned(model, version):
                 raise CorruptVersion(f"version {version} stopped a mule while it loaded; it is not loaded again")
-            size = (registry.versions_dir / version / MODEL_FILE).stat().st_size if version else 0
+            registry.resolve(version)  # VersionNotFound, with a message fit for a client
+            size = _size(registry, version)
             with self.guard.loading(model, version):
                 predictor = registry.verify(version)
-        except (ForecastError, OSError) as exc:
-            reason = f"model {model!r} version {version} cannot be loaded: {getattr(exc, 'message', exc)}"
+        except ForecastError as exc:
+            reason = f"model {model!r} version {version} cannot be loaded: {exc.message}"
             self._failed[key] = (reason, time.monotonic() + FAILED_RETRY_S)
             raise ModelError(reason) from exc
         self._make_room(size)
@@ -108,3 +109,11 @@ class ModelCache:
                 continue
             total -= self._held.pop(key).size_bytes
             logger.info("evicted model %s version %s (least recently used)", *key)
+
+
+def _size(registry: Registry, version: str) -> int:
+    """The version's model text's size, its memory estimate (an unreadable file is verify's to refuse)."""
+    try:
+        return (registry.versions_dir / version / MODEL_FILE).stat().st_size
+    except OSError:
+        return 0
