@@ -167,8 +167,9 @@ class Rollout:
             return kept
         try:
             self._verify(model, alias.version)
-            with self._fleet_lease():
-                self._roll(model, alias.version, kept)
+            if old is not None:  # the pod's first routes: its mules loaded production as they started
+                with self._fleet_lease():
+                    self._roll(model, alias.version, kept)
         except (ForecastError, ApiError) as exc:
             refused[f"{model}/{alias.version}"] = _reason(model, exc)
             logger.error("rollout of %s %s refused: %s", model, alias.version, exc.message)

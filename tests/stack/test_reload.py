@@ -153,7 +153,7 @@ def test_a_reload_whose_mule_dies_answers_at_once_and_the_others_keep_serving(
     os.kill(victim, signal.SIGSTOP)  # it will not read the load request: only its death can answer
     reload = threading.Thread(target=lambda: answer.update(r=requests.get(f"{reload_stack.url}/reload", timeout=60)))
     reload.start()
-    wait_for(lambda: "reload: rolling v2" in reload_stack.uwsgi_log.read_text())
+    wait_for(lambda: "rollout of default v2 through mules" in reload_stack.uwsgi_log.read_text())
     os.kill(victim, signal.SIGKILL)
     reload.join()
     refused = answer["r"]
@@ -184,9 +184,9 @@ def test_a_version_that_kills_a_mule_while_it_loads_is_not_loaded_again(
     assert status.status_code == 200
     assert mule["model_version"] == "v1"
     assert mule["error"] == (
-        "production refused (version v3 stopped a mule while it loaded; it is not loaded again); "
-        "serving v1, the last version this mule loaded"
+        "production refused (model 'default' version v3 cannot be loaded: version v3 stopped a mule while it "
+        "loaded; it is not loaded again); serving v1, the last version this mule loaded"
     )
     starts = scrape_until(reload_stack.url, lambda now: now.value("forecast_mule_starts_total", mule="1") >= 3)
     assert starts.value("forecast_mule_starts_total", mule="1") == 3  # killed once, crashed once, then served
-    assert "died while loading v3" in reload_stack.uwsgi_log.read_text()
+    assert "died while loading default v3" in reload_stack.uwsgi_log.read_text()
