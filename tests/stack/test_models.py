@@ -1,0 +1,217 @@
+"""Many models in one mule pool, canary traffic and shadow scoring, against real nginx + uWSGI + mules.
+
+Models are small real ones (``serving_registry``'s two versions and models trained here on
+slices of the generated data); every answer is compared with its own version's offline prediction.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from forecast.data import SalesData
+from forecast.features import Rows
+from forecast.registry import Registry
+from forecast.train import train
+from launcher.stack import Stack
+from tests.helpers import kaggle_test_rows, wait_for
+from tests.stack.scrape import scrape
+from tests.stack.stacks import start_stack
+
+
+def rows_2016(count: int, seed: int) -> list[tuple[str, int, int]]:
+    """Distinct rows in the second half of 2016: inside every test model's dates."""
+    rng = np.random.default_rng(seed)
+    keys = rng.choice(184 * 500, size=count, replace=False)
+    start = np.datetime64("2016-07-01")
+    return [(str(start + int(k // 500)), int(k % 500 // 50) + 1, int(k % 50) + 1) for k in keys]
+
+
+ROWS = rows_2016(200, seed=11)
+
+
+def as_body(row: tuple[str, int, int]) -> dict[str, Any]:
+    return {"date": row[0], "store": row[1], "item": row[2]}
+
+
+@pytest.fixture(scope="module")
+def named_texts(full_data: SalesData) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Two models that forecast differently: trained on different years, with different rounds."""
+    found = {}
+    for name, year, rounds in (("alpha", "2016", 20), ("beta", "2015", 35)):
+        rows = full_data.rows
+        data = full_data.select(rows.dates.astype("datetime64[Y]") == np.datetime64(year, "Y"))
+        result = train(data, rounds=rounds, refit=False, log=lambda _: None)
+        found[name] = (result.model_text, result.metadata)
+    return found
+
+
+def add_model(registry: Registry, name: str, text: str, metadata: dict[str, Any]) -> Registry:
+    named = registry.named(name)
+    version = named.register(text, metadata)
+    named.set_alias("production", named.verify(version).version)
+    return named
+
+
+@pytest.fixture
+def models_registry(
+    tmp_path: Path, serving_registry: Registry, named_texts: dict[str, tuple[str, dict[str, Any]]]
+) -> Registry:
+    """The default model (v1 production, v2) beside the models alpha and beta."""
+    shutil.copytree(serving_registry.root, tmp_path / "registry")
+    registry = Registry(tmp_path / "registry")
+    for name, (text, metadata) in named_texts.items():
+        add_model(registry, name, text, metadata)
+    return registry
+
+
+def offline(registry: Registry, rows: list[tuple[str, int, int]], version: str = "production") -> list[float]:
+    dates, stores, items = zip(*rows, strict=True)
+    predictor = registry.load(version)
+    return [float(v) for v in predictor.predict(Rows.from_columns(list(dates), list(stores), list(items)))]
+
+
+def post(stack: Stack, model: str, body: Any, **kwargs: Any) -> requests.Response:
+    path = "/predict" if model == "default" else f"/models/{model}/predict"
+    return requests.post(f"{stack.url}{path}", json=body, timeout=30, **kwargs)
+
+
+@pytest.fixture
+def models_stack(tmp_path: Path, models_registry: Registry) -> Iterator[Stack]:
+    stack = start_stack(tmp_path / "run", models_registry, FORECAST_REGISTRY_POLL_S="1")
+    yield stack
+    stack.stop()
+
+
+def test_named_models_side_by_side_under_mixed_concurrent_traffic(
+    models_stack: Stack, models_registry: Registry
+) -> None:
+    """Every answer equals its own model's offline prediction: no cross-talk in one mule pool."""
+    names = ("default", "alpha", "beta")
+    truth = {name: offline(models_registry.named(name), ROWS) for name in names}
+    assert truth["alpha"] != truth["beta"]
+    outcomes: list[tuple[str, int, float, str]] = []
+
+    def client(name: str) -> None:
+        session = requests.Session()
+        for n, (date, store, item) in enumerate(ROWS):
+            path = "/predict" if name == "default" else f"/models/{name}/predict"
+            body = session.post(f"{models_stack.url}{path}", json={"date": date, "store": store, "item": item},
+                                timeout=30).json()  # fmt: skip
+            outcomes.append((name, n, body["sales"], body["model_version"]))
+
+    threads = [threading.Thread(target=client, args=(name,)) for name in names for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 9 * len(ROWS)
+    for name, n, sales, version in outcomes:
+        assert sales == pytest.approx(truth[name][n], rel=1e-12), (name, n)
+        assert version == "v1"
+    batch = post(models_stack, "beta", {"instances": [as_body(r) for r in ROWS]})
+    assert [p["sales"] for p in batch.json()["predictions"]] == pytest.approx(truth["beta"], rel=1e-12)
+    listing = requests.get(f"{models_stack.url}/models", timeout=5).json()["models"]
+    assert set(listing) == {"default", "alpha", "beta"}
+    assert listing["alpha"]["aliases"]["production"] == {"version": "v1", "weight": None}
+    assert sorted(listing["alpha"]["mules"]["v1"]) in ([1], [2], [1, 2])  # held where its jobs were scored
+    missing = post(models_stack, "gamma", {"date": "2017-05-01", "store": 1, "item": 1})
+    assert (missing.status_code, missing.json()["code"]) == (404, "model_not_found")
+
+
+def test_a_model_that_cannot_load_answers_503_naming_it_and_the_others_serve(
+    models_stack: Stack, models_registry: Registry
+) -> None:
+    broken = models_registry.named("beta")
+    (broken.versions_dir / "v1" / "model.txt").chmod(0o644)
+    (broken.versions_dir / "v1" / "model.txt").write_text("tampered\n")  # fails its checksum on load
+    row = {"date": "2017-05-01", "store": 2, "item": 3}
+    refused = post(models_stack, "beta", row)
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "model_unavailable"
+    assert refused.json()["message"].startswith("model 'beta' version v1 cannot be loaded")
+    assert refused.headers["Retry-After"] == "1"
+    for name in ("default", "alpha"):
+        assert post(models_stack, name, row).status_code == 200
+    assert requests.get(f"{models_stack.url}/status", timeout=5).status_code == 200
+
+
+@pytest.fixture
+def crowded_stack(
+    tmp_path: Path, models_registry: Registry, named_texts: dict[str, tuple[str, dict[str, Any]]]
+) -> Iterator[tuple[Stack, Registry, int]]:
+    """Twelve more models than a mule's 1 MB budget holds (each model text is about 100 KB)."""
+    text, metadata = named_texts["alpha"]
+    for n in range(12):
+        add_model(models_registry, f"m{n:02d}", text, metadata)
+    size = len(text.encode())
+    stack = start_stack(
+        tmp_path / "run", models_registry, FORECAST_MULE_MODEL_BUDGET_MB="1", FORECAST_REGISTRY_POLL_S="1"
+    )
+    yield stack, models_registry, size
+    stack.stop()
+
+
+def test_more_models_than_fit_are_all_served_within_the_budget(crowded_stack: tuple[Stack, Registry, int]) -> None:
+    stack, registry, size = crowded_stack
+    names = [f"m{n:02d}" for n in range(12)]
+    truth = offline(registry.named("m00"), ROWS[:20])
+    for round_ in range(3):  # round after round over every model: more than the budget holds, evicting
+        for name in names:
+            for n, (date, store, item) in enumerate(ROWS[round_ * 5 : round_ * 5 + 5]):
+                answer = post(stack, name, {"date": date, "store": store, "item": item})
+                assert answer.json()["sales"] == pytest.approx(truth[round_ * 5 + n], rel=1e-12), (name, round_)
+    budget = 2**20
+    listing = requests.get(f"{stack.url}/models", timeout=5).json()["models"]
+    for mule in (1, 2):
+        held = [name for name, model in listing.items() if name != "default" for mules in model["mules"].values()
+                if mule in mules]  # fmt: skip
+        assert len(held) * size <= budget, (mule, held)
+    loads = scrape(stack.url)
+    # every model was loaded at least once; far fewer loads than requests: a model's jobs went to its holder
+    assert 12 <= loads.value("forecast_mule_model_loads_total") < 12 * 3 * 5
+
+
+@pytest.fixture
+def canary_registry(models_registry: Registry) -> Registry:
+    models_registry.promote("v2", alias="canary", weight=10)
+    return models_registry
+
+
+def test_the_canary_scores_its_share_of_series_and_a_series_stays_on_one_version(
+    canary_registry: Registry, tmp_path: Path
+) -> None:
+    stack = start_stack(tmp_path / "run", canary_registry, FORECAST_REGISTRY_POLL_S="1")
+    try:
+        wait_for(
+            lambda: (
+                requests.get(f"{stack.url}/models", timeout=5).json()["models"]["default"]["routes"]["canary"] == "v2"
+            )
+        )
+        rows = kaggle_test_rows()
+        instances = [{"date": d, "store": s, "item": i} for d, s, i in rows]
+        batch = post(stack, "default", {"instances": instances}).json()["predictions"]
+        versions = Counter(p["model_version"] for p in batch)
+        assert set(versions) == {"v1", "v2"}
+        assert abs(versions["v2"] / len(rows) - 0.10) <= 0.03
+        by_series: dict[tuple[int, int], set[str]] = {}
+        for p in batch:
+            by_series.setdefault((p["store"], p["item"]), set()).add(p["model_version"])
+        assert all(len(v) == 1 for v in by_series.values())
+        truth = {v: offline(canary_registry, rows, v) for v in ("v1", "v2")}
+        for n, p in enumerate(batch):
+            assert p["sales"] == pytest.approx(truth[p["model_version"]][n], rel=1e-12)
+        # single rows: each series on the version the batch gave it
+        for n in range(0, len(rows), 97):
+            one = post(stack, "default", instances[n]).json()
+            assert one["model_version"] == batch[n]["model_version"]
+    finally:
+        stack.stop()
