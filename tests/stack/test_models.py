@@ -23,7 +23,7 @@ from forecast.registry import Registry
 from forecast.train import train
 from launcher.stack import Stack
 from tests.helpers import kaggle_test_rows, wait_for
-from tests.stack.scrape import scrape
+from tests.stack.scrape import scrape, scrape_until
 from tests.stack.stacks import start_stack
 
 
@@ -77,6 +77,12 @@ def offline(registry: Registry, rows: list[tuple[str, int, int]], version: str =
     dates, stores, items = zip(*rows, strict=True)
     predictor = registry.load(version)
     return [float(v) for v in predictor.predict(Rows.from_columns(list(dates), list(stores), list(items)))]
+
+
+def routes(stack: Stack, model: str) -> dict[str, Any]:
+    """What the pod routes ``model``'s rows to (GET /models)."""
+    found: dict[str, Any] = requests.get(f"{stack.url}/models", timeout=5).json()["models"][model]["routes"]
+    return found
 
 
 def post(stack: Stack, model: str, body: Any, **kwargs: Any) -> requests.Response:
@@ -191,11 +197,7 @@ def test_the_canary_scores_its_share_of_series_and_a_series_stays_on_one_version
 ) -> None:
     stack = start_stack(tmp_path / "run", canary_registry, FORECAST_REGISTRY_POLL_S="1")
     try:
-        wait_for(
-            lambda: (
-                requests.get(f"{stack.url}/models", timeout=5).json()["models"]["default"]["routes"]["canary"] == "v2"
-            )
-        )
+        wait_for(lambda: routes(stack, "default")["canary"] == "v2")
         rows = kaggle_test_rows()
         instances = [{"date": d, "store": s, "item": i} for d, s, i in rows]
         batch = post(stack, "default", {"instances": instances}).json()["predictions"]
@@ -213,5 +215,84 @@ def test_the_canary_scores_its_share_of_series_and_a_series_stays_on_one_version
         for n in range(0, len(rows), 97):
             one = post(stack, "default", instances[n]).json()
             assert one["model_version"] == batch[n]["model_version"]
+    finally:
+        stack.stop()
+
+
+def test_canary_weight_promote_and_rollback_under_load_fail_no_request(
+    models_stack: Stack, models_registry: Registry
+) -> None:
+    """Each change is one command, picked up by the pod's poller (1 s here) and rolled through its mules."""
+    rows = [as_body(row) for row in ROWS]
+    outcomes: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            for row in rows[:50]:
+                outcomes[session.post(f"{models_stack.url}/predict", json=row, timeout=30).status_code] += 1
+
+    loaders = [threading.Thread(target=load) for _ in range(4)]
+    for loader in loaders:
+        loader.start()
+    try:
+        models_registry.promote("v2", alias="canary", weight=30)
+        wait_for(lambda: routes(models_stack, "default")["canary_weight"] == 30)
+        models_registry.promote("v2", alias="canary", weight=60)
+        wait_for(lambda: routes(models_stack, "default")["canary_weight"] == 60)
+        models_registry.promote("v2")  # the canary becomes production
+        wait_for(lambda: routes(models_stack, "default")["production"] == "v2")
+        models_registry.rollback()  # and back
+        wait_for(lambda: routes(models_stack, "default")["production"] == "v1")
+        models_registry.rollback("canary")
+        wait_for(lambda: routes(models_stack, "default")["canary"] is None)
+    finally:
+        stop.set()
+        for loader in loaders:
+            loader.join()
+    assert set(outcomes) == {200}, outcomes
+    assert outcomes[200] > 200
+
+
+def test_the_access_line_says_a_request_waited_for_a_load(models_stack: Stack) -> None:
+    first = post(models_stack, "alpha", as_body(ROWS[0]), headers={"X-Request-ID": "first-alpha"})
+    second = post(models_stack, "alpha", as_body(ROWS[1]), headers={"X-Request-ID": "second-alpha"})
+    assert (first.status_code, second.status_code) == (200, 200)
+    lines: dict[str, str] = {}
+
+    def both_logged() -> bool:
+        text = models_stack.access_log.read_text() if models_stack.access_log.exists() else ""
+        lines.update({rid: line for line in text.splitlines() for rid in ("first-alpha", "second-alpha")
+                      if f"request_id={rid} " in line})  # fmt: skip
+        return len(lines) == 2
+
+    wait_for(both_logged)
+    assert "model=alpha load=1" in lines["first-alpha"]
+    assert "model=alpha load=-" in lines["second-alpha"]
+
+
+@pytest.fixture
+def shadow_registry(models_registry: Registry) -> Registry:
+    models_registry.promote("v2", alias="shadow", weight=50)
+    return models_registry
+
+
+def test_the_shadow_scores_a_sample_after_the_answer_and_changes_no_answer(
+    shadow_registry: Registry, tmp_path: Path
+) -> None:
+    stack = start_stack(tmp_path / "run", shadow_registry, FORECAST_REGISTRY_POLL_S="1")
+    try:
+        wait_for(lambda: routes(stack, "default")["shadow"] == "v2")
+        truth = offline(shadow_registry, ROWS)
+        for n, row in enumerate(ROWS):
+            answer = post(stack, "default", as_body(row)).json()
+            assert (answer["sales"], answer["model_version"]) == (pytest.approx(truth[n], rel=1e-12), "v1")
+        name = "forecast_shadow_rows_total"
+        scraped = scrape_until(stack.url, lambda now: now.value(name, model="default", version="v2") >= 50)
+        assert 50 <= scraped.value(name, model="default", version="v2") <= 150  # about half of 200 rows
+        compared = scraped.value("forecast_shadow_relative_difference_count", production="v1", shadow="v2")
+        assert compared == scraped.value(name, model="default", version="v2")
+        assert scraped.value("forecast_shadow_relative_difference_sum", production="v1", shadow="v2") > 0
     finally:
         stack.stop()
