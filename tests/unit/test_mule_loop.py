@@ -18,7 +18,7 @@ import pytest
 from app.mule_client import Channel, MuleClient
 from forecast.registry import Registry
 from forecast.train import TrainResult
-from mules.loop import Mule
+from mules.loop import SHADOW_BACKLOG, Mule
 from serving.messages import (
     AWAKE,
     CONTROL_WAKE,
@@ -26,7 +26,9 @@ from serving.messages import (
     Job,
     LoadRequest,
     Result,
+    ShadowJob,
     awake_flag,
+    encode_predictions,
     encode_rows,
 )
 from serving.settings import Settings
@@ -213,3 +215,40 @@ def test_the_predict_call_runs_under_harakiri_and_disarms_it_after(
     assert predictor.armed == [mule.settings.mule_harakiri_s]
     assert mule.uwsgi.harakiri == 0
     assert result(shared, job.id).ok is not fail
+
+
+def shadow_of(worker: Worker, deadline_in_s: float = 30) -> ShadowJob:
+    rows = encode_rows([DAY, DAY + 1], [1, 2], [1, 1])
+    return ShadowJob(time.time() + deadline_in_s, "default", "v1", "v1", rows, encode_predictions(np.array([5.0, 6.0])))
+
+
+def test_production_jobs_go_before_shadow_jobs_and_a_busy_mule_drops_shadows(
+    mule: Mule, shared: FakeUwsgi, worker: Worker
+) -> None:
+    """Shadow work is done in spare time only: every queued job first, then shadows; too many are dropped."""
+    scored: list[str] = []
+    score_shadow = mule.score_shadow
+    mule.score_shadow = lambda job: scored.append("shadow") or score_shadow(job)  # type: ignore[method-assign,func-returns-value]
+    score = mule.score
+    mule.score = lambda batch: scored.extend("job" for _ in batch) or score(batch)  # type: ignore[method-assign,func-returns-value]
+    dropped: list[str] = []
+    mule.metrics.shadow_dropped = lambda model, reason: dropped.append(reason)  # type: ignore[method-assign]
+    for _ in range(SHADOW_BACKLOG + 3):  # more than a mule keeps: the oldest are dropped
+        shared.mule_msg(shadow_of(worker).encode(), 1)
+    shared.mule_msg(shadow_of(worker, deadline_in_s=-1).encode(), 1)  # no longer wanted
+    jobs = [worker.job(store) for store in (1, 2, 3)]
+    for job in jobs:
+        worker.send(job)
+    mule.step()
+    assert scored[:3] == ["job", "job", "job"]  # production first
+    assert scored.count("shadow") == SHADOW_BACKLOG  # what the backlog kept (the expired one is dropped there)
+    assert sorted(dropped) == ["backlog"] * 4 + ["expired"]
+    assert all(result(shared, job.id).ok for job in jobs)
+
+
+def test_a_mule_whose_socket_is_full_refuses_a_shadow_job_at_once(registry: Registry) -> None:
+    """The worker never waits for shadow work: mule_msg answering False drops it (counted as busy)."""
+    shared = FakeUwsgi(queue_slots=16, mules=1)
+    shared.mule_msg = lambda message, mule_id: False  # type: ignore[method-assign]
+    client = MuleClient(settings_for(registry), shared)
+    assert client.submit_shadow(ShadowJob(time.time() + 30, "default", "v2", "v1", b"", b"")) is False
