@@ -97,7 +97,8 @@ class Registry:
 
     def models(self) -> list[str]:
         """Every model with a version: the default one first, the others by name."""
-        named = sorted(p.parent.name for p in (self.root / "models").glob("*/versions") if _MODEL_RE.match(p.parent.name))
+        folders = (self.root / "models").glob("*/versions")
+        named = sorted(p.parent.name for p in folders if _MODEL_RE.match(p.parent.name))
         default = [DEFAULT_MODEL] if (self.root / "versions").is_dir() else []
         return default + [name for name in named if name != DEFAULT_MODEL]
 
