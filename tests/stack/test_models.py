@@ -296,3 +296,31 @@ def test_the_shadow_scores_a_sample_after_the_answer_and_changes_no_answer(
         assert scraped.value("forecast_shadow_relative_difference_sum", production="v1", shadow="v2") > 0
     finally:
         stack.stop()
+
+
+def test_a_busy_pool_drops_shadow_work_and_no_production_job(shadow_registry: Registry, tmp_path: Path) -> None:
+    """Every row shadowed, big batches from many clients: the mules are never idle, so shadows pile up."""
+    shadow_registry.promote("v2", alias="shadow", weight=100)
+    stack = start_stack(tmp_path / "run", shadow_registry, FORECAST_REGISTRY_POLL_S="1")
+    batch = {"instances": [as_body(row) for row in rows_2016(2000, seed=5)]}
+    outcomes: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            outcomes[session.post(f"{stack.url}/predict", json=batch, timeout=30).status_code] += 1
+
+    loaders = [threading.Thread(target=load) for _ in range(12)]
+    try:
+        wait_for(lambda: routes(stack, "default")["shadow"] == "v2")
+        for loader in loaders:
+            loader.start()
+        dropped = scrape_until(stack.url, lambda now: now.value("forecast_shadow_dropped_total") > 0, timeout_s=120)
+    finally:
+        stop.set()
+        for loader in loaders:
+            loader.join()
+        stack.stop()
+    assert dropped.value("forecast_shadow_dropped_total") > 0
+    assert set(outcomes) == {200}, outcomes  # production was never shed, failed or late
