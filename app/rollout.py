@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from app.errors import ApiError, ReloadRefused
+from app.errors import ApiError, DeadlineExceeded, Reason, ReloadRefused, Unavailable
 from forecast.errors import ForecastError
 from forecast.registry import DEFAULT_MODEL, Alias, Registry
 from serving.messages import Heartbeat, ModelRoute, Result, Routes
@@ -68,11 +68,16 @@ def roll_out(
 
     ``before`` is each mule's heartbeat before the rollout (its pid and version; None: it
     never reported).  If a mule refuses (or dies loading), the mules already switched go back
-    to their previous version, and :class:`ReloadRefused` names the mule and its reason.
+    to their previous version, and :class:`ReloadRefused` names the mule and its reason; so
+    they do when a load raises (:class:`Unavailable`, :class:`DeadlineExceeded`), re-raised.
     """
     switched: list[int] = []
     for mule_id in mules.mule_ids if mule_ids is None else mule_ids:
-        result = mules.load(mule_id, version, _pid(before, mule_id), model)
+        try:
+            result = mules.load(mule_id, version, _pid(before, mule_id), model)
+        except ApiError:
+            _roll_back(mules, switched, before, model)
+            raise
         if not result.ok:
             _roll_back(mules, switched, before, model)
             raise ReloadRefused(f"mule {mule_id} refused version {version}: {result.error}")
@@ -90,7 +95,11 @@ def _roll_back(mules: Loader, switched: list[int], before: dict[int, Heartbeat |
         version = _held_version(beat, model)
         if version is None:
             continue  # it held nothing before: the new version is better than none
-        result = mules.load(mule_id, version, beat.pid if beat is not None else None, model)
+        try:
+            result = mules.load(mule_id, version, beat.pid if beat is not None else None, model)
+        except ApiError as exc:
+            logger.error("mule %d: rollback of %s to %s failed: %s", mule_id, model, version, exc.message)
+            continue
         if not result.ok:
             logger.error("mule %d: rollback of %s to %s refused: %s", mule_id, model, version, result.error)
 
@@ -133,12 +142,15 @@ class Rollout:
 
     def follow_forever(self) -> None:
         """The poller: :meth:`apply` at once, then every ``FORECAST_REGISTRY_POLL_S`` (a failure is logged)."""
+        interval = self.settings.registry_poll_s
         while True:
             try:
                 self.apply()
+            except Unavailable as exc:  # passing: a busy mule, other pods rolling out
+                logger.warning("following the registry: %s; trying again in %d s", exc.message, interval)
             except Exception:  # the poller must outlive any one pass (a registry on a flaky volume)
-                logger.exception("following the registry failed; trying again in %d s", self.settings.registry_poll_s)
-            time.sleep(self.settings.registry_poll_s)
+                logger.exception("following the registry failed; trying again in %d s", interval)
+            time.sleep(interval)
 
     def start(self) -> None:
         threading.Thread(target=self.follow_forever, name="registry-follower", daemon=True).start()
@@ -170,7 +182,7 @@ class Rollout:
             if old is not None:  # the pod's first routes: its mules loaded production as they started
                 with self._fleet_lease():
                     self._roll(model, alias.version, kept)
-        except (ForecastError, ApiError) as exc:
+        except (ForecastError, ReloadRefused, DeadlineExceeded) as exc:  # it does not load: not tried again
             refused[f"{model}/{alias.version}"] = _reason(model, exc)
             logger.error("rollout of %s %s refused: %s", model, alias.version, exc.message)
             return kept
@@ -213,18 +225,33 @@ class Rollout:
 
     @contextlib.contextmanager
     def _fleet_lease(self) -> Iterator[None]:
-        """A rollout slot in the shared registry: at most ``FORECAST_ROLLOUT_MAX_PODS`` pods load at once."""
-        leases = self.registry.root / ".rollouts"
-        leases.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.settings.reload_timeout_s
-        while (slot := _take_slot(leases, self.settings)) is None:
-            if time.monotonic() >= deadline:
-                raise ReloadRefused("no rollout slot came free (other pods are rolling out)")
-            time.sleep(LEASE_WAIT_S)  # a lease held by another pod: its rollout takes seconds
+        """A rollout slot shared by the fleet: at most ``FORECAST_ROLLOUT_MAX_PODS`` pods load at once.
+
+        Raises :class:`Unavailable` when no slot comes free within ``FORECAST_RELOAD_TIMEOUT_S``.
+        A lease directory that cannot be written (a read-only registry) does not stop the
+        rollout: it goes ahead unstaggered, with a warning, as serving the promote matters more.
+        """
+        leases = self.settings.lease_dir
+        try:
+            leases.mkdir(parents=True, exist_ok=True)
+            slot = self._wait_for_slot(leases)
+        except OSError as exc:
+            logger.warning("rolling out unstaggered: no lease in %s (%s); see FORECAST_ROLLOUT_LEASE_DIR", leases, exc)
+            yield
+            return
         try:
             yield
         finally:
             slot.unlink(missing_ok=True)
+
+    def _wait_for_slot(self, leases: Path) -> Path:
+        """A slot once one comes free; raises :class:`Unavailable` after ``FORECAST_RELOAD_TIMEOUT_S``."""
+        deadline = time.monotonic() + self.settings.reload_timeout_s
+        while (slot := _take_slot(leases, self.settings)) is None:
+            if time.monotonic() >= deadline:  # passing: the next pass tries again
+                raise Unavailable("no rollout slot came free: other pods are rolling out", Reason.UNAVAILABLE)
+            time.sleep(LEASE_WAIT_S)  # a lease held by another pod: its rollout takes seconds
+        return slot
 
 
 def _take_slot(leases: Path, settings: Settings) -> Path | None:

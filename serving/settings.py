@@ -93,6 +93,11 @@ class Settings(ModelSettings):
     rollout_max_pods: int = Field(
         1, ge=1, description="Pods sharing a registry that may roll a version through their mules at the same time."
     )
+    rollout_lease_dir: Path | None = Field(
+        None,
+        description="Where pods take rollout leases, writable and shared by every pod (unset: `.rollouts` in the "
+        "registry). Not writable: pods roll out unstaggered, with a warning.",
+    )
 
     # -- operating it ------------------------------------------------------------
     log_level: str = Field("INFO", description="Python log level of workers and mules.")
@@ -115,6 +120,11 @@ class Settings(ModelSettings):
         if self.jobs_in_flight_per_worker < 1:
             raise ValueError("FORECAST_QUEUE_SLOTS must exceed FORECAST_UWSGI_PROCESSES")
         return self
+
+    @property
+    def lease_dir(self) -> Path:
+        """The rollout lease directory: ``FORECAST_ROLLOUT_LEASE_DIR``, else ``.rollouts`` in the registry."""
+        return self.rollout_lease_dir or self.registry_dir / ".rollouts"
 
     @property
     def deadline_s(self) -> float:

@@ -42,6 +42,16 @@ def test_deployment_probes_resources_and_graceful_termination() -> None:
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == load("registry-pvc.yaml")["metadata"]["name"]
 
 
+def test_pods_read_the_registry_and_share_writable_rollout_leases() -> None:
+    container = load("deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert mounts["/var/lib/forecast/registry"]["readOnly"] is True
+    leases = mounts[env["FORECAST_ROLLOUT_LEASE_DIR"]]
+    assert leases["name"] == mounts["/var/lib/forecast/registry"]["name"]  # the same volume: every pod sees them
+    assert not leases.get("readOnly", False)
+
+
 def test_service_and_autoscaler_point_at_the_deployment() -> None:
     deployment = load("deployment.yaml")
     labels = deployment["spec"]["template"]["metadata"]["labels"]

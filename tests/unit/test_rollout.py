@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
-from app.errors import ReloadRefused
-from app.rollout import roll_out
-from serving.messages import Heartbeat, MuleState, Result
+from app.errors import Reason, ReloadRefused, Unavailable
+from app.rollout import Rollout, roll_out
+from forecast.registry import Registry
+from serving.messages import Heartbeat, ModelRoute, MuleState, Result, Routes
+from serving.settings import Settings
 
 
 class StandInMules:
@@ -52,3 +57,105 @@ def test_a_mule_that_held_nothing_keeps_the_new_version_on_rollback() -> None:
     with pytest.raises(ReloadRefused):
         roll_out(mules, "v2", beats({1: None, 2: "v1"}))
     assert mules.held == {1: "v2", 2: "v1"}  # better a model than none
+
+
+class FailingMules(StandInMules):
+    """Mules where ``unreachable`` cannot take messages (its socket full, uWSGI going down)."""
+
+    def __init__(self, held: dict[int, str | None], unreachable: int) -> None:
+        super().__init__(held, refusing=set())
+        self.unreachable = unreachable
+
+    def load(self, mule_id: int, version: str, pid: int | None, model: str = "default") -> Result:
+        if mule_id == self.unreachable:
+            raise Unavailable(f"mule {mule_id} cannot take messages", Reason.UNAVAILABLE)
+        return super().load(mule_id, version, pid, model)
+
+
+def test_a_load_that_raises_rolls_back_the_mules_already_switched_and_raises() -> None:
+    before = {1: "v1", 2: "v1", 3: "v1"}
+    mules = FailingMules(before, unreachable=3)
+    with pytest.raises(Unavailable, match="mule 3 cannot take messages"):
+        roll_out(mules, "v2", beats(before))
+    assert mules.held == before
+
+
+# -- the pod's follower of the registry, on a real registry ----------------------------------
+
+
+class StandInPool:
+    """The pod's routes and heartbeats as the state cache would hold them."""
+
+    def __init__(self, mules: StandInMules, routes: Routes) -> None:
+        self.mules, self.published = mules, routes
+
+    def heartbeats(self) -> dict[int, Heartbeat | None]:
+        return dict(beats(self.mules.held))
+
+    def routes(self) -> Routes | None:
+        return self.published
+
+    def publish(self, routes: Routes) -> None:
+        self.published = routes
+
+
+@pytest.fixture
+def promoted(registry: Registry) -> Registry:
+    """``registry`` with v2 (the same model) made production behind the pod's back."""
+    text = (registry.versions_dir / "v1" / "model.txt").read_text()
+    version = registry.register(text, registry.metadata("v1"))
+    registry.set_alias("production", version)
+    return registry
+
+
+def follower(registry: Registry, tmp_path: Path, lease_dir: Path) -> tuple[Rollout, StandInMules, StandInPool]:
+    settings = Settings(
+        registry_dir=registry.root, rollout_lease_dir=lease_dir, reload_timeout_s=1, metrics_dir=tmp_path / "metrics"
+    )
+    mules = StandInMules({1: "v1", 2: "v1"}, refusing=set())
+    pool = StandInPool(mules, Routes({"default": ModelRoute("v1")}, generation=1))
+    return Rollout(settings, registry, mules, pool), mules, pool
+
+
+def test_a_promote_is_rolled_through_the_mules_and_published(promoted: Registry, tmp_path: Path) -> None:
+    rollout, mules, pool = follower(promoted, tmp_path, tmp_path / "leases")
+    routes = rollout.apply()
+    assert routes.models["default"].production == "v2"
+    assert routes.generation == 2
+    assert pool.published == routes
+    assert mules.calls == [(1, "v2"), (2, "v2")]
+    assert list((tmp_path / "leases").iterdir()) == []  # the lease is given back
+
+
+def test_a_lease_directory_that_cannot_be_written_rolls_out_unstaggered(
+    promoted: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-file").write_text("")  # as a read-only registry: mkdir fails
+    rollout, mules, _ = follower(promoted, tmp_path, tmp_path / "a-file" / "leases")
+    assert rollout.apply().models["default"].production == "v2"
+    assert set(mules.held.values()) == {"v2"}
+    assert "rolling out unstaggered" in caplog.text
+
+
+def test_while_another_pod_holds_the_lease_the_version_waits_and_is_not_refused(
+    promoted: Registry, tmp_path: Path
+) -> None:
+    leases = tmp_path / "leases"
+    leases.mkdir()
+    (leases / "slot-0").write_text(f"other-pod:1 {time.time() + 600:.0f}\n")
+    rollout, mules, pool = follower(promoted, tmp_path, leases)
+    with pytest.raises(Unavailable, match="no rollout slot came free"):
+        rollout.apply()
+    assert pool.published.models["default"].production == "v1"
+    assert not pool.published.refused
+    assert mules.calls == []
+    (leases / "slot-0").unlink()  # the other pod is done: the next pass rolls out
+    assert rollout.apply().models["default"].production == "v2"
+
+
+def test_a_lease_its_pod_let_expire_is_taken_over(promoted: Registry, tmp_path: Path) -> None:
+    leases = tmp_path / "leases"
+    leases.mkdir()
+    (leases / "slot-0").write_text(f"dead-pod:1 {time.time() - 1:.0f}\n")
+    rollout, _, _ = follower(promoted, tmp_path, leases)
+    assert rollout.apply().models["default"].production == "v2"  # removed, then taken at the next look
