@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from forecast.config import ModelSettings
 from forecast.errors import ForecastError
 from forecast.registry import ALIASES, DEFAULT_MODEL, Registry
@@ -38,6 +40,8 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, default=settings.data_path, help="date,store,item,sales CSV")
     train.add_argument("--rounds", type=int, default=settings.train_rounds, help="boosting rounds")
     train.add_argument("--seed", type=int, default=0, help="seed of the generated data set")
+    for column in ("stores", "items"):
+        train.add_argument(f"--{column}", type=numbers, help=f"train on these {column} only, e.g. 1-5,8 (default: all)")
     train.add_argument("--no-promote", action="store_true", help="register without moving 'production'")
     train.add_argument("--if-empty", action="store_true", help="do nothing if 'production' is already set")
     train.set_defaults(run=_train)
@@ -53,7 +57,8 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     )
     bootstrap.add_argument("--data", type=Path, default=settings.data_path, help="date,store,item,sales CSV")
     bootstrap.set_defaults(run=_bootstrap, legacy_registry_url=settings.legacy_registry_url,
-                           rounds=settings.train_rounds, seed=0, no_promote=False, if_empty=True)  # fmt: skip
+                           rounds=settings.train_rounds, seed=0, stores=None, items=None, no_promote=False,
+                           if_empty=True)  # fmt: skip
 
     registry = commands.add_parser("registry", help="inspect and manage registered versions")
     actions = registry.add_subparsers(required=True, metavar="ACTION")
@@ -91,7 +96,15 @@ def _train(args: argparse.Namespace, registry: Registry) -> int:
     if not args.data.exists():
         print(f"{args.data} not found: generating the synthetic data set (seed {args.seed})")
         sales_data.write_csv(sales_data.generate(args.seed), args.data)
-    result = train(sales_data.load_csv(args.data), rounds=args.rounds)
+    data = sales_data.load_csv(args.data)
+    if args.stores or args.items:  # one model per store or product family: its rows, its domain
+        rows = data.rows
+        data = data.select(
+            np.isin(rows.stores, args.stores or rows.stores) & np.isin(rows.items, args.items or rows.items)
+        )
+        if not len(data):
+            raise ForecastError(f"no rows of {args.data} are in --stores {args.stores} --items {args.items}")
+    result = train(data, rounds=args.rounds)
     version = registry.register(result.model_text, result.metadata)
     print(f"registered {version} in {registry.root}")
     if not args.no_promote:
@@ -100,6 +113,20 @@ def _train(args: argparse.Namespace, registry: Registry) -> int:
     holdout = result.metadata["metrics"]["holdout"]
     print(f"holdout SMAPE: model={holdout['model']['smape']:.2f} baseline={holdout['baseline']['smape']:.2f}")
     return 0
+
+
+def numbers(text: str) -> list[int]:
+    """``1-5,8`` as ``[1, 2, 3, 4, 5, 8]`` (argparse's type for ``--stores`` and ``--items``)."""
+    try:
+        found: list[int] = []
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            found.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 1-5,8") from None
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing")
+    return found
 
 
 def _import_legacy(args: argparse.Namespace, registry: Registry) -> int:

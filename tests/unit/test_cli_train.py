@@ -26,3 +26,25 @@ def test_train_command_registers_promotes_and_prints_the_smape_line(tmp_path: Pa
     assert again.returncode == 0
     assert "not training" in again.stdout
     assert registry.versions() == ["v1"]
+
+
+def test_a_named_model_trains_on_the_stores_and_items_asked_and_knows_only_those(
+    tmp_path: Path, small_data: SalesData
+) -> None:
+    csv = tmp_path / "train.csv"
+    write_csv(small_data, csv)
+    command = [sys.executable, "-m", "forecast", "--registry", str(tmp_path / "registry"), "train", "--data", str(csv)]
+    family = ["--model", "store2-family1", "--stores", "2", "--items", "1-2,4", "--rounds", "10"]
+    result = subprocess.run([*command, *family], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    named = Registry(tmp_path / "registry", "store2-family1")
+    assert named.aliases() == {"production": "v1"}
+    assert named.metadata("v1")["domain"] == {"stores": [2], "items": [1, 2, 4]}
+    assert not (tmp_path / "registry" / "aliases").exists()  # the default model untouched
+
+    nothing = subprocess.run([*command, "--stores", "9"], capture_output=True, text=True, timeout=300, check=False)
+    assert nothing.returncode == 1
+    assert "no rows of" in nothing.stderr
+    bad = subprocess.run([*command, "--items", "1-x"], capture_output=True, text=True, timeout=300, check=False)
+    assert bad.returncode == 2
+    assert "'1-x' is not a list like 1-5,8" in bad.stderr
