@@ -35,6 +35,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "Status": TypeAdapter(schemas.Status),
     "NotReady": TypeAdapter(schemas.NotReady),
     "Reloaded": TypeAdapter(schemas.Reloaded),
+    "Models": TypeAdapter(schemas.Models),
     "ServiceIndex": TypeAdapter(schemas.ServiceIndex),
 }
 
@@ -43,6 +44,23 @@ FORECAST_EXAMPLE = {**ROW_EXAMPLE, "sales": 72.4, "model_version": "v2"}
 MULE_EXAMPLE = {
     "id": 1, "pid": 4242, "state": "ready", "model_version": "v2", "heartbeat": 1795392000.5,
     "started": 1795391000.0, "jobs_done": 1520, "error": None, "heartbeat_age_s": 0.21,
+}  # fmt: skip
+ROLLOUT_EXAMPLE: dict[str, Any] = {"generation": 3, "in_progress": None, "refused": {}}
+MODELS_EXAMPLE = {
+    "models": {
+        "default": {
+            "versions": ["v1", "v2", "v3"],
+            "aliases": {"production": {"version": "v2", "weight": None}, "canary": {"version": "v3", "weight": 10}},
+            "routes": {"production": "v2", "canary": "v3", "canary_weight": 10, "shadow": None, "shadow_weight": 0},
+            "mules": {"v2": [1, 2], "v3": [1]},
+        },
+        "store-3": {
+            "versions": ["v1"], "aliases": {"production": {"version": "v1", "weight": None}},
+            "routes": {"production": "v1", "canary": None, "canary_weight": 0, "shadow": None, "shadow_weight": 0},
+            "mules": {"v1": [2]},
+        },
+    },
+    "refused": {},
 }  # fmt: skip
 
 
@@ -86,6 +104,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
                     422, "invalid_input", "store 11 is not known to the model (known: 1-10)", field="store",
                     details=[{"field": "store", "message": "store 11 is not known to the model (known: 1-10)"}]),
         431: _error("A request header over 8 KB (nginx).", 431, "headers_too_large", "a request header over 8 KB"),
+        404: _error("No model of that name in the registry.", 404, "model_not_found", "there is no model 'store-11'",
+                    field="model"),
         503: _error("At capacity, not ready, or a mule failed: retry after Retry-After seconds.", 503, "overloaded",
                     "the server is at capacity; retry shortly"),
         504: _error("No prediction within FORECAST_DEADLINE_MS.", 504, "deadline_exceeded",
@@ -94,7 +114,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(status): catalogue[status] for status in statuses}
 
 
-def _predict(max_rows: int) -> dict[str, Any]:
+def _predict(max_rows: int, named: bool = False) -> dict[str, Any]:
     batch = {"type": "array", "items": _ref("PredictRow"), "minItems": 1, "maxItems": max_rows}
     # The legacy form (no body): date, store and item as query parameters, the LegacyQuery adapter's fields.
     query = {
@@ -110,7 +130,7 @@ def _predict(max_rows: int) -> dict[str, Any]:
             "bare number; -1.0, -2.0 or -3.0 for a date, store or item outside the served version's guardrails; "
             "200.0 for a prediction above its max_value."
         ),
-        "parameters": [query],
+        "parameters": [query, *([MODEL_NAME] if named else [])],
         "requestBody": {
             "required": False,
             **_json(
@@ -140,9 +160,15 @@ def _predict(max_rows: int) -> dict[str, Any]:
                     legacy=72.4,
                 ),
             },
-            **_errors(400, 413, 414, 415, 422, 431, 503, 504),
+            **_errors(400, *([404] if named else []), 413, 414, 415, 422, 431, 503, 504),
         },
     }
+
+
+MODEL_NAME = {
+    "name": "name", "in": "path", "required": True, "description": "The model's name in the registry.",
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"},
+}  # fmt: skip
 
 
 def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -171,18 +197,28 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
             "summary": "Ready when every mule has a model loaded (for load balancers and health checks)",
             "responses": {
                 "200": {"description": "Every mule serves a model.", **_json(_ref("Status"), ready={
-                    "status": "Alive", "ready": True, "model_version": "v2", "mules": [MULE_EXAMPLE]})},
+                    "status": "Alive", "ready": True, "model_version": "v2", "mules": [MULE_EXAMPLE],
+                    "rollout": ROLLOUT_EXAMPLE})},
                 "503": {
                     "description": "Some mule has no model (starting, loading, failed or stale).",
                     "headers": RETRY_AFTER,
                     **_json(_ref("NotReady"), not_ready={
                         **error_body(503, "not_ready", "not every mule has a model loaded"), "ready": False,
-                        "model_version": "v2", "mules": [{"id": 2, "state": "loading", "heartbeat_age_s": 0.4}]}),
+                        "model_version": "v2", "mules": [{"id": 2, "state": "loading", "heartbeat_age_s": 0.4}],
+                        "rollout": None}),
                 },
             },
         }},
         "/reload": {"get": reload, "post": reload},
         "/predict": {"post": _predict(settings.max_batch_rows)},
+        "/models": {"get": {
+            "summary": "Every model: its versions and aliases, this pod's routes, which mules hold which version",
+            "responses": {"200": {"description": "The models.", **_json(_ref("Models"), models=MODELS_EXAMPLE)}},
+        }},
+        "/models/{name}/predict": {"post": {
+            **_predict(settings.max_batch_rows, named=True),
+            "summary": "Forecast daily unit sales with a named model (every form /predict takes)",
+        }},
         "/metrics": {"get": {
             "summary": "Prometheus metrics of every web worker and mule",
             "responses": {"200": {"description": "Prometheus text format.", "content": {"text/plain": {

@@ -20,6 +20,7 @@ fleet that sees a promote together does not lose more capacity together.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -213,7 +214,12 @@ class Rollout:
         else:
             mule_ids = [m for m, beat in beats.items() if beat is not None and (model, old) in beat.held]
         logger.info("rollout of %s %s through mules %s", model, version, mule_ids)
-        roll_out(self.mules, version, beats, model, mule_ids)
+        before = self.pool.routes() or Routes({})
+        self.pool.publish(dataclasses.replace(before, rolling=f"{model} {version} through mules {mule_ids}"))
+        try:
+            roll_out(self.mules, version, beats, model, mule_ids)
+        finally:  # /status shows the rollout until it ends (apply then publishes the new routes)
+            self.pool.publish(before)
 
     @contextlib.contextmanager
     def _pod_lock(self) -> Iterator[None]:

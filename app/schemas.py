@@ -119,6 +119,14 @@ class MuleState(TypedDict):
     error: NotRequired[str | None]
 
 
+class RolloutState(TypedDict):
+    """The pod's following of the registry: routes generation, a rollout in progress, versions it refused."""
+
+    generation: int
+    in_progress: str | None  # "default v3 through mules [1, 2]" while the mules load it
+    refused: dict[str, str]  # "model/version" -> why this pod does not serve it
+
+
 class Status(TypedDict):
     """``GET /status`` when every mule serves a model (``model_version`` is a list mid-reload)."""
 
@@ -126,6 +134,7 @@ class Status(TypedDict):
     ready: bool
     model_version: str | list[str]
     mules: list[MuleState]
+    rollout: RolloutState | None  # None before the pod's first rollout
 
 
 class NotReady(ErrorBody):
@@ -134,6 +143,40 @@ class NotReady(ErrorBody):
     ready: bool
     model_version: str | list[str]
     mules: list[MuleState]
+    rollout: RolloutState | None
+
+
+class AliasState(TypedDict):
+    """Where an alias of the registry points; ``weight``: the canary's or shadow's share, percent."""
+
+    version: str
+    weight: int | None
+
+
+class RouteState(TypedDict):
+    """Which versions score a model's rows on this pod (its last rollout)."""
+
+    production: str
+    canary: str | None
+    canary_weight: int
+    shadow: str | None
+    shadow_weight: int
+
+
+class ModelState(TypedDict):
+    """One model: its versions and aliases in the registry, this pod's routes, the mules holding each version."""
+
+    versions: list[str]
+    aliases: dict[str, AliasState]
+    routes: RouteState | None  # None: not rolled out on this pod (yet, or its production was refused)
+    mules: dict[str, list[int]]  # version -> ids of the serving mules that hold it
+
+
+class Models(TypedDict):
+    """``GET /models``: every model of the registry, by name, and the versions this pod refused."""
+
+    models: dict[str, ModelState]
+    refused: dict[str, str]
 
 
 class Reloaded(TypedDict):

@@ -163,7 +163,7 @@ class ForecastService:
             "ready": view.all_serving,
             "model_version": versions[0] if len(versions) == 1 else versions,
             "mules": view.mule_states(),
-            "rollout": {"generation": routes.generation, "refused": routes.refused or {}} if routes else None,
+            "rollout": _rollout_state(routes),
         }
         if not view.all_serving:
             raise NotReady("not every mule has a model loaded", body)
@@ -212,3 +212,10 @@ class ForecastService:
         if reason is not None:
             raise ReloadRefused(reason)
         return {"model_version": wanted, "mules": self.pool.view().mule_states()}
+
+
+def _rollout_state(routes: Routes | None) -> dict[str, Any] | None:
+    """``/status``'s ``rollout``: the pod's routes generation, the one in progress, the versions it refused."""
+    if routes is None:
+        return None
+    return {"generation": routes.generation, "in_progress": routes.rolling, "refused": routes.refused or {}}

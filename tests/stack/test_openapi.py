@@ -43,7 +43,8 @@ def media_examples(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, An
 def test_document_is_valid_openapi_31(document: dict[str, Any]) -> None:
     assert document["openapi"] == "3.1.0"
     validate(document)  # raises on any deviation from the OpenAPI 3.1 schema
-    assert set(document["paths"]) == {"/", "/status", "/reload", "/predict", "/metrics"}
+    assert set(document["paths"]) == {"/", "/status", "/reload", "/predict", "/models", "/models/{name}/predict",
+                                      "/metrics"}  # fmt: skip
 
 
 def test_every_operation_documents_its_answers_with_examples(document: dict[str, Any]) -> None:
@@ -54,6 +55,7 @@ def test_every_operation_documents_its_answers_with_examples(document: dict[str,
                 assert any(e.startswith(f"{method.upper()} {path} {status}") for e in examples), (method, path, status)
     statuses = set(document["paths"]["/predict"]["post"]["responses"])
     assert statuses == {"200", "400", "413", "414", "415", "422", "431", "503", "504"}
+    assert set(document["paths"]["/models/{name}/predict"]["post"]["responses"]) == statuses | {"404"}
 
 
 def test_every_example_matches_its_schema(document: dict[str, Any]) -> None:
@@ -78,7 +80,8 @@ def api_schema(stack: Stack) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{stack.url}/openapi.json")
 
 
-OPERATIONS = ("GET /", "GET /status", "GET /reload", "POST /reload", "POST /predict", "GET /metrics")
+OPERATIONS = ("GET /", "GET /status", "GET /reload", "POST /reload", "POST /predict", "GET /models",
+              "POST /models/{name}/predict", "GET /metrics")  # fmt: skip
 
 
 def test_schemathesis_sees_every_operation(api_schema: schemathesis.BaseSchema) -> None:
@@ -89,7 +92,9 @@ def test_schemathesis_sees_every_operation(api_schema: schemathesis.BaseSchema) 
 
 
 # Every operation with valid requests; /predict (the only one that takes input) with invalid ones too.
-CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [("POST /predict", GenerationMode.NEGATIVE)]
+CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [
+    (label, GenerationMode.NEGATIVE) for label in ("POST /predict", "POST /models/{name}/predict")
+]
 
 
 # schemathesis's pytest plugin does not run under pytest 9 (it reads Item._nodeid); its Python

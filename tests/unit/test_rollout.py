@@ -88,6 +88,7 @@ class StandInPool:
 
     def __init__(self, mules: StandInMules, routes: Routes) -> None:
         self.mules, self.published = mules, routes
+        self.history: list[Routes] = []
 
     def heartbeats(self) -> dict[int, Heartbeat | None]:
         return dict(beats(self.mules.held))
@@ -97,6 +98,7 @@ class StandInPool:
 
     def publish(self, routes: Routes) -> None:
         self.published = routes
+        self.history.append(routes)
 
 
 @pytest.fixture
@@ -125,6 +127,9 @@ def test_a_promote_is_rolled_through_the_mules_and_published(promoted: Registry,
     assert pool.published == routes
     assert mules.calls == [(1, "v2"), (2, "v2")]
     assert list((tmp_path / "leases").iterdir()) == []  # the lease is given back
+    # while the mules loaded, /status could see it: the old routes, with the rollout in progress
+    assert [r.rolling for r in pool.history] == ["default v2 through mules [1, 2]", None, None]
+    assert pool.history[0].models["default"].production == "v1"
 
 
 def test_a_lease_directory_that_cannot_be_written_rolls_out_unstaggered(
