@@ -2,10 +2,11 @@
 
 One mule pool serves every model.  A job names its model and version; the mule scores it
 with the version it holds, or loads it first (``loaded``: the request waited for a load).
-The versions held must fit ``FORECAST_MULE_MODEL_BUDGET_MB``, estimated from their model
-texts' size (a loaded LightGBM model takes about its text's size in memory: measured in the
-README); beyond, the least recently used versions are dropped.  The default model's version
-this mule serves by default is pinned: it is never evicted.  A version that does not load is
+The versions held must fit ``FORECAST_MULE_MODEL_BUDGET_MB``, estimated as each model
+text's size plus ``PER_MODEL_OVERHEAD_BYTES`` (a loaded LightGBM model takes about its text's
+size in memory, and a fixed ~25 KB more: measured in the README); beyond, the least recently
+used versions are dropped.  The default model's version this mule serves by default is
+pinned: it is never evicted.  A version that does not load is
 remembered for ``FAILED_RETRY_S`` so that its requests fail at once instead of loading again.
 """
 
@@ -25,6 +26,7 @@ from mules.loading import LoadGuard
 logger = logging.getLogger(__name__)
 
 FAILED_RETRY_S = 10  # a version that failed to load is not tried again before this
+PER_MODEL_OVERHEAD_BYTES = 32 * 1024  # a loaded Booster beyond its text: ~25 KB measured, rounded up
 
 Key = tuple[str, str]  # (model, version)
 
@@ -112,8 +114,8 @@ class ModelCache:
 
 
 def _size(registry: Registry, version: str) -> int:
-    """The version's model text's size, its memory estimate (an unreadable file is verify's to refuse)."""
+    """The version's memory estimate: its model text's size plus the overhead (an unreadable file is verify's)."""
     try:
-        return (registry.versions_dir / version / MODEL_FILE).stat().st_size
+        return (registry.versions_dir / version / MODEL_FILE).stat().st_size + PER_MODEL_OVERHEAD_BYTES
     except OSError:
-        return 0
+        return PER_MODEL_OVERHEAD_BYTES

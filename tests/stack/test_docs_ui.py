@@ -11,7 +11,7 @@ from launcher.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "test-results" / "docs.png"
-OPERATIONS = 6  # GET /, GET /status, GET + POST /reload, POST /predict, GET /metrics
+OPERATIONS = 8  # GET /, /status, /metrics, /models; GET + POST /reload; POST /predict, /models/{name}/predict
 # Headless, as root, on a machine without internet: no sandbox, no background calls to Google.
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -45,7 +45,9 @@ def test_docs_render_every_operation_without_errors_or_outside_requests(stack: S
         finally:
             browser.close()
     assert errors == []
-    assert sorted(operations) == sorted(["/", "/status", "/reload", "/reload", "/predict", "/metrics"])
+    assert sorted(operations) == sorted(
+        ["/", "/status", "/reload", "/reload", "/predict", "/metrics", "/models", "/models/{name}/predict"]
+    )
     assert title.startswith("Store-item sales forecast")
     outside = [url for url in requested if not url.startswith(stack.url)]
     assert outside == [], "the docs page must not load anything from elsewhere (no CDN)"

@@ -86,4 +86,5 @@ def test_a_promote_reaches_every_pod_one_at_a_time_and_no_pod_leaves(fleet: tupl
     assert set(statuses) == {("a", 200), ("b", 200)}, statuses  # /status never 503: no pod left its Service
     windows = sorted(rollout_window(stack, "v2") for stack in (first, second))
     assert windows[0][1] <= windows[1][0], windows  # one pod at a time (FORECAST_ROLLOUT_MAX_PODS=1)
-    assert requests.post(f"{second.url}/predict", json=ROW, timeout=5).json()["model_version"] == "v2"
+    # every worker routes by the new routes within ROUTES_TTL_S of their publication
+    wait_for(lambda: requests.post(f"{second.url}/predict", json=ROW, timeout=5).json()["model_version"] == "v2", 5)

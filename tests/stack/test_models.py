@@ -22,6 +22,7 @@ from forecast.features import Rows
 from forecast.registry import Registry
 from forecast.train import train
 from launcher.stack import Stack
+from mules.models import PER_MODEL_OVERHEAD_BYTES
 from tests.helpers import kaggle_test_rows, wait_for
 from tests.stack.scrape import scrape, scrape_until
 from tests.stack.stacks import start_stack
@@ -158,7 +159,7 @@ def crowded_stack(
     text, metadata = named_texts["alpha"]
     for n in range(12):
         add_model(models_registry, f"m{n:02d}", text, metadata)
-    size = len(text.encode())
+    size = len(text.encode()) + PER_MODEL_OVERHEAD_BYTES  # what a mule counts against its budget
     stack = start_stack(
         tmp_path / "run", models_registry, FORECAST_MULE_MODEL_BUDGET_MB="1", FORECAST_REGISTRY_POLL_S="1"
     )
