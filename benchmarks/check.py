@@ -4,7 +4,8 @@
 
 Asserts no speed: only that every system ran every scenario, every model system answered every
 correctness request exactly as the offline model, the systems agree, the batch was answered in
-full, and nothing listened beyond loopback.  Exit 1 with the list of problems otherwise.
+full, both systems of the "Many models" scenario passed its verification pass and were timed, and
+nothing listened beyond loopback.  Exit 1 with the list of problems otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import missing
+from benchmarks.report import MANY_MODELS_SYSTEMS, missing
 from benchmarks.run import ALL_SYSTEMS
 
 TOLERANCE = 1e-9
@@ -39,6 +40,19 @@ def problems(results: dict[str, Any], expected_systems: list[str]) -> list[str]:
             found.append(f"{name}: the 45,000-row batch was not answered in full")
     if results.get("agreement", {}).get("max_abs_difference", 1) > TOLERANCE:
         found.append(f"systems disagree: {results.get('agreement')}")
+    return found + many_models_problems(results.get("many_models", {}).get("systems", {}))
+
+
+def many_models_problems(systems: dict[str, Any]) -> list[str]:
+    """A many-models system that answered a verification row wrongly (or not at all), or listened beyond loopback."""
+    found = []
+    for name in MANY_MODELS_SYSTEMS:
+        system = systems.get(name, {})
+        verification = system.get("verification", {})
+        if not verification.get("ok") or verification.get("max_abs_error", 1) > TOLERANCE:
+            found.append(f"many_models: {name}'s answers differ from the offline models ({verification})")
+        if system.get("non_loopback_listeners"):
+            found.append(f"many_models: {name} listened beyond loopback: {system['non_loopback_listeners']}")
     return found
 
 

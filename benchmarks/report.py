@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 SCENARIOS = ("closed_loop", "open_loop", "batch", "overload", "fault", "reload", "cold_start_s", "memory_idle")
+MANY_MODELS_SYSTEMS = ("uwsgi-mules", "ray-multiplexed")  # benchmarks/many_models.py's two contenders
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -34,7 +35,8 @@ def missing(results: dict[str, Any]) -> list[str]:
     for name, system in results["systems"].items():
         wanted = SCENARIOS if system["kind"] == "model" else ("closed_loop", "cold_start_s", "memory_idle")
         gaps += [f"{name}: {scenario}" for scenario in wanted if scenario not in system]
-    return gaps
+    many = results.get("many_models", {}).get("systems", {})
+    return gaps + [f"many_models: {name}" for name in MANY_MODELS_SYSTEMS if "runs" not in many.get(name, {})]
 
 
 def write_report(results: dict[str, Any], path: Path, plot_dir: Path) -> Path:
@@ -50,6 +52,7 @@ def write_report(results: dict[str, Any], path: Path, plot_dir: Path) -> Path:
         *fault_section(systems, link(plots.fault, path)),
         *reload_section(systems, link(plots.reload, path)),
         *memory_section(systems),
+        *many_models_section(results.get("many_models")),
         *closing_section(results),
     ]
     path.write_text("\n".join(lines))
@@ -240,6 +243,94 @@ def memory_section(systems: dict[str, Any]) -> list[str]:
             f"| {fmt(load.get('rss_mb'))} | {fmt(load.get('pss_mb'))} |"
         )
     return lines
+
+
+def many_models_section(record: dict[str, Any] | None) -> list[str]:
+    """Section 7: both systems side by side on the many-models scenario, the setup, and the command behind it."""
+    lines = ["", "## 7. Many models: 100 models, Zipf traffic, one memory budget", ""]
+    if record is None:
+        return [*lines, "Not run: `.venv/bin/python -m benchmarks.run --only many-models` adds it.", ""]
+    ours, ray = (record["systems"].get(name, {}) for name in MANY_MODELS_SYSTEMS)
+    lines += many_models_setup(record, ours, ray)
+    if "median" not in ours or "median" not in ray:
+        return [*lines, "Not timed: a system failed its verification pass (above).", ""]
+    a, b = ours["median"], ray["median"]
+    lines += [
+        f"| median of {len(ours['runs'])} runs (min-max) | uwsgi-mules | ray-multiplexed | this stack vs Ray |",
+        "|---|---|---|---|",
+        f"| 2xx req/s | {spread(a, 'rps', 0)} | {spread(b, 'rps', 0)} | {times(a['rps'], b['rps'], 'more')} |",
+        f"| p50 ms | {fmt(a['p50_ms'])} | {fmt(b['p50_ms'])} | {times(b['p50_ms'], a['p50_ms'], 'lower')} |",
+        f"| p99 ms | {spread(a, 'p99_ms', 0)} | {spread(b, 'p99_ms', 0)} "
+        f"| {times(b['p99_ms'], a['p99_ms'], 'lower')} |",
+        f"| non-2xx, errors | {fmt(a['non2xx'], 0)}, {fmt(a['errors'], 0)} | {fmt(b['non2xx'], 0)}, "
+        f"{fmt(b['errors'], 0)} | |",
+        f"| model loads in a run | {fmt(a['loads'], 0)} | {fmt(b['loads'], 0)} | |",
+        f"| model loads per 1,000 requests | {fmt(a['loads_per_1000'])} | {fmt(b['loads_per_1000'])} "
+        f"| {times(b['loads_per_1000'], a['loads_per_1000'], 'fewer')} |",
+        f"| RSS MB, whole tree, under load | {fmt(a['rss_mb'], 0)} | {fmt(b['rss_mb'], 0)} "
+        f"| {times(b['rss_mb'], a['rss_mb'], 'less')} |",
+        f"| PSS MB, whole tree, under load | {fmt(a['pss_mb'], 0)} | {fmt(b['pss_mb'], 0)} "
+        f"| {times(b['pss_mb'], a['pss_mb'], 'less')} |",
+        f"| start to ready for the runs, s | {fmt(ours.get('ready_s'))} | {fmt(ray.get('ready_s'))} | |",
+        "",
+        "Ready for the runs: ours once the pod's first rollout pass has verified every model's production "
+        "version, one child process each (they serve from the registry's aliases meanwhile; a mule "
+        "verifies each version it loads too); Ray once `/status` answers.",
+        "",
+    ]
+    if "held_per_mule" in ours:
+        lines += [f"Named models each mule held after the runs: {ours['held_per_mule']}.", ""]
+    return lines
+
+
+def many_models_setup(record: dict[str, Any], ours: dict[str, Any], ray: dict[str, Any]) -> list[str]:
+    """What the scenario served and sent, the budget, how Ray was set up, verification, and how to run it again."""
+    fleet, budget, traffic, profile, m = (record[k] for k in ("fleet", "budget", "traffic", "profile", "machine"))
+    held = budget["models_per_process"]
+    checks = " / ".join(
+        f"{name} {s['verification']['exact']} of {s['verification']['rows']} exact" if "verification" in s else name
+        for name, s in zip(MANY_MODELS_SYSTEMS, (ours, ray), strict=True)
+    )
+    return [
+        f"{fleet['models']} LightGBM models, one per store x product family (items 1-5, 6-10, ...), "
+        f"{fleet['rounds']} rounds each on its rows of the generated data, {fleet['text_bytes_min'] / 1024:,.0f}-"
+        f"{fleet['text_bytes_max'] / 1024:,.0f} KB of model text; both systems load the same files. Requests: "
+        f"single rows of the model's store and family, the model drawn by Zipf (s = {traffic['zipf_s']}, "
+        f"seed {traffic['seed']}): {traffic['top_model_share']:.0%} of them to the most popular model, "
+        f"{traffic['top_held_share']:.0%} to the {traffic['held']} most popular; one list, sent in the same "
+        f"order to both, {record['connections']} connections, closed loop (autocannon).",
+        "",
+        f"Same budget: `FORECAST_MULE_MODEL_BUDGET_MB={budget['mule_budget_mb']}` holds {held} of these models "
+        f"per mule beside the default model ({fleet['default_model_bytes'] / 1024:,.0f} KB, pinned); Ray: "
+        f"`max_num_models_per_replica={held}` and {budget['processes']} replicas for {budget['processes']} mules. "
+        f"For scale, on the same list an LRU of {held} models per process would load "
+        f"{traffic['lru_split_loads_per_1000']:,.0f} times per 1,000 requests with the models split between the "
+        f"processes, {traffic['lru_any_loads_per_1000']:,.0f} with every process seeing every model.",
+        "",
+        f"- uwsgi-mules: {ours.get('description', '-')}",
+        f"- ray-multiplexed: {ray.get('description', '-')} (how it was tuned: benchmarks/README.md)",
+        "",
+        f"Verification before timing, a few rows per model against the offline model: {checks}. "
+        f"Run {m['date']}, commit `{m['commit']}`: {profile['repeats']} run(s) of {profile['seconds']} s after a "
+        f"{profile['warmup_s']} s warm-up per system. Loads count those a run caused (ours: "
+        "`forecast_mule_model_loads_total`; Ray: lines its multiplexed loader writes); memory is RSS and PSS "
+        "summed over each system's whole process tree, halfway through a run.",
+        "",
+        "Reproduce: `.venv/bin/python -m benchmarks.run --only many-models` (merges into "
+        "`benchmarks/results/latest.json` and rewrites this report; about 8 minutes).",
+        "",
+    ]
+
+
+def spread(median: dict[str, float], key: str, digits: int) -> str:
+    """A median with its run-to-run range: ``915 (880-940)``."""
+    value, low, high = (fmt(float(median[k]), digits) for k in (key, f"{key}_min", f"{key}_max"))
+    return f"{value} ({low}-{high})"
+
+
+def times(numerator: float, denominator: float, word: str) -> str:
+    """``numerator / denominator`` as ``10.3x more``; "-" when the denominator is 0."""
+    return f"{numerator / denominator:,.1f}x {word}" if denominator else "-"
 
 
 def closing_section(results: dict[str, Any]) -> list[str]:

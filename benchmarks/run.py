@@ -2,9 +2,13 @@
 
     .venv/bin/python -m benchmarks.run            # full suite (make bench)
     .venv/bin/python -m benchmarks.run --smoke    # a few minutes (make bench-smoke)
+    .venv/bin/python -m benchmarks.run --only many-models   # that scenario alone, merged into latest.json
 
 Systems run one after the other on the same machine with the same load; each gets its own copy of
-the registry (the reload scenario registers and promotes a version).
+the registry (the reload scenario registers and promotes a version). The "Many models" scenario
+(``benchmarks/many_models.py``) starts its own two systems last, and ``--only many-models`` runs it
+alone: its record replaces the ``many_models`` key of the existing results file, and the report is
+written again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import scenarios
+from benchmarks import many_models, scenarios
 from benchmarks.report import report_path, write_report
 from benchmarks.systems import System, make_systems, memory_mb
 
@@ -101,32 +105,51 @@ def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str
     return out
 
 
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def run_many_models(scratch: Path, smoke: bool) -> dict[str, Any]:
+    """The "Many models" scenario's record, with the machine and commit it ran on."""
+    profile = many_models.SMOKE if smoke else many_models.FULL
+    registry = registry_copy(scratch, "many-models")
+    return {"machine": machine(), **many_models.run(scratch, registry, profile, non_loopback_listeners, log)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="short version of every scenario")
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
+    parser.add_argument("--only", choices=["many-models"], help="run this scenario alone, merged into --out")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/)")
     args = parser.parse_args()
-    profile = scenarios.SMOKE if args.smoke else scenarios.FULL
+    out = args.out or HERE / "results" / ("smoke.json" if args.smoke else "latest.json")
     scratch = HERE / "scratch" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     scratch.mkdir(parents=True)
-    names = args.systems.split(",")
-    systems = make_systems(names, HERE, scratch)
-    results: dict[str, Any] = {"machine": machine(), "profile": profile.__dict__, "smoke": args.smoke, "systems": {}}
-
-    def log(message: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-    for system in systems:
-        system.registry = registry_copy(scratch, system.name)
-        results["systems"][system.name] = run_system(system, profile, log)
-    results["agreement"] = agreement(results["systems"])
-    out = args.out or HERE / "results" / ("smoke.json" if args.smoke else "latest.json")
+    if args.only:
+        if not out.exists():
+            parser.error(f"--only merges into an existing results file: {out} does not exist")
+        results = json.loads(out.read_text())
+        results["many_models"] = run_many_models(scratch, args.smoke)
+    else:
+        results = run_suite(args.systems.split(","), args.smoke, scratch)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     report = write_report(results, report_path(args.smoke), out.parent)
     log(f"results: {out}; report: {report}")
     return 0
+
+
+def run_suite(names: list[str], smoke: bool, scratch: Path) -> dict[str, Any]:
+    """Every scenario of every system named, then the "Many models" scenario: the results record."""
+    profile = scenarios.SMOKE if smoke else scenarios.FULL
+    results: dict[str, Any] = {"machine": machine(), "profile": profile.__dict__, "smoke": smoke, "systems": {}}
+    for system in make_systems(names, HERE, scratch):
+        system.registry = registry_copy(scratch, system.name)
+        results["systems"][system.name] = run_system(system, profile, log)
+    results["agreement"] = agreement(results["systems"])
+    results["many_models"] = run_many_models(scratch, smoke)
+    return results
 
 
 def agreement(systems: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,11 @@
 // rates below capacity requests are sent on schedule, not when an answer frees a client.
 // Bodies cycle over 10,000 distinct (date, store, item) rows (fixed seed), the same for every system.
 // With `samples`, every response is recorded as [ms since start, status, latency ms] for time plots.
+// With `requestsFile`, requests follow that file's JSON list instead, [{"path", "headers", "body"}, ...],
+// each taken in turn by whichever connection sends next (wrapping around at the end), the same order
+// for every system: the many-models scenario's model per request (benchmarks/many_models.py).
 "use strict";
+const fs = require("fs");
 const autocannon = require("autocannon");
 
 const opts = JSON.parse(process.argv[2]);
@@ -19,6 +23,17 @@ for (let n = 0; n < 10000; n++) {
   bodies.push(JSON.stringify({ date, store: 1 + Math.floor(random() * 10), item: 1 + Math.floor(random() * 50) }));
 }
 let next = Math.floor(random() * 10000);
+const listed = opts.requestsFile ? JSON.parse(fs.readFileSync(opts.requestsFile, "utf8")) : null;
+let nextListed = 0;
+
+function fromList(request) {
+  const entry = listed[nextListed];
+  nextListed = (nextListed + 1) % listed.length;
+  request.path = entry.path;
+  request.headers = entry.headers;
+  request.body = entry.body;
+  return request;
+}
 
 const started = Date.now();
 const samples = [];
@@ -33,6 +48,7 @@ const instance = autocannon({
     path: opts.path || "/predict",
     headers: { "content-type": "application/json" },
     setupRequest: (request) => {
+      if (listed) return fromList(request);
       if ((opts.method || "POST") === "POST") { request.body = bodies[next]; next = (next + 1) % bodies.length; }
       return request;
     },
