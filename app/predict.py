@@ -46,6 +46,7 @@ from app.legacy import LEGACY_QUERY, LegacyQuery, parse_date
 from app.mule_client import Prediction
 from app.schemas import ROW, ROWS, PredictRow, Shape, raise_invalid
 from app.service import ForecastService
+from forecast.registry import is_model_name
 
 LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, for body-less requests only
 
@@ -83,7 +84,8 @@ class PredictUseCase:
 
         Anything else raised is a bug: it propagates, and the adapter answers 500 and logs it.
         """
-        report = Report(model=request.model)
+        # Only a well-formed name reaches the access line's header: the path may hold CR, LF, anything.
+        report = Report(model=request.model if is_model_name(request.model) else None)
         try:
             deadline = self._deadline(request)
             fields = query_fields(request.query_string) if request.query_string else {}

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "default"
 ALIASES = ("production", "canary", "shadow")
-_MODEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_MODEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 MODEL_FILE = "model.txt"
 METADATA_FILE = "metadata.json"
 _VERSION_RE = re.compile(r"^v(\d+)$")
@@ -74,9 +74,14 @@ class Alias:
     weight: int | None = None
 
 
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` can name a model: 1-40 lower-case letters, digits, ``-``, ``_`` (nothing else, no newline)."""
+    return _MODEL_RE.fullmatch(name) is not None
+
+
 def check_model_name(name: str) -> str:
-    """``name`` if it can name a model (lower-case letters, digits, ``-``, ``_``); raises :class:`RegistryError`."""
-    if not _MODEL_RE.match(name):
+    """``name`` if it can name a model (see :func:`is_model_name`); raises :class:`RegistryError`."""
+    if not is_model_name(name):
         raise RegistryError(f"{name!r} is not a model name (a-z, 0-9, '-', '_'; at most 40 characters)")
     return name
 
@@ -98,7 +103,7 @@ class Registry:
     def models(self) -> list[str]:
         """Every model with a version: the default one first, the others by name."""
         folders = (self.root / "models").glob("*/versions")
-        named = sorted(p.parent.name for p in folders if _MODEL_RE.match(p.parent.name))
+        named = sorted(p.parent.name for p in folders if is_model_name(p.parent.name))
         default = [DEFAULT_MODEL] if (self.root / "versions").is_dir() else []
         return default + [name for name in named if name != DEFAULT_MODEL]
 
@@ -108,7 +113,7 @@ class Registry:
         """Every registered version, oldest first."""
         if not self.versions_dir.is_dir():
             return []
-        names = [p.name for p in self.versions_dir.iterdir() if _VERSION_RE.match(p.name)]
+        names = [p.name for p in self.versions_dir.iterdir() if _VERSION_RE.fullmatch(p.name)]
         return sorted(names, key=_version_number)
 
     def aliases(self) -> dict[str, str]:
@@ -144,7 +149,7 @@ class Registry:
             if alias is None:
                 raise VersionNotFound(f"alias {ref!r} is not set")
             return alias.version
-        if not _VERSION_RE.match(ref) or not (self.versions_dir / ref).is_dir():
+        if not _VERSION_RE.fullmatch(ref) or not (self.versions_dir / ref).is_dir():
             raise VersionNotFound(f"version {ref!r} does not exist")
         return ref
 
@@ -379,5 +384,5 @@ def python_executable() -> str:
 
 
 def _version_number(name: str) -> int:
-    match = _VERSION_RE.match(name)
+    match = _VERSION_RE.fullmatch(name)
     return int(match.group(1)) if match else -1

@@ -258,6 +258,8 @@ def test_canary_weight_promote_and_rollback_under_load_fail_no_request(
 
 def test_the_access_line_says_a_request_waited_for_a_load(models_stack: Stack) -> None:
     first = post(models_stack, "alpha", as_body(ROWS[0]), headers={"X-Request-ID": "first-alpha"})
+    # a mule that does not hold alpha forwards its jobs to the holder once the holder's heartbeat says so
+    wait_for(lambda: bool(requests.get(f"{models_stack.url}/models", timeout=5).json()["models"]["alpha"]["mules"]))
     second = post(models_stack, "alpha", as_body(ROWS[1]), headers={"X-Request-ID": "second-alpha"})
     assert (first.status_code, second.status_code) == (200, 200)
     lines: dict[str, str] = {}
@@ -271,6 +273,14 @@ def test_the_access_line_says_a_request_waited_for_a_load(models_stack: Stack) -
     wait_for(both_logged)
     assert "model=alpha load=1" in lines["first-alpha"]
     assert "model=alpha load=-" in lines["second-alpha"]
+
+
+def test_a_model_name_with_control_characters_is_a_404_not_a_broken_answer(models_stack: Stack) -> None:
+    answer = requests.post(f"{models_stack.url}/models/alpha%0D%0AX-Evil:%201/predict", json=as_body(ROWS[0]),
+                           timeout=10)  # fmt: skip
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["code"] == "model_not_found"
+    assert "X-Evil" not in answer.headers
 
 
 @pytest.fixture

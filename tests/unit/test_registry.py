@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from forecast.errors import CorruptVersion, IncompatibleVersion, RegistryError, VersionNotFound
-from forecast.registry import METADATA_FILE, MODEL_FILE, Alias, Registry
+from forecast.registry import METADATA_FILE, MODEL_FILE, Alias, Registry, is_model_name
 from forecast.train import TrainResult
 from tests.helpers import clone_version
 
@@ -179,3 +179,12 @@ def test_cli_refuses_a_corrupt_version_with_a_clear_message(registry: Registry) 
     assert "error: version v2: model.txt does not match its checksum" in result.stderr
     assert "Traceback" not in result.stderr
     assert registry.resolve("production") == "v1"
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [("default", True), ("s01-f02", True), ("a_b", True), ("x" * 40, True), ("x" * 41, False), ("", False),
+     ("Alpha", False), ("-a", False), ("alpha\n", False), ("al\rpha", False), ("a/b", False), ("ä", False)],
+)  # fmt: skip
+def test_a_model_name_is_lower_case_letters_digits_dash_underscore_and_nothing_else(name: str, valid: bool) -> None:
+    assert is_model_name(name) is valid
