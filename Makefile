@@ -26,10 +26,19 @@ bench-smoke: venv system-deps bench-deps  ## every scenario for every system, sh
 	$(PY) -m benchmarks.run --smoke
 	$(PY) -m benchmarks.check benchmarks/results/smoke.json
 
-# Ray Serve in its own venv, autocannon from npm (matplotlib, for the plots, is a dev requirement).
+# Ray Serve in its own venv, autocannon from npm (matplotlib, for the plots, is a dev requirement),
+# HAProxy for Ray's high-throughput ingress (the suite leaves those systems out when not root).
 bench-deps: venv
 	cd benchmarks/load && npm ci --silent --no-audit --no-fund
 	bash benchmarks/ray_serve/install.sh
+	@if ! command -v haproxy >/dev/null && ! test -x /usr/sbin/haproxy; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing haproxy (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
+	  else \
+	    echo "no haproxy and not root: the benchmark leaves out Ray's HAProxy configurations" >&2; \
+	  fi; \
+	fi
 
 lint: venv
 	$(PY) -m ruff check .

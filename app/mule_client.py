@@ -340,6 +340,10 @@ class MuleClient:
         for job_id, pid in list(waiting.owners.items()):
             if not self.alive(pid):
                 self._rescue(waiting, waiting.pending[job_id], pid)
+        if any(job_id not in waiting.owners for job_id in waiting.pending):
+            # Still unclaimed a tick later: the mule woken for them may have died, or be a respawned one
+            # still importing (its flag is its predecessor's until it starts). Wake every sleeping mule.
+            self._wake(len(self.mule_ids))
 
     def _rescue(self, waiting: Waiting, job: Job, pid: int) -> None:
         """The mule ``pid`` died holding ``job``: push it again once; a second death is a 503."""

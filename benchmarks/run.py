@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import many_models, scenarios
+from benchmarks import many_models, netns, scenarios
 from benchmarks.report import report_path, write_report
 from benchmarks.systems import System, make_systems, memory_mb
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ALL_SYSTEMS = ["uwsgi-mules", "ray-tuned", "ray-tutorial", "floor"]
+ALL_SYSTEMS = ["uwsgi-mules", "ray-haproxy", "ray-haproxy-1", "ray-tuned", "ray-tutorial", "floor", "ray-floor"]
 
 
 def machine() -> dict[str, Any]:
@@ -47,11 +47,17 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "commit": commit.stdout.strip() + ("-dirty" if dirty else ""),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "network": "own namespace, loopback only" if netns.inside() else "the host's",
     }
 
 
 def non_loopback_listeners(pids: list[int]) -> list[str]:
-    """Listening sockets of these processes on anything but loopback (should be none)."""
+    """Listening sockets of these processes reachable beyond loopback (should be none).
+
+    None in the suite's own network namespace, whose only interface is ``lo`` (:mod:`benchmarks.netns`).
+    """
+    if netns.inside():
+        return []
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=False).stdout
     bad = []
     for line in out.splitlines():
@@ -80,23 +86,36 @@ def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str
         system.wait_ready()
         time.sleep(1)
         out["memory_idle"] = memory_mb(system.tree_pids())
+        out["idle_cpu_cores"] = scenarios.idle_cpu(system)  # its background work, before any traffic
         out["non_loopback_listeners"] = non_loopback_listeners(system.tree_pids())
         if system.kind == "model":
             log(f"[{system.name}] correctness")
             out["correctness"] = scenarios.correctness(system, system.registry)
+        out["settled_s"] = {}
+        settle = scenarios.Settler(system, out["idle_cpu_cores"], out["settled_s"], log)
+        settle("closed_loop")
         log(f"[{system.name}] closed loop")
         out["closed_loop"] = scenarios.closed_loop(system, profile)
         out["memory_load"] = scenarios.memory_under_load(system, max(4, profile.seconds))
         if system.kind != "model":
             return out
+        settle("open_loop")
         log(f"[{system.name}] open loop")
         out["open_loop"] = scenarios.open_loop(system, profile)
+        settle("batch")
         log(f"[{system.name}] batch")
-        out["batch"] = scenarios.batch(system, profile)
+        out["batch"] = scenarios.batch(system, profile, system.registry)
+        settle("overload")
         log(f"[{system.name}] overload")
-        out["overload"] = scenarios.overload(system, profile, out["closed_loop"]["64"]["median"]["rps"])
+        capacity = max(level["median"]["rps"] for level in out["closed_loop"].values())
+        out["overload"] = scenarios.overload(system, profile, 2 * capacity)
+        settle("overload_common")
+        log(f"[{system.name}] overload at {scenarios.COMMON_OVERLOAD_RPS} req/s")
+        out["overload_common"] = scenarios.overload(system, profile, scenarios.COMMON_OVERLOAD_RPS)
+        settle("fault")
         log(f"[{system.name}] fault")
         out["fault"] = scenarios.fault(system, profile)
+        settle("reload")
         log(f"[{system.name}] reload")
         out["reload"] = scenarios.reload_under_load(system, profile, system.registry)
         out["non_loopback_listeners"] += non_loopback_listeners(system.tree_pids())
@@ -122,7 +141,15 @@ def main() -> int:
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     parser.add_argument("--only", choices=["many-models"], help="run this scenario alone, merged into --out")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/)")
+    parser.add_argument("--skip-many-models", action="store_true", help="leave the many-models scenario out")
+    parser.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
+                        help="run in a loopback-only network namespace (auto: when root)")  # fmt: skip
     args = parser.parse_args()
+    isolate = args.netns == "on" or (args.netns == "auto" and netns.can_isolate())
+    if isolate and not netns.inside():
+        netns.reexec_isolated("benchmarks.run", sys.argv[1:])
+    if netns.inside():
+        netns.bring_loopback_up()
     out = args.out or HERE / "results" / ("smoke.json" if args.smoke else "latest.json")
     scratch = HERE / "scratch" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     scratch.mkdir(parents=True)
@@ -132,7 +159,7 @@ def main() -> int:
         results = json.loads(out.read_text())
         results["many_models"] = run_many_models(scratch, args.smoke)
     else:
-        results = run_suite(args.systems.split(","), args.smoke, scratch)
+        results = run_suite(args.systems.split(","), args.smoke, scratch, not args.skip_many_models)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     report = write_report(results, report_path(args.smoke), out.parent)
@@ -140,15 +167,21 @@ def main() -> int:
     return 0
 
 
-def run_suite(names: list[str], smoke: bool, scratch: Path) -> dict[str, Any]:
+def run_suite(names: list[str], smoke: bool, scratch: Path, many: bool = True) -> dict[str, Any]:
     """Every scenario of every system named, then the "Many models" scenario: the results record."""
     profile = scenarios.SMOKE if smoke else scenarios.FULL
     results: dict[str, Any] = {"machine": machine(), "profile": profile.__dict__, "smoke": smoke, "systems": {}}
+    if not netns.inside():
+        left_out = [name for name in names if name in netns.NEEDS_NAMESPACE]
+        names = [name for name in names if name not in netns.NEEDS_NAMESPACE]
+        if left_out:
+            log(f"left out {left_out}: they bind every interface; run as root for a loopback-only namespace")
     for system in make_systems(names, HERE, scratch):
         system.registry = registry_copy(scratch, system.name)
         results["systems"][system.name] = run_system(system, profile, log)
     results["agreement"] = agreement(results["systems"])
-    results["many_models"] = run_many_models(scratch, smoke)
+    if many:
+        results["many_models"] = run_many_models(scratch, smoke)
     return results
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -10,13 +12,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.systems import System, get_json, kill, memory_mb
+from benchmarks.systems import System, cpu_seconds, get_json, kill, memory_mb
 from forecast.features import Rows
 from forecast.registry import Registry
 
@@ -39,7 +42,8 @@ class Profile:
 
 
 FULL = Profile(seconds=10, repeats=3)
-SMOKE = Profile(seconds=3, repeats=1, rates=(100, 400), overload_seconds=6, fault_seconds=11, reload_seconds=8)
+SMOKE = Profile(seconds=3, repeats=1, rates=(100, 400), overload_seconds=6, fault_seconds=16, reload_seconds=8)
+RECOVERY_ROOM_S = 12  # the fault scenario's last kill is at least this long before its load ends
 
 
 def cannon(url: str, connections: int, seconds: float, samples: bool = False) -> dict[str, Any]:
@@ -94,6 +98,13 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
         "p90_ms": statistics.median(r["latency_ms"]["p90"] for r in runs),
         "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in runs),
         "non2xx": statistics.median(answered_non_2xx(r["statuses"]) for r in runs),
+        "rps_min": min(ok_rps(r) for r in runs),
+        "rps_max": max(ok_rps(r) for r in runs),
+        **(
+            {"cpu_ms_per_request": statistics.median(r["cpu"]["cpu_ms_per_request"] for r in runs)}
+            if all("cpu" in r for r in runs)
+            else {}
+        ),
     }
 
 
@@ -114,17 +125,73 @@ def post(url: str, payload: Any, timeout: float = 120) -> tuple[int, Any]:
 
 
 def correctness(system: System, registry: Path) -> dict[str, Any]:
+    """100 single rows one after the other, then 800 from 32 threads at once: each against the offline model.
+
+    The concurrent pass is what exercises batching (Ray's ``@serve.batch``, this stack's mules
+    taking several jobs): a row scored with another row's features would show here.
+    """
     rng = np.random.default_rng(7)
-    days = np.datetime64("2017-01-01") + rng.integers(0, 540, 100)
-    stores, items = rng.integers(1, 11, 100), rng.integers(1, 51, 100)
+    count = 100 + CONCURRENT_ROWS
+    days = np.datetime64("2017-01-01") + rng.integers(0, 540, count)
+    stores, items = rng.integers(1, 11, count), rng.integers(1, 51, count)
     truth = Registry(registry).load("production").predict(Rows(days.astype("datetime64[D]"), stores, items))
-    answers = []
-    for day, store, item in zip(days, stores, items, strict=True):
-        status, body = post(system.url, {"date": str(day), "store": int(store), "item": int(item)})
-        answers.append(body["sales"] if status == 200 else float("nan"))
-    worst = float(np.nanmax(np.abs(np.array(answers) - truth))) if answers else float("nan")
-    return {"rows": len(answers), "max_abs_error": worst, "all_answered": not np.isnan(answers).any(),
-            "predictions": answers}  # fmt: skip
+    bodies = [{"date": str(d), "store": int(s), "item": int(i)} for d, s, i in zip(days, stores, items, strict=True)]
+    answers = [_sales(system, body) for body in bodies[:100]]
+    with ThreadPoolExecutor(32) as pool:
+        concurrent = list(pool.map(lambda body: _sales(system, body), bodies[100:]))
+    worst = float(np.nanmax(np.abs(np.array(answers) - truth[:100])))
+    worst_concurrent = float(np.nanmax(np.abs(np.array(concurrent) - truth[100:])))
+    return {"rows": len(answers), "max_abs_error": max(worst, worst_concurrent),
+            "all_answered": not np.isnan(answers + concurrent).any(), "concurrent_rows": len(concurrent),
+            "concurrent_max_abs_error": worst_concurrent, "predictions": answers}  # fmt: skip
+
+
+CONCURRENT_ROWS = 800
+
+
+def _sales(system: System, body: dict[str, Any]) -> float:
+    status, answer = post(system.url, body)
+    return float(answer["sales"]) if status == 200 and isinstance(answer, dict) else float("nan")
+
+
+# -- before each scenario: a whole system, its CPU idle --------------------------------------------
+
+
+QUIET_ABOVE_IDLE = 0.05  # of one core: a tree within this of its own idle CPU is quiet
+
+
+def idle_cpu(system: System, seconds: float = 3) -> float:
+    """The system's process tree's CPU (cores) over ``seconds`` of no traffic: its own background work."""
+    pids = system.tree_pids()
+    before = cpu_seconds(pids)
+    time.sleep(seconds)
+    return round((cpu_seconds(pids) - before) / seconds, 4)
+
+
+class Settler:
+    """Waits before a scenario until the system is whole and its tree back to its idle CPU; notes how long.
+
+    ``idle_cores`` is the tree's CPU measured idle after start (:func:`idle_cpu`): Ray's
+    background processes use some CPU all the time, so "quiet" is relative to each system's own.
+    """
+
+    def __init__(self, system: System, idle_cores: float, waited: dict[str, float], log: Any) -> None:
+        self.system, self.idle_cores, self.waited, self.log = system, idle_cores, waited, log
+        self.limit_s = 120.0
+
+    def __call__(self, scenario: str) -> None:
+        started = time.perf_counter()
+        deadline = started + self.limit_s
+        while time.perf_counter() < deadline and not self._ready():
+            time.sleep(0.2)
+        self.waited[scenario] = round(time.perf_counter() - started, 2)
+        if time.perf_counter() >= deadline:
+            self.log(f"[{self.system.name}] not settled within {self.limit_s:.0f} s before {scenario}; going on")
+
+    def _ready(self) -> bool:
+        if self.system.kind == "model" and not healthy(self.system):
+            return False
+        return idle_cpu(self.system, 1) <= self.idle_cores + QUIET_ABOVE_IDLE
 
 
 # -- 1. latency and throughput ----------------------------------------------------------------------
@@ -134,9 +201,37 @@ def closed_loop(system: System, profile: Profile) -> dict[str, Any]:
     levels: dict[str, Any] = {}
     cannon(system.url, 64, 2)  # warm-up, not reported
     for connections in profile.connections:
-        runs = [cannon(system.url, connections, profile.seconds) for _ in range(profile.repeats)]
+        runs = [measured_cannon(system, connections, profile.seconds) for _ in range(profile.repeats)]
         levels[str(connections)] = {"median": median_of(runs), "runs": runs}
     return levels
+
+
+def measured_cannon(system: System, connections: int, seconds: float) -> dict[str, Any]:
+    """:func:`cannon`, with the CPU the system's process tree and the load generator used, and the load average.
+
+    ``cpu_ms_per_request``: the system's CPU per answered request (its whole tree, every process);
+    ``generator_cpu_s``: autocannon's own CPU on the same cores.
+    """
+    pids = system.tree_pids()
+    before, generator_before = cpu_seconds(pids), _children_cpu()
+    result = cannon(system.url, connections, seconds)
+    used, generator = cpu_seconds(pids) - before, _children_cpu() - generator_before
+    answered = max(1, answered_2xx(result["statuses"]))
+    result["cpu"] = {"system_cpu_s": round(used, 3), "cpu_ms_per_request": round(1000 * used / answered, 4),
+                     "generator_cpu_s": round(generator, 3), "loadavg_1m": os.getloadavg()[0],
+                     "steal_share": _steal_share()}  # fmt: skip
+    return result
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _steal_share() -> float:
+    """The share of CPU time stolen by the hypervisor since boot (/proc/stat's steal column)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return round(fields[7] / max(1, sum(fields)), 4)
 
 
 def open_loop(system: System, profile: Profile) -> dict[str, Any]:
@@ -155,25 +250,35 @@ def kaggle_test_set() -> list[dict[str, Any]]:
     return [{"date": str(d), "store": s, "item": i} for s in range(1, 11) for i in range(1, 51) for d in days]
 
 
-def batch(system: System, profile: Profile) -> dict[str, Any]:
+def batch(system: System, profile: Profile, registry: Path) -> dict[str, Any]:
+    """The 45,000-row request, ``profile.repeats`` times: time, and every value against the offline model."""
     rows = kaggle_test_set()
-    runs = []
+    truth = (
+        Registry(registry)
+        .load("production")
+        .predict(Rows.from_columns([r["date"] for r in rows], [r["store"] for r in rows], [r["item"] for r in rows]))
+    )
+    runs: list[dict[str, Any]] = []
     for _ in range(profile.repeats):
         started = time.perf_counter()
         status, body = post(system.url, {"instances": rows})
         seconds = time.perf_counter() - started
-        count = len(body["predictions"]) if status == 200 and body else 0
-        runs.append(
-            {"status": status, "seconds": round(seconds, 3), "rows": count, "rows_per_s": round(count / seconds)}
-        )
+        got = [p["sales"] for p in body["predictions"]] if status == 200 and body else []
+        worst = float(np.max(np.abs(np.array(got) - truth))) if len(got) == len(rows) else None
+        runs.append({"status": status, "seconds": round(seconds, 3), "rows": len(got),
+                     "rows_per_s": round(len(got) / seconds), "max_abs_error": worst})  # fmt: skip
     return {"rows": len(rows), "median_seconds": statistics.median(r["seconds"] for r in runs), "runs": runs}
 
 
 # -- 3. overload ---------------------------------------------------------------------------------------
 
 
-def overload(system: System, profile: Profile, capacity_rps: float) -> dict[str, Any]:
-    rate = max(50.0, 2 * capacity_rps)
+COMMON_OVERLOAD_RPS = 1000  # one offered rate for every system (above Ray's capacity, below this stack's)
+
+
+def overload(system: System, profile: Profile, offered_rps: float) -> dict[str, Any]:
+    """Open-loop load at ``offered_rps`` for ``profile.overload_seconds``: what was answered, how, and recovery."""
+    rate = max(50.0, offered_rps)
     result = openloop(system.url, rate, profile.overload_seconds)
     ended = time.perf_counter()
     recovered = time_to_recover(system)
@@ -210,19 +315,26 @@ def time_to_recover(system: System, limit_s: float = 60) -> float | None:
 
 
 def fault(system: System, profile: Profile) -> dict[str, Any]:
-    """SIGKILL a serving process every 5 s under 16-connection load: kills, failures, recovery times."""
+    """SIGKILL a model process under 16-connection load, each time the system is whole again.
+
+    A kill comes at least 5 s after the one before and only once every model process serves
+    again (:func:`healthy`), so no kill lands on a system still down from the previous one.
+    A kill's ``recover_s`` is the time until the system is whole and a request is answered
+    within 100 ms; a kill with no recovery before the load ends is reported as ``recovered: false``.
+    """
     started = time.perf_counter()
     loader, result = cannon_in_background(system.url, 16, profile.fault_seconds, daemon=True)
-    kills = kill_while_loaded(system, loader, started, last_kill_at=started + profile.fault_seconds - 2)
+    # the last kill leaves RECOVERY_ROOM_S before the load ends: Ray replaces a replica in 4-11 s
+    kills = kill_while_loaded(system, loader, started, last_kill_at=started + profile.fault_seconds - RECOVERY_ROOM_S)
     loader.join()
-    time.sleep(0.5)
-    recoveries = [k["recover_s"] for k in kills if k.get("recover_s") is not None]
+    recoveries = [k["recover_s"] for k in kills if k["recovered"]]
     return {
         "kills": kills,
         "requests": result["requests"],
         "failed": failed_requests(result),
         "statuses": result["statuses"],
         "max_recover_s": max(recoveries) if recoveries else None,
+        "never_recovered": sum(1 for k in kills if not k["recovered"]),
         "timeline": timeline(result.get("samples", [])),
     }
 
@@ -230,33 +342,43 @@ def fault(system: System, profile: Profile) -> dict[str, Any]:
 def kill_while_loaded(
     system: System, loader: threading.Thread, started: float, last_kill_at: float
 ) -> list[dict[str, Any]]:
-    """While ``loader`` runs, kill a serving process 2 s after ``started``, then every 5 s until ``last_kill_at``.
-
-    Returns the kill records; each gets its ``recover_s`` from its watcher thread (in place, also later).
-    """
+    """While ``loader`` runs: from 2 s after ``started`` until ``last_kill_at``, kill one model process
+    whenever the system is healthy and 5 s have passed since the last kill, and time its recovery."""
     kills: list[dict[str, Any]] = []
     next_kill = started + 2
     while loader.is_alive():
         now = time.perf_counter()
-        if now >= next_kill and now < last_kill_at:
-            record = kill_one_serving(system, started, now)
-            if record is not None:
-                kills.append(record)
-            next_kill = now + 5
-        time.sleep(0.05)
+        if next_kill <= now < last_kill_at and healthy(system):
+            pids = system.serving_pids()
+            kill(pids[0])
+            record = {"at_s": round(now - started, 2), "pid": pids[0], "count_before": len(pids)}
+            record.update(watch_recovery(system, pids[0], now, loader))
+            kills.append(record)
+            next_kill = max(now + 5, time.perf_counter())
+        time.sleep(0.2)
     return kills
 
 
-def kill_one_serving(system: System, started: float, now: float) -> dict[str, Any] | None:
-    """SIGKILL the first serving process and watch for its replacement; its record, or None if none serves."""
-    pids = system.serving_pids()
-    if not pids:
-        return None
-    victim = pids[0]
-    kill(victim)
-    record: dict[str, Any] = {"at_s": round(now - started, 2), "pid": victim, "count_before": len(pids)}
-    threading.Thread(target=_watch_recovery, args=(system, record, now, len(pids)), daemon=True).start()
-    return record
+def healthy(system: System) -> bool:
+    """Every model process up (:meth:`System.whole`) and a prediction answered within 100 ms."""
+    if not system.whole():
+        return False
+    asked = time.perf_counter()
+    status, _ = post(system.url, {"date": "2018-01-21", "store": 10, "item": 23}, timeout=5)
+    return status == 200 and time.perf_counter() - asked < 0.1
+
+
+def watch_recovery(system: System, victim: int, killed_at: float, loader: threading.Thread) -> dict[str, Any]:
+    """Wait (while the load runs) until ``victim`` is replaced and the system is healthy again."""
+    while loader.is_alive():
+        try:
+            replaced = victim not in system.serving_pids()
+        except (OSError, ValueError, KeyError):
+            replaced = False
+        if replaced and healthy(system):
+            return {"recovered": True, "recover_s": round(time.perf_counter() - killed_at, 3)}
+        time.sleep(0.2)
+    return {"recovered": False, "recover_s": None, "unrecovered_for_s": round(time.perf_counter() - killed_at, 3)}
 
 
 def timeline(samples: list[list[float]], width_ms: int = 250) -> list[list[float]]:
@@ -273,20 +395,6 @@ def timeline(samples: list[list[float]], width_ms: int = 250) -> list[list[float
         p99 = ok[min(len(ok) - 1, int(0.99 * len(ok)))] if ok else 0.0
         rows.append([index * width_ms / 1000, len(entries), failures, p50, p99])
     return rows
-
-
-def _watch_recovery(system: System, kill_record: dict[str, Any], killed_at: float, count: int) -> None:
-    """Time until the killed process is replaced and the system serves with ``count`` again."""
-    deadline = killed_at + 60
-    while time.perf_counter() < deadline:
-        try:
-            pids = system.serving_pids()
-        except Exception:
-            pids = []
-        if len(pids) >= count and kill_record["pid"] not in pids:
-            kill_record["recover_s"] = round(time.perf_counter() - killed_at, 3)
-            return
-        time.sleep(0.05)
 
 
 # -- 5. rolling reload under load ----------------------------------------------------------------------
@@ -391,11 +499,14 @@ def cold_start(system: System) -> float:
 
 
 def memory_under_load(system: System, seconds: float) -> dict[str, Any]:
-    samples: list[dict[str, float]] = []
+    """RSS and PSS of the whole tree halfway through a 64-connection run, and without the harness's processes."""
+    samples: list[dict[str, Any]] = []
     loader = threading.Thread(target=cannon, args=(system.url, 64, seconds))
     loader.start()
     time.sleep(seconds / 2)
-    samples.append(memory_mb(system.tree_pids()))
+    pids, harness = system.tree_pids(), set(system.harness_pids())
+    samples.append(memory_mb(pids))
+    samples[0]["without_harness"] = memory_mb([pid for pid in pids if pid not in harness])
     loader.join()
     return samples[0]
 

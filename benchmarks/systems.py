@@ -3,7 +3,9 @@
 - ``uwsgi-mules``: this project (nginx + uWSGI workers + mules), default settings;
 - ``floor``: nginx + uWSGI with the same worker pool answering a constant (no Flask, no model);
 - ``ray-tutorial`` / ``ray-tuned``: Ray Serve with a FastAPI ingress serving the same model from
-  the same registry (benchmarks/ray_serve/), replicas = mules = 2.
+  the same registry (benchmarks/ray_serve/), replicas = mules = 2, through Serve's Python proxy;
+- ``ray-haproxy`` / ``ray-haproxy-1``: ``ray-tuned`` behind Ray's HAProxy ingress, 2 and 1 replicas
+  (only in the suite's loopback-only network namespace: HAProxy binds every interface).
 """
 
 from __future__ import annotations
@@ -62,6 +64,19 @@ def memory_mb(pids: list[int]) -> dict[str, float]:
     return {"rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1), "processes": len(pids)}
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds these processes have used so far (/proc/<pid>/stat; gone ones count 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": fields 3..
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def get_json(url: str, timeout: float = 5) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
@@ -77,6 +92,7 @@ class System:
     description: str = ""
     port: int = field(default_factory=free_port)
     kind: str = "model"  # "model" systems run every scenario; the floor only the closed loop
+    model_processes: int = 2  # mules or replicas: the fault scenario waits for all of them
 
     @property
     def url(self) -> str:
@@ -97,6 +113,17 @@ class System:
 
     def tree_pids(self) -> list[int]:
         raise NotImplementedError
+
+    def harness_pids(self) -> list[int]:
+        """Processes of the tree that only the benchmark needs (Ray's driver script, its reload actor)."""
+        return []
+
+    def whole(self) -> bool:
+        """Every model process runs (Ray: as many replica processes as configured)."""
+        try:
+            return len(self.serving_pids()) >= self.model_processes
+        except (OSError, ValueError, KeyError):
+            return False
 
     def reload(self) -> float:
         """Ask for a reload of 'production'; return the seconds the call took."""
@@ -137,6 +164,14 @@ class UwsgiSystem(System):
     def serving_pids(self) -> list[int]:
         return [int(m["pid"]) for m in get_json(f"{self.url}/status")["mules"]]
 
+    def whole(self) -> bool:
+        """Every mule serves: ``/status`` answers 200 (503 while one is missing or loading)."""
+        try:
+            get_json(f"{self.url}/status")
+        except OSError:  # urllib's HTTPError for a 503 is an OSError
+            return False
+        return True
+
     def tree_pids(self) -> list[int]:
         assert self.stack is not None
         assert self.stack.uwsgi is not None
@@ -156,11 +191,13 @@ def _ray_stack_class() -> Any:
 @dataclass
 class RaySystem(System):
     config: str = "tuned"
+    server_args: tuple[str, ...] = ()  # more flags of ray_serve/server.py (--haproxy, --replicas N)
     stack: Any = None
 
     def start(self) -> None:
         ray_stack = _ray_stack_class()
-        self.stack = ray_stack(self.config, self.port, self.registry, self.scratch / f"{self.name}.log")
+        log = self.scratch / f"{self.name}.log"
+        self.stack = ray_stack(self.config, self.port, self.registry, log, extra_args=self.server_args)
         self.stack.start()
 
     def wait_ready(self) -> None:
@@ -172,6 +209,12 @@ class RaySystem(System):
 
     def serving_pids(self) -> list[int]:
         return list(self.stack.replica_pids())
+
+    def harness_pids(self) -> list[int]:
+        """``server.py`` (the driver: a real service would run ``serve run`` or a RayService) and ReloadBus."""
+        from benchmarks.ray_serve.stack import cmdline
+
+        return [self.stack.proc.pid] + [p for p in self.tree_pids() if "ReloadBus" in cmdline(p)]
 
     def tree_pids(self) -> list[int]:
         return list(self.stack.process_tree_pids())
@@ -197,12 +240,39 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             description="Ray Serve 2.60 + FastAPI, 2 replicas, per-request predict, default max_ongoing_requests (5)",
             config="tutorial",
         ),
+        "ray-haproxy": RaySystem(
+            "ray-haproxy",
+            registry,
+            scratch,
+            description="ray-tuned behind Ray's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1 with "
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED=1: KubeRay's serve-high-throughput guide), 2 replicas",
+            config="tuned",
+            server_args=("--haproxy",),
+        ),
+        "ray-haproxy-1": RaySystem(
+            "ray-haproxy-1",
+            registry,
+            scratch,
+            description="ray-haproxy with 1 replica (HAProxy and Serve's controller get the other core)",
+            config="tuned",
+            server_args=("--haproxy", "--replicas", "1"),
+            model_processes=1,
+        ),
         "ray-tuned": RaySystem(
             "ray-tuned",
             registry,
             scratch,
             description="Ray Serve 2.60 + FastAPI, 2 replicas, @serve.batch, max_ongoing_requests raised",
             config="tuned",
+        ),
+        "ray-floor": RaySystem(
+            "ray-floor",
+            registry,
+            scratch,
+            description="Ray Serve 2.60 behind its HAProxy ingress, 2 replicas whose __call__ answers a constant",
+            kind="floor",
+            config="noop",
+            server_args=("--haproxy",),
         ),
         "floor": UwsgiSystem(
             "floor",

@@ -5,6 +5,7 @@
 // rates below capacity requests are sent on schedule, not when an answer frees a client.
 // Bodies cycle over 10,000 distinct (date, store, item) rows (fixed seed), the same for every system.
 // With `samples`, every response is recorded as [ms since start, status, latency ms] for time plots.
+// Latency percentiles are computed here from every response's time, to the microsecond.
 // With `requestsFile`, requests follow that file's JSON list instead, [{"path", "headers", "body"}, ...],
 // each taken in turn by whichever connection sends next (wrapping around at the end), the same order
 // for every system: the many-models scenario's model per request (benchmarks/many_models.py).
@@ -61,7 +62,7 @@ const instance = autocannon({
     requests: result.requests.total,
     seconds: result.duration,
     rps: result.requests.total / result.duration,
-    latency_ms: { p50: result.latency.p50, p90: result.latency.p90, p99: result.latency.p99, max: result.latency.max, mean: result.latency.mean },
+    latency_ms: percentiles(result),
     statuses,
     errors: result.errors,
     timeouts: result.timeouts,
@@ -69,9 +70,18 @@ const instance = autocannon({
     samples: opts.samples ? samples : undefined,
   }));
 });
-if (opts.samples) {
-  instance.on("response", (client, statusCode, bytes, responseTime) => {
-    samples.push([Date.now() - started, statusCode, Math.round(responseTime * 100) / 100]);
-  });
-  instance.on("reqError", () => { samples.push([Date.now() - started, 0, 0]); });
+// Every response's time (ms, sub-millisecond: autocannon's own percentiles are whole milliseconds).
+const times = [];
+instance.on("response", (client, statusCode, bytes, responseTime) => {
+  times.push(responseTime);
+  if (opts.samples) samples.push([Date.now() - started, statusCode, Math.round(responseTime * 100) / 100]);
+});
+if (opts.samples) instance.on("reqError", () => { samples.push([Date.now() - started, 0, 0]); });
+
+function percentiles(result) {
+  if (times.length === 0) return { p50: result.latency.p50, p90: result.latency.p90, p99: result.latency.p99, max: result.latency.max, mean: result.latency.mean };
+  const sorted = Float64Array.from(times).sort();
+  const at = (q) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 1000) / 1000;
+  const mean = sorted.reduce((a, b) => a + b, 0) / sorted.length;
+  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1), mean: Math.round(mean * 1000) / 1000 };
 }

@@ -10,8 +10,9 @@ usual open-loop tool, is not packaged here, so this does what it does, in stdlib
 requests leave on schedule over a pool of keep-alive connections (a new connection opens when
 none is free, up to ``max_connections``; past that a request waits for one), and latency is
 measured from the *scheduled* time, so
-time spent waiting for a free connection counts (no coordinated omission). Bodies cycle over the
-same 10,000 rows as cannon.js. Prints a JSON summary like cannon.js.
+time spent waiting for a free connection counts (no coordinated omission). Bodies cycle over
+10,000 rows drawn from the same ranges as cannon.js's but with Python's generator (seed 42): the
+same rows for every system, not the same rows as cannon.js. Prints a JSON summary like cannon.js.
 """
 
 from __future__ import annotations

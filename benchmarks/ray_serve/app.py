@@ -6,7 +6,10 @@
               5), 2 replicas.
 ``tuned``     Ray's best honest showing: the same single deployment, ``max_ongoing_requests`` raised,
               single-row requests coalesced with ``@serve.batch`` into one numpy/LightGBM call,
-              orjson parsing and rendering, batches predicted in one call. 2 replicas.
+              orjson parsing and rendering, batches predicted in one call, load shedding
+              (``max_queued_requests``). 2 replicas (``server.py --replicas``).
+``plain``     ``tuned``'s handlers behind a bare ``__call__`` taking Starlette's request (no FastAPI).
+``noop``      Ray's floor: a constant for every request, no model.
 
 Both predict with the project's own code (``forecast.registry.Registry(dir).load("production")``
 and ``forecast.features.Rows``), so the numbers are the ones our service gives, bit for bit.
@@ -82,7 +85,7 @@ _bind_internal_grpc_to_loopback()
 SERVICE = "kaggle-sales-forecast (Ray Serve comparison target)"
 DEPLOYMENT = "ForecastRay"
 APP_NAME = "forecast"
-NUM_REPLICAS = 2
+NUM_REPLICAS = int(os.environ.get("RAY_BENCH_REPLICAS", "2"))  # server.py --replicas sets it
 BUS_NAME = "forecast_reload_bus"
 BUS_NAMESPACE = "forecast_bench"
 
@@ -356,13 +359,13 @@ tuned_api: Router = FastAPI(title=SERVICE)
 TUNED_MAX_ONGOING = int(os.environ.get("RAY_BENCH_MAX_ONGOING", "256"))
 TUNED_BATCH_SIZE = int(os.environ.get("RAY_BENCH_BATCH_SIZE", "128"))
 TUNED_BATCH_WAIT_S = float(os.environ.get("RAY_BENCH_BATCH_WAIT_S", "0.003"))
+# Serve's documented load shedding: beyond this many requests queued for the replicas, 503 at once
+# (as this project's admission control does); requests wait at most REQUEST_TIMEOUT_S (server.py).
+TUNED_MAX_QUEUED = int(os.environ.get("RAY_BENCH_MAX_QUEUED", "512"))
 
 
-@serve.deployment(num_replicas=NUM_REPLICAS, max_ongoing_requests=TUNED_MAX_ONGOING)
-@serve.ingress(tuned_api)
-class ForecastTuned(ReloadMixin):
-    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
-        await self._init_model()
+class TunedHandlers(ReloadMixin):
+    """What ``tuned`` and ``plain`` answer, whichever front end routes the request to it."""
 
     @batched(max_batch_size=TUNED_BATCH_SIZE, batch_wait_timeout_s=TUNED_BATCH_WAIT_S)
     async def _predict_rows(self, rows: list[tuple[np.datetime64, int, int]]) -> list[float]:
@@ -372,20 +375,7 @@ class ForecastTuned(ReloadMixin):
         ).tolist()
         return sales
 
-    @tuned_api.get("/")
-    async def root(self) -> Response:
-        return _json(self._root())
-
-    @tuned_api.get("/status")
-    async def status(self) -> Response:
-        return _json(self._status())
-
-    @tuned_api.api_route("/reload", methods=["GET", "POST"])
-    async def reload(self) -> Response:
-        return _json(await self._broadcast_reload())
-
-    @tuned_api.post("/predict")
-    async def predict(self, request: Request) -> Response:
+    async def _predict(self, request: Request) -> Response:
         """A row, a list of rows, ``{"instances": [...]}`` or the legacy query form, as the project answers them.
 
         Single rows (and legacy ones) are batched across requests; a batch is predicted in one call.
@@ -452,13 +442,71 @@ class ForecastTuned(ReloadMixin):
         )
 
 
-def build(config: str, logging_config: dict[str, Any] | None = None) -> Any:
-    """The Serve application of ``config`` (tutorial|tuned), its deployment named ``DEPLOYMENT``."""
-    options: dict[str, Any] = {"name": DEPLOYMENT}
+@serve.deployment(
+    num_replicas=NUM_REPLICAS, max_ongoing_requests=TUNED_MAX_ONGOING, max_queued_requests=TUNED_MAX_QUEUED
+)
+@serve.ingress(tuned_api)
+class ForecastTuned(TunedHandlers):
+    """``tuned``: the handlers behind a FastAPI ingress."""
+
+    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
+        await self._init_model()
+
+    @tuned_api.get("/")
+    async def root(self) -> Response:
+        return _json(self._root())
+
+    @tuned_api.get("/status")
+    async def status(self) -> Response:
+        return _json(self._status())
+
+    @tuned_api.api_route("/reload", methods=["GET", "POST"])
+    async def reload(self) -> Response:
+        return _json(await self._broadcast_reload())
+
+    @tuned_api.post("/predict")
+    async def predict(self, request: Request) -> Response:
+        return await self._predict(request)
+
+
+@serve.deployment(
+    num_replicas=NUM_REPLICAS, max_ongoing_requests=TUNED_MAX_ONGOING, max_queued_requests=TUNED_MAX_QUEUED
+)
+class ForecastPlain(TunedHandlers):
+    """``plain``: the same handlers behind a bare ``__call__`` with Starlette's request (no FastAPI routing)."""
+
+    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
+        await self._init_model()
+
+    async def __call__(self, request: Request) -> Response:
+        path, method = request.url.path, request.method
+        if path == "/predict" and method == "POST":
+            return await self._predict(request)
+        if path == "/status" and method == "GET":
+            return _json(self._status())
+        if path == "/reload" and method in ("GET", "POST"):
+            return _json(await self._broadcast_reload())
+        if path == "/" and method == "GET":
+            return _json(self._root())
+        return _json({"status": 404, "code": "not_found", "message": f"no {method} {path}"}, 404)
+
+
+@serve.deployment(num_replicas=NUM_REPLICAS, max_ongoing_requests=TUNED_MAX_ONGOING)
+class RayFloor:
+    """``noop``: Ray's floor, a constant for every request (no model), as the project's floor answers."""
+
+    async def __call__(self, request: Request) -> Response:
+        return Response(b"1.0", media_type="application/json")
+
+
+def build(config: str, logging_config: dict[str, Any] | None = None, replicas: int = NUM_REPLICAS) -> Any:
+    """The Serve application of ``config`` (tutorial|tuned) with ``replicas``, its deployment named ``DEPLOYMENT``."""
+    options: dict[str, Any] = {"name": DEPLOYMENT, "num_replicas": replicas}
     if logging_config:
         options["logging_config"] = logging_config
     # Deployments since @serve.deployment; mypy sees the classes as written.
-    deployments: dict[str, Any] = {"tutorial": ForecastTutorial, "tuned": ForecastTuned}
+    deployments: dict[str, Any] = {"tutorial": ForecastTutorial, "tuned": ForecastTuned, "plain": ForecastPlain,
+                                   "noop": RayFloor}  # fmt: skip
     if config not in deployments:
-        raise ValueError(f"unknown config {config!r} (tutorial|tuned)")
+        raise ValueError(f"unknown config {config!r} ({'|'.join(deployments)})")
     return deployments[config].options(**options).bind()

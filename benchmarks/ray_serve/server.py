@@ -26,15 +26,17 @@ from typing import Literal
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+REQUEST_TIMEOUT_S = 5.0  # the tuned configs' end-to-end request timeout, = this project's default deadline
 
 
 @dataclass(frozen=True)
 class Settings:
-    """How Ray runs: throughput-optimized Serve, the workers' niceness (None: Ray's 15), quiet logs."""
+    """How Ray runs: throughput-optimized Serve, the workers' niceness (None: Ray's 15), quiet logs, HAProxy."""
 
     throughput_optimized: bool
     worker_niceness: int | None
     quiet: bool
+    haproxy: bool = False  # RAY_SERVE_ENABLE_HA_PROXY: HAProxy in front of the replicas' direct ingress
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Settings:
@@ -44,6 +46,7 @@ class Settings:
             defaults.throughput_optimized if args.throughput_optimized is None else args.throughput_optimized,
             defaults.worker_niceness if args.worker_niceness is None else args.worker_niceness,
             defaults.quiet if args.quiet is None else args.quiet,
+            args.haproxy,
         )
 
 
@@ -55,11 +58,12 @@ DEFAULTS = {
     "tutorial": Settings(throughput_optimized=False, worker_niceness=None, quiet=False),
     "tuned": Settings(throughput_optimized=True, worker_niceness=0, quiet=True),
 }
+DEFAULTS["plain"] = DEFAULTS["noop"] = DEFAULTS["tuned"]
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=("tutorial", "tuned"), required=True)
+    parser.add_argument("--config", choices=("tutorial", "tuned", "plain", "noop"), required=True)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
         "--registry", type=Path, default=None, help="registry dir (default $FORECAST_REGISTRY_DIR or ROOT/registry)"
@@ -80,6 +84,13 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="no access log, WARNING level, no log streaming to the driver (default per config)",
     )
+    parser.add_argument(
+        "--haproxy",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="RAY_SERVE_ENABLE_HA_PROXY=1 (Ray's documented high-throughput ingress; binds all interfaces)",
+    )
+    parser.add_argument("--replicas", type=int, default=2, help="replicas of the deployment (default 2 = mules)")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     return parser.parse_args()
 
@@ -104,7 +115,24 @@ def prepare_environment(registry: Path, settings: Settings) -> None:
         os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     else:
         os.environ.pop("RAY_SERVE_THROUGHPUT_OPTIMIZED", None)
+    if settings.haproxy:
+        enable_haproxy(Path(f"/tmp/ray-haproxy-{os.getpid()}"))
     sys.path.insert(0, str(ROOT))
+
+
+def enable_haproxy(folder: Path) -> None:
+    """Ray Serve's HAProxy ingress (KubeRay guide "serve-high-throughput"), its files in ``folder``.
+
+    Ray starts the ``haproxy`` found on PATH (Debian's package; ``make bench-deps``). Its
+    frontend takes Serve's HTTP port; its stats (8404) and metrics (9101) ports bind every
+    interface, which is why the benchmark runs in a network namespace with only loopback.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] = str(folder / "haproxy.cfg")
+    os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] = str(folder / "admin.sock")
+    os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"] = str(folder)
+    os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_FILE"] = str(folder / "server-state")
 
 
 class StopSignal:
@@ -150,14 +178,17 @@ class ForecastCluster:
         )
         stop.install()
         logging_config = {"enable_access_log": False, "log_level": "WARNING"} if settings.quiet else None
-        self.serve.start(http_options={"host": "127.0.0.1", "port": args.port}, logging_config=logging_config)
+        http: dict[str, object] = {"host": "127.0.0.1", "port": args.port}
+        if args.config != "tutorial":  # a deadline as this project's FORECAST_DEADLINE_MS (5 s), then 408/504
+            http["request_timeout_s"] = REQUEST_TIMEOUT_S
+        self.serve.start(http_options=http, logging_config=logging_config)
         niceness = settings.worker_niceness if settings.worker_niceness is not None else "ray-default"
         print(
             f"CONFIG {args.config} throughput_optimized={settings.throughput_optimized} "
-            f"worker_niceness={niceness} quiet={settings.quiet}",
+            f"worker_niceness={niceness} quiet={settings.quiet} haproxy={settings.haproxy} replicas={args.replicas}",
             flush=True,
         )
-        app = forecast_app.build(args.config, logging_config)
+        app = forecast_app.build(args.config, logging_config, args.replicas)
         self.serve.run(app, name=forecast_app.APP_NAME, route_prefix="/", blocking=False)
 
     def shut_down(self) -> None:
@@ -200,6 +231,7 @@ def main() -> int:
     args = parse_args()
     started = time.monotonic()
     settings = Settings.of(args)
+    os.environ["RAY_BENCH_REPLICAS"] = str(args.replicas)  # app.NUM_REPLICAS, in the driver and every replica
     prepare_environment(
         args.registry or Path(os.environ.get("FORECAST_REGISTRY_DIR", str(ROOT / "registry"))), settings
     )

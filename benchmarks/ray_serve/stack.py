@@ -133,8 +133,8 @@ class RayStack:
         python: Path = RAY_PYTHON,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        if config not in ("tutorial", "tuned"):
-            raise ValueError(f"config must be tutorial or tuned, not {config!r}")
+        if config not in ("tutorial", "tuned", "plain", "noop"):
+            raise ValueError(f"config must be tutorial, tuned, plain or noop, not {config!r}")
         self.config = config
         self.port = port
         self.registry_dir = Path(registry_dir)

@@ -1,10 +1,12 @@
 """Quick wrk sweep of Ray Serve settings (the numbers in README "Tuning"). Project venv:
 
-    .venv/bin/python benchmarks/ray_serve/tune.py [--seconds 10] [--port 18620] [NAME ...]
+    .venv/bin/python -m benchmarks.ray_serve.tune [--seconds 10] [--connections 1,64] [NAME ...]
 
-Each variant: a fresh RayStack, 3 s wrk warm-up, then `wrk -t2 -c64 -d10s --latency -s
-benchmarks/wrk/predict.lua`; prints req/s, p50, p99, non-2xx/timeouts and the load average (the
-machine may be shared), then stops the stack. Variants set app.py's RAY_BENCH_* knobs via env.
+Each variant: a fresh RayStack, 3 s wrk warm-up, then `wrk -t2 -cN -d10s --latency -s
+benchmarks/wrk/predict.lua` at each connection count; prints req/s, p50, p99, non-2xx/timeouts and
+the load average (the machine may be shared), then stops the stack. Variants set app.py's
+RAY_BENCH_* knobs via env. As root it runs in a loopback-only network namespace
+(benchmarks/netns.py), which the HAProxy variants need; without it they are skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import netns  # noqa: E402
 from benchmarks.ray_serve.stack import RayStack  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "wrk" / "predict.lua"
@@ -48,6 +51,14 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
         ("--no-throughput-optimized",),
         {**B, "RAY_BENCH_BATCH_SIZE": "1", "RAY_BENCH_BATCH_WAIT_S": "0"},
     ),
+    "tuned-proxy-grpc": ("tuned", (), {**B, "RAY_SERVE_PROXY_USE_GRPC": "1"}),  # the proxy's hop over gRPC
+    "haproxy": ("tuned", ("--haproxy",), B),  # KubeRay's serve-high-throughput: HAProxy + throughput-optimized
+    "haproxy-1-replica": ("tuned", ("--haproxy", "--replicas", "1"), B),
+    "haproxy-nobatch": ("tuned", ("--haproxy",), {**B, "RAY_BENCH_BATCH_SIZE": "1", "RAY_BENCH_BATCH_WAIT_S": "0"}),
+    "haproxy-plain": ("plain", ("--haproxy",), B),  # bare __call__ with Starlette's request, no FastAPI
+    "haproxy-plain-1-replica": ("plain", ("--haproxy", "--replicas", "1"), B),
+    "noop": ("noop", (), {}),  # Ray's floor through its Python proxy: a constant, no model
+    "haproxy-noop": ("noop", ("--haproxy",), {}),  # Ray's floor behind HAProxy
 }
 
 
@@ -77,11 +88,21 @@ def main() -> int:
     parser.add_argument("names", nargs="*", default=list(VARIANTS))
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--port", type=int, default=18620)
+    parser.add_argument("--connections", default="1,64")
     args = parser.parse_args()
-    print("| variant | req/s | p50 | p99 | non-2xx | timeouts | startup s | load avg |", flush=True)
-    print("|---|---|---|---|---|---|---|---|", flush=True)
+    if netns.can_isolate() and not netns.inside():
+        netns.reexec_isolated("benchmarks.ray_serve.tune", sys.argv[1:])
+    if netns.inside():
+        netns.bring_loopback_up()
+    print(f"network: {'own namespace, loopback only' if netns.inside() else 'the host'}; load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    print("| variant | connections | req/s | p50 | p99 | non-2xx | timeouts | startup s | load avg |", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for name in args.names:
         config, extra, env = VARIANTS[name]
+        if "--haproxy" in extra and not netns.inside():
+            print(f"| {name} | skipped: HAProxy binds every interface; run as root for a namespace |", flush=True)
+            continue
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         stack = RayStack(config, args.port, ROOT / "registry", Path(f"/tmp/ray-tune-{name}.log"), extra_args=extra)
@@ -89,13 +110,14 @@ def main() -> int:
             stack.start()
             ready = stack.wait_ready(180)
             wrk(stack.url, 3)
-            result = wrk(stack.url, args.seconds)
-            load = os.getloadavg()[0]
-            print(
-                f"| {name} | {result['rps']} | {result['p50']} | {result['p99']} | {result['non2xx']} | "
-                f"{result['timeouts']} | {ready:.1f} | {load:.1f} |",
-                flush=True,
-            )
+            for connections in (int(c) for c in args.connections.split(",")):
+                result = wrk(stack.url, args.seconds, connections)
+                load = os.getloadavg()[0]
+                print(
+                    f"| {name} | {connections} | {result['rps']} | {result['p50']} | {result['p99']} "
+                    f"| {result['non2xx']} | {result['timeouts']} | {ready:.1f} | {load:.1f} |",
+                    flush=True,
+                )
         finally:
             stack.stop()
             for k, v in saved.items():

@@ -46,6 +46,7 @@ class ScriptedMule:
     script: list[str]
     release: threading.Event = field(default_factory=threading.Event)  # set: start pulling
     seen: list[Job] = field(default_factory=list)
+    mule_id: int = 1
 
     def __post_init__(self) -> None:
         self.release.set()
@@ -54,7 +55,7 @@ class ScriptedMule:
     def _run(self) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notices:
             while self.script:
-                self.shared.inboxes[1].get()  # a wake-up: the client pushed something
+                self.shared.inboxes[self.mule_id].get()  # a wake-up: the client pushed something
                 self.release.wait()
                 while self.script and (data := self.shared.queue_pull()) is not None:
                     self._handle(Job.decode(data), self.script.pop(0), notices)
@@ -123,6 +124,20 @@ def test_a_job_whose_mule_dies_holding_it_is_pushed_again_once_and_answered(
     assert [job.attempt for job in mule.seen] == [1, 2]
     assert mule.seen[0].id == mule.seen[1].id
     assert client.admission.in_flight == 0
+
+
+def test_a_job_the_woken_mule_never_takes_is_taken_by_another_mule_woken_at_the_next_tick() -> None:
+    shared = FakeUwsgi(queue_slots=16, mules=2)
+    client = MuleClient(Settings(mules=2, queue_slots=16, mule_check_interval_ms=5, metrics_enabled=False),
+                        shared, alive=lambda pid: pid != DEAD)  # fmt: skip
+    second = start(ScriptedMule(shared, ["answer"], mule_id=2))  # mule 1 is "respawning": it never pulls
+    try:
+        prediction = client.predict(*rows_of([4]), time.time() + 5)
+    finally:
+        client._channel().close()
+    assert prediction.sales == [104.0]
+    assert [job.attempt for job in second.seen] == [1]  # the same job, not pushed again
+    assert shared.inboxes[1].qsize() >= 2  # mule 1 was woken first, then again with mule 2
 
 
 def test_a_second_death_answers_503_mule_died(shared: FakeUwsgi, client: MuleClient) -> None:

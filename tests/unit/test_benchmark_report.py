@@ -1,0 +1,63 @@
+"""The benchmark report's logic: which Ray configuration is best per measure, ratios, outage windows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.check import problems
+from benchmarks.report import HEADLINE, best_ray, filled, headline_section, ratio
+
+RPS_64, P99_64 = HEADLINE[0], HEADLINE[1]
+
+
+def system(rps: float, p99: float, kind: str = "model") -> dict[str, Any]:
+    return {"kind": kind, "closed_loop": {"64": {"median": {"rps": rps, "p99_ms": p99}}}}
+
+
+SYSTEMS = {
+    "uwsgi-mules": system(3000, 40),
+    "ray-tuned": system(150, 600),
+    "ray-haproxy": system(1300, 120),
+    "ray-haproxy-1": system(900, 90),
+    "floor": system(9000, 10, "floor"),
+    "ray-floor": system(5000, 20, "floor"),
+}
+
+
+def test_the_best_ray_configuration_is_chosen_per_measure_and_only_among_ray_systems() -> None:
+    assert best_ray(SYSTEMS, RPS_64) == ("ray-haproxy", 1300)  # more is better
+    assert best_ray(SYSTEMS, P99_64) == ("ray-haproxy-1", 90)  # less is better; no floor counts
+    assert best_ray({"uwsgi-mules": system(1, 1)}, RPS_64) is None
+
+
+def test_a_ratio_says_how_many_times_better_this_stack_is_whichever_way_is_better() -> None:
+    assert ratio(3000, 1300, higher_is_better=True) == "2.31x"
+    assert ratio(40, 90, higher_is_better=False) == "2.25x"
+    assert ratio(200, 100, higher_is_better=False) == "0.50x"  # worse: below 1
+    assert ratio(0, 5, higher_is_better=False) == "-"  # 0 failures against 5: no ratio
+    assert ratio(None, 5, higher_is_better=True) == "-"
+
+
+def test_the_headline_names_the_ray_configuration_of_each_row() -> None:
+    lines = headline_section(SYSTEMS)
+    assert "| single row, 64 connections: 2xx req/s | 3,000 | 1,300 | ray-haproxy | 2.31x |" in lines
+    assert "| single row, 64 connections: p99 ms | 40.0 | 90.0 | ray-haproxy-1 | 2.25x |" in lines
+
+
+def test_a_window_with_no_answer_at_all_is_an_explicit_outage_row() -> None:
+    rows = [[0.0, 10, 0, 1.0, 2.0], [0.75, 3, 3, 0.0, 0.0]]
+    assert filled(rows) == [rows[0], [0.25, 0, 0, 0.0, 0.0], [0.5, 0, 0, 0.0, 0.0], rows[1]]
+
+
+def test_the_check_fails_a_batch_whose_values_differ_and_needs_haproxy_systems_only_in_a_namespace() -> None:
+    def model(batch_error: float | None) -> dict[str, Any]:
+        return {"kind": "model", "correctness": {"all_answered": True, "max_abs_error": 0.0},
+                "batch": {"rows": 3, "runs": [{"rows": 3, "max_abs_error": batch_error}]}}  # fmt: skip
+
+    results: dict[str, Any] = {"machine": {"network": "the host's"}, "agreement": {"max_abs_difference": 0.0},
+                               "systems": {"uwsgi-mules": model(0.0), "ray-tuned": model(0.5)}}  # fmt: skip
+    found = problems(results, ["uwsgi-mules", "ray-tuned", "ray-haproxy"])
+    assert any("ray-tuned: the 45,000-row batch differs" in problem for problem in found)
+    assert not any("systems missing" in problem for problem in found)  # left out on the host's network
+    results["machine"]["network"] = "own namespace, loopback only"
+    assert any("systems missing: ['ray-haproxy']" in problem for problem in problems(results, ["ray-haproxy"]))
