@@ -16,7 +16,7 @@ import sys
 from typing import NoReturn
 
 INSIDE = "FORECAST_BENCH_NETNS"  # set in the re-executed suite: it runs in the namespace
-NEEDS_NAMESPACE = ("ray-haproxy", "ray-haproxy-1", "ray-floor")  # HAProxy binds *:8404 and *:9101
+NEEDS_NAMESPACE = ("ray-plain", "ray-plain-1", "ray-plain-nobatch", "ray-floor")  # HAProxy binds *:8404 and *:9101
 
 
 def can_isolate() -> bool:

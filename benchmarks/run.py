@@ -31,7 +31,8 @@ from benchmarks.systems import System, make_systems, memory_mb
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ALL_SYSTEMS = ["uwsgi-mules", "ray-haproxy", "ray-haproxy-1", "ray-tuned", "ray-tutorial", "floor", "ray-floor"]
+ALL_SYSTEMS = ["uwsgi-mules", "ray-plain", "ray-plain-1", "ray-plain-nobatch", "ray-tutorial", "floor", "ray-floor"]
+# ray-tuned (FastAPI through Serve's Python proxy) is in the sweep (benchmarks/ray_serve/tune.py), far behind these
 
 
 def machine() -> dict[str, Any]:

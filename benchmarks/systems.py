@@ -4,8 +4,9 @@
 - ``floor``: nginx + uWSGI with the same worker pool answering a constant (no Flask, no model);
 - ``ray-tutorial`` / ``ray-tuned``: Ray Serve with a FastAPI ingress serving the same model from
   the same registry (benchmarks/ray_serve/), replicas = mules = 2, through Serve's Python proxy;
-- ``ray-haproxy`` / ``ray-haproxy-1``: ``ray-tuned`` behind Ray's HAProxy ingress, 2 and 1 replicas
-  (only in the suite's loopback-only network namespace: HAProxy binds every interface).
+- ``ray-plain`` / ``ray-plain-1`` / ``ray-plain-nobatch``: a bare ``__call__`` deployment behind Ray's
+  HAProxy ingress, 2 replicas, 1 replica, 2 without batching (only in the suite's loopback-only
+  network namespace: HAProxy binds every interface); ``ray-floor`` the same answering a constant.
 """
 
 from __future__ import annotations
@@ -240,23 +241,33 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             description="Ray Serve 2.60 + FastAPI, 2 replicas, per-request predict, default max_ongoing_requests (5)",
             config="tutorial",
         ),
-        "ray-haproxy": RaySystem(
-            "ray-haproxy",
+        "ray-plain": RaySystem(
+            "ray-plain",
             registry,
             scratch,
-            description="ray-tuned behind Ray's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1 with "
-            "RAY_SERVE_THROUGHPUT_OPTIMIZED=1: KubeRay's serve-high-throughput guide), 2 replicas",
-            config="tuned",
+            description="Ray Serve 2.60 as its docs recommend for throughput (KubeRay's serve-high-throughput: "
+            "RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1): HAProxy in front of the replicas' "
+            "direct ingress, a bare __call__ (no FastAPI), @serve.batch(128, 3 ms), orjson, 2 replicas",
+            config="plain",
             server_args=("--haproxy",),
         ),
-        "ray-haproxy-1": RaySystem(
-            "ray-haproxy-1",
+        "ray-plain-1": RaySystem(
+            "ray-plain-1",
             registry,
             scratch,
-            description="ray-haproxy with 1 replica (HAProxy and Serve's controller get the other core)",
-            config="tuned",
+            description="ray-plain with 1 replica (HAProxy and Serve's controller get the other core): the best "
+            "64-connection throughput of the sweep",
+            config="plain",
             server_args=("--haproxy", "--replicas", "1"),
             model_processes=1,
+        ),
+        "ray-plain-nobatch": RaySystem(
+            "ray-plain-nobatch",
+            registry,
+            scratch,
+            description="ray-plain without @serve.batch (no batch wait: the sweep's best at 1 connection)",
+            config="plain",
+            server_args=("--haproxy", "--batch-size", "1"),
         ),
         "ray-tuned": RaySystem(
             "ray-tuned",

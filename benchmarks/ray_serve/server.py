@@ -91,6 +91,7 @@ def parse_args() -> argparse.Namespace:
         help="RAY_SERVE_ENABLE_HA_PROXY=1 (Ray's documented high-throughput ingress; binds all interfaces)",
     )
     parser.add_argument("--replicas", type=int, default=2, help="replicas of the deployment (default 2 = mules)")
+    parser.add_argument("--batch-size", type=int, default=None, help="@serve.batch max size (tuned, plain; 1: off)")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     return parser.parse_args()
 
@@ -232,6 +233,11 @@ def main() -> int:
     started = time.monotonic()
     settings = Settings.of(args)
     os.environ["RAY_BENCH_REPLICAS"] = str(args.replicas)  # app.NUM_REPLICAS, in the driver and every replica
+    if args.batch_size is not None:  # app.TUNED_BATCH_SIZE; 1 = no batching, so no wait either
+        os.environ["RAY_BENCH_BATCH_SIZE"] = str(args.batch_size)
+        os.environ["RAY_BENCH_BATCH_WAIT_S"] = (
+            "0" if args.batch_size == 1 else os.environ.get("RAY_BENCH_BATCH_WAIT_S", "0.003")
+        )
     prepare_environment(
         args.registry or Path(os.environ.get("FORECAST_REGISTRY_DIR", str(ROOT / "registry"))), settings
     )

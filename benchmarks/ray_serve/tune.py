@@ -64,7 +64,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
 
 def wrk(url: str, seconds: int, connections: int = 64) -> dict[str, object]:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(SCRIPT), url],
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(SCRIPT), url],
         capture_output=True,
         text=True,
         check=True,
@@ -76,8 +76,8 @@ def wrk(url: str, seconds: int, connections: int = 64) -> dict[str, object]:
 
     return {
         "rps": grab(r"Requests/sec:\s+([\d.]+)"),
-        "p50": grab(r"50%\s+(\S+)"),
-        "p99": grab(r"99%\s+(\S+)"),
+        "p50": grab(r"(?m)^\s+50%\s+(\S+)"),
+        "p99": grab(r"(?m)^\s+99%\s+(\S+)"),
         "non2xx": grab(r"Non-2xx or 3xx responses:\s+(\d+)"),
         "timeouts": grab(r"timeout (\d+)"),
     }

@@ -56,8 +56,8 @@ def test_the_check_fails_a_batch_whose_values_differ_and_needs_haproxy_systems_o
 
     results: dict[str, Any] = {"machine": {"network": "the host's"}, "agreement": {"max_abs_difference": 0.0},
                                "systems": {"uwsgi-mules": model(0.0), "ray-tuned": model(0.5)}}  # fmt: skip
-    found = problems(results, ["uwsgi-mules", "ray-tuned", "ray-haproxy"])
+    found = problems(results, ["uwsgi-mules", "ray-tuned", "ray-plain"])
     assert any("ray-tuned: the 45,000-row batch differs" in problem for problem in found)
     assert not any("systems missing" in problem for problem in found)  # left out on the host's network
     results["machine"]["network"] = "own namespace, loopback only"
-    assert any("systems missing: ['ray-haproxy']" in problem for problem in problems(results, ["ray-haproxy"]))
+    assert any("systems missing: ['ray-plain']" in problem for problem in problems(results, ["ray-plain"]))
