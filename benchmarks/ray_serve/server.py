@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -117,8 +118,13 @@ def prepare_environment(registry: Path, settings: Settings) -> None:
     else:
         os.environ.pop("RAY_SERVE_THROUGHPUT_OPTIMIZED", None)
     if settings.haproxy:
-        enable_haproxy(Path(f"/tmp/ray-haproxy-{os.getpid()}"))
+        enable_haproxy(haproxy_folder())
     sys.path.insert(0, str(ROOT))
+
+
+def haproxy_folder() -> Path:
+    """Where this server's HAProxy keeps its configuration, admin socket and state (removed at exit)."""
+    return Path(f"/tmp/ray-haproxy-{os.getpid()}")
 
 
 def enable_haproxy(folder: Path) -> None:
@@ -257,6 +263,7 @@ def main() -> int:
             time.sleep(0.2)
     finally:
         cluster.shut_down()
+        shutil.rmtree(haproxy_folder(), ignore_errors=True)
     return 0
 
 
