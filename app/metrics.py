@@ -55,13 +55,6 @@ MODEL_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS_S,
     registry=None,
 )
-# The same series the mules count into (mules/metrics.py): here, what a busy pool refused at once.
-SHADOW_DROPPED = Counter(
-    "forecast_shadow_dropped",
-    "Shadow jobs not scored: the pool was busy (backlog, expired) or the version failed.",
-    ["model", "reason"],
-    registry=None,
-)
 JOBS_REQUEUED = Counter(
     "forecast_jobs_requeued",
     "Jobs pushed again because the mule holding them died.",

@@ -61,6 +61,7 @@ from serving.messages import (
     max_rows_per_job,
     max_rows_per_result,
 )
+from serving.metrics import SHADOW_DROPPED
 from serving.processes import process_alive
 from serving.settings import Settings
 
@@ -384,7 +385,7 @@ class MuleClient:
         self._shadow_turn = (self._shadow_turn + 1) % len(self.mule_ids)
         sent = bool(self.uwsgi.mule_msg(job.encode(), self.mule_ids[self._shadow_turn]))
         if not sent and self.settings.metrics_enabled:
-            metrics.SHADOW_DROPPED.labels(job.model, "busy").inc()
+            SHADOW_DROPPED.labels(job.model, "busy").inc()
         return sent
 
     # -- loading a model version into one mule ------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 from prometheus_client import Counter, Histogram
 
 from serving.histograms import observe_many
+from serving.metrics import SHADOW_DROPPED
 
 # Rows per LightGBM call: powers of two up to the largest batch.
 BATCH_ROW_BUCKETS = tuple(float(2**n) for n in range(17))
@@ -50,12 +51,6 @@ SHADOW_ROWS = Counter(
     "forecast_shadow_rows",
     "Rows a shadow version scored after their answer was sent.",
     ["model", "version"],
-    registry=None,
-)
-SHADOW_DROPPED = Counter(
-    "forecast_shadow_dropped",
-    "Shadow jobs not scored: the pool was busy (backlog, expired) or the version failed.",
-    ["model", "reason"],
     registry=None,
 )
 # |shadow - production| / max(production, 1): 0 means the same forecast; 0.1 a tenth apart.

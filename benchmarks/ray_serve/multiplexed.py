@@ -58,7 +58,7 @@ from benchmarks.ray_serve.server import (  # noqa: E402  (stdlib only: no Ray ye
     Settings,
     StopSignal,
     prepare_environment,
-    wait_ready,
+    serve_until_stopped,
 )
 
 
@@ -231,23 +231,7 @@ class MultiplexedCluster(ForecastCluster):
 
 def main(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT (exit 0); exit 1 if the application was not ready in time."""
-    started = time.monotonic()
-    cluster, stop = MultiplexedCluster(), StopSignal()
-    stop.install()
-    url = f"http://127.0.0.1:{args.port}"
-    try:
-        cluster.start(args, settings_of(args), stop)
-        readiness = wait_ready(url, args.ready_timeout, stop)
-        if readiness == "timed out":
-            return 1
-        if readiness == "ready":
-            print(f"STARTUP_S {time.monotonic() - started:.2f}", flush=True)
-            print(f"READY {url}", flush=True)
-        while not stop.received:
-            time.sleep(0.2)
-    finally:
-        cluster.shut_down()
-    return 0
+    return serve_until_stopped(MultiplexedCluster(), args, settings_of(args), time.monotonic())
 
 
 if __name__ == "__main__":

@@ -213,6 +213,7 @@ class ForecastCluster:
         # ray.shutdown() stops the GCS and raylet it started, but the raylet's agents
         # (DashboardAgent, RuntimeEnvAgent) can outlive it, re-parented to init: end them too.
         forced = kill_pids(sorted(set(tree) | set(descendants(os.getpid(), include_root=False))), grace_s=5.0)
+        shutil.rmtree(haproxy_folder(), ignore_errors=True)
         print(f"STOPPED (forced {len(forced)} leftover pids: {forced})", flush=True)
 
 
@@ -247,7 +248,11 @@ def main() -> int:
     prepare_environment(
         args.registry or Path(os.environ.get("FORECAST_REGISTRY_DIR", str(ROOT / "registry"))), settings
     )
-    cluster = ForecastCluster()
+    return serve_until_stopped(ForecastCluster(), args, settings, started)
+
+
+def serve_until_stopped(cluster: ForecastCluster, args: argparse.Namespace, settings: Settings, started: float) -> int:
+    """Start ``cluster``, print READY once it answers, serve until SIGTERM/SIGINT (0); 1 if never ready in time."""
     stop = StopSignal()
     stop.install()
     url = f"http://127.0.0.1:{args.port}"
@@ -263,7 +268,6 @@ def main() -> int:
             time.sleep(0.2)
     finally:
         cluster.shut_down()
-        shutil.rmtree(haproxy_folder(), ignore_errors=True)
     return 0
 
 
