@@ -57,6 +57,7 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     )
     bootstrap.add_argument("--data", type=Path, default=settings.data_path, help="date,store,item,sales CSV")
     bootstrap.set_defaults(run=_bootstrap, legacy_registry_url=settings.legacy_registry_url,
+                           compiled_trees=settings.compiled_trees,
                            rounds=settings.train_rounds, seed=0, stores=None, items=None, no_promote=False,
                            if_empty=True)  # fmt: skip
 
@@ -72,7 +73,13 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     )
     verify.add_argument("ref")
     verify.add_argument("--json", action="store_true", help="on failure, print the error as one JSON object")
-    verify.set_defaults(run=_verify)
+    verify.add_argument(
+        "--compile", action="store_true", help="first compile its trees if they are not (FORECAST_COMPILED_TREES)"
+    )
+    verify.set_defaults(run=_verify, compiled_trees=settings.compiled_trees)
+    compile_ = actions.add_parser("compile", parents=[named], help="compile a version's trees to native code")
+    compile_.add_argument("ref", help="version (v3) or alias (production)")
+    compile_.set_defaults(run=_compile)
     promote = actions.add_parser("promote", parents=[named], help="verify a version and point an alias at it")
     promote.add_argument("ref")
     promote.add_argument("--alias", choices=ALIASES, default="production")
@@ -142,6 +149,8 @@ def _import_legacy(args: argparse.Namespace, registry: Registry) -> int:
 def _bootstrap(args: argparse.Namespace, registry: Registry) -> int:
     if "production" in registry.aliases():
         print(f"production is {registry.aliases()['production']}")
+        if args.compiled_trees:  # a registry from before compiled trees gets them once
+            _compile_if_needed(registry, "production")
         return 0
     if args.legacy_registry_url:
         args.source, args.promote = args.legacy_registry_url, True
@@ -177,13 +186,37 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
 
 def _verify(args: argparse.Namespace, registry: Registry) -> int:
     try:
-        predictor = registry.verify(args.ref)
+        if args.compile and args.compiled_trees:
+            _compile_if_needed(registry, args.ref)
+        predictor = registry.verify(args.ref, compiled=args.compiled_trees)
     except ForecastError as exc:
         if not args.json:
             raise
         print(json.dumps({"code": exc.code, "message": exc.message}))  # read by Registry.check
         return 1
-    print(f"{predictor.version}: ok (checksum, compatibility, model text, features, load, both prediction paths)")
+    engine = "compiled trees agree with LightGBM" if predictor.compiled else "no compiled trees: LightGBM scores"
+    print(f"{predictor.version}: ok (checksum, compatibility, model text, features, load, both prediction paths; "
+          f"{engine})")  # fmt: skip
+    return 0
+
+
+def _compile_if_needed(registry: Registry, ref: str) -> None:
+    """Compile ``ref``'s trees unless usable ones exist; a version that cannot be compiled is served by LightGBM."""
+    why_not = registry.compiled_state(ref)
+    if not why_not:
+        return
+    try:
+        report = registry.compile(ref)
+    except ForecastError as exc:
+        print(f"warning: {exc.message}; LightGBM will score it", file=sys.stderr)
+        return
+    kilobytes = report.object_bytes // 1024
+    print(f"compiled {ref} ({why_not} before): {report.seconds:.1f} s, {kilobytes} KB", file=sys.stderr)
+
+
+def _compile(args: argparse.Namespace, registry: Registry) -> int:
+    report = registry.compile(args.ref)
+    print(f"{registry.resolve(args.ref)}: compiled in {report.seconds:.1f} s ({report.object_bytes // 1024} KB)")
     return 0
 
 

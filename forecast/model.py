@@ -13,6 +13,7 @@ import ctypes
 import lightgbm as lgb
 import numpy as np
 
+from forecast.compiled import CompiledTrees
 from forecast.features import FEATURE_SETS, FEATURE_VERSION, FeatureSet, Rows
 from forecast.trend import Trend
 
@@ -20,9 +21,10 @@ from forecast.trend import Trend
 class Predictor:
     """Predict daily unit sales for rows of (date, store, item).
 
-    Not thread-safe (one per process, as in a mule).  ``predict`` runs
-    LightGBM on one thread: with several processes per machine, OpenMP threads
-    only add contention, and one thread keeps a forked process safe.
+    Not thread-safe (one per process, as in a mule).  ``predict`` runs the version's
+    compiled trees when it has them (:mod:`forecast.compiled`), else LightGBM, on one
+    thread: with several processes per machine, OpenMP threads only add contention, and
+    one thread keeps a forked process safe.
     A version of our feature set predicts ``expm1(trees + trend)``, at least 0; an
     imported legacy version predicts what its trees say, as the original service did.
     """
@@ -33,6 +35,7 @@ class Predictor:
         trend: Trend | None,
         version: str,
         feature_set: FeatureSet = FEATURE_SETS[FEATURE_VERSION],
+        compiled: CompiledTrees | None = None,
     ) -> None:
         if feature_set.log_target and trend is None:
             raise ValueError(f"feature set {feature_set.version} needs a trend")
@@ -40,7 +43,13 @@ class Predictor:
         self.trend = trend
         self.version = version
         self.feature_set = feature_set
+        self.compiled = compiled
         self._single_row = _SingleRowPredictor.create(booster)
+
+    @property
+    def engine(self) -> str:
+        """What scores the rows: ``compiled`` trees or ``lightgbm``."""
+        return "lightgbm" if self.compiled is None else "compiled"
 
     @classmethod
     def from_model_text(cls, model_text: str, trend: Trend | None, version: str, feature_set: FeatureSet) -> Predictor:
@@ -52,6 +61,8 @@ class Predictor:
         if len(rows) == 0:
             return np.empty(0, dtype=np.float64)
         features = self.feature_set.build(rows)
+        if self.compiled is not None:
+            return self._sales(rows, self.compiled.predict(features))
         if self._single_row is not None and len(rows) < SINGLE_ROW_PATH_BELOW:
             return self._sales(rows, self._single_row.predict(features))
         return self._sales(rows, np.asarray(self.booster.predict(features, num_threads=1)))
@@ -62,6 +73,20 @@ class Predictor:
         batch = self._sales(rows, np.asarray(self.booster.predict(features, num_threads=1)))
         single = self._sales(rows, self._single_row.predict(features)) if self._single_row is not None else batch
         return single, batch
+
+    def compiled_difference(self, rows: Rows) -> float:
+        """The largest absolute difference between the compiled trees' and LightGBM's forecasts of ``rows``.
+
+        What verification bounds; raises ``ValueError`` when there are no compiled trees.
+        """
+        if self.compiled is None:
+            raise ValueError(f"version {self.version} has no compiled trees")
+        features = self.feature_set.build(rows)
+        lightgbm = self._sales(rows, np.asarray(self.booster.predict(features, num_threads=1)))
+        compiled = self._sales(rows, self.compiled.predict(features))
+        with np.errstate(invalid="ignore"):
+            difference = np.abs(compiled - lightgbm)
+        return float(np.max(difference, initial=0.0)) if np.all(np.isfinite(difference)) else float("inf")
 
     def _sales(self, rows: Rows, raw: np.ndarray) -> np.ndarray:
         if self.trend is None or not self.feature_set.log_target:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from forecast.compiled import CompileReport, compile_trees, load_compiled
 from forecast.errors import CorruptVersion, IncompatibleVersion, RegistryError, VersionNotFound
 from forecast.features import FEATURE_SETS, FEATURE_VERSION, FeatureSet, Rows
 from forecast.modeltext import check_model_text
@@ -50,16 +52,22 @@ from forecast.trend import Trend
 if TYPE_CHECKING:
     from forecast.model import Predictor
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "default"
 ALIASES = ("production", "canary", "shadow")
 _MODEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 MODEL_FILE = "model.txt"
 METADATA_FILE = "metadata.json"
 _VERSION_RE = re.compile(r"^v(\d+)$")
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _REFUSALS: dict[str, type[RegistryError]] = {
     cls.code: cls for cls in (RegistryError, VersionNotFound, CorruptVersion, IncompatibleVersion)
 }
 SMOKE_ROW_COUNT = 8  # rows verify() scores on both paths, spread over the version's domain
+DOMAIN_DATES = 8  # dates per store and item on which verify() compares compiled trees with LightGBM
+# Compiled trees sum in blocks, LightGBM tree by tree: the last bits of a sum may differ (2e-15 seen).
+COMPILED_TOLERANCE = 1e-9
 
 
 def sha256_text(text: str) -> str:
@@ -169,9 +177,12 @@ class Registry:
 
     # -- loading (imports LightGBM) ----------------------------------------
 
-    def load(self, ref: str) -> Predictor:
+    def load(self, ref: str, compiled: bool = True) -> Predictor:
         """Load a version or alias target after checking checksum and compatibility.
 
+        With ``compiled``, the version's compiled trees score its rows when they were made
+        from this model text for this machine kind (:mod:`forecast.compiled`); otherwise,
+        and when they were not, LightGBM does (logged, with the reason).
         Raises :class:`VersionNotFound`, :class:`CorruptVersion` or
         :class:`IncompatibleVersion`.  Call only in a process that predicts,
         after fork (see :mod:`forecast.model`).
@@ -184,9 +195,38 @@ class Registry:
         model_text = self.model_text(version, metadata)
         try:
             trend = Trend.from_dict(metadata["trend"]) if feature_set.log_target else None
-            return Predictor.from_model_text(model_text, trend, version, feature_set)
+            predictor = Predictor.from_model_text(model_text, trend, version, feature_set)
         except Exception as exc:  # LightGBM raises its own error type, or others on bad text
             raise CorruptVersion(f"version {version}: model does not load ({exc.__class__.__name__})") from exc
+        if compiled:
+            predictor.compiled, why_not = load_compiled(self.versions_dir / version / MODEL_FILE,
+                                                        metadata["checksum"][MODEL_FILE])  # fmt: skip
+            if why_not:
+                logger.info("%s %s: scoring with LightGBM (compiled trees: %s)", self.model, version, why_not)
+        return predictor
+
+    def compiled_state(self, ref: str) -> str:
+        """Why a version's compiled trees would not be used here ("" when they would); loads LLVM."""
+        metadata = self.metadata(ref)
+        path = self.versions_dir / metadata["version"] / MODEL_FILE
+        return load_compiled(path, metadata.get("checksum", {}).get(MODEL_FILE, ""))[1]
+
+    def compile(self, ref: str) -> CompileReport:
+        """Compile a version's trees into the artefact beside its text (see :mod:`forecast.compiled`).
+
+        Raises like :meth:`model_text`, and :class:`RegistryError` when the trees cannot be
+        compiled or the folder cannot be written (a read-only registry).
+        """
+        metadata = self.metadata(ref)
+        version = metadata["version"]
+        check_compatible(metadata)
+        self.model_text(version, metadata)  # the text the artefact is made from is the registered one
+        try:
+            return compile_trees(self.versions_dir / version / MODEL_FILE, metadata["checksum"][MODEL_FILE])
+        except OSError as exc:
+            raise RegistryError(f"version {version}: cannot write its compiled trees ({exc.strerror})") from exc
+        except Exception as exc:  # LLVM or lleaves on a model it cannot compile
+            raise RegistryError(f"version {version}: trees do not compile ({exc.__class__.__name__})") from exc
 
     def model_text(self, version: str, metadata: dict[str, Any]) -> str:
         """The version's model text, checked against its checksum and structure (no LightGBM).
@@ -205,16 +245,18 @@ class Registry:
             raise exc.__class__(f"version {version}: {exc.message}") from exc
         return model_text
 
-    def verify(self, ref: str) -> Predictor:
+    def verify(self, ref: str, compiled: bool = True) -> Predictor:
         """Load a version and check it predicts; return the predictor (in this process: a mule, the CLI).
 
         Beyond :meth:`load`: the loaded trees must take exactly the feature set's features,
         and rows spread over the version's domain must get the same finite predictions from
-        the single-row path and the batch path (a model over other features does not).
+        the single-row path and the batch path (a model over other features does not); with
+        ``compiled``, compiled trees must forecast every store and item of the domain on a
+        spread of dates as LightGBM does, to :data:`COMPILED_TOLERANCE`.
         Raises like :meth:`load`, plus :class:`CorruptVersion` naming the mismatch.
         """
         metadata = self.metadata(ref)
-        predictor = self.load(ref)
+        predictor = self.load(ref, compiled)
         version, names = predictor.version, predictor.feature_set.names
         loaded = tuple(predictor.booster.feature_name())
         if loaded != names:
@@ -228,17 +270,27 @@ class Registry:
                 f"version {version}: the single-row and batch paths disagree or are not finite "
                 f"(single {single[:3].tolist()}, batch {batch[:3].tolist()})"
             )
+        if predictor.compiled is not None:
+            difference = predictor.compiled_difference(domain_rows(metadata))
+            if not difference <= COMPILED_TOLERANCE:
+                raise CorruptVersion(
+                    f"version {version}: its compiled trees forecast up to {difference:.3g} away from LightGBM; "
+                    "compile it again (python -m forecast registry compile)"
+                )
         return predictor
 
     def check(self, ref: str, timeout_s: float = 120) -> str:
         """:meth:`verify` ``ref`` in a child process (LightGBM never runs here); return the version.
+
+        The child first compiles the version's trees if they are not (``FORECAST_COMPILED_TREES``),
+        so every version an alias names has them; ``timeout_s`` must allow for that (seconds).
 
         A model that crashes LightGBM or hangs takes down the child, not the caller:
         raises :class:`CorruptVersion` naming what happened, or what :meth:`verify` raised.
         """
         version = self.resolve(ref)
         command = [python_executable(), "-m", "forecast", "--registry", str(self.root), "registry", "verify", version,
-                   "--json", "--model", self.model]  # fmt: skip
+                   "--json", "--compile", "--model", self.model]  # fmt: skip
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
@@ -374,6 +426,16 @@ def smoke_rows(metadata: dict[str, Any]) -> Rows:
     stores, items = domain["stores"], domain["items"]
     return Rows.from_columns(dates, [stores[i * len(stores) // count] for i in range(count)],
                              [items[i * len(items) // count] for i in range(count)])  # fmt: skip
+
+
+def domain_rows(metadata: dict[str, Any]) -> Rows:
+    """Every store and item of a version's domain, each on :data:`DOMAIN_DATES` dates spread over its range."""
+    domain, data = metadata["domain"], metadata["data"]
+    first = dt.date.fromisoformat(data["first_date"])
+    last = dt.date.fromisoformat(domain.get("last_date", data["trained_through"]))
+    days = np.linspace(first.toordinal(), last.toordinal(), DOMAIN_DATES).astype(np.int64) - _EPOCH_ORDINAL
+    stores, items, dates = np.meshgrid(domain["stores"], domain["items"], days, indexing="ij")
+    return Rows(dates.ravel().astype("datetime64[D]"), stores.ravel().astype(np.int64), items.ravel().astype(np.int64))
 
 
 def python_executable() -> str:

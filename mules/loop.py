@@ -87,7 +87,8 @@ class Mule:
         self.flags = uwsgi.sharedarea_memoryview(FLAGS_AREA)
         self.metrics = MuleMetrics(self.id, settings.metrics_enabled)
         self.guard = LoadGuard(uwsgi, self.id)
-        self.models = ModelCache(self.registry, settings.mule_model_budget_mb * 2**20, self.guard, self.metrics.loaded)
+        self.models = ModelCache(self.registry, settings.mule_model_budget_mb * 2**20, self.guard, self.metrics.loaded,
+                                 settings.compiled_trees)  # fmt: skip
         self.error = ""
         self.jobs_done = 0
         self.started = time.time()

@@ -12,12 +12,14 @@ remembered for ``FAILED_RETRY_S`` so that its requests fail at once instead of l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from forecast.compiled import artefact_paths
 from forecast.errors import CorruptVersion, ForecastError
 from forecast.model import Predictor
 from forecast.registry import MODEL_FILE, Registry
@@ -47,10 +49,16 @@ class ModelCache:
     """One mule's loaded versions; not thread-safe (a mule has one thread)."""
 
     def __init__(
-        self, registry: Registry, budget_bytes: int, guard: LoadGuard, on_load: Callable[[str], None] = lambda _: None
+        self,
+        registry: Registry,
+        budget_bytes: int,
+        guard: LoadGuard,
+        on_load: Callable[[str], None] = lambda _: None,
+        compiled: bool = True,
     ) -> None:
         self.registry = registry
         self.budget_bytes = budget_bytes
+        self.compiled = compiled  # score with a version's compiled trees when it has usable ones
         self.guard = guard
         self.on_load = on_load  # told the model's name after each load (the mule's metrics)
         self.pinned: Key | None = None
@@ -89,7 +97,7 @@ class ModelCache:
             registry.resolve(version)  # VersionNotFound, with a message fit for a client
             size = _size(registry, version)
             with self.guard.loading(model, version):
-                predictor = registry.verify(version)
+                predictor = registry.verify(version, compiled=self.compiled)
         except ForecastError as exc:
             reason = f"model {model!r} version {version} cannot be loaded: {exc.message}"
             self._failed[key] = (reason, time.monotonic() + FAILED_RETRY_S)
@@ -98,7 +106,8 @@ class ModelCache:
         self._held[key] = Held(predictor, size)
         self.on_load(model)
         self._failed.pop(key, None)
-        logger.info("loaded model %s version %s (%d KB; %d held)", model, version, size // 1024, len(self._held))
+        logger.info("loaded model %s version %s (%s; %d KB; %d held)", model, version, predictor.engine, size // 1024,
+                    len(self._held))  # fmt: skip
         return predictor
 
     def _make_room(self, size: int) -> None:
@@ -114,8 +123,11 @@ class ModelCache:
 
 
 def _size(registry: Registry, version: str) -> int:
-    """The version's memory estimate: its model text's size plus the overhead (an unreadable file is verify's)."""
-    try:
-        return (registry.versions_dir / version / MODEL_FILE).stat().st_size + PER_MODEL_OVERHEAD_BYTES
-    except OSError:
-        return PER_MODEL_OVERHEAD_BYTES
+    """The version's memory estimate: its model text's and compiled trees' sizes plus the overhead (an
+    unreadable file is verify's)."""
+    folder = registry.versions_dir / version
+    size = PER_MODEL_OVERHEAD_BYTES
+    for path in (folder / MODEL_FILE, artefact_paths(folder)[0]):
+        with contextlib.suppress(OSError):
+            size += path.stat().st_size
+    return size

@@ -1,0 +1,125 @@
+"""Compiled trees: made once beside the model text, the same forecasts as LightGBM, refused or bypassed when wrong."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecast.compiled import artefact_paths
+from forecast.errors import CorruptVersion
+from forecast.registry import COMPILED_TOLERANCE, MODEL_FILE, Registry, domain_rows
+from forecast.data import SalesData
+from forecast.train import TrainResult, train
+from tests.conftest import SMALL_ROUNDS
+
+
+@pytest.fixture
+def compiled(registry: Registry) -> Registry:
+    """``registry`` with v1's trees compiled."""
+    registry.compile("v1")
+    return registry
+
+
+def _artefact(registry: Registry, version: str = "v1") -> tuple[Path, Path]:
+    return artefact_paths(registry.versions_dir / version)
+
+
+def _rewrite(path: Path, change: dict[str, object]) -> None:
+    info = json.loads(path.read_text())
+    path.chmod(0o644)
+    path.write_text(json.dumps({**info, **change}))
+
+
+def test_compiled_trees_forecast_what_lightgbm_does_over_the_whole_domain(compiled: Registry) -> None:
+    predictor = compiled.verify("v1")
+    assert predictor.engine == "compiled"
+    rows = domain_rows(compiled.metadata("v1"))
+    assert len(rows) == 3 * 4 * 8  # every store and item of the small model, on 8 dates
+    difference = predictor.compiled_difference(rows)
+    assert difference <= COMPILED_TOLERANCE
+    # and predict() uses them, for one row as for many
+    lightgbm = compiled.load("v1", compiled=False)
+    assert lightgbm.engine == "lightgbm"
+    np.testing.assert_allclose(predictor.predict(rows), lightgbm.predict(rows), rtol=0, atol=COMPILED_TOLERANCE)
+    single = predictor.predict(rows.__class__(rows.dates[:1], rows.stores[:1], rows.items[:1]))
+    assert abs(single[0] - lightgbm.predict(rows)[0]) <= COMPILED_TOLERANCE
+
+
+def test_the_artefact_is_read_only_and_names_what_it_was_made_from(compiled: Registry) -> None:
+    object_path, info_path = _artefact(compiled)
+    info = json.loads(info_path.read_text())
+    assert info["model_sha256"] == compiled.metadata("v1")["checksum"][MODEL_FILE]
+    assert info["object_sha256"].startswith("sha256:") and info["target_cpu"] == "generic"
+    for path in (object_path, info_path):
+        assert not path.stat().st_mode & 0o222
+    assert not [p.name for p in object_path.parent.iterdir() if p.name.startswith(".")]  # no scratch left
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("info", "compiled for another model_sha256"),
+        ("object", "does not match its checksum"),
+        ("missing", "not compiled"),
+    ],
+)
+def test_a_stale_damaged_or_missing_artefact_is_bypassed_for_lightgbm(
+    compiled: Registry, damage: str, reason: str
+) -> None:
+    object_path, info_path = _artefact(compiled)
+    if damage == "info":
+        _rewrite(info_path, {"model_sha256": "sha256:" + "0" * 64})
+    elif damage == "object":
+        object_path.chmod(0o644)
+        object_path.write_bytes(object_path.read_bytes()[:-16] + b"\0" * 16)
+    else:
+        info_path.unlink()
+    assert reason in compiled.compiled_state("v1")
+    assert compiled.verify("v1").engine == "lightgbm"
+
+
+def test_compiled_trees_of_another_model_are_refused_even_with_consistent_checksums(
+    compiled: Registry, small_data: SalesData, tmp_path: Path
+) -> None:
+    """An artefact whose description was rewritten to match (as a careless copy would) forecasts other numbers."""
+    other = Registry(tmp_path / "other")
+    longer = train(small_data, rounds=SMALL_ROUNDS + 20, log=lambda _: None)
+    version = other.register(longer.model_text, longer.metadata)
+    other.compile(version)
+    object_path, info_path = _artefact(compiled)
+    object_path.chmod(0o644)
+    object_path.write_bytes(_artefact(other, version)[0].read_bytes())
+    _rewrite(info_path, {"object_sha256": "sha256:" + hashlib.sha256(object_path.read_bytes()).hexdigest()})
+    with pytest.raises(CorruptVersion, match=r"compiled trees forecast up to .* away from LightGBM"):
+        compiled.verify("v1")
+
+
+def _cli(registry: Registry, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "forecast", "--registry", str(registry.root), "registry", *args],
+        capture_output=True, text=True, check=False, env={**os.environ, **env},
+    )  # fmt: skip
+
+
+def test_verify_with_compile_makes_the_artefact_once_and_promote_runs_it(
+    registry: Registry, small_model: TrainResult
+) -> None:
+    done = _cli(registry, "verify", "v1", "--compile", FORECAST_COMPILED_TREES="false")
+    assert done.returncode == 0 and "no compiled trees: LightGBM scores" in done.stdout
+    assert not _artefact(registry)[1].exists()
+    done = _cli(registry, "verify", "v1", "--compile")
+    assert done.returncode == 0, done.stderr
+    assert "compiled v1 (not compiled before)" in done.stderr
+    assert "compiled trees agree with LightGBM" in done.stdout
+    again = _cli(registry, "verify", "v1", "--compile")
+    assert "compiled v1" not in again.stderr  # once
+    version = registry.register(small_model.model_text, small_model.metadata)
+    registry.promote(version)  # verified in a child process, which compiles
+    assert registry.compiled_state(version) == ""
