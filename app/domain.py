@@ -2,19 +2,22 @@
 
 The wire schemas (:mod:`app.schemas`) say what a row looks like; this says whether the
 model being served can forecast it (its stores, its items, its dates), from the registry
-metadata of that version, and turns the rows into the three columns a job carries.
+metadata of that version, on the rows' columns (:mod:`app.rows`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import InvalidInput
-from app.schemas import PredictRow, Shape
+import numpy as np
 
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+from app.errors import InvalidInput
+from app.rows import Columns
+from app.schemas import Shape
+
+_EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,21 @@ class Domain:
     items: frozenset[int]
     first_date: dt.date
     last_date: dt.date
+    store_table: np.ndarray = field(init=False, repr=False, compare=False)  # store id -> known
+    item_table: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "store_table", _table(self.stores))
+        object.__setattr__(self, "item_table", _table(self.items))
+
+    @property
+    def first_day(self) -> int:
+        """``first_date`` in days since 1970-01-01."""
+        return (self.first_date - _EPOCH).days
+
+    @property
+    def last_day(self) -> int:
+        return (self.last_date - _EPOCH).days
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any], horizon_days: int) -> Domain:
@@ -42,38 +60,43 @@ class Domain:
         )
 
 
-@dataclass(frozen=True)
-class Columns:
-    """Rows the model knows, as three columns; ``days`` counts from 1970-01-01."""
+def check_domain(columns: Columns, domain: Domain, shape: Shape) -> None:
+    """Raises :class:`InvalidInput` naming the first row's value the model does not know (store, item, date).
 
-    days: list[int]
-    stores: list[int]
-    items: list[int]
-
-    def __len__(self) -> int:
-        return len(self.days)
-
-
-def check_domain(rows: list[PredictRow], domain: Domain, shape: Shape) -> Columns:
-    """Return the rows as columns; raises :class:`InvalidInput` naming the first value the model does not know.
-
-    ``shape`` says how the rows arrived, so that the error names the field as the client sent it.
+    Vectorised: a constant number of passes over the columns whatever their length.  ``shape``
+    says how the rows arrived, so that the error names the field as the client sent it.
     """
-    for index, row in enumerate(rows):
-        if row["store"] not in domain.stores:
-            message = f"store {row['store']} is not known to the model ({_span(domain.stores)})"
-            raise InvalidInput(message, shape.field(index, "store"))
-        if row["item"] not in domain.items:
-            raise InvalidInput(f"item {row['item']} is not known to the model ({_span(domain.items)})",
-                               shape.field(index, "item"))  # fmt: skip
-        if not domain.first_date <= row["date"] <= domain.last_date:
-            message = f"date {row['date']} is outside the model's range {domain.first_date}..{domain.last_date}"
-            raise InvalidInput(message, shape.field(index, "date"))
-    return Columns(
-        [row["date"].toordinal() - _EPOCH_ORDINAL for row in rows],
-        [row["store"] for row in rows],
-        [row["item"] for row in rows],
-    )
+    bad_store = ~_known(columns.stores, domain.store_table)
+    bad_item = ~_known(columns.items, domain.item_table)
+    bad_date = (columns.days < domain.first_day) | (columns.days > domain.last_day)
+    bad = bad_store | bad_item | bad_date
+    if not bad.any():
+        return
+    index = int(np.argmax(bad))
+    if bad_store[index]:
+        store = int(columns.stores[index])
+        raise InvalidInput(f"store {store} is not known to the model ({_span(domain.stores)})",
+                           shape.field(index, "store"))  # fmt: skip
+    if bad_item[index]:
+        item = int(columns.items[index])
+        raise InvalidInput(f"item {item} is not known to the model ({_span(domain.items)})",
+                           shape.field(index, "item"))  # fmt: skip
+    date = _EPOCH + dt.timedelta(days=int(columns.days[index]))
+    message = f"date {date} is outside the model's range {domain.first_date}..{domain.last_date}"
+    raise InvalidInput(message, shape.field(index, "date"))
+
+
+def _known(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Whether each value is marked in ``table`` (a lookup by value; negative or past its end: no)."""
+    inside = (values >= 0) & (values < len(table))
+    known: np.ndarray = inside & table[np.where(inside, values, 0)]
+    return known
+
+
+def _table(values: frozenset[int]) -> np.ndarray:
+    table = np.zeros(max(values, default=0) + 1, dtype=bool)
+    table[list(values)] = True
+    return table
 
 
 def _span(values: frozenset[int]) -> str:

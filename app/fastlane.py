@@ -60,16 +60,12 @@ class FastLane:
         if self.recorder is not None:  # before the answer leaves, as Flask's hook does (app/telemetry.py)
             seconds = time.time() - request.received_at
             self.recorder.record(ENDPOINT, "POST", answer.status, seconds, answer.report)
+        length = [] if answer.stream is not None else [("Content-Length", str(len(data)))]
         start_response(
             f"{answer.status} {HTTPStatus(answer.status).phrase}",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(data))),
-                *answer.headers.items(),
-                *answer.report.headers(),
-            ],
+            [("Content-Type", answer.content_type), *length, *answer.headers.items(), *answer.report.headers()],
         )
-        return [data]
+        return answer.stream if answer.stream is not None else [data]
 
     def _answer(self, request: PredictRequest) -> PredictAnswer:
         try:
@@ -97,7 +93,7 @@ def lane_request(environ: dict[str, Any]) -> PredictRequest | None:
         return None
     body = environ["wsgi.input"].read(int(length)) if length != "0" else b""
     return PredictRequest(model, environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", ""), body,
-                          request_start(environ))  # fmt: skip
+                          request_start(environ), environ.get("HTTP_ACCEPT", ""))  # fmt: skip
 
 
 def predict_model(path: str) -> str | None:

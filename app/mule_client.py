@@ -37,10 +37,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from app import metrics
 from app.admission import Admission
-from app.domain import Columns
 from app.errors import DeadlineExceeded, Reason, Unavailable
+from app.rows import Columns
 from forecast.registry import DEFAULT_MODEL
 from serving.messages import (
     ASLEEP,
@@ -74,7 +76,7 @@ class Part:
 
     version: str
     columns: Columns
-    positions: list[int] | None = None
+    positions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.columns)
@@ -82,18 +84,27 @@ class Part:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Predictions in request order, with the model version of each row."""
+    """Predictions in request order (float64), and the model version of each row.
 
-    sales: list[float]
-    versions: list[str]
+    ``labels`` names each version that scored once; ``version_of`` holds each row's index
+    into it, or is None when the first label scored every row (nearly always).
+    """
+
+    sales: np.ndarray
+    labels: tuple[str, ...]
+    version_of: np.ndarray | None = None
     loaded: bool = False  # some job waited for its mule to load the model version
+
+    @property
+    def versions(self) -> list[str]:
+        """Each row's version (a list as long as the rows: for small answers and tests)."""
+        if self.version_of is None:
+            return [self.labels[0]] * len(self.sales)
+        return [self.labels[n] for n in self.version_of.tolist()]
 
     def version_label(self) -> str:
         """The version that scored the rows, or every one of them joined (``v1,v2``) mid-reload."""
-        first = self.versions[0]
-        if self.versions.count(first) == len(self.versions):
-            return first
-        return ",".join(sorted(set(self.versions)))
+        return self.labels[0] if len(self.labels) == 1 else ",".join(sorted(self.labels))
 
 
 @dataclass
@@ -191,22 +202,24 @@ class Channel:
 
 
 def _assemble(spans: list[tuple[Part, int, int]], jobs: list[Job], results: dict[bytes, Result]) -> Prediction:
-    """The parts' predictions back in request order."""
-    if len(spans) == len(jobs) == 1 and spans[0][0].positions is None:  # one row, one version: most requests
+    """The parts' predictions back in request order, a slice per job."""
+    if len(spans) == len(jobs) == 1 and spans[0][0].positions is None:  # one job, one version: most requests
         result = results[jobs[0].id]
-        return Prediction(result.sales(), [result.model_version] * jobs[0].row_count, result.loaded)
+        return Prediction(result.sales_array(), (result.model_version,), None, result.loaded)
     total = sum(b - a for _, a, b in spans)
-    sales: list[float] = [0.0] * total
-    versions: list[str] = [""] * total
+    sales = np.empty(total, dtype=np.float64)
+    version_of = np.empty(total, dtype=np.uint8)  # at most a production, a canary and a reload's new version
+    labels: list[str] = []
     loaded = False
     for (part, a, b), job in zip(spans, jobs, strict=True):
         result = results[job.id]
         loaded = loaded or result.loaded
-        places = range(a, b) if part.positions is None else part.positions[a:b]  # None: the part is every row
-        for place, value in zip(places, result.sales(), strict=True):
-            sales[place] = value
-            versions[place] = result.model_version
-    return Prediction(sales, versions, loaded)
+        if result.model_version not in labels:
+            labels.append(result.model_version)
+        places = slice(a, b) if part.positions is None else part.positions[a:b]  # None: the part is every row
+        sales[places] = result.sales_array()
+        version_of[places] = labels.index(result.model_version)
+    return Prediction(sales, tuple(labels), version_of if len(labels) > 1 else None, loaded)
 
 
 def _discard(sock: socket.socket) -> None:
@@ -267,6 +280,8 @@ class MuleClient:
     def predict(self, model: str, parts: list[Part], deadline: float) -> Prediction:
         """Score a request's rows of ``model``, each part with its version, before ``deadline`` (``time.time()``).
 
+        A request of more than half this worker's share of jobs is sent that many jobs at a
+        time, each round after the last one's answers: a large batch never takes the whole queue.
         Raises :class:`Unavailable` (at capacity, a mule failed, the model version does not load)
         or :class:`DeadlineExceeded`.
         """
@@ -274,6 +289,21 @@ class MuleClient:
         spans = [
             (part, a, min(a + size, len(part.columns))) for part in parts for a in range(0, len(part.columns), size)
         ]
+        per_round = max(1, self.admission.limit // 2)
+        if len(spans) <= per_round:
+            return _assemble(spans, *self._score(model, spans, deadline))
+        jobs: list[Job] = []
+        results: dict[bytes, Result] = {}
+        for start in range(0, len(spans), per_round):
+            sent, answered = self._score(model, spans[start : start + per_round], deadline)
+            jobs += sent
+            results.update(answered)
+        return _assemble(spans, jobs, results)
+
+    def _score(
+        self, model: str, spans: list[tuple[Part, int, int]], deadline: float
+    ) -> tuple[list[Job], dict[bytes, Result]]:
+        """Send one job per span and wait for all their results."""
         if not self.admission.acquire(len(spans)):
             raise Unavailable("the server is at capacity; retry shortly", Reason.OVERLOADED)
         try:
@@ -286,7 +316,7 @@ class MuleClient:
             results = self._wait(channel, jobs, deadline)
         finally:
             self.admission.release(len(spans))  # the jobs-in-flight gauge samples this (app/telemetry.py)
-        return _assemble(spans, jobs, results)
+        return jobs, results
 
     @staticmethod
     def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float) -> Job:

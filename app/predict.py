@@ -10,11 +10,19 @@ The rows arrive in one of four shapes (:class:`app.schemas.Shape`):
 * a JSON object ``{"date": "2018-01-21", "store": 10, "item": 23}``: one forecast object;
 * a JSON list of such objects, or ``{"instances": [...]}``: a batch, answered in order
   as ``{"predictions": [...]}``;
+* a ``text/csv`` body with a header naming ``date``, ``store``, ``item`` and optionally
+  ``id`` (the Kaggle test set's columns): a batch, answered as JSON like a list, or, with
+  ``Accept: text/csv``, as CSV: ``id,sales`` (the Kaggle submission file), else
+  ``date,store,item,sales``;
 * the legacy form of the Ray Serve service's clients: no body, the three fields in the
   query string (the last of a repeated one), answered as that service answered it
   (:mod:`app.legacy`): a bare number, a sentinel outside the served version's guardrails,
   the cap above its ``max_value``, byte for byte.  Where it failed with 500 (an impossible
   date) the answer is our 422.
+
+A batch is read, checked, scored and answered as columns (:mod:`app.rows`); an answer of
+more than :data:`STREAM_ROWS` rows is sent as it is encoded, that many rows at a time, so
+that a worker never holds more than that many rows' answer objects.
 
 To add an answer shape: a :class:`~app.schemas.Shape` member, its reading in
 :func:`read_rows`, its answer in :func:`render`.
@@ -23,10 +31,13 @@ To add an answer shape: a :class:`~app.schemas.Shape` member, its reading in
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import numpy as np
+import orjson
 from pydantic import ValidationError
 from pydantic_core import from_json
 
@@ -44,11 +55,15 @@ from app.errors import (
 )
 from app.legacy import LEGACY_QUERY, LegacyQuery, parse_date
 from app.mule_client import Prediction
-from app.schemas import ROW, ROWS, PredictRow, Shape, raise_invalid
+from app.rows import Columns, from_csv, from_json_rows, from_validated
+from app.schemas import ROW, ROWS, Shape, raise_invalid
 from app.service import ForecastService
 from forecast.registry import is_model_name
 
 LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, for body-less requests only
+STREAM_ROWS = 50_000  # a larger answer is encoded and sent this many rows at a time
+JSON = "application/json"
+CSV = "text/csv"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +75,32 @@ class PredictRequest:
     content_type: str  # the Content-Type header, "" when there is none
     body: bytes
     received_at: float  # when nginx received the request (``X-Request-Start``), in time.time() seconds
+    accept: str = ""  # the Accept header, "" when there is none
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRows:
+    """A request's rows as columns, how they arrived, and a CSV body's ``id`` column."""
+
+    columns: Columns
+    shape: Shape
+    ids: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PredictAnswer:
-    """What to answer: the status, the JSON body's bytes, extra headers, and the access line's fields."""
+    """What to answer: the status, the body, extra headers, and the access line's fields.
+
+    The body is ``body``, or, for a large answer, the pieces ``stream`` yields as it encodes
+    them (no Content-Length then).
+    """
 
     status: int
     body: bytes
     headers: dict[str, str]
     report: Report
+    content_type: str = JSON
+    stream: Iterator[bytes] | None = field(default=None, compare=False)
 
 
 class PredictUseCase:
@@ -90,22 +121,25 @@ class PredictUseCase:
             deadline = self._deadline(request)
             fields = query_fields(request.query_string) if request.query_string else {}
             if not request.body and fields:
-                body = self._answer_legacy(request.model, legacy_query(fields), deadline, report)
-            else:
-                rows = read_rows(request, fields, self.settings.max_batch_rows)
-                body = self._answer_rows(request.model, rows, deadline, report)
+                return PredictAnswer(200, self._answer_legacy(request.model, legacy_query(fields), deadline, report),
+                                     {}, report)  # fmt: skip
+            read = read_rows(request, fields, self.settings.max_batch_rows)
+            prediction = self._predict(request.model, read, deadline, report)
         except ApiError as error:
             report.error, report.job = error.code, error.job
             status, payload, headers = error_answer(error, self.settings.retry_after_s)
             return PredictAnswer(status, json_line(payload), headers, report)
-        return PredictAnswer(200, body, {}, report)
+        media = CSV if read.shape.is_batch and wants_csv(request.accept) else JSON
+        pieces = render(read, prediction, media)
+        if len(read.columns) > STREAM_ROWS:
+            return PredictAnswer(200, b"", {}, report, media, pieces)
+        return PredictAnswer(200, b"".join(pieces), {}, report, media)
 
-    def _answer_rows(self, model: str, read: tuple[list[PredictRow], Shape], deadline: float, report: Report) -> bytes:
-        rows, shape = read
-        report.rows = len(rows)
-        prediction = self.service.predict(model, rows, shape, deadline)
+    def _predict(self, model: str, read: ReadRows, deadline: float, report: Report) -> Prediction:
+        report.rows = len(read.columns)
+        prediction = self.service.predict(model, read.columns, read.shape, deadline)
         report.model_version, report.loaded = prediction.version_label(), prediction.loaded or None
-        return json_line(render(rows, shape, prediction))
+        return prediction
 
     def _answer_legacy(self, model: str, query: LegacyQuery, deadline: float, report: Report) -> bytes:
         """The original's answer: a sentinel outside the served version's guardrails, else the capped prediction."""
@@ -115,9 +149,10 @@ class PredictUseCase:
         if sentinel is not None:
             report.model_version = served.version
             return json_exact(sentinel)
-        prediction = self.service.predict(model, [legacy_row(query)], Shape.QUERY, deadline)
+        prediction = self.service.predict(model, legacy_row(query), Shape.QUERY, deadline)
         report.model_version, report.loaded = prediction.version_label(), prediction.loaded or None
-        return json_exact(self.service.model(model, report.model_version).guardrails.cap(prediction.sales[0]))
+        capped = self.service.model(model, report.model_version).guardrails.cap(float(prediction.sales[0]))
+        return json_exact(capped)
 
     def _deadline(self, request: PredictRequest) -> float:
         """The request's deadline, counted from when nginx received it; past it already, the request is shed."""
@@ -135,16 +170,16 @@ def legacy_query(fields: dict[str, str]) -> LegacyQuery:
         raise_invalid(exc, Shape.QUERY)
 
 
-def legacy_row(query: LegacyQuery) -> PredictRow:
+def legacy_row(query: LegacyQuery) -> Columns:
     """The row of a query inside the guardrails; 422 for a date that is none (the original's 500)."""
     day = parse_date(query["date"])
     if day is None:
         raise InvalidInput(f"date: {query['date']!r} is not a date (YYYY-MM-DD)", field="date")
-    return {"date": day, "store": query["store"], "item": query["item"]}  # type: ignore[typeddict-item]
+    return Columns.one(day, query["store"], query["item"])
 
 
-def read_rows(request: PredictRequest, fields: dict[str, str], max_rows: int) -> tuple[list[PredictRow], Shape]:
-    """The rows of a request with a JSON body (``fields``: its query's); raises an :class:`ApiError`."""
+def read_rows(request: PredictRequest, fields: dict[str, str], max_rows: int) -> ReadRows:
+    """The rows of a request with a JSON or CSV body (``fields``: its query's); raises an :class:`ApiError`."""
     if not request.body:
         raise InvalidInput(
             'send a JSON body like {"date": "2018-01-21", "store": 10, "item": 23}, or date, store and item as '
@@ -157,8 +192,13 @@ def read_rows(request: PredictRequest, fields: dict[str, str], max_rows: int) ->
             field="query",
         )
     mimetype = request.content_type.partition(";")[0].strip().lower()
-    if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
-        raise UnsupportedMediaType(f"send JSON with Content-Type: application/json (got {mimetype or 'none'!r})")
+    if mimetype == CSV:
+        csv = from_csv(request.body, max_rows)
+        return ReadRows(csv.columns, Shape.CSV, csv.ids)
+    if not (mimetype == JSON or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
+        raise UnsupportedMediaType(
+            f"send JSON with Content-Type: application/json, or CSV with text/csv (got {mimetype or 'none'!r})"
+        )
     try:
         payload = from_json(request.body)
     except ValueError as exc:
@@ -166,29 +206,35 @@ def read_rows(request: PredictRequest, fields: dict[str, str], max_rows: int) ->
     return rows_from_json(payload, max_rows)
 
 
-def rows_from_json(payload: Any, max_rows: int) -> tuple[list[PredictRow], Shape]:
+def rows_from_json(payload: Any, max_rows: int) -> ReadRows:
     """The rows of a parsed JSON body: a row object, a list of rows, or ``{"instances": [...]}``."""
     if isinstance(payload, dict) and "instances" in payload:
         if set(payload) != {"instances"} or not isinstance(payload["instances"], list):
             raise InvalidInput('"instances" must be the only field, and a list of rows', field="instances")
-        return _batch(payload["instances"], Shape.INSTANCES, max_rows), Shape.INSTANCES
+        return ReadRows(_batch(payload["instances"], Shape.INSTANCES, max_rows), Shape.INSTANCES)
     if isinstance(payload, list):
-        return _batch(payload, Shape.LIST, max_rows), Shape.LIST
+        return ReadRows(_batch(payload, Shape.LIST, max_rows), Shape.LIST)
     if isinstance(payload, dict):
         try:
-            return [ROW.validate_python(payload)], Shape.ROW
+            row = ROW.validate_python(payload)
         except ValidationError as exc:
             raise_invalid(exc, Shape.ROW)
+        return ReadRows(Columns.one(row["date"], row["store"], row["item"]), Shape.ROW)
     raise InvalidInput('body must be a row object, a list of rows, or {"instances": [...]}', field="body")
 
 
-def _batch(items: list[Any], shape: Shape, max_rows: int) -> list[PredictRow]:
+def _batch(items: list[Any], shape: Shape, max_rows: int) -> Columns:
+    """A batch's rows as columns: read whole-column when every row is well formed, else validated by pydantic,
+    which names the first bad field (the rows accepted are the same)."""
     if not items:
         raise InvalidInput("a batch needs at least one row", field=shape.prefix or "body")
     if len(items) > max_rows:
         raise PayloadTooLarge(f"a batch may have at most {max_rows} rows; this one has {len(items)}")
+    columns = from_json_rows(items)
+    if columns is not None:
+        return columns
     try:
-        return ROWS.validate_python(items)
+        return from_validated(ROWS.validate_python(items))
     except ValidationError as exc:
         raise_invalid(exc, shape)
 
@@ -200,15 +246,65 @@ def query_fields(query_string: str) -> dict[str, str]:
     return dict(parse_qsl(decoded, keep_blank_values=True, errors="replace"))
 
 
-def render(rows: list[PredictRow], shape: Shape, prediction: Prediction) -> Any:
-    """The answer's body for rows that came in ``shape`` (a JSON shape: the legacy form is answered apart)."""
-    if shape is Shape.ROW:
-        row = rows[0]
-        return {"date": row["date"].isoformat(), "store": row["store"], "item": row["item"],
-                "sales": prediction.sales[0], "model_version": prediction.versions[0]}  # fmt: skip
-    forecasts = [
-        {"date": row["date"].isoformat(), "store": row["store"], "item": row["item"], "sales": sales,
-         "model_version": version}
-        for row, sales, version in zip(rows, prediction.sales, prediction.versions, strict=True)
+def wants_csv(accept: str) -> bool:
+    """Whether the Accept header prefers ``text/csv`` to JSON (by q-value; JSON on a tie or when absent)."""
+    quality = {CSV: -1.0, JSON: 0.0, "*/*": -1.0}
+    for media_range in accept.split(","):
+        media, *params = (part.strip() for part in media_range.split(";"))
+        if media.lower() in quality:
+            q = next((p.removeprefix("q=") for p in params if p.startswith("q=")), "1")
+            quality[media.lower()] = float(q) if q.replace(".", "", 1).isdigit() else 0.0
+    if quality[JSON] == 0.0 and quality["*/*"] > 0:
+        quality[JSON] = quality["*/*"]
+    return quality[CSV] > quality[JSON]
+
+
+def render(read: ReadRows, prediction: Prediction, media: str) -> Iterator[bytes]:
+    """The answer's body for rows that came in ``read.shape`` (the legacy form is answered apart), in pieces of
+    at most :data:`STREAM_ROWS` rows: JSON, or CSV for ``media`` ``text/csv``."""
+    columns = read.columns
+    if read.shape is Shape.ROW:
+        yield json_line({"date": columns.date_strings()[0], "store": int(columns.stores[0]),
+                         "item": int(columns.items[0]), "sales": float(prediction.sales[0]),
+                         "model_version": prediction.labels[0]})  # fmt: skip
+        return
+    if media == CSV:
+        yield b"id,sales\n" if read.ids is not None else b"date,store,item,sales\n"
+    else:
+        yield b'{"predictions":['
+    for start in range(0, len(columns), STREAM_ROWS):
+        rows = slice(start, start + STREAM_ROWS)
+        if media == CSV:
+            yield _csv_rows(read, prediction, rows)
+        else:
+            yield (b"," if start else b"") + orjson.dumps(_forecasts(columns, prediction, rows))[1:-1]
+    if media != CSV:
+        yield b"]}\n"
+
+
+def _forecasts(columns: Columns, prediction: Prediction, rows: slice) -> list[dict[str, Any]]:
+    """The rows' forecast objects (one dict each: what the JSON answer is made of)."""
+    versions = prediction.versions[rows] if prediction.version_of is not None else None
+    version = prediction.labels[0]
+    return [
+        {"date": date, "store": store, "item": item, "sales": sales,
+         "model_version": version if versions is None else versions[n]}
+        for n, (date, store, item, sales) in enumerate(zip(
+            columns.take(rows).date_strings(),
+            columns.stores[rows].tolist(), columns.items[rows].tolist(), prediction.sales[rows].tolist(), strict=True))
     ]  # fmt: skip
-    return {"predictions": forecasts}
+
+
+def _csv_rows(read: ReadRows, prediction: Prediction, rows: slice) -> bytes:
+    sales = prediction.sales[rows].tolist()
+    if read.ids is not None:
+        return "".join(
+            [f"{key},{value!r}\n" for key, value in zip(read.ids[rows].tolist(), sales, strict=True)]
+        ).encode()
+    columns = read.columns
+    dates = columns.take(rows).date_strings()
+    return "".join([
+        f"{date},{store},{item},{value!r}\n"
+        for date, store, item, value in zip(dates, columns.stores[rows].tolist(), columns.items[rows].tolist(),
+                                            sales, strict=True)
+    ]).encode()  # fmt: skip

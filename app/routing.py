@@ -16,8 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from app.domain import Columns
 from app.mule_client import Part, Prediction
+from app.rows import Columns
 from serving.messages import ModelRoute, ShadowJob, encode_predictions, encode_rows
 
 SHADOW_TTL_S = 30  # a shadow job not scored within this is dropped (counted): the pool was busy
@@ -34,33 +34,40 @@ def parts(model: str, route: ModelRoute, columns: Columns) -> list[Part]:
     weight = route.canary_weight if route.canary else 0
     if weight <= 0:
         return [Part(route.production, columns)]
-    canary = [bucket(model, s, i) < weight for s, i in zip(columns.stores, columns.items, strict=True)]
-    if all(canary):
+    canary = _buckets(model, columns) < weight
+    if canary.all():
         return [Part(str(route.canary), columns)]
-    if not any(canary):
+    if not canary.any():
         return [Part(route.production, columns)]
-    return [_part(route.production, columns, [n for n, c in enumerate(canary) if not c]),
-            _part(str(route.canary), columns, [n for n, c in enumerate(canary) if c])]  # fmt: skip
+    return [_part(route.production, columns, np.flatnonzero(~canary)),
+            _part(str(route.canary), columns, np.flatnonzero(canary))]  # fmt: skip
 
 
-def _part(version: str, columns: Columns, positions: list[int]) -> Part:
-    picked = Columns([columns.days[n] for n in positions], [columns.stores[n] for n in positions],
-                     [columns.items[n] for n in positions])  # fmt: skip
-    return Part(version, picked, positions)
+def _buckets(model: str, columns: Columns) -> np.ndarray:
+    """Each row's series bucket: :func:`bucket` once per distinct (store, item), whatever the rows."""
+    pairs, rows_pair = np.unique(np.stack([columns.stores, columns.items]), axis=1, return_inverse=True)
+    per_pair = np.array([bucket(model, int(s), int(i)) for s, i in pairs.T.tolist()], dtype=np.int64)
+    return per_pair[rows_pair.reshape(-1)]
+
+
+def _part(version: str, columns: Columns, positions: np.ndarray) -> Part:
+    return Part(version, columns.take(positions), positions)
 
 
 def shadow_job(model: str, route: ModelRoute, columns: Columns, prediction: Prediction) -> ShadowJob | None:
     """The sample of rows production scored that the shadow scores too, or None (no shadow, empty sample)."""
     if not route.shadow or route.shadow_weight <= 0:
         return None
-    picked = [
-        n for n, (day, store, item) in enumerate(zip(columns.days, columns.stores, columns.items, strict=True))
-        if prediction.versions[n] == route.production
+    versions = prediction.versions
+    picked = np.array([
+        n for n, (day, store, item) in enumerate(zip(columns.days.tolist(), columns.stores.tolist(),
+                                                     columns.items.tolist(), strict=True))
+        if versions[n] == route.production
         and zlib.crc32(f"{model}/{store}/{item}/{day}".encode()) % 100 < route.shadow_weight
-    ]  # fmt: skip
-    if not picked:
+    ], dtype=np.int64)  # fmt: skip
+    if not len(picked):
         return None
-    rows = encode_rows([columns.days[n] for n in picked], [columns.stores[n] for n in picked],
-                       [columns.items[n] for n in picked])  # fmt: skip
-    sales = encode_predictions(np.array([prediction.sales[n] for n in picked]))
+    sample = columns.take(picked)
+    rows = encode_rows(sample.days, sample.stores, sample.items)
+    sales = encode_predictions(prediction.sales[picked])
     return ShadowJob(time.time() + SHADOW_TTL_S, model, route.shadow, route.production, rows, sales)

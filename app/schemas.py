@@ -26,8 +26,9 @@ def _iso_date_string(value: Any) -> Any:
 
 
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_date_string)]
-StoreId = Annotated[int, Strict(), Field(ge=1, description="Store id, 1-10 for the default model.")]
-ItemId = Annotated[int, Strict(), Field(ge=1, description="Item id, 1-50 for the default model.")]
+ID_MAX = 2**31 - 1  # ids travel to the mules as 32-bit integers
+StoreId = Annotated[int, Strict(), Field(ge=1, le=ID_MAX, description="Store id, 1-10 for the default model.")]
+ItemId = Annotated[int, Strict(), Field(ge=1, le=ID_MAX, description="Item id, 1-50 for the default model.")]
 
 
 class PredictRow(TypedDict):
@@ -53,6 +54,7 @@ class Shape(Enum):
     LIST = "list"  # a JSON list of rows; answered {"predictions": [...]}
     INSTANCES = "instances"  # {"instances": [...]}; answered {"predictions": [...]}
     QUERY = "query"  # the legacy form: no body, the row in the query string; answered with a bare number
+    CSV = "csv"  # a text/csv body with a header line (the Kaggle test set's columns); answered {"predictions"} or CSV
 
     @property
     def prefix(self) -> str:
@@ -61,10 +63,13 @@ class Shape(Enum):
 
     @property
     def is_batch(self) -> bool:
-        return self in (Shape.LIST, Shape.INSTANCES)
+        return self in (Shape.LIST, Shape.INSTANCES, Shape.CSV)
 
     def field(self, index: int, name: str) -> str:
-        """How an error names field ``name`` of the ``index``-th row (``instances[3].date``, or ``date``)."""
+        """How an error names field ``name`` of the ``index``-th row (``instances[3].date``, ``date``, or in
+        CSV its line, header first: ``line 5.date``)."""
+        if self is Shape.CSV:
+            return f"line {index + 2}.{name}"
         return field_path(self.prefix, (index, name) if self.is_batch else (name,))
 
 

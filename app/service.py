@@ -24,7 +24,8 @@ from app.mule_client import Part, Prediction
 from app.pool import PoolView
 from app.rollout import Loader, PoolState, Rollout
 from app.routing import parts, shadow_job
-from app.schemas import PredictRow, Shape
+from app.rows import Columns
+from app.schemas import Shape
 from forecast.errors import ForecastError
 from forecast.legacy import import_legacy
 from forecast.registry import DEFAULT_MODEL, Registry
@@ -79,7 +80,7 @@ class ForecastService:
 
     # -- predict -----------------------------------------------------------
 
-    def predict(self, model: str, rows: list[PredictRow], shape: Shape, deadline: float) -> Prediction:
+    def predict(self, model: str, columns: Columns, shape: Shape, deadline: float) -> Prediction:
         """Check the rows against the model's production version and score them before ``deadline``.
 
         Raises :class:`ModelNotFound`, :class:`app.errors.InvalidInput` (a value the model does
@@ -88,7 +89,7 @@ class ForecastService:
         """
         route = self.route(model)
         view = self._admission_view()
-        columns = check_domain(rows, self.model(model, route.production).domain, shape)
+        check_domain(columns, self.model(model, route.production).domain, shape)
         if not view.any_serving:
             raise Unavailable("no mule has a model loaded yet", Reason.NOT_READY)
         prediction = self.mules.predict(model, parts(model, route, columns), deadline)

@@ -123,12 +123,13 @@ def models() -> dict[str, Any]:
 def predict(name: str = DEFAULT_MODEL) -> Response:
     """The Flask adapter of the use case (app/predict.py); the fast lane answers most requests first."""
     body = request.get_data(cache=False) if request.content_length is None else _body(request.content_length)
-    parts = PredictRequest(
-        name, request.environ.get("QUERY_STRING", ""), request.content_type or "", body, request_start(request.environ)
-    )
+    environ = request.environ
+    parts = PredictRequest(name, environ.get("QUERY_STRING", ""), request.content_type or "", body,
+                           request_start(environ), environ.get("HTTP_ACCEPT", ""))  # fmt: skip
     answer = current_app.extensions["predict"].answer(parts)
     g.report = answer.report
-    return Response(answer.body, answer.status, answer.headers, mimetype="application/json")
+    body_or_stream = answer.stream if answer.stream is not None else answer.body
+    return Response(body_or_stream, answer.status, answer.headers, content_type=answer.content_type)
 
 
 def _body(length: int) -> bytes:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from flask import Flask
 
 from app import create_app, errors, views
 from app.mule_client import Prediction
 from app.pool import PoolView
-from app.schemas import ROW, Shape, field_path
+from app.rows import Columns
+from app.schemas import Shape, field_path
 from app.service import ForecastService
 from forecast.registry import Registry
 from serving.messages import Heartbeat, MuleState
@@ -126,15 +129,15 @@ def test_a_mule_reloading_still_holds_a_model(registry: Registry) -> None:
 
 def test_no_model_is_503_and_never_trusted_for_later_requests(registry: Registry) -> None:
     pool = StandInPool(view((LOADING, None, 0.5)), view((READY, "v1", 0.5)))
-    scored = Prediction([1.0], ["v1"])
+    scored = Prediction(np.array([1.0]), ("v1",))
     svc = make_service(pool, registry, mules=SimpleNamespace(predict=lambda model, parts, deadline: scored))
-    row = ROW.validate_python({"date": "2014-03-01", "store": 1, "item": 1})
+    row = Columns.one(dt.date(2014, 3, 1), 1, 1)
     with pytest.raises(errors.Unavailable) as refused:
-        svc.predict("default", [row], Shape.ROW, time.time() + 5)
+        svc.predict("default", row, Shape.ROW, time.time() + 5)
     assert refused.value.code == "not_ready"
-    assert svc.predict("default", [row], Shape.ROW, time.time() + 5) is scored  # the next request reads them again
+    assert svc.predict("default", row, Shape.ROW, time.time() + 5) is scored  # the next request reads them again
     reads = pool.reads
-    svc.predict("default", [row], Shape.ROW, time.time() + 5)  # a view with a serving mule is reused
+    svc.predict("default", row, Shape.ROW, time.time() + 5)  # a view with a serving mule is reused
     assert pool.reads == reads
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from forecast.compiled import artefact_paths
+from forecast.data import SalesData
 from forecast.errors import CorruptVersion
 from forecast.registry import COMPILED_TOLERANCE, MODEL_FILE, Registry, domain_rows
-from forecast.data import SalesData
 from forecast.train import TrainResult, train
 from tests.conftest import SMALL_ROUNDS
 
@@ -56,7 +56,8 @@ def test_the_artefact_is_read_only_and_names_what_it_was_made_from(compiled: Reg
     object_path, info_path = _artefact(compiled)
     info = json.loads(info_path.read_text())
     assert info["model_sha256"] == compiled.metadata("v1")["checksum"][MODEL_FILE]
-    assert info["object_sha256"].startswith("sha256:") and info["target_cpu"] == "generic"
+    assert info["object_sha256"].startswith("sha256:")
+    assert info["target_cpu"] == "generic"
     for path in (object_path, info_path):
         assert not path.stat().st_mode & 0o222
     assert not [p.name for p in object_path.parent.iterdir() if p.name.startswith(".")]  # no scratch left
@@ -112,7 +113,8 @@ def test_verify_with_compile_makes_the_artefact_once_and_promote_runs_it(
     registry: Registry, small_model: TrainResult
 ) -> None:
     done = _cli(registry, "verify", "v1", "--compile", FORECAST_COMPILED_TREES="false")
-    assert done.returncode == 0 and "no compiled trees: LightGBM scores" in done.stdout
+    assert done.returncode == 0
+    assert "no compiled trees: LightGBM scores" in done.stdout
     assert not _artefact(registry)[1].exists()
     done = _cli(registry, "verify", "v1", "--compile")
     assert done.returncode == 0, done.stderr

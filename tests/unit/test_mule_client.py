@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from app.domain import Columns
 from app.errors import DeadlineExceeded, Unavailable
 from app.mule_client import MuleClient, Part
+from app.rows import Columns
 from serving.messages import (
     NOTICE_CLAIMED,
     NOTICE_DONE,
@@ -107,7 +107,7 @@ def client(shared: FakeUwsgi) -> Iterator[MuleClient]:
 
 
 def columns(stores: list[int]) -> Columns:
-    return Columns([16_161] * len(stores), stores, [1] * len(stores))
+    return Columns.of([16_161] * len(stores), stores, [1] * len(stores))
 
 
 def rows_of(stores: list[int]) -> tuple[str, list[Part]]:
@@ -120,7 +120,7 @@ def test_a_job_whose_mule_dies_holding_it_is_pushed_again_once_and_answered(
 ) -> None:
     mule = start(ScriptedMule(shared, ["die", "answer"]))
     prediction = client.predict(*rows_of([7]), time.time() + 10)
-    assert prediction.sales == [107.0]
+    assert prediction.sales.tolist() == [107.0]
     assert [job.attempt for job in mule.seen] == [1, 2]
     assert mule.seen[0].id == mule.seen[1].id
     assert client.admission.in_flight == 0
@@ -135,7 +135,7 @@ def test_a_job_the_woken_mule_never_takes_is_taken_by_another_mule_woken_at_the_
         prediction = client.predict(*rows_of([4]), time.time() + 5)
     finally:
         client._channel().close()
-    assert prediction.sales == [104.0]
+    assert prediction.sales.tolist() == [104.0]
     assert [job.attempt for job in second.seen] == [1]  # the same job, not pushed again
     assert shared.inboxes[1].qsize() >= 2  # mule 1 was woken first, then again with mule 2
 
@@ -152,18 +152,18 @@ def test_a_second_death_answers_503_mule_died(shared: FakeUwsgi, client: MuleCli
 def test_a_request_split_into_jobs_is_reassembled_in_order(shared: FakeUwsgi) -> None:
     client = make_client(shared, mule_batch_rows=2)  # two rows per job
     start(ScriptedMule(shared, ["answer"] * 3))
-    assert client.predict(*rows_of([1, 2, 3, 4, 5]), time.time() + 10).sales == [101, 102, 103, 104, 105]
+    assert client.predict(*rows_of([1, 2, 3, 4, 5]), time.time() + 10).sales.tolist() == [101, 102, 103, 104, 105]
     client._channel().close()
 
 
 def test_rows_of_two_versions_come_back_in_request_order(shared: FakeUwsgi, client: MuleClient) -> None:
     """A canary split: each version's rows are one job, the answer is in the request's order."""
     whole = columns([1, 2, 3, 4])
-    production = Part("v1", Columns([whole.days[n] for n in (0, 2)], [1, 3], [1, 1]), [0, 2])
-    canary = Part("v2", Columns([whole.days[n] for n in (1, 3)], [2, 4], [1, 1]), [1, 3])
+    production = Part("v1", whole.take(np.array([0, 2])), np.array([0, 2]))
+    canary = Part("v2", whole.take(np.array([1, 3])), np.array([1, 3]))
     start(ScriptedMule(shared, ["answer", "answer"]))
     prediction = client.predict("default", [production, canary], time.time() + 10)
-    assert prediction.sales == [101, 1102, 103, 1104]
+    assert prediction.sales.tolist() == [101, 1102, 103, 1104]
     assert prediction.versions == ["v1", "v2", "v1", "v2"]
     assert prediction.version_label() == "v1,v2"
 
@@ -176,12 +176,31 @@ def test_a_model_that_does_not_load_is_a_503_naming_it(shared: FakeUwsgi, client
     assert refused.value.message == "model 'store-7' version v9 cannot be loaded: no such version"
 
 
-def test_more_jobs_than_the_share_are_refused_at_once_and_nothing_is_pushed(shared: FakeUwsgi) -> None:
+def test_jobs_past_the_share_are_refused_at_once_and_nothing_is_pushed(shared: FakeUwsgi) -> None:
     client = make_client(shared, mule_batch_rows=1, uwsgi_processes=1)  # a share of 15 jobs
+    assert client.admission.acquire(14)  # the worker's other threads hold all but one
     with pytest.raises(Unavailable) as refused:
-        client.predict(*rows_of([1] * 16), time.time() + 10)
+        client.predict(*rows_of([1, 2]), time.time() + 10)
     assert refused.value.code == "overloaded"
-    assert (shared.queued(), client.admission.in_flight) == (0, 0)
+    assert (shared.queued(), client.admission.in_flight) == (0, 14)
+
+
+def test_a_request_of_more_jobs_than_half_the_share_is_sent_in_rounds(shared: FakeUwsgi) -> None:
+    client = make_client(shared, mule_batch_rows=1, uwsgi_processes=1)  # a share of 15 jobs: rounds of 7
+    held: list[int] = []
+    acquire = client.admission.acquire
+
+    def recording(jobs: int) -> bool:
+        held.append(jobs)
+        return acquire(jobs)
+
+    client.admission.acquire = recording  # type: ignore[method-assign]
+    start(ScriptedMule(shared, ["answer"] * 16))
+    stores = list(range(1, 17))
+    assert client.predict(*rows_of(stores), time.time() + 10).sales.tolist() == [100 + s for s in stores]
+    assert held == [7, 7, 2]
+    assert client.admission.in_flight == 0
+    client._channel().close()
 
 
 def test_jobs_are_released_when_the_wait_gives_up(shared: FakeUwsgi, client: MuleClient) -> None:
@@ -201,7 +220,7 @@ def test_the_queue_never_wraps_under_concurrent_requests(shared: FakeUwsgi) -> N
 
     def request(store: int) -> None:
         try:
-            sales = client.predict(*rows_of([store]), time.time() + 30).sales
+            sales = client.predict(*rows_of([store]), time.time() + 30).sales.tolist()
             outcomes.append("ok" if sales == [100 + store] else f"wrong answer {sales}")
         except Unavailable as refused:
             outcomes.append(refused.code)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import pytest
 from flask import Flask
 from pydantic_core import from_json
@@ -66,8 +67,7 @@ class StandInMules:
             raise self.failure
         (part,) = parts  # no canary here: one version
         columns = part.columns
-        sales = [10 + s + i / 100 for s, i in zip(columns.stores, columns.items, strict=True)]
-        return Prediction(sales, [part.version] * len(columns))
+        return Prediction(10 + columns.stores + columns.items / 100, (part.version,))
 
     def load(self, mule_id: int, version: str, pid: int | None, model: str = "default") -> Result:
         raise AssertionError("not used here")
@@ -99,6 +99,13 @@ def answer(app: Flask, request: dict[str, Any]) -> tuple[int, Any, dict[str, str
 
 
 ROW = {"date": "2015-06-01", "store": 2, "item": 3}
+
+
+def csv(body: bytes, **extra: Any) -> dict[str, Any]:
+    """Test-client arguments of a CSV body to /predict."""
+    return {"path": "/predict", "data": body, "content_type": "text/csv", **extra}
+
+
 TOO_OLD = {"X-Request-Start": "t=1000000000.000"}  # nginx received it in 2001: far past its deadline
 FORECAST = {**ROW, "sales": 12.03, "model_version": "v1"}
 # (name, test-client arguments, status, what the answer holds): every form, and every way of failing before
@@ -148,6 +155,18 @@ REQUESTS = [
     ("empty body", {"path": "/predict", "data": b"", "content_type": "application/json"}, 422,
      ("invalid_input", "body")),
     ("waited past its deadline", {"path": "/predict", "json": ROW, "headers": TOO_OLD}, 503, ("overloaded", None)),
+    ("CSV", csv(b"id,date,store,item\n7,2015-06-01,2,3\n8,2015-06-01,2,4\n"), 200,
+     {"predictions": [FORECAST, {**FORECAST, "item": 4, "sales": 12.04}]}),
+    ("CSV, CRLF, no id, no last line end", csv(b"store,item,date\r\n2,3,2015-06-01"), 200, {"predictions": [FORECAST]}),
+    ("CSV, unknown column", csv(b"date,store,item,sales\n2015-06-01,2,3,5\n"), 422, ("invalid_input", "header")),
+    ("CSV, header only", csv(b"date,store,item\n"), 422, ("invalid_input", "body")),
+    ("CSV, a short line", csv(b"date,store,item\n2015-06-01,2,3\n2015-06-01,2\n"), 422, ("invalid_input", "body")),
+    ("CSV, not a number", csv(b"date,store,item\n2015-06-01,2,3\n2015-06-01,x,3\n"), 422,
+     ("invalid_input", "line 3.store")),
+    ("CSV, impossible date", csv(b"date,store,item\n2015-02-30,2,3\n"), 422, ("invalid_input", "line 2.date")),
+    ("CSV, unknown item", csv(b"date,store,item\n2015-06-01,2,3\n2015-06-01,2,77\n"), 422,
+     ("invalid_input", "line 3.item")),
+    ("CSV, too many rows", csv(b"date,store,item\n" + b"2015-06-01,2,3\n" * 50_001), 413, ("batch_too_large", None)),
 ]  # fmt: skip
 
 
@@ -278,3 +297,53 @@ def environ(method: str = "POST", path: str = "/predict", **extra: str) -> dict[
 )
 def test_the_lane_takes_a_request_by_its_method_path_and_length(request_environ: dict[str, Any], in_lane: bool) -> None:
     assert (lane_request(request_environ) is not None) is in_lane
+
+
+def raw_answer(app: Flask, request: dict[str, Any]) -> tuple[int, bytes, str | None, str | None]:
+    response = app.test_client().post(**request)
+    return response.status_code, response.data, response.content_type, response.headers.get("Content-Length")
+
+
+@pytest.mark.parametrize(
+    ("request_args", "expected"),
+    [
+        (csv(b"id,date,store,item\n7,2015-06-01,2,3\n8,2015-06-01,2,4\n", headers={"Accept": "text/csv"}),
+         b"id,sales\n7,12.03\n8,12.04\n"),
+        ({"path": "/predict", "json": [ROW, {**ROW, "store": 3}], "headers": {"Accept": "text/csv, */*;q=0.1"}},
+         b"date,store,item,sales\n2015-06-01,2,3,12.03\n2015-06-01,3,3,13.03\n"),
+    ],
+)  # fmt: skip
+def test_a_batch_is_answered_as_csv_when_the_client_prefers_it(
+    registry: Registry, request_args: dict[str, Any], expected: bytes
+) -> None:
+    got = raw_answer(make_app(registry, StandInMules(), fast_lane=True), request_args)
+    assert got == (200, expected, "text/csv", str(len(expected)))
+    assert raw_answer(make_app(registry, StandInMules(), fast_lane=False), request_args) == got
+
+
+@pytest.mark.parametrize(
+    ("accept", "csv_wanted"),
+    [("", False), ("*/*", False), ("text/csv", True), ("application/json, text/csv", False),
+     ("text/csv;q=0.9, application/json;q=0.5", True), ("text/csv;q=0.1, */*", False), ("text/*", False),
+     ("TEXT/CSV", True), ("text/csv;q=bad", False)],
+)  # fmt: skip
+def test_the_accept_header_picks_csv_only_when_it_prefers_it(accept: str, csv_wanted: bool) -> None:
+    assert app.predict.wants_csv(accept) is csv_wanted
+
+
+def test_a_large_batch_is_sent_in_pieces_and_arrives_whole_and_in_order(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.predict, "STREAM_ROWS", 3)
+    pairs = [(1 + n % 3, 1 + n % 4) for n in range(10)]
+    rows = [{**ROW, "store": store, "item": item} for store, item in pairs]
+    parsers: list[Callable[[bytes], list[float]]] = [
+        lambda data: [p["sales"] for p in orjson.loads(data)["predictions"]],
+        lambda data: [float(line.split(",")[-1]) for line in data.decode().splitlines()[1:]],
+    ]
+    for accept, parse in zip(["application/json", "text/csv"], parsers, strict=True):
+        request_args = {"path": "/predict", "json": rows, "headers": {"Accept": accept}}
+        status, data, _, length = raw_answer(make_app(registry, StandInMules(), fast_lane=True), request_args)
+        assert (status, length) == (200, None)  # streamed: no length known up front
+        assert parse(data) == [10 + store + item / 100 for store, item in pairs]
+        assert raw_answer(make_app(registry, StandInMules(), fast_lane=False), request_args)[:2] == (status, data)

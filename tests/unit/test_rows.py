@@ -1,0 +1,90 @@
+"""Rows as columns: the whole-column JSON reader accepts what the schema accepts, CSV is read in pieces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from app import rows as rows_module
+from app.errors import InvalidInput, PayloadTooLarge
+from app.rows import Columns, from_csv, from_json_rows, from_validated
+from app.schemas import ROWS
+
+GOOD = {"date": "2018-01-21", "store": 10, "item": 23}
+CANDIDATES: list[Any] = [
+    GOOD,
+    {"item": 23, "store": 10, "date": "2018-01-21"},  # another key order
+    {**GOOD, "date": "2016-02-29"},
+    {**GOOD, "date": "0001-01-01"},
+    {**GOOD, "date": "9999-12-31"},
+    {**GOOD, "date": "2018-02-29"},
+    {**GOOD, "date": "2018-1-21"},
+    {**GOOD, "date": "2018-01"},
+    {**GOOD, "date": " 2018-01-21"},
+    {**GOOD, "date": "2018-01-21T00:00:00"},
+    {**GOOD, "date": "NaT"},
+    {**GOOD, "date": "0000-01-01"},
+    {**GOOD, "date": "+12018-01-21"},
+    {**GOOD, "date": 20180121},
+    {**GOOD, "store": True},
+    {**GOOD, "store": 10.0},
+    {**GOOD, "store": "10"},
+    {**GOOD, "store": 0},
+    {**GOOD, "item": -3},
+    {**GOOD, "item": 2**70},
+    {**GOOD, "item": None},
+    {**GOOD, "colour": "red"},
+    {"date": "2018-01-21", "store": 10},
+    [1, 2, 3],
+    "2018-01-21",
+]
+
+
+def _schema(rows: list[Any]) -> Columns | None:
+    try:
+        return from_validated(ROWS.validate_python(rows))
+    except ValidationError:
+        return None
+
+
+@pytest.mark.parametrize("candidate", CANDIDATES, ids=[repr(c)[:40] for c in CANDIDATES])
+def test_the_whole_column_reader_accepts_only_what_the_schema_accepts_and_reads_it_the_same(candidate: Any) -> None:
+    batch = [GOOD, candidate]
+    fast, schema = from_json_rows(batch), _schema(batch)
+    if fast is None:
+        return  # the schema decides, and names the field
+    assert schema is not None, "the fast reader took a row the schema refuses"
+    for name in ("days", "stores", "items"):
+        assert np.array_equal(getattr(fast, name), getattr(schema, name)), name
+
+
+def test_plain_rows_take_the_whole_column_path() -> None:
+    assert from_json_rows([GOOD, {**GOOD, "date": "2016-02-29", "store": 1}]) is not None
+
+
+def test_csv_is_read_in_pieces_with_line_numbers_counted_across_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rows_module, "CSV_CHUNK_BYTES", 40)  # a few lines per piece
+    lines = [f"{n},2018-01-{1 + n % 28:02d},{1 + n % 10},{1 + n % 50}" for n in range(100)]
+    read = from_csv(("id,date,store,item\n" + "\n".join(lines) + "\n\n").encode(), max_rows=100)
+    assert read.ids is not None
+    assert read.ids.tolist() == [str(n) for n in range(100)]
+    assert read.columns.stores.tolist() == [1 + n % 10 for n in range(100)]
+    assert read.columns.date_strings()[27:29] == ["2018-01-28", "2018-01-01"]
+    good = list(lines)
+    lines[77] = "77,2018-01-06,seven,28"
+    with pytest.raises(InvalidInput) as bad:
+        from_csv(("id,date,store,item\n" + "\n".join(lines)).encode(), max_rows=100)
+    assert (bad.value.field, str(bad.value)) == (
+        "line 79.store",
+        "line 79: store 'seven' is not a whole number of at least 1",
+    )
+    with pytest.raises(PayloadTooLarge):
+        from_csv(("id,date,store,item\n" + "\n".join(good)).encode(), max_rows=99)
+
+
+def test_csv_that_is_not_utf8_is_named() -> None:
+    with pytest.raises(InvalidInput, match="UTF-8"):
+        from_csv(b"date,store,item\n2018-01-01,1,\xff\n", max_rows=10)
