@@ -74,7 +74,9 @@ class StandInMules:
 
 
 def make_app(registry: Registry, mules: StandInMules, fast_lane: bool, pool: StandInPool | None = None) -> Flask:
-    settings = Settings(registry_dir=registry.root, metrics_enabled=False, fast_lane_enabled=fast_lane)
+    settings = Settings(
+        registry_dir=registry.root, metrics_enabled=False, fast_lane_enabled=fast_lane, max_batch_rows=10
+    )
     return create_app(settings, mules, pool or StandInPool())
 
 
@@ -136,7 +138,7 @@ REQUESTS = [
     ("instances and more", {"path": "/predict", "json": {"instances": [ROW], "x": 1}}, 422,
      ("invalid_input", "instances")),
     ("empty list", {"path": "/predict", "json": []}, 422, ("invalid_input", "body")),
-    ("too many rows", {"path": "/predict", "json": [ROW] * 50_001}, 413, ("batch_too_large", None)),
+    ("too many rows", {"path": "/predict", "json": [ROW] * 11}, 413, ("batch_too_large", None)),
     ("legacy query form", {"path": "/predict?date=2015-06-01&store=2&item=3"}, 200, 12.03),
     ("legacy, percent-encoded", {"path": "/predict?date=2015%2D06%2D01&store=%32&item=3"}, 200, 12.03),
     ("legacy, repeated field", {"path": "/predict?date=2015-06-01&store=9&store=2&item=3"}, 200, 12.03),
@@ -166,7 +168,7 @@ REQUESTS = [
     ("CSV, impossible date", csv(b"date,store,item\n2015-02-30,2,3\n"), 422, ("invalid_input", "line 2.date")),
     ("CSV, unknown item", csv(b"date,store,item\n2015-06-01,2,3\n2015-06-01,2,77\n"), 422,
      ("invalid_input", "line 3.item")),
-    ("CSV, too many rows", csv(b"date,store,item\n" + b"2015-06-01,2,3\n" * 50_001), 413, ("batch_too_large", None)),
+    ("CSV, too many rows", csv(b"date,store,item\n" + b"2015-06-01,2,3\n" * 11), 413, ("batch_too_large", None)),
 ]  # fmt: skip
 
 
