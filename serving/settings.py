@@ -62,7 +62,7 @@ class Settings(ModelSettings):
     # -- request handling --------------------------------------------------------
     deadline_ms: int = Field(5000, ge=10, description="Time a request may wait for its predictions; then 504.")
     max_batch_rows: int = Field(
-        500_000, ge=1, description="Most rows in one /predict request (a year ahead for every series fits); more is 413."
+        500_000, ge=1, description="Most rows in one /predict request (a year of every series fits); more is 413."
     )
     max_horizon_days: int = Field(731, ge=0, description="How far past the training data a date may be.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers.")
