@@ -37,6 +37,8 @@ def missing(results: dict[str, Any]) -> list[str]:
     gaps = []
     for name, system in results["systems"].items():
         wanted = SCENARIOS if system["kind"] == "model" else ("closed_loop", "cold_start_s", "memory_idle")
+        if system.get("only"):  # a variant measured in a few scenarios
+            wanted = (*system["only"], "cold_start_s")
         gaps += [f"{name}: {scenario}" for scenario in wanted if scenario not in system]
     if "many_models" not in results:  # --skip-many-models
         return gaps
@@ -51,6 +53,7 @@ def write_report(results: dict[str, Any], path: Path, plot_dir: Path) -> Path:
     lines = [
         *header_section(results),
         *headline_section(systems),
+        *goals_section(systems),
         *correctness_section(results),
         *latency_section(systems, link(plots.latency_throughput, path)),
         *batch_section(systems),
@@ -144,7 +147,13 @@ HEADLINE = (
     Measure("single row, 1 connection: p50 ms", lambda s: _dig(s, "closed_loop", "1", "median", "p50_ms"), False, 2),
     Measure("CPU ms per request, whole tree, 64 connections",
             lambda s: _dig(s, "closed_loop", "64", "median", "cpu_ms_per_request"), False, 3),
-    Measure("45,000-row batch: s", lambda s: _dig(s, "batch", "median_seconds"), False, 2),
+    Measure("45,000-row batch, JSON: s", lambda s: _dig(s, "batch", "median_seconds"), False, 2),
+    Measure("45,000-row batch, CSV: s", lambda s: _dig(s, "batch", "sizes", "45000", "csv", "median_seconds"),
+            False, 2),
+    Measure("500,000-row batch, JSON: s", lambda s: _dig(s, "batch", "sizes", "500000", "json", "median_seconds"),
+            False, 2),
+    Measure("500,000-row batch, CSV: s", lambda s: _dig(s, "batch", "sizes", "500000", "csv", "median_seconds"),
+            False, 2),
     Measure(f"overload at {1000:,} req/s: share answered 2xx",
             lambda s: _dig(s, "overload_common", "share_of_sent_answered"), True, 3),
     Measure("fault: failed requests", lambda s: _dig(s, "fault", "failed"), False, 0),
@@ -257,15 +266,124 @@ def latency_section(systems: dict[str, Any], plot_link: str) -> list[str]:
 
 
 def batch_section(systems: dict[str, Any]) -> list[str]:
-    """Section 2: the 45,000-row request, per system."""
-    lines = ["## 2. Batch scoring: 45,000 rows in one request", ""]
-    lines += ["| system | status | wall s (median) | rows/s |", "|---|---|---|---|"]
+    """Section 2: every batch size and format, per system: time, rows/s, peak memory, error against LightGBM."""
+    lines = ["## 2. Batch scoring: 1,000, 45,000 and 500,000 rows in one request, JSON and CSV", "",
+             "JSON: a list of row objects, answered `{\"predictions\": [...]}`; CSV: the Kaggle test file "
+             "(`id,date,store,item`) with `Accept: text/csv`, answered as the submission file (`id,sales`). "
+             "Peak PSS: the whole process tree, sampled every 50 ms during the requests. Error: the largest "
+             "difference of any value from LightGBM's own forecast of it (`Booster.predict`), every row checked.",
+             "", "| system | rows | format | status | wall s (median) | rows/s | body MB | peak PSS MB "
+             "| max abs error |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for n, s in systems.items():
-        if "batch" in s:
-            run = s["batch"]["runs"][0]
-            rows_per_s = s["batch"]["rows"] / s["batch"]["median_seconds"]
-            lines.append(f"| {n} | {run['status']} | {fmt(s['batch']['median_seconds'], 2)} | {fmt(rows_per_s, 0)} |")
-    return lines
+        for size, formats in s.get("batch", {}).get("sizes", {}).items():
+            for fmt_name, record in formats.items():
+                seconds = record["median_seconds"]
+                statuses = ",".join(sorted({str(r["status"]) for r in record["runs"]}))
+                error = record["max_abs_error"]
+                lines.append(
+                    f"| {n} | {int(size):,} | {fmt_name} | {statuses} | {fmt(seconds, 3)} "
+                    f"| {fmt(int(size) / seconds if seconds else None, 0)} | {fmt(record['body_mb'])} "
+                    f"| {fmt(record['peak_pss_mb'], 0)} | {'-' if error is None else f'{error:.1e}'} |"
+                )
+    return [*lines, ""]
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of the performance goals (issue 17): what is measured, against what, and the bar."""
+
+    label: str
+    measured: Callable[[dict[str, Any]], tuple[float | None, str]]  # (value, how it was reached)
+    bar: float
+    at_least: bool  # True: the value must reach the bar; False: stay at or under it
+
+
+def _batch_ratio(size: str, fmt_name: str) -> Callable[[dict[str, Any]], tuple[float | None, str]]:
+    def measured(systems: dict[str, Any]) -> tuple[float | None, str]:
+        measure = Measure("", lambda s: _dig(s, "batch", "sizes", size, fmt_name, "median_seconds"), False)
+        mine, best = measure.read(systems.get(OURS, {})), best_ray(systems, measure)
+        if mine is None or best is None:
+            return None, "not measured"
+        return best[1] / mine, f"{best[1]:.3f} s ({best[0]}) / {mine:.3f} s"
+
+    return measured
+
+
+def _single_row(key: str, connections: str, against: str) -> Callable[[dict[str, Any]], tuple[float | None, str]]:
+    def measured(systems: dict[str, Any]) -> tuple[float | None, str]:
+        measure = Measure("", lambda s: _dig(s, "closed_loop", connections, "median", key), key == "rps")
+        mine = measure.read(systems.get(OURS, {}))
+        if against == "floor":
+            theirs = measure.read(systems.get("floor", {}))
+            name = "floor"
+        else:
+            best = best_ray(systems, measure)
+            theirs, name = (best[1], best[0]) if best else (None, "-")
+        if mine is None or theirs is None or not theirs:
+            return None, "not measured"
+        return mine / theirs, f"{mine:,.2f} / {theirs:,.2f} ({name})"
+
+    return measured
+
+
+def _value(
+    read: Callable[[dict[str, Any]], float | None], unit: str
+) -> Callable[[dict[str, Any]], tuple[float | None, str]]:
+    def measured(systems: dict[str, Any]) -> tuple[float | None, str]:
+        value = read(systems.get(OURS, {}))
+        return value, "not measured" if value is None else f"{value:,.3g} {unit}".rstrip()
+
+    return measured
+
+
+def _memory_share(systems: dict[str, Any]) -> tuple[float | None, str]:
+    """This stack's PSS under load over the smallest of any Ray configuration's (the strictest reading)."""
+    measure = Measure("", lambda s: _dig(s, "memory_load", "pss_mb"), False)
+    mine, best = measure.read(systems.get(OURS, {})), best_ray(systems, measure)
+    if mine is None or best is None:
+        return None, "not measured"
+    return mine / best[1], f"{mine:,.0f} MB / {best[1]:,.0f} MB ({best[0]})"
+
+
+def _worst_batch_error(system: dict[str, Any]) -> float | None:
+    errors = [r.get("max_abs_error") for f in system.get("batch", {}).get("sizes", {}).values()
+              for record in f.values() for r in record["runs"]]  # fmt: skip
+    return None if not errors or None in errors else max(e for e in errors if e is not None)
+
+
+GOALS = (
+    Goal("45,000-row batch, JSON: times faster than the best Ray", _batch_ratio("45000", "json"), 5, True),
+    Goal("45,000-row batch, CSV: times faster than the best Ray", _batch_ratio("45000", "csv"), 5, True),
+    Goal("45,000-row batch, JSON: seconds", _value(lambda s: _dig(s, "batch", "median_seconds"), "s"), 0.15, False),
+    Goal("500,000-row batch, JSON: times faster than the best Ray", _batch_ratio("500000", "json"), 5, True),
+    Goal("500,000-row batch, CSV: times faster than the best Ray", _batch_ratio("500000", "csv"), 5, True),
+    Goal("single row, 64 connections: req/s over the floor's", _single_row("rps", "64", "floor"), 0.5, True),
+    Goal("single row, 64 connections: req/s over the best Ray's", _single_row("rps", "64", "ray"), 3, True),
+    Goal("single row, 1 connection: p50 over the floor's", _single_row("p50_ms", "1", "floor"), 2.5, False),
+    Goal("single row, 64 connections: p99 ms",
+         _value(lambda s: _dig(s, "closed_loop", "64", "median", "p99_ms"), "ms"), 30, False),
+    Goal("PSS under load over the leanest Ray's", _memory_share, 1 / 8, False),
+    Goal("batch: largest difference from LightGBM's own forecast", _value(_worst_batch_error, ""), 1e-9, False),
+)  # fmt: skip
+
+
+def _figure(value: float | None) -> str:
+    """A goal's measured value: three decimals, or scientific notation for the tiny ones (errors)."""
+    if value is None:
+        return "-"
+    return f"{value:,.3f}" if value >= 1e-3 else f"{value:.1e}"
+
+
+def goals_section(systems: dict[str, Any]) -> list[str]:
+    """The performance goals of issue 17, each with its measured value and whether it is met."""
+    lines = ["## Goals (issue 17): measured in this run", "",
+             "| goal | bar | measured | from | met |", "|---|---|---|---|---|"]  # fmt: skip
+    for goal in GOALS:
+        value, how = goal.measured(systems)
+        met = "-" if value is None else ("yes" if (value >= goal.bar if goal.at_least else value <= goal.bar) else "no")
+        bar = f"{'at least' if goal.at_least else 'at most'} {goal.bar:.3g}"
+        lines.append(f"| {goal.label} | {bar} | {_figure(value)} | {how} | {met} |")
+    return [*lines, ""]
 
 
 OVERLOAD_NOTE = (

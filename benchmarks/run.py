@@ -31,7 +31,8 @@ from benchmarks.systems import System, make_systems, memory_mb
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ALL_SYSTEMS = ["uwsgi-mules", "ray-plain", "ray-plain-1", "ray-plain-nobatch", "ray-tutorial", "floor", "ray-floor"]
+ALL_SYSTEMS = ["uwsgi-mules", "uwsgi-mules-lightgbm", "ray-plain", "ray-plain-1", "ray-plain-1-lightgbm",
+               "ray-plain-nobatch", "ray-tutorial", "floor", "ray-floor"]  # fmt: skip
 # ray-tuned (FastAPI through Serve's Python proxy) is in the sweep (benchmarks/ray_serve/tune.py), far behind these
 
 
@@ -80,7 +81,7 @@ def registry_copy(scratch: Path, name: str) -> Path:
 
 
 def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": system.description, "kind": system.kind}
+    out: dict[str, Any] = {"description": system.description, "kind": system.kind, "only": list(system.only)}
     log(f"[{system.name}] cold start")
     try:
         out["cold_start_s"] = scenarios.cold_start(system)
@@ -99,6 +100,12 @@ def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str
         out["closed_loop"] = scenarios.closed_loop(system, profile)
         out["memory_load"] = scenarios.memory_under_load(system, max(4, profile.seconds))
         if system.kind != "model":
+            return out
+        if system.only:  # a variant: its own scenarios, no more
+            if system.runs("batch"):
+                settle("batch")
+                log(f"[{system.name}] batch")
+                out["batch"] = scenarios.batch(system, profile, system.registry)
             return out
         settle("open_loop")
         log(f"[{system.name}] open loop")

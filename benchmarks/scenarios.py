@@ -134,7 +134,7 @@ def correctness(system: System, registry: Path) -> dict[str, Any]:
     count = 100 + CONCURRENT_ROWS
     days = np.datetime64("2017-01-01") + rng.integers(0, 540, count)
     stores, items = rng.integers(1, 11, count), rng.integers(1, 51, count)
-    truth = Registry(registry).load("production").predict(Rows(days.astype("datetime64[D]"), stores, items))
+    truth = lightgbm(registry, Rows(days.astype("datetime64[D]"), stores, items))
     bodies = [{"date": str(d), "store": int(s), "item": int(i)} for d, s, i in zip(days, stores, items, strict=True)]
     answers = [_sales(system, body) for body in bodies[:100]]
     with ThreadPoolExecutor(32) as pool:
@@ -250,24 +250,109 @@ def kaggle_test_set() -> list[dict[str, Any]]:
     return [{"date": str(d), "store": s, "item": i} for s in range(1, 11) for i in range(1, 51) for d in days]
 
 
+def lightgbm(registry: Path, rows: Rows) -> np.ndarray:
+    """LightGBM's own forecasts of ``rows`` by the registry's production (never compiled trees): the truth."""
+    return Registry(registry).load("production", compiled=False).predict(rows)
+
+
+BATCH_SIZES = (1_000, 45_000, 500_000)
+BATCH_FORMATS = ("json", "csv")
+SERIES = [(store, item) for store in range(1, 11) for item in range(1, 51)]
+
+
+def batch_rows(size: int) -> Rows:
+    """``size`` rows: the first of the Kaggle test set (every series, 2018-Q1) up to its 45,000, beyond that
+    every series for as many days as it takes, ending 2019-12-31, two years past the data (500,000: 1,000 days)."""
+    days_per_series = max(90, -(-size // len(SERIES)))
+    if size <= len(SERIES) * 90:
+        days = np.datetime64("2018-01-01") + np.arange(90)
+    else:
+        days = np.datetime64("2019-12-31") - np.arange(days_per_series)[::-1]
+    stores = np.repeat([s for s, _ in SERIES], days_per_series)[:size]
+    items = np.repeat([i for _, i in SERIES], days_per_series)[:size]
+    return Rows(np.tile(days, len(SERIES))[:size], stores.astype(np.int64), items.astype(np.int64))
+
+
+def batch_body(rows: Rows, fmt: str) -> tuple[bytes, dict[str, str]]:
+    """The request's body and headers: a JSON list of row objects, or the Kaggle test file's CSV (id first)."""
+    dates = np.datetime_as_string(rows.dates).tolist()
+    columns = zip(dates, rows.stores.tolist(), rows.items.tolist(), strict=True)
+    if fmt == "json":
+        body = json.dumps([{"date": d, "store": s, "item": i} for d, s, i in columns]).encode()
+        return body, {"Content-Type": "application/json"}
+    lines = "".join(f"{n},{d},{s},{i}\n" for n, (d, s, i) in enumerate(columns))
+    return ("id,date,store,item\n" + lines).encode(), {"Content-Type": "text/csv", "Accept": "text/csv"}
+
+
+def batch_sales(data: bytes, fmt: str) -> np.ndarray:
+    """The forecasts of an answer: ``{"predictions": [{"sales": ...}]}``, or CSV ``id,sales`` in id order."""
+    if fmt == "json":
+        return np.array([p["sales"] for p in json.loads(data)["predictions"]], dtype=np.float64)
+    lines = data.decode().splitlines()[1:]
+    ids = np.array([line.partition(",")[0] for line in lines], dtype=np.int64)
+    sales = np.array([line.rpartition(",")[2] for line in lines], dtype=np.float64)
+    return sales[np.argsort(ids)]  # in id order, whatever order the lines came in
+
+
+def post_raw(url: str, body: bytes, headers: dict[str, str], timeout: float = 300) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"{url}/predict", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except OSError:
+        return 0, b""
+
+
 def batch(system: System, profile: Profile, registry: Path) -> dict[str, Any]:
-    """The 45,000-row request, ``profile.repeats`` times: time, and every value against the offline model."""
-    rows = kaggle_test_set()
-    truth = (
-        Registry(registry)
-        .load("production")
-        .predict(Rows.from_columns([r["date"] for r in rows], [r["store"] for r in rows], [r["item"] for r in rows]))
-    )
-    runs: list[dict[str, Any]] = []
-    for _ in range(profile.repeats):
-        started = time.perf_counter()
-        status, body = post(system.url, {"instances": rows})
-        seconds = time.perf_counter() - started
-        got = [p["sales"] for p in body["predictions"]] if status == 200 and body else []
-        worst = float(np.max(np.abs(np.array(got) - truth))) if len(got) == len(rows) else None
-        runs.append({"status": status, "seconds": round(seconds, 3), "rows": len(got),
-                     "rows_per_s": round(len(got) / seconds), "max_abs_error": worst})  # fmt: skip
-    return {"rows": len(rows), "median_seconds": statistics.median(r["seconds"] for r in runs), "runs": runs}
+    """Every size of :data:`BATCH_SIZES` in every format, ``profile.repeats`` times each: seconds, every value
+    against LightGBM's own, and the tree's peak memory (PSS) while the request ran.
+
+    The record keeps the 45,000-row JSON request's median as ``median_seconds`` (the headline's).
+    """
+    sizes: dict[str, Any] = {}
+    for size in BATCH_SIZES:
+        rows = batch_rows(size)
+        truth = lightgbm(registry, rows)
+        sizes[str(size)] = {}
+        for fmt in BATCH_FORMATS:
+            body, headers = batch_body(rows, fmt)
+            runs = [_batch_run(system, body, headers, fmt, truth) for _ in range(profile.repeats)]
+            answered = [r["seconds"] for r in runs if r["status"] == 200 and r["rows"] == size]
+            sizes[str(size)][fmt] = {
+                "body_mb": round(len(body) / 2**20, 1),
+                "median_seconds": statistics.median(answered) if len(answered) == len(runs) else None,
+                "peak_pss_mb": max(r["peak_pss_mb"] for r in runs),
+                "max_abs_error": max((r["max_abs_error"] for r in runs if r["max_abs_error"] is not None),
+                                     default=None),
+                "runs": runs,
+            }  # fmt: skip
+    headline = sizes["45000"]["json"]
+    return {"rows": 45_000, "median_seconds": headline["median_seconds"], "runs": headline["runs"], "sizes": sizes}
+
+
+def _batch_run(system: System, body: bytes, headers: dict[str, str], fmt: str, truth: np.ndarray) -> dict[str, Any]:
+    """One request, its PSS sampled every 50 ms meanwhile."""
+    peak = {"pss_mb": memory_mb(system.tree_pids())["pss_mb"]}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak["pss_mb"] = max(peak["pss_mb"], memory_mb(system.tree_pids())["pss_mb"])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    status, data = post_raw(system.url, body, headers)
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    sales = batch_sales(data, fmt) if status == 200 else np.empty(0)
+    worst = float(np.max(np.abs(sales - truth))) if len(sales) == len(truth) else None
+    return {"status": status, "seconds": round(seconds, 3), "rows": len(sales),
+            "rows_per_s": round(len(sales) / seconds), "max_abs_error": worst,
+            "peak_pss_mb": peak["pss_mb"]}  # fmt: skip
 
 
 # -- 3. overload ---------------------------------------------------------------------------------------

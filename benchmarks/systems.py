@@ -1,6 +1,8 @@
 """The systems under test, behind one small interface the scenarios use.
 
-- ``uwsgi-mules``: this project (nginx + uWSGI workers + mules), default settings;
+- ``uwsgi-mules``: this project (nginx + uWSGI workers + mules), default settings (compiled trees);
+- ``uwsgi-mules-lightgbm`` / ``ray-plain-1-lightgbm``: the same scoring with LightGBM (the original
+  service's runtime), in the closed loop and the batch only: what compiled trees give each stack;
 - ``floor``: nginx + uWSGI with the same worker pool answering a constant (no Flask, no model);
 - ``ray-tutorial`` / ``ray-tuned``: Ray Serve with a FastAPI ingress serving the same model from
   the same registry (benchmarks/ray_serve/), replicas = mules = 2, through Serve's Python proxy;
@@ -94,6 +96,12 @@ class System:
     port: int = field(default_factory=free_port)
     kind: str = "model"  # "model" systems run every scenario; the floor only the closed loop
     model_processes: int = 2  # mules or replicas: the fault scenario waits for all of them
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the system's processes
+    only: tuple[str, ...] = ()  # a variant measured in these scenarios alone (empty: every one)
+
+    def runs(self, scenario: str) -> bool:
+        """Whether this system takes part in ``scenario``."""
+        return not self.only or scenario in self.only
 
     @property
     def url(self) -> str:
@@ -149,7 +157,7 @@ class UwsgiSystem(System):
     stack: Stack | None = None
 
     def start(self) -> None:
-        env = {"FORECAST_REGISTRY_DIR": str(self.registry)}
+        env = {"FORECAST_REGISTRY_DIR": str(self.registry), **self.env}
         ini = self.ini or (HERE.parent / "uwsgi.ini")
         self.stack = self.stack_class(self.scratch / f"run-{self.name}", self.port, env, ini=ini)
         self.stack.start()
@@ -198,7 +206,7 @@ class RaySystem(System):
     def start(self) -> None:
         ray_stack = _ray_stack_class()
         log = self.scratch / f"{self.name}.log"
-        self.stack = ray_stack(self.config, self.port, self.registry, log, extra_args=self.server_args)
+        self.stack = ray_stack(self.config, self.port, self.registry, log, extra_args=self.server_args, env=self.env)
         self.stack.start()
 
     def wait_ready(self) -> None:
@@ -234,6 +242,14 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             scratch,
             description="this project: nginx + uWSGI 4 workers x 16 threads + 2 mules (default settings)",
         ),
+        "uwsgi-mules-lightgbm": UwsgiSystem(
+            "uwsgi-mules-lightgbm",
+            registry,
+            scratch,
+            description="uwsgi-mules scoring with LightGBM instead of compiled trees (FORECAST_COMPILED_TREES=false)",
+            env={"FORECAST_COMPILED_TREES": "false"},
+            only=("closed_loop", "batch"),
+        ),
         "ray-tutorial": RaySystem(
             "ray-tutorial",
             registry,
@@ -260,6 +276,17 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             config="plain",
             server_args=("--haproxy", "--replicas", "1"),
             model_processes=1,
+        ),
+        "ray-plain-1-lightgbm": RaySystem(
+            "ray-plain-1-lightgbm",
+            registry,
+            scratch,
+            description="ray-plain-1 scoring with LightGBM, as the original service (FORECAST_COMPILED_TREES=false)",
+            config="plain",
+            server_args=("--haproxy", "--replicas", "1"),
+            model_processes=1,
+            env={"FORECAST_COMPILED_TREES": "false"},
+            only=("closed_loop", "batch"),
         ),
         "ray-plain-nobatch": RaySystem(
             "ray-plain-nobatch",

@@ -132,6 +132,7 @@ class RayStack:
         throughput_optimized: bool | None = None,
         python: Path = RAY_PYTHON,
         extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         if config not in ("tutorial", "tuned", "plain", "noop"):
             raise ValueError(f"config must be tutorial, tuned, plain or noop, not {config!r}")
@@ -142,6 +143,7 @@ class RayStack:
         self.throughput_optimized = throughput_optimized
         self.python = Path(python)
         self.extra_args = tuple(extra_args)
+        self.env = dict(env or {})  # more environment: the driver's, which the raylet and replicas inherit
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None
         self.ready_after_s: float | None = None
@@ -174,6 +176,7 @@ class RayStack:
         env.pop("VIRTUAL_ENV", None)
         env.pop("PYTHONPATH", None)  # server.py sets its own
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 args,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.check import problems
-from benchmarks.report import HEADLINE, best_ray, filled, headline_section, ratio
+from benchmarks.report import HEADLINE, best_ray, filled, goals_section, headline_section, ratio
 
 RPS_64, P99_64 = HEADLINE[0], HEADLINE[1]
 
@@ -51,13 +51,43 @@ def test_a_window_with_no_answer_at_all_is_an_explicit_outage_row() -> None:
 
 def test_the_check_fails_a_batch_whose_values_differ_and_needs_haproxy_systems_only_in_a_namespace() -> None:
     def model(batch_error: float | None) -> dict[str, Any]:
+        runs = [{"rows": 45_000, "max_abs_error": batch_error}]
         return {"kind": "model", "correctness": {"all_answered": True, "max_abs_error": 0.0},
-                "batch": {"rows": 3, "runs": [{"rows": 3, "max_abs_error": batch_error}]}}  # fmt: skip
+                "batch": {"sizes": {"45000": {"json": {"runs": runs}, "csv": {"runs": runs}}}}}  # fmt: skip
 
     results: dict[str, Any] = {"machine": {"network": "the host's"}, "agreement": {"max_abs_difference": 0.0},
                                "systems": {"uwsgi-mules": model(0.0), "ray-tuned": model(0.5)}}  # fmt: skip
     found = problems(results, ["uwsgi-mules", "ray-tuned", "ray-plain"])
-    assert any("ray-tuned: the 45,000-row batch differs" in problem for problem in found)
+    assert any("ray-tuned: the 45000-row json batch differs" in problem for problem in found)
+    assert not any("ray-tuned: the 45000-row csv" in problem for problem in found)  # FastAPI: JSON only
     assert not any("systems missing" in problem for problem in found)  # left out on the host's network
     results["machine"]["network"] = "own namespace, loopback only"
     assert any("systems missing: ['ray-plain']" in problem for problem in problems(results, ["ray-plain"]))
+
+
+def test_each_goal_is_stated_with_its_measured_ratio_and_whether_it_is_met() -> None:
+    def batch(seconds: float) -> dict[str, Any]:
+        record = {"median_seconds": seconds, "runs": [{"max_abs_error": 2e-15}]}
+        return {"batch": {"median_seconds": seconds, "sizes": {"45000": {"json": record}}}}
+
+    systems = {
+        "uwsgi-mules": {**system(3000, 25), **batch(0.1), "memory_load": {"pss_mb": 100}},
+        "ray-plain": {**system(900, 90), **batch(0.6), "memory_load": {"pss_mb": 1000}},
+        "ray-slow": {**system(300, 200), **batch(1.2), "memory_load": {"pss_mb": 700}},
+        "floor": system(8000, 10, "floor"),
+    }
+    lines = goals_section(systems)
+    assert (
+        "| 45,000-row batch, JSON: times faster than the best Ray | at least 5 | 6.000 "
+        "| 0.600 s (ray-plain) / 0.100 s | yes |"
+    ) in lines
+    assert "| 45,000-row batch, JSON: seconds | at most 0.15 | 0.100 | 0.1 s | yes |" in lines
+    assert (
+        "| single row, 64 connections: req/s over the floor's | at least 0.5 | 0.375 "
+        "| 3,000.00 / 8,000.00 (floor) | no |"
+    ) in lines
+    assert (
+        "| PSS under load over the leanest Ray's | at most 0.125 | 0.143 | 100 MB / 700 MB (ray-slow) | no |" in lines
+    )
+    assert "| batch: largest difference from LightGBM's own forecast | at most 1e-09 | 2.0e-15 | 2e-15 | yes |" in lines
+    assert any(line.startswith("| 500,000-row batch, CSV") and line.endswith("| not measured | - |") for line in lines)
