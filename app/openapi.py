@@ -95,11 +95,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
                     "reload needs Authorization: Bearer <FORECAST_ADMIN_TOKEN>"),
         403: _error("/reload without a token is for loopback only.", 403, "forbidden",
                     "reload is allowed from loopback only"),
-        413: _error("More rows than FORECAST_MAX_BATCH_ROWS, or a body over 8 MB.", 413, "batch_too_large",
+        413: _error("More rows than FORECAST_MAX_BATCH_ROWS, or a body over 64 MB.", 413, "batch_too_large",
                     "a batch may have at most 50000 rows; this one has 60000"),
         414: _error("A request line over 8 KB (nginx).", 414, "uri_too_long", "request line over 8 KB"),
-        415: _error("A body that is not application/json.", 415, "unsupported_media_type",
-                    "send JSON with Content-Type: application/json (got 'text/plain')"),
+        415: _error("A body that is neither application/json nor text/csv.", 415, "unsupported_media_type",
+                    "send JSON with Content-Type: application/json, or CSV with text/csv (got 'text/plain')"),
         422: _error("A missing or mistyped field, an impossible date, or a store, item or date unknown to the model.",
                     422, "invalid_input", "store 11 is not known to the model (known: 1-10)", field="store",
                     details=[{"field": "store", "message": "store 11 is not known to the model (known: 1-10)"}]),
@@ -121,14 +121,16 @@ def _predict(max_rows: int, named: bool = False) -> dict[str, Any]:
         "name": "row", "in": "query", "required": False, "style": "form", "explode": True,
         "schema": _ref("LegacyQuery"), "description": "Legacy form, with no body: date, store and item.",
     }  # fmt: skip
-    return {
+    operation: dict[str, Any] = {
         "summary": "Forecast daily unit sales",
         "description": (
             'Send one row, a list of rows, or `{"instances": [...]}` (a batch, answered in order, at most '
             f"{max_rows} rows). The legacy form of the Ray Serve clients sends no body and the three fields as "
             "query parameters (the last of a repeated one counts), and is answered as that service answered: a "
             "bare number; -1.0, -2.0 or -3.0 for a date, store or item outside the served version's guardrails; "
-            "200.0 for a prediction above its max_value."
+            "200.0 for a prediction above its max_value. A `text/csv` body (a header naming date, store, item and "
+            "optionally id: Kaggle's test.csv) is a batch too, answered as JSON, or with `Accept: text/csv` as CSV "
+            "(`id,sales`, the submission file; `date,store,item,sales` without an id column)."
         ),
         "parameters": [query, *([MODEL_NAME] if named else [])],
         "requestBody": {
@@ -163,6 +165,15 @@ def _predict(max_rows: int, named: bool = False) -> dict[str, Any]:
             **_errors(400, *([404] if named else []), 413, 414, 415, 422, 431, 503, 504),
         },
     }
+    operation["requestBody"]["content"]["text/csv"] = {"schema": {"type": "string"}, "example": CSV_EXAMPLE}
+    operation["responses"]["200"]["content"]["text/csv"] = {
+        "schema": {"type": "string"},
+        "example": "id,sales\n0,13.58\n",
+    }
+    return operation
+
+
+CSV_EXAMPLE = "id,date,store,item\n0,2018-01-01,1,1\n1,2018-01-02,1,1\n"
 
 
 MODEL_NAME = {

@@ -94,7 +94,7 @@ def _iso_days(texts: list[str]) -> np.ndarray | None:
     """Days since 1970 of ``YYYY-MM-DD`` strings naming real days (years 1-9999), or None if any is not one."""
     try:
         dates = np.array(texts, dtype="datetime64[D]")
-    except ValueError:
+    except (ValueError, OverflowError):  # not a date, or a year numpy cannot hold
         return None
     if np.isnat(dates).any() or dates.min() < _FIRST_DAY or dates.max() > _LAST_DAY:
         return None
@@ -205,12 +205,17 @@ def _csv_chunk(
 
 
 def _csv_ints(texts: list[str], name: str, first_line: int) -> np.ndarray:
-    if all(text.isdigit() and len(text) <= 18 for text in texts):
+    if all(_whole(text) for text in texts):
         values = np.array(texts).astype(np.int64)
         if values.min() >= 1:
             return values
-    raise _first_bad(texts, first_line, name, lambda text: text.isdigit() and len(text) <= 18 and int(text) >= 1,
+    raise _first_bad(texts, first_line, name, lambda text: _whole(text) and int(text) >= 1,
                      "is not a whole number of at least 1")  # fmt: skip
+
+
+def _whole(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` takes "²" too), few enough for 64 bits."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def _first_bad(texts: list[str], first_line: int, name: str, good: Callable[[str], bool], problem: str) -> InvalidInput:

@@ -62,7 +62,7 @@ CASES = [
         "batch_too_large",
         None,
     ),
-    ("body over 8 MB", "POST", "/predict", "[" + " " * 9_000_000 + "]", JSON, 413, "body_too_large", None),
+    ("body over 64 MB", "POST", "/predict", "[" + " " * 67_200_000 + "]", JSON, 413, "body_too_large", None),
     ("legacy missing item", "POST", "/predict?date=2018-01-21&store=1", "", {}, 422, "invalid_input", "item"),
     ("legacy bad store", "POST", "/predict?date=2018-01-21&store=abc&item=1", "", {}, 422, "invalid_input", "store"),
     ("body and query", "POST", "/predict?date=2018-01-21&store=1&item=1", row(), JSON, 422, "invalid_input", "query"),
