@@ -58,7 +58,7 @@ def test_each_request_has_an_id_and_one_access_line(stack: Stack) -> None:
 
 
 def test_answers_nginx_gives_itself_are_logged_too(stack: Stack) -> None:
-    too_big = requests.post(f"{stack.url}/predict", data=b"[" + b" " * 9_000_000 + b"]", headers=JSON, timeout=30)
+    too_big = requests.post(f"{stack.url}/predict", data=b"[" + b" " * 67_200_000 + b"]", headers=JSON, timeout=30)
     assert too_big.status_code == 413
     (line,) = access_lines(stack, f"request_id={too_big.headers['X-Request-ID']} ")
     assert "status=413" in line

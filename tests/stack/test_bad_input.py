@@ -56,7 +56,7 @@ CASES = [
         "batch over limit",
         "POST",
         "/predict",
-        "[" + ",".join([row()] * 50_001) + "]",
+        "[" + ",".join([row()] * 500_001) + "]",
         JSON,
         413,
         "batch_too_large",
