@@ -60,30 +60,43 @@ class Domain:
         )
 
 
+SMALL_ROWS = 16  # below this many rows a Python loop beats numpy's per-call cost (1 row: 2 us against 20)
+
+
 def check_domain(columns: Columns, domain: Domain, shape: Shape) -> None:
     """Raises :class:`InvalidInput` naming the first row's value the model does not know (store, item, date).
 
-    Vectorised: a constant number of passes over the columns whatever their length.  ``shape``
-    says how the rows arrived, so that the error names the field as the client sent it.
+    A constant number of vectorised passes over the columns, or for a few rows one Python pass:
+    the same rule either way.  ``shape`` says how the rows arrived, so that the error names the
+    field as the client sent it.
     """
-    bad_store = ~_known(columns.stores, domain.store_table)
-    bad_item = ~_known(columns.items, domain.item_table)
-    bad_date = (columns.days < domain.first_day) | (columns.days > domain.last_day)
-    bad = bad_store | bad_item | bad_date
-    if not bad.any():
+    index = _first_unknown_small(columns, domain) if len(columns) < SMALL_ROWS else _first_unknown(columns, domain)
+    if index is None:
         return
-    index = int(np.argmax(bad))
-    if bad_store[index]:
-        store = int(columns.stores[index])
+    store, item, day = int(columns.stores[index]), int(columns.items[index]), int(columns.days[index])
+    if store not in domain.stores:
         raise InvalidInput(f"store {store} is not known to the model ({_span(domain.stores)})",
                            shape.field(index, "store"))  # fmt: skip
-    if bad_item[index]:
-        item = int(columns.items[index])
-        raise InvalidInput(f"item {item} is not known to the model ({_span(domain.items)})",
-                           shape.field(index, "item"))  # fmt: skip
-    date = _EPOCH + dt.timedelta(days=int(columns.days[index]))
+    if item not in domain.items:
+        raise InvalidInput(f"item {item} is not known to the model ({_span(domain.items)})", shape.field(index, "item"))
+    date = _EPOCH + dt.timedelta(days=day)
     message = f"date {date} is outside the model's range {domain.first_date}..{domain.last_date}"
     raise InvalidInput(message, shape.field(index, "date"))
+
+
+def _first_unknown_small(columns: Columns, domain: Domain) -> int | None:
+    first, last = domain.first_day, domain.last_day
+    rows = zip(columns.days.tolist(), columns.stores.tolist(), columns.items.tolist(), strict=True)
+    for index, (day, store, item) in enumerate(rows):
+        if store not in domain.stores or item not in domain.items or not first <= day <= last:
+            return index
+    return None
+
+
+def _first_unknown(columns: Columns, domain: Domain) -> int | None:
+    bad = ~_known(columns.stores, domain.store_table) | ~_known(columns.items, domain.item_table)
+    bad |= (columns.days < domain.first_day) | (columns.days > domain.last_day)
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def _known(values: np.ndarray, table: np.ndarray) -> np.ndarray:

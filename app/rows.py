@@ -61,6 +61,8 @@ class Columns:
 
     def date_strings(self) -> list[str]:
         """The rows' dates as ISO strings (``2018-01-21``)."""
+        if len(self.days) < 16:  # numpy's per-call cost is most of a single row's answer
+            return [(_EPOCH + dt.timedelta(days=day)).isoformat() for day in self.days.tolist()]
         return list(np.datetime_as_string(self.days.astype("datetime64[D]")).tolist())
 
 
