@@ -286,10 +286,10 @@ def write_requests(rows: list[Row], path: Path) -> Path:
 
 
 def offline(registry: Path, rows: list[Row]) -> list[float]:
-    """Each row's prediction by its model's production version, loaded here."""
+    """Each row's prediction by its model's production version, loaded here and scored by LightGBM itself."""
     truth: dict[Row, float] = {}
     for group in _groups(rows):
-        predictor = Registry(registry, group[0].model).load("production")
+        predictor = Registry(registry, group[0].model).load("production", compiled=False)
         columns = Rows.from_columns([r.date for r in group], [r.store for r in group], [r.item for r in group])
         truth.update(zip(group, (float(v) for v in predictor.predict(columns)), strict=True))
     return [truth[row] for row in rows]
@@ -309,7 +309,10 @@ def post(url: str, row: Row, timeout: float = 60) -> tuple[int, Any]:
 
 
 def verify(url: str, rows: list[Row], truth: list[float]) -> dict[str, Any]:
-    """Every row once, in order: how many answered 200, the largest error against the offline model, failures."""
+    """Every row once, in order: how many answered 200, the largest error against the offline model, failures.
+
+    Compiled trees may differ from LightGBM in the last bits of a sum: within :data:`TOLERANCE` is right.
+    """
     errors, failures = [], []
     for row, want in zip(rows, truth, strict=True):
         status, body = post(url, row)
@@ -319,7 +322,10 @@ def verify(url: str, rows: list[Row], truth: list[float]) -> dict[str, Any]:
             failures.append({"model": row.model, "status": status})
     worst = max(errors, default=float("nan"))
     return {"rows": len(rows), "answered": len(errors), "max_abs_error": worst, "exact": errors.count(0.0),
-            "ok": not failures and worst == 0.0, "failures": failures[:10]}  # fmt: skip
+            "ok": not failures and worst <= TOLERANCE, "failures": failures[:10]}  # fmt: skip
+
+
+TOLERANCE = 1e-9  # the largest difference from LightGBM's own forecast that counts as the same forecast
 
 
 # -- the two systems ---------------------------------------------------------------------------------
