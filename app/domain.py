@@ -14,10 +14,8 @@ from typing import Any
 import numpy as np
 
 from app.errors import InvalidInput
-from app.rows import Columns
+from app.rows import EPOCH, Columns
 from app.schemas import Shape
-
-_EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -38,11 +36,11 @@ class Domain:
     @property
     def first_day(self) -> int:
         """``first_date`` in days since 1970-01-01."""
-        return (self.first_date - _EPOCH).days
+        return (self.first_date - EPOCH).days
 
     @property
     def last_day(self) -> int:
-        return (self.last_date - _EPOCH).days
+        return (self.last_date - EPOCH).days
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any], horizon_days: int) -> Domain:
@@ -79,7 +77,7 @@ def check_domain(columns: Columns, domain: Domain, shape: Shape) -> None:
                            shape.field(index, "store"))  # fmt: skip
     if item not in domain.items:
         raise InvalidInput(f"item {item} is not known to the model ({_span(domain.items)})", shape.field(index, "item"))
-    date = _EPOCH + dt.timedelta(days=day)
+    date = EPOCH + dt.timedelta(days=day)
     message = f"date {date} is outside the model's range {domain.first_date}..{domain.last_date}"
     raise InvalidInput(message, shape.field(index, "date"))
 

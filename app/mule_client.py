@@ -97,10 +97,14 @@ class Prediction:
 
     @property
     def versions(self) -> list[str]:
-        """Each row's version (a list as long as the rows: for small answers and tests)."""
+        """Each row's version (a list as long as the rows)."""
+        return self.versions_of(slice(None))
+
+    def versions_of(self, rows: slice) -> list[str]:
+        """The version of each row of ``rows``."""
         if self.version_of is None:
-            return [self.labels[0]] * len(self.sales)
-        return [self.labels[n] for n in self.version_of.tolist()]
+            return [self.labels[0]] * len(self.sales[rows])
+        return [self.labels[n] for n in self.version_of[rows].tolist()]
 
     def version_label(self) -> str:
         """The version that scored the rows, or every one of them joined (``v1,v2``) mid-reload."""

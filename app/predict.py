@@ -129,7 +129,9 @@ class PredictUseCase:
             report.error, report.job = error.code, error.job
             status, payload, headers = error_answer(error, self.settings.retry_after_s)
             return PredictAnswer(status, json_line(payload), headers, report)
-        media = CSV if read.shape.is_batch and wants_csv(request.accept) else JSON
+        if read.shape is Shape.ROW:  # most requests
+            return PredictAnswer(200, render_row(read.columns, prediction), {}, report)
+        media = CSV if wants_csv(request.accept) else JSON
         pieces = render(read, prediction, media)
         if len(read.columns) > STREAM_ROWS:
             return PredictAnswer(200, b"", {}, report, media, pieces)
@@ -259,15 +261,17 @@ def wants_csv(accept: str) -> bool:
     return quality[CSV] > quality[JSON]
 
 
+def render_row(columns: Columns, prediction: Prediction) -> bytes:
+    """The answer to one row object: that row's forecast object."""
+    return json_line({"date": columns.date_strings()[0], "store": int(columns.stores[0]),
+                      "item": int(columns.items[0]), "sales": float(prediction.sales[0]),
+                      "model_version": prediction.labels[0]})  # fmt: skip
+
+
 def render(read: ReadRows, prediction: Prediction, media: str) -> Iterator[bytes]:
-    """The answer's body for rows that came in ``read.shape`` (the legacy form is answered apart), in pieces of
-    at most :data:`STREAM_ROWS` rows: JSON, or CSV for ``media`` ``text/csv``."""
+    """A batch's answer (rows that came as a list, ``instances`` or CSV), in pieces of at most
+    :data:`STREAM_ROWS` rows: JSON, or CSV for ``media`` ``text/csv``."""
     columns = read.columns
-    if read.shape is Shape.ROW:
-        yield json_line({"date": columns.date_strings()[0], "store": int(columns.stores[0]),
-                         "item": int(columns.items[0]), "sales": float(prediction.sales[0]),
-                         "model_version": prediction.labels[0]})  # fmt: skip
-        return
     if media == CSV:
         yield b"id,sales\n" if read.ids is not None else b"date,store,item,sales\n"
     else:
@@ -285,7 +289,7 @@ def render(read: ReadRows, prediction: Prediction, media: str) -> Iterator[bytes
 def _forecasts(columns: Columns, prediction: Prediction, rows: slice) -> list[dict[str, Any]]:
     """The rows' forecast objects (one dict each: what the JSON answer is made of)."""
     part = columns.take(rows)
-    versions = prediction.versions[rows] if prediction.version_of is not None else [prediction.labels[0]] * len(part)
+    versions = prediction.versions_of(rows)
     return [
         {"date": date, "store": store, "item": item, "sales": sales, "model_version": version}
         for date, store, item, sales, version in zip(

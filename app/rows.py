@@ -32,7 +32,7 @@ FIELDS = frozenset({"date", "store", "item"})
 CSV_COLUMNS = ("id", "date", "store", "item")
 CSV_CHUNK_BYTES = 1 << 20  # a CSV body is read this much (to the next line end) at a time
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_EPOCH = dt.date(1970, 1, 1)
+EPOCH = dt.date(1970, 1, 1)  # day 0 of ``Columns.days``
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Columns:
     @classmethod
     def one(cls, date: dt.date, store: int, item: int) -> Columns:
         """One row (the single-row request, the legacy query)."""
-        return cls.of([(date - _EPOCH).days], [store], [item])
+        return cls(np.array([(date - EPOCH).days], np.int64), np.array([store], np.int64), np.array([item], np.int64))
 
     def take(self, positions: np.ndarray | slice) -> Columns:
         """The rows at ``positions`` (indices or a slice), in that order."""
@@ -63,15 +63,15 @@ class Columns:
     def date_strings(self) -> list[str]:
         """The rows' dates as ISO strings (``2018-01-21``)."""
         if len(self.days) < 16:  # numpy's per-call cost is most of a single row's answer
-            return [(_EPOCH + dt.timedelta(days=day)).isoformat() for day in self.days.tolist()]
+            return [(EPOCH + dt.timedelta(days=day)).isoformat() for day in self.days.tolist()]
         distinct, where = np.unique(self.days, return_inverse=True)  # each distinct date formatted once
-        texts = np.array([(_EPOCH + dt.timedelta(days=day)).isoformat() for day in distinct.tolist()], dtype=object)
+        texts = np.array([(EPOCH + dt.timedelta(days=day)).isoformat() for day in distinct.tolist()], dtype=object)
         return list(texts[where.reshape(-1)].tolist())
 
 
 def from_validated(rows: Sequence[Mapping[str, Any]]) -> Columns:
     """Rows pydantic validated (``date`` a :class:`datetime.date`) as columns."""
-    return Columns.of([(row["date"] - _EPOCH).days for row in rows], [row["store"] for row in rows],
+    return Columns.of([(row["date"] - EPOCH).days for row in rows], [row["store"] for row in rows],
                       [row["item"] for row in rows])  # fmt: skip
 
 
@@ -110,7 +110,7 @@ def _iso_days(texts: list[str], strip: bool = False) -> np.ndarray | None:
         if not _ISO_DATE.fullmatch(date):
             return None
         try:
-            days[text] = (dt.date.fromisoformat(date) - _EPOCH).days
+            days[text] = (dt.date.fromisoformat(date) - EPOCH).days
         except ValueError:  # 2018-02-30, year 0
             return None
     return np.fromiter(map(days.__getitem__, texts), dtype=np.int64, count=len(texts))

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -242,14 +243,6 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             scratch,
             description="this project: nginx + uWSGI 4 workers x 16 threads + 2 mules (default settings)",
         ),
-        "uwsgi-mules-lightgbm": UwsgiSystem(
-            "uwsgi-mules-lightgbm",
-            registry,
-            scratch,
-            description="uwsgi-mules scoring with LightGBM instead of compiled trees (FORECAST_COMPILED_TREES=false)",
-            env={"FORECAST_COMPILED_TREES": "false"},
-            only=("closed_loop", "batch"),
-        ),
         "ray-tutorial": RaySystem(
             "ray-tutorial",
             registry,
@@ -276,17 +269,6 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             config="plain",
             server_args=("--haproxy", "--replicas", "1"),
             model_processes=1,
-        ),
-        "ray-plain-1-lightgbm": RaySystem(
-            "ray-plain-1-lightgbm",
-            registry,
-            scratch,
-            description="ray-plain-1 scoring with LightGBM, as the original service (FORECAST_COMPILED_TREES=false)",
-            config="plain",
-            server_args=("--haproxy", "--replicas", "1"),
-            model_processes=1,
-            env={"FORECAST_COMPILED_TREES": "false"},
-            only=("closed_loop", "batch"),
         ),
         "ray-plain-nobatch": RaySystem(
             "ray-plain-nobatch",
@@ -322,4 +304,19 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             stack_class=ConstantStack,
         ),
     }
+    for base, as_before in (("uwsgi-mules", "before issue 17"), ("ray-plain-1", "the original service")):
+        catalogue[f"{base}-lightgbm"] = lightgbm_variant(catalogue[base], as_before)
     return [catalogue[name] for name in names]
+
+
+def lightgbm_variant(system: System, as_whom: str) -> System:
+    """``system`` scoring with LightGBM instead of compiled trees (as ``as_whom``), in the closed loop and the
+    batches only: what compiled trees give that stack."""
+    return dataclasses.replace(
+        system,
+        name=f"{system.name}-lightgbm",
+        description=f"{system.name} scoring with LightGBM, as {as_whom} (FORECAST_COMPILED_TREES=false)",
+        port=free_port(),
+        env={**system.env, "FORECAST_COMPILED_TREES": "false"},
+        only=("closed_loop", "batch"),
+    )

@@ -59,12 +59,12 @@ from serving.messages import (
     ShadowJob,
     awake_flag,
     claims_address,
-    decode_predictions,
     decode_rows,
     encode_predictions,
     heartbeat_key,
     is_job,
     is_shadow_job,
+    prediction_array,
 )
 from serving.settings import Settings
 
@@ -366,7 +366,7 @@ class Mule:
             logger.warning("mule %d: shadow %s %s not scored: %s", self.id, job.model, job.version, exc)
             self.metrics.shadow_dropped(job.model, "failed")
             return
-        production = np.asarray(decode_predictions(job.predictions))
+        production = prediction_array(job.predictions)
         self.metrics.shadow_scored(job.model, job.production, job.version, production, shadow)
 
     # -- answers -------------------------------------------------------------

@@ -34,8 +34,6 @@ from __future__ import annotations
 import itertools
 import json
 import struct
-import sys
-from array import array
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -53,7 +51,6 @@ ROW_DTYPE = np.dtype("<i4")  # day (days since 1970-01-01), store, item: three p
 PREDICTION_DTYPE = np.dtype("<f8")
 ROW_BYTES = 3 * ROW_DTYPE.itemsize
 _ONE_ROW = struct.Struct("<3i")
-_BIG_ENDIAN = sys.byteorder == "big"
 PREDICTION_BYTES = PREDICTION_DTYPE.itemsize
 MAX_ADDRESS_BYTES = 100  # sun_path is 108 bytes, and claims_address() adds 7
 UWSGI_QUEUE_ITEM_HEADER_BYTES = 16  # uWSGI stores size + timestamp in each queue slot
@@ -158,14 +155,6 @@ def prediction_array(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=PREDICTION_DTYPE).astype(np.float64, copy=False)
 
 
-def decode_predictions(data: bytes) -> list[float]:
-    """A result's predictions as floats (``array`` again: the worker's hot path, one row at a time)."""
-    values = array("d", data)
-    if _BIG_ENDIAN:
-        values.byteswap()
-    return values.tolist()
-
-
 # -- jobs and results -------------------------------------------------------------------------
 
 
@@ -239,9 +228,6 @@ class Result:
     @property
     def ok(self) -> bool:
         return not self.error
-
-    def sales(self) -> list[float]:
-        return decode_predictions(self.predictions)
 
     def sales_array(self) -> np.ndarray:
         return prediction_array(self.predictions)

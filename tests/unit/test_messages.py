@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-from array import array
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,6 @@ from serving.messages import (
     NOT_SERVING,
     NOTICE_CLAIMED,
     NOTICE_DONE,
-    PREDICTION_BYTES,
-    ROW_BYTES,
     UWSGI_QUEUE_ITEM_HEADER_BYTES,
     Heartbeat,
     Job,
@@ -65,8 +62,10 @@ def test_rows_and_predictions_are_little_endian_on_every_machine() -> None:
     """The byte order is the contract's, not the machine's: both sides read the same numbers."""
     assert encode_rows([1], [2], [258]) == struct.pack("<3i", 1, 2, 258)
     assert encode_predictions(np.array([1.5], dtype=">f8")) == struct.pack("<d", 1.5)
-    assert Result(b"i" * 16, 1, 1, "v1", predictions=struct.pack("<2d", 0.5, 31.7)).sales() == [0.5, 31.7]
-    assert (array("i").itemsize, array("d").itemsize) == (ROW_BYTES // 3, PREDICTION_BYTES)  # what the codec packs
+    assert encode_rows([1, 3], [2, 4], [258, 5]) == struct.pack("<6i", 1, 2, 258, 3, 4, 5)  # many rows: numpy
+    assert encode_rows(np.array([1, 3]), np.array([2, 4]), np.array([258, 5])) == struct.pack("<6i", 1, 2, 258, 3, 4, 5)
+    result = Result(b"i" * 16, 1, 1, "v1", predictions=struct.pack("<2d", 0.5, 31.7))
+    assert result.sales_array().tolist() == [0.5, 31.7]
     with pytest.raises(MessageError):
         decode_rows(b"\0" * 13)
 
@@ -121,7 +120,7 @@ def test_result_round_trips_predictions_and_errors() -> None:
     decoded = Result.decode(ok.encode())
     assert decoded == ok
     assert decoded.ok
-    assert decoded.sales() == [1.25, 0.0, 31.7]
+    assert decoded.sales_array().tolist() == [1.25, 0.0, 31.7]
     failed = Result(b"i" * 16, 2, 98, "v7", error="ValueError")
     assert Result.decode(failed.encode()) == failed
     assert not Result.decode(failed.encode()).ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from app import rows as rows_module
+from app.domain import SMALL_ROWS, Domain, check_domain
 from app.errors import InvalidInput, PayloadTooLarge
 from app.rows import Columns, from_csv, from_json_rows, from_validated
-from app.schemas import ROWS
+from app.schemas import ROWS, Shape
 
 GOOD = {"date": "2018-01-21", "store": 10, "item": 23}
 CANDIDATES: list[Any] = [
@@ -88,3 +90,26 @@ def test_csv_is_read_in_pieces_with_line_numbers_counted_across_them(monkeypatch
 def test_csv_that_is_not_utf8_is_named() -> None:
     with pytest.raises(InvalidInput, match="UTF-8"):
         from_csv(b"date,store,item\n2018-01-01,1,\xff\n", max_rows=10)
+
+
+@pytest.mark.parametrize("rows", [4, SMALL_ROWS + 4])  # the Python pass and the vectorised one
+@pytest.mark.parametrize(
+    ("bad", "field", "message"),
+    [
+        ({"store": 11}, "[2].store", "store 11 is not known to the model (known: 1-10)"),
+        ({"item": 51}, "[2].item", "item 51 is not known to the model (known: 1-50)"),
+        ({"store": 2**40}, "[2].store", f"store {2**40} is not known to the model (known: 1-10)"),
+        ({"day": -719_162}, "[2].date", "date 0001-01-01 is outside the model's range 2013-01-01..2019-12-31"),
+    ],
+)
+def test_both_ways_of_checking_the_domain_name_the_first_unknown_value_alike(
+    rows: int, bad: dict[str, int], field: str, message: str
+) -> None:
+    domain = Domain(frozenset(range(1, 11)), frozenset(range(1, 51)), dt.date(2013, 1, 1), dt.date(2019, 12, 31))
+    days, stores, items = [17_000] * rows, [1] * rows, [1] * rows
+    days[2], stores[2], items[2] = bad.get("day", 17_000), bad.get("store", 1), bad.get("item", 1)
+    days[-1] = -1  # a later bad row is not the one named
+    with pytest.raises(InvalidInput) as refused:
+        check_domain(Columns.of(days, stores, items), domain, Shape.LIST)
+    assert (refused.value.field, str(refused.value)) == (field, message)
+    check_domain(Columns.of([17_000] * rows, [10] * rows, [50] * rows), domain, Shape.LIST)  # all known: passes
