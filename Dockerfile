@@ -1,7 +1,8 @@
 # The forecast service on tiangolo/uwsgi-nginx-flask: nginx + uWSGI (supervisord) with our app and mules.
 # The base image is deprecated upstream and uWSGI is in maintenance mode: the tag is pinned to a
-# dated build (Python 3.12, uWSGI 2.0.31, nginx 1.29) so a rebuild gets the same base.
-FROM tiangolo/uwsgi-nginx-flask:python3.12-2026-06-24
+# dated build so a rebuild gets the same base. Python 3.11: the version every test runs on, the
+# image's included (README "Docker": why not 3.12).
+FROM tiangolo/uwsgi-nginx-flask:python3.11-2026-06-24
 
 # LightGBM must never start OpenMP threads in a process that forks (the mules load it after fork);
 # one thread per process also avoids contention between the mules.
@@ -15,6 +16,13 @@ ENV UWSGI_CHEAPER=0
 # Dependencies first, so code changes do not reinstall them.
 COPY requirements.txt /tmp/requirements.txt
 RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
+
+# On `docker stop`, nginx stops before uWSGI: it closes its port at once and finishes the requests it
+# accepted while uWSGI still serves them (supervisord stops the highest priority first; the base gives
+# both programs 999, and stopped uWSGI first: requests in flight were reset). The grep fails the build
+# if the base's supervisord.conf no longer has the section.
+RUN sed -i 's/^\[program:nginx\]$/[program:nginx]\npriority=1000/' /etc/supervisor/conf.d/supervisord.conf \
+    && grep -qPz '\[program:nginx\]\npriority=1000\n' /etc/supervisor/conf.d/supervisord.conf
 
 # The image's demo app is replaced by ours; its layout: /app/uwsgi.ini, /app/prestart.sh, /app/nginx.conf.
 RUN rm -f /app/main.py
@@ -30,6 +38,7 @@ RUN FORECAST_DATA_PATH=/tmp/forecast-data/train.csv python -m forecast train \
     && rm -rf /tmp/forecast-data
 VOLUME ["/var/lib/forecast/registry"]
 
+# LISTEN_PORT may carry an address (127.0.0.1:8080): the check takes the port after the last colon.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["sh", "-c", "curl -fsS http://127.0.0.1:${LISTEN_PORT:-80}/status > /dev/null || exit 1"]
+    CMD ["sh", "-c", "curl -fsS \"http://127.0.0.1:${LISTEN_PORT##*:}/status\" > /dev/null || exit 1"]
 EXPOSE 80

@@ -175,12 +175,12 @@ class Rollout:
         self, model: str, alias: Alias | None, old: ModelRoute | None, refused: dict[str, str]
     ) -> str | None:
         """The production this pod serves: the alias's, once verified and rolled out; else the old one."""
-        kept = old.production if old is not None else None
+        kept = old.production if old is not None else self._started_with(model)
         if alias is None or alias.version == kept or f"{model}/{alias.version}" in refused:
             return kept
         try:
             self._verify(model, alias.version)
-            if old is not None:  # the pod's first routes: its mules loaded production as they started
+            if kept is not None:  # else no mule holds the model yet: they load it on first use
                 with self._fleet_lease():
                     self._roll(model, alias.version, kept)
         except (ForecastError, ReloadRefused, DeadlineExceeded) as exc:  # it does not load: not tried again
@@ -189,6 +189,15 @@ class Rollout:
             return kept
         logger.info("rollout of %s %s done", model, alias.version)
         return alias.version
+
+    def _started_with(self, model: str) -> str | None:
+        """Before the pod's first routes: the version its mules loaded as they started (the default model's
+        production then, which the alias may have left since), or None (another model, or no heartbeat yet).
+        """
+        if model != DEFAULT_MODEL:
+            return None
+        versions = {beat.model_version for beat in self.pool.heartbeats().values() if beat is not None}
+        return versions.pop() if len(versions) == 1 else None
 
     def _checked(self, model: str, alias: Alias | None, refused: dict[str, str]) -> Alias | None:
         """A canary or shadow alias whose version verifies (it is loaded on first use), else None."""

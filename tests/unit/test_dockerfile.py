@@ -28,7 +28,7 @@ def test_hadolint_passes() -> None:
 def test_dockerfile_pins_a_dated_base_and_keeps_the_image_conventions() -> None:
     instructions = dockerfile_instructions(ROOT / "Dockerfile")
     base = next(args[0] for name, args in instructions if name == "FROM")
-    assert base.startswith("tiangolo/uwsgi-nginx-flask:python3.12-20")
+    assert base.startswith("tiangolo/uwsgi-nginx-flask:python3.11-20")
     env = dict(arg.split("=", 1) for name, args in instructions if name == "ENV" for arg in args)
     assert env["OMP_NUM_THREADS"] == "1"
     assert env["UWSGI_CHEAPER"] == "0"

@@ -86,8 +86,9 @@ def test_a_load_that_raises_rolls_back_the_mules_already_switched_and_raises() -
 class StandInPool:
     """The pod's routes and heartbeats as the state cache would hold them."""
 
-    def __init__(self, mules: StandInMules, routes: Routes) -> None:
-        self.mules, self.published = mules, routes
+    def __init__(self, mules: StandInMules, routes: Routes | None) -> None:
+        self.mules = mules
+        self.published: Routes | None = routes
         self.history: list[Routes] = []
 
     def heartbeats(self) -> dict[int, Heartbeat | None]:
@@ -138,6 +139,20 @@ def test_a_promote_is_rolled_through_the_mules_and_published(promoted: Registry,
     assert pool.history[0].models["default"].production == "v1"
 
 
+@pytest.mark.parametrize("started_with", ["v1", "v2"])
+def test_a_pod_without_routes_rolls_a_production_its_mules_did_not_start_with(
+    promoted: Registry, tmp_path: Path, started_with: str
+) -> None:
+    """With the poller off, the first routes come from the first /reload, perhaps long after the start."""
+    rollout, mules, pool = follower(promoted, tmp_path, tmp_path / "leases")
+    mules.held = {1: started_with, 2: started_with}
+    pool.published = None  # no routes yet: nothing followed the registry
+    routes = rollout.apply()
+    assert routes.models["default"].production == "v2"
+    assert mules.held == {1: "v2", 2: "v2"}
+    assert mules.calls == ([(1, "v2"), (2, "v2")] if started_with == "v1" else [])
+
+
 def test_a_lease_directory_that_cannot_be_written_rolls_out_unstaggered(
     promoted: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -160,8 +175,7 @@ def test_while_another_pod_holds_the_lease_the_version_waits_and_is_not_refused(
     rollout, mules, pool = follower(promoted, tmp_path, leases, reload_timeout_s=1)
     with pytest.raises(Unavailable, match="no rollout slot came free"):
         rollout.apply()
-    assert pool.published.models["default"].production == "v1"
-    assert not pool.published.refused
+    assert pool.published == Routes({"default": ModelRoute("v1")}, generation=1)  # unchanged, nothing refused
     assert mules.calls == []
     (leases / "slot-0").unlink()  # the other pod is done: the next pass rolls out
     assert rollout.apply().models["default"].production == "v2"
