@@ -4,13 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+RUN_DIR ?= run
 export FORECAST_REGISTRY_DIR ?= registry
 
 .PHONY: serve test train lint venv system-deps test-system-deps bench bench-smoke bench-deps clean
 
+# `exec`: make itself is the launcher's parent, so the launcher (and its stack) stops when make dies.
 serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
 	$(PY) -m forecast bootstrap
-	PORT=$(PORT) $(PY) -m launcher
+	PORT=$(PORT) exec $(PY) -m launcher --run-dir $(RUN_DIR)
 
 test: lint system-deps test-system-deps  ## lint, type-check and every test (real nginx + uWSGI + mules)
 	$(PY) -m pytest

@@ -1,21 +1,31 @@
-"""``python -m launcher``: serve on http://127.0.0.1:$PORT (default 8000) in the foreground; Ctrl-C stops all."""
+"""``python -m launcher [--run-dir DIR]``: serve on http://127.0.0.1:$PORT (default 8000) in the foreground.
+
+Ctrl-C or SIGTERM stops everything; so does the death of whatever started the launcher (``make
+serve`` killed with SIGKILL): the launcher gets SIGTERM then, and its children die with it in any case.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from launcher.stack import ROOT, Stack, StackError
+from launcher.stack import ROOT, Stack, StackError, die_with_parent
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / "run", help="pid files, sockets, logs (default: run/)")
+    args = parser.parse_args()
     port = int(os.environ.get("PORT", "8000"))
-    stack = Stack(ROOT / "run", port, log_to_files=False)
+    stack = Stack(args.run_dir, port, log_to_files=False)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    die_with_parent(signal.SIGTERM, os.getppid())
     try:
         stack.start()
         stack.wait_ready()

@@ -9,16 +9,18 @@ nginx gets our ``nginx.conf`` rendered for a private run directory.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from serving.nginx_conf import render
 from serving.settings import Settings, check_uwsgi_ini
@@ -34,7 +36,49 @@ def empty_metrics_dir(directory: Path) -> None:
 
 
 class StackError(RuntimeError):
-    """The stack did not start or become ready; the message carries the log tail."""
+    """The stack did not start or become ready; the message says why (a log tail, a stale stack, a busy port)."""
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: signal.Signals, parent_pid: int) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies, whatever kills the parent.
+
+    Linux only (``prctl``); elsewhere a no-op. The kernel follows the *thread* that forked this
+    process, so a stack must be started from a thread that outlives it (the tests' and the
+    launcher's main thread). Raises nothing; if the parent is already gone, ``sig`` is sent now.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return
+    if hasattr(libc, "prctl") and libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0 and os.getppid() != parent_pid:
+        os.kill(os.getpid(), sig)  # the parent died before the request took effect
+
+
+def earlier_stack(run_dir: Path) -> str | None:
+    """What is left running of a stack started in ``run_dir`` before (its pid files), or None."""
+    left = []
+    for name, pid_file in (("uWSGI master", "uwsgi.pid"), ("nginx", "nginx.pid")):
+        try:
+            pid = int((run_dir / pid_file).read_text().split()[0])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if name.split()[0].lower().encode() in command.lower():  # the pid is not reused by another program
+            left.append(f"{name} pid {pid}")
+    return ", ".join(left) or None
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def find_nginx() -> str | None:
@@ -85,10 +129,23 @@ class Stack:
         return Settings.model_validate(values)
 
     def start(self) -> None:
+        """Start uWSGI and nginx; each dies with this process (SIGTERM / SIGQUIT), whatever kills it.
+
+        Raises :class:`StackError` when nginx is missing, the uWSGI ini does not match the settings,
+        a stack started earlier in ``run_dir`` still runs, or the port is taken.
+        """
         nginx = find_nginx()
         if nginx is None:
             raise StackError("nginx is not installed (Debian: apt-get install nginx)")
         self.check_config()
+        left = earlier_stack(self.run_dir)
+        if left:
+            raise StackError(
+                f"a stack started earlier in {self.run_dir} is still running ({left}); "
+                f"stop it (kill -TERM the uWSGI master, kill -QUIT nginx) and start again"
+            )
+        if port_in_use(self.port):
+            raise StackError(f"127.0.0.1:{self.port} is in use by another program; stop it or choose another PORT")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         empty_metrics_dir(self.settings().metrics_dir)
         socket_path = self.run_dir / "uwsgi.sock"
@@ -105,6 +162,7 @@ class Stack:
             ],
             env,
             self.uwsgi_log,
+            signal.SIGTERM,  # uWSGI's graceful stop (die-on-term)
         )  # fmt: skip
         conf = self.run_dir / "nginx.conf"
         conf.write_text(
@@ -124,7 +182,10 @@ class Stack:
         )
         error_log = str(self.run_dir / "nginx-error.log")
         self.nginx = self._spawn(
-            [nginx, "-c", str(conf), "-p", str(self.run_dir), "-e", error_log], env, self.run_dir / "nginx.log"
+            [nginx, "-c", str(conf), "-p", str(self.run_dir), "-e", error_log],
+            env,
+            self.run_dir / "nginx.log",
+            signal.SIGQUIT,  # nginx's graceful stop
         )
 
     def check_config(self) -> None:
@@ -176,12 +237,16 @@ class Stack:
                 )
         return "\n".join(parts)
 
-    def _spawn(self, command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, command: list[str], env: dict[str, str], log: Path, on_our_death: signal.Signals
+    ) -> subprocess.Popen[bytes]:
         # Own session: Ctrl-C reaches only the launcher, which then stops the children in order.
-        if not self.log_to_files:
-            return subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
-        handle = log.open("ab")
-        self._logs.append(handle)
-        return subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        # And the child gets ``on_our_death`` if we die without stopping it (SIGKILL, a crash).
+        parent = os.getpid()
+        options: dict[str, Any] = {"env": env, "cwd": ROOT, "start_new_session": True}
+        options["preexec_fn"] = lambda: die_with_parent(on_our_death, parent)
+        if self.log_to_files:
+            handle = log.open("ab")
+            self._logs.append(handle)
+            options |= {"stdout": handle, "stderr": subprocess.STDOUT}
+        return subprocess.Popen(command, **options)
