@@ -7,7 +7,7 @@ PORT ?= 8000
 RUN_DIR ?= run
 export FORECAST_REGISTRY_DIR ?= registry
 
-.PHONY: serve test train lint venv system-deps test-system-deps bench bench-smoke bench-deps clean
+.PHONY: serve test docker-test train lint venv system-deps test-system-deps docker-deps bench bench-smoke bench-deps clean
 
 # `exec`: make itself is the launcher's parent, so the launcher (and its stack) stops when make dies.
 serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
@@ -16,6 +16,11 @@ serve: venv system-deps  ## train the default model if the registry is empty, th
 
 test: lint system-deps test-system-deps  ## lint, type-check and every test (real nginx + uWSGI + mules)
 	$(PY) -m pytest
+
+# The image built from the Dockerfile as it is, on a local stand-in for its base (Docker Hub may be out of
+# reach), and run for real: serving, health, logs, docker stop under load, the registry volume, replicas.
+docker-test: venv system-deps docker-deps  ## build the Docker image and test it in a real Docker engine (root)
+	$(PY) -m pytest tests/docker
 
 train: venv  ## train, evaluate, register and promote a model on the default data
 	$(PY) -m forecast train
@@ -77,6 +82,20 @@ test-system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
 	    echo "the tests need:$$missing; run 'sudo apt-get install$$missing' (Debian/Ubuntu), then retry." >&2; exit 1; \
+	  fi; \
+	fi
+
+# A Docker engine (started by the tests when none runs) and debootstrap (the base image's stand-in).
+docker-deps:
+	@missing=""; \
+	command -v dockerd >/dev/null || test -x /usr/sbin/dockerd || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null || test -x /usr/sbin/debootstrap || missing="$$missing debootstrap"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "make docker-test needs root and:$$missing (Debian: sudo apt-get install$$missing)" >&2; exit 1; \
 	  fi; \
 	fi
 

@@ -1,7 +1,8 @@
-"""Fixtures of both tiers: a small real data slice, small real models, a registry.
+"""Fixtures of every tier: a small real data slice, small real models, a registry.
 
 The tier of a test is its folder: ``tests/unit/`` (pure logic, no processes; fakes only
-for the uWSGI module) and ``tests/stack/`` (real nginx + uWSGI + mules); each gets its
+for the uWSGI module), ``tests/stack/`` (real nginx + uWSGI + mules) and ``tests/docker/``
+(the image in a real Docker engine; ``make docker-test``, not ``make test``); each gets its
 marker here, so ``pytest -m unit`` runs the fast tier alone.  Models are real LightGBM
 models trained on a slice of the generated data (3 stores x 4 items x 2 years), small
 enough to train in about a second.
@@ -27,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its tier, from its folder."""
     for item in items:
         tier = item.path.relative_to(TESTS).parts[0]
-        if tier in ("unit", "stack"):
+        if tier in ("unit", "stack", "docker"):
             item.add_marker(getattr(pytest.mark, tier))
 
 

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 import requests
 
 from forecast.features import Rows
@@ -16,6 +17,10 @@ from tests.docker.containers import Fleet, run_once
 from tests.docker.engine import docker
 from tests.docker.load import Load
 from tests.helpers import wait_for
+
+# the first test also builds the stand-in and the image (minutes on a clean machine)
+pytestmark = pytest.mark.timeout(900)
+
 
 ROWS = [("2018-01-21", 10, 23), ("2017-12-31", 1, 1), ("2018-03-31", 5, 50), ("2016-02-29", 7, 12)]
 

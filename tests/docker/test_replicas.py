@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.docker.balancer import Balancer
 from tests.docker.conftest import measured
 from tests.docker.containers import Container, Fleet, run_once
 from tests.docker.load import REFUSED, Load, Outcome
 from tests.helpers import wait_for
+
+# the first test also builds the stand-in and the image (minutes on a clean machine)
+pytestmark = pytest.mark.timeout(900)
+
 
 THREADS = 8
 ENV = {"FORECAST_REGISTRY_POLL_S": "1"}  # replicas follow the registry's aliases every second

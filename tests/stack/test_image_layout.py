@@ -1,12 +1,13 @@
-"""The Docker image without a Docker engine: lint it, stage its file layout, run it.
+"""The Docker image without a Docker engine: stage its file layout, run it (make docker-test builds it for real).
 
 The staged-layout test reads the Dockerfile's own ``COPY`` and ``ENV`` lines, copies what
 they name into a temporary root the way ``docker build`` would (``.dockerignore`` included),
-adds the base image's global uWSGI ini and environment (``tests/image/``), sources the image's
-``prestart.sh`` and starts uWSGI and nginx the way the image's supervisord does, from that
-root.  A wrong path in the Dockerfile leaves a file out or misplaced, and the stack does not
-become ready.  Paths are moved under the root; the base image's ``RUN`` steps are not replayed
-(its model training is replaced by a copy of a test registry).
+adds the base image's global uWSGI ini and environment (from its stand-in,
+``tests/docker/standin/``), sources the image's ``prestart.sh`` and starts uWSGI and nginx
+the way the image's supervisord does, from that root.  A wrong path in the Dockerfile leaves
+a file out or misplaced, and the stack does not become ready.  Paths are moved under the
+root; the base image's ``RUN`` steps are not replayed (its model training is replaced by a
+copy of a test registry).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.helpers import free_port, wait_for
 from tests.unit.test_dockerfile import dockerfile_instructions
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = Path(__file__).resolve().parents[1] / "image"
+STANDIN = Path(__file__).resolve().parents[1] / "docker" / "standin"  # the base image, as make docker-test builds it
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -49,9 +50,9 @@ def allowed_by_dockerignore(name: str) -> bool:
 def stage(root: Path) -> dict[str, str]:
     """Copy what the Dockerfile copies into ``root``; return the image's environment (paths moved)."""
     env: dict[str, str] = {}
-    for line in (IMAGE / "base-env").read_text().split():
-        key, value = line.split("=", 1)
-        env[key] = value
+    for instruction, args in dockerfile_instructions(STANDIN / "Dockerfile"):  # the base image's environment
+        if instruction == "ENV":
+            env.update(arg.split("=", 1) for arg in args)  # type: ignore[misc]
     for instruction, args in dockerfile_instructions(ROOT / "Dockerfile"):
         if instruction == "ENV":
             env.update(arg.split("=", 1) for arg in args)  # type: ignore[misc]
@@ -60,7 +61,7 @@ def stage(root: Path) -> dict[str, str]:
             for source in sources:
                 copy_like_docker(source, dest, many=len(sources) > 1, root=root)
     (root / "etc/uwsgi").mkdir(parents=True)
-    ini = (IMAGE / "etc-uwsgi-uwsgi.ini").read_text()
+    ini = (STANDIN / "uwsgi.ini").read_text()
     # The two lines that name this machine: the socket path, and the nginx user (absent here).
     ini = ini.replace("/tmp/uwsgi.sock", f"{root}/tmp/uwsgi.sock").replace("chown-socket = nginx:nginx\n", "")
     (root / "etc/uwsgi/uwsgi.ini").write_text(ini)
