@@ -14,7 +14,7 @@ import pytest
 
 from tests.docker.containers import Container, Fleet
 from tests.docker.engine import docker, docker_engine
-from tests.docker.images import build_image, build_standin
+from tests.docker.images import build_base, build_image
 
 IMAGE = "forecast:docker-test"
 MEASURED: list[str] = []
@@ -37,8 +37,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The project's image, built on the stand-in base (both logs under the session's temp folder)."""
     logs = tmp_path_factory.mktemp("docker")
     with docker_engine(logs):
-        base, base_s = build_standin(logs / "standin-build.log")
-        measured(f"stand-in base {base}: {'kept from an earlier run' if base_s == 0 else f'built in {base_s:.0f} s'}")
+        measured(f"base {build_base(logs / 'base.log')}")
         build_s = build_image(IMAGE, logs / "image-build.log")
         size = int(docker("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
         measured(f"image {IMAGE}: built in {build_s:.0f} s, {size / 1e6:.0f} MB")

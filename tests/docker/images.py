@@ -1,9 +1,10 @@
-"""Build the base-image stand-in and the project's image (``make docker-test``; root, a Docker engine).
+"""Build the base image's stand-in and the project's image (``make docker-test``; root, a Docker engine).
 
-The stand-in (``tests/docker/standin/``) is built on a Debian root file system that ``debootstrap``
-makes from the archive this machine's apt reads, and tagged with the tag the project's ``Dockerfile``
-pins, so that file builds unchanged. It is rebuilt only when its inputs change: its files, the
-build machine's CA bundle, the Debian suite and archive (their hash is a label on the image).
+The stand-in (``tests/docker/standin/``) is built on a Debian root file system that
+``debootstrap`` makes from the archive this machine's apt reads, and tagged with the tag the
+project's ``Dockerfile`` pins, so that file builds unchanged. It is rebuilt only when its inputs
+change: its files, the build machine's CA bundle, the Debian suite and archive (their hash is a
+label on the image). ``REAL_BASE=1`` uses the real base image instead.
 """
 
 from __future__ import annotations
@@ -92,12 +93,23 @@ def image_label(tag: str, label: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def build_standin(log: Path) -> tuple[str, float]:
-    """Tag the pinned base with a stand-in built here (or kept from an earlier run); (tag, seconds spent)."""
-    tag, archive = pinned_base(), Archive.of_this_machine()
+def build_base(log: Path) -> str:
+    """Make the pinned base image present; say how (built, kept, or the real one with ``REAL_BASE=1``).
+
+    By default it is the stand-in, built here unless an image of the tag carries the stand-in's
+    current key. With ``REAL_BASE=1`` it is the real image, pulled if absent (Docker Hub needed).
+    """
+    tag = pinned_base()
+    if os.environ.get("REAL_BASE") == "1":
+        if image_label(tag, KEY_LABEL) is None:  # absent (an image without the label gives "")
+            run_logged(["docker", "pull", tag], log)
+        if image_label(tag, KEY_LABEL):
+            raise RuntimeError(f"REAL_BASE=1, but {tag} is the stand-in: docker rmi it, then retry")
+        return f"{tag}: the real base"
+    archive = Archive.of_this_machine()
     key = standin_key(archive)
     if image_label(tag, KEY_LABEL) == key:
-        return tag, 0.0
+        return f"{tag}: the stand-in, kept from an earlier run"
     started = time.monotonic()
     rootfs_tag = f"forecast-test-rootfs:{archive.suite}-{key}"
     with tempfile.TemporaryDirectory(prefix="forecast-standin-", dir="/var/tmp") as scratch:
@@ -108,7 +120,7 @@ def build_standin(log: Path) -> tuple[str, float]:
         shutil.copyfile(ca_bundle(), context / "ca-certificates.crt")
         run_logged(["docker", "build", "--network", "host", "--build-arg", f"ROOTFS={rootfs_tag}",
                     "--label", f"{KEY_LABEL}={key}", "-t", tag, str(context)], log)  # fmt: skip
-    return tag, time.monotonic() - started
+    return f"{tag}: the stand-in, built in {time.monotonic() - started:.0f} s"
 
 
 def build_image(tag: str, log: Path) -> float:
