@@ -14,7 +14,11 @@ request the client:
 4. reads each result from the result cache and deletes the key;
 5. every ``mule_check_interval_ms`` checks that the mule holding each claimed
    job is alive; a job of a dead mule is pushed again once (another mule, or
-   the respawned one, takes it), a second death answers 503.
+   the respawned one, takes it), a second death answers 503.  For each mule
+   that died since the jobs were pushed, the first job no mule claimed is pushed
+   again once too: a mule claims each job as it pulls it, so it can die holding
+   at most that one unclaimed (if it was still queued instead, it is scored
+   twice and answered once).
 
 :meth:`MuleClient.load` sends one mule a load request and waits for its answer in
 the same way; the rolling reload built on it is :mod:`app.rollout`.
@@ -51,6 +55,8 @@ from serving.messages import (
     NOTICE_BYTES,
     NOTICE_CLAIMED,
     RESULT_CACHE,
+    STATE_CACHE,
+    Heartbeat,
     Job,
     LoadRequest,
     MessageError,
@@ -60,6 +66,7 @@ from serving.messages import (
     awake_flag,
     claims_address,
     encode_rows,
+    heartbeat_key,
     max_rows_per_job,
     max_rows_per_result,
 )
@@ -241,6 +248,8 @@ class Waiting:
     pending: dict[bytes, Job]
     owners: dict[bytes, int] = field(default_factory=dict)
     results: dict[bytes, Result] = field(default_factory=dict)
+    since: float = field(default_factory=time.time)  # when the jobs were pushed
+    deaths: set[int] = field(default_factory=set)  # mules whose death since then was answered
 
     def claimed(self, notice: Notice) -> None:
         if notice.kind == NOTICE_CLAIMED and notice.job_id in self.pending:
@@ -376,6 +385,11 @@ class MuleClient:
             if not self.alive(pid):
                 self._rescue(waiting, waiting.pending[job_id], pid)
         if any(job_id not in waiting.owners for job_id in waiting.pending):
+            for mule_id in self._mules_died_since(waiting.since) - waiting.deaths:
+                waiting.deaths.add(mule_id)
+                lost = next((j for i, j in waiting.pending.items() if i not in waiting.owners and j.attempt == 1), None)
+                if lost is not None:  # the one it may have pulled and not claimed: the first still unclaimed
+                    self._push_again(waiting, lost, f"unclaimed when mule {mule_id} died")
             # Still unclaimed a tick later: the mule woken for them may have died, or be a respawned one
             # still importing (its flag is its predecessor's until it starts). Wake every sleeping mule.
             self._wake(len(self.mule_ids))
@@ -386,15 +400,34 @@ class MuleClient:
         if self.uwsgi.cache_exists(job.key, RESULT_CACHE):  # finished just before dying
             waiting.answered(job.id, self._take_result(job))
         elif job.attempt == 1:
-            logger.warning("job %s: mule pid %d died holding it; pushing it again", job.key, pid)
-            waiting.pending[job.id] = retry = job.retried()
-            self._push(retry)
-            self._wake(1)
-            if self.settings.metrics_enabled:
-                metrics.JOBS_REQUEUED.inc()
+            self._push_again(waiting, job, f"mule pid {pid} died holding it")
         else:
             logger.error("job %s: a second mule (pid %d) died holding it; giving up", job.key, pid)
             raise Unavailable("the mules serving this request died; retry", Reason.MULE_DIED, job=job.key)
+
+    def _push_again(self, waiting: Waiting, job: Job, why: str) -> None:
+        logger.warning("job %s: %s; pushing it again", job.key, why)
+        waiting.pending[job.id] = retry = job.retried()
+        self._push(retry)
+        self._wake(1)
+        if self.settings.metrics_enabled:
+            metrics.JOBS_REQUEUED.inc()
+
+    def _mules_died_since(self, since: float) -> set[int]:
+        """The mules whose heartbeat names a dead pid, or that (re)started after ``since`` (``time.time()``).
+
+        Read only on a tick with unclaimed jobs: off the path of a request its mules answer at once.
+        """
+        died = set()
+        for mule_id in self.mule_ids:
+            data = self.uwsgi.cache_get(heartbeat_key(mule_id), STATE_CACHE)
+            try:
+                beat = Heartbeat.decode(data) if data is not None else None
+            except MessageError:
+                continue  # the pool logs unreadable heartbeats
+            if beat is not None and (beat.started_at > since or not self.alive(beat.pid)):
+                died.add(mule_id)
+        return died
 
     def _take_result(self, job: Job) -> Result:
         data = self.uwsgi.cache_get(job.key, RESULT_CACHE)

@@ -24,12 +24,16 @@ from app.rows import Columns
 from serving.messages import (
     NOTICE_CLAIMED,
     NOTICE_DONE,
+    STATE_CACHE,
+    Heartbeat,
     Job,
+    MuleState,
     Notice,
     Result,
     claims_address,
     decode_rows,
     encode_predictions,
+    heartbeat_key,
 )
 from serving.settings import Settings
 from tests.helpers import wait_for
@@ -40,7 +44,7 @@ ALIVE, DEAD = 1001, 1002  # pids of the scripted mules, as the client's liveness
 
 @dataclass
 class ScriptedMule:
-    """A mule in a thread: for each job it pulls, the next step of ``script`` ("answer" or "die")."""
+    """A mule in a thread: for each job it pulls, the next step of ``script`` ("answer", "die", "vanish")."""
 
     shared: FakeUwsgi
     script: list[str]
@@ -62,6 +66,8 @@ class ScriptedMule:
 
     def _handle(self, job: Job, step: str, notices: socket.socket) -> None:
         self.seen.append(job)
+        if step == "vanish":  # killed between pulling the job and claiming it
+            return
         pid = DEAD if step == "die" else ALIVE
         notify(notices, Notice(NOTICE_CLAIMED, job.id, pid), claims_address(job.reply_to))
         if step == "die":
@@ -124,6 +130,36 @@ def test_a_job_whose_mule_dies_holding_it_is_pushed_again_once_and_answered(
     assert [job.attempt for job in mule.seen] == [1, 2]
     assert mule.seen[0].id == mule.seen[1].id
     assert client.admission.in_flight == 0
+
+
+def test_a_job_whose_mule_dies_before_claiming_it_is_pushed_again_once_and_answered(
+    shared: FakeUwsgi, client: MuleClient
+) -> None:
+    """The mule pulled the job and was killed before its claim: no owner to check, the job out of the queue."""
+    beat = Heartbeat(1, DEAD, MuleState.READY, "v1", time.time(), 0.0, 0)  # the mule about to die
+    shared.cache_update(heartbeat_key(1), beat.encode(), 0, STATE_CACHE)
+    mule = start(ScriptedMule(shared, ["vanish", "answer"]))
+    prediction = client.predict(*rows_of([7]), time.time() + 10)
+    assert prediction.sales.tolist() == [107.0]
+    assert [job.attempt for job in mule.seen] == [1, 2]
+    assert client.admission.in_flight == 0
+
+
+def test_one_death_pushes_one_unclaimed_job_again_however_many_wait(shared: FakeUwsgi) -> None:
+    """A mule claims each job as it pulls it: one death can lose one unclaimed job, and the queue never grows more."""
+    shared.cache_update(heartbeat_key(1), Heartbeat(1, DEAD, MuleState.READY, "v1", time.time(), 0.0, 0).encode(),
+                        0, STATE_CACHE)  # fmt: skip
+    client = make_client(shared, mule_batch_rows=1, uwsgi_processes=1)  # three one-row jobs, sent at once
+    mule = ScriptedMule(shared, ["vanish", "answer", "answer", "answer"])
+    mule.release.clear()  # all three jobs queued before the mule pulls
+    start(mule)
+    try:
+        threading.Timer(0.05, mule.release.set).start()
+        prediction = client.predict(*rows_of([7, 8, 9]), time.time() + 10)
+    finally:
+        client._channel().close()
+    assert prediction.sales.tolist() == [107.0, 108.0, 109.0]
+    assert [(job.attempt, decode_rows(job.rows)[0, 1]) for job in mule.seen] == [(1, 7), (1, 8), (1, 9), (2, 7)]
 
 
 def test_a_job_the_woken_mule_never_takes_is_taken_by_another_mule_woken_at_the_next_tick() -> None:
