@@ -120,8 +120,8 @@ class Balancer:
 
         def check() -> bool:
             try:
-                answer = requests.get(f"{self.url}/__generation", timeout=1)
-            except requests.ConnectionError:
+                answer = requests.get(f"{self.url}/__generation", timeout=2)
+            except requests.RequestException:  # nginx busy reloading: look again
                 return False
             worker = int(answer.headers["X-Worker"])
             if answer.text != str(generation) or worker in old_workers:

@@ -50,7 +50,7 @@ class Container:
             return True
         try:
             return requests.get(f"{self.url}/status", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or slow while it starts
             return False
 
     def status(self) -> dict[str, Any]:

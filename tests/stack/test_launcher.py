@@ -53,7 +53,7 @@ class Serving:
         assert self.process.poll() is None, self.output()
         try:
             return requests.get(f"http://127.0.0.1:{self.port}/status", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or slow while it starts
             return False
 
     def output(self) -> str:
