@@ -60,44 +60,34 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# nginx from Debian: installed when we are root, otherwise say what to install.
-system-deps:
-	@if ! command -v nginx >/dev/null && ! test -x /usr/sbin/nginx; then \
+# $(call debian,WHO,COMMAND:PACKAGE ...): each PACKAGE whose COMMAND is missing is installed with
+# apt-get when we are root; otherwise the message says what WHO needs and how to install it.
+define debian
+	@missing=""; \
+	for need in $(2); do \
+	  command -v $${need%%:*} >/dev/null || test -x /usr/sbin/$${need%%:*} || missing="$$missing $${need##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing nginx (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
-	    echo "nginx is needed: run 'sudo apt-get install nginx' (Debian/Ubuntu), then retry." >&2; exit 1; \
+	    echo "$(1) needs:$$missing; run 'sudo apt-get install$$missing' (Debian/Ubuntu), then retry." >&2; exit 1; \
 	  fi; \
 	fi
+endef
+
+# nginx, the front of the stack.
+system-deps:
+	$(call debian,the stack,nginx:nginx)
 
 # What the tests drive besides the stack: a real Prometheus (and promtool) and Chromium for /docs.
 test-system-deps:
-	@missing=""; \
-	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing$$missing (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else \
-	    echo "the tests need:$$missing; run 'sudo apt-get install$$missing' (Debian/Ubuntu), then retry." >&2; exit 1; \
-	  fi; \
-	fi
+	$(call debian,make test,prometheus:prometheus chromium:chromium)
 
 # A Docker engine (started by the tests when none runs) and debootstrap (the base image's stand-in).
 docker-deps:
-	@missing=""; \
-	command -v dockerd >/dev/null || test -x /usr/sbin/dockerd || missing="$$missing docker.io"; \
-	command -v debootstrap >/dev/null || test -x /usr/sbin/debootstrap || missing="$$missing debootstrap"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing$$missing (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else \
-	    echo "make docker-test needs root and:$$missing (Debian: sudo apt-get install$$missing)" >&2; exit 1; \
-	  fi; \
-	fi
+	$(call debian,make docker-test (as root),dockerd:docker.io debootstrap:debootstrap)
 
 clean:
 	rm -rf $(VENV) data registry run test-results .pytest_cache .mypy_cache .ruff_cache

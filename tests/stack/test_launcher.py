@@ -78,26 +78,20 @@ def launcher(run_dir: Path, registry: Registry, port: int | None = None) -> Serv
     return Serving([sys.executable, "-m", "launcher", "--run-dir", str(run_dir)], run_dir, registry, port)
 
 
-def test_make_serve_killed_with_sigkill_takes_its_whole_stack_with_it(
-    launched: list[Serving], tmp_path: Path, serving_registry: Registry
+@pytest.mark.parametrize("how", ["make serve killed with SIGKILL", "the launcher killed with SIGKILL while it stops"])
+def test_whatever_kills_the_launcher_its_whole_stack_dies_with_it(
+    launched: list[Serving], tmp_path: Path, serving_registry: Registry, how: str
 ) -> None:
     run_dir = tmp_path / "run"
-    serving = Serving(["make", "-s", "serve", f"RUN_DIR={run_dir}"], run_dir, serving_registry)
+    if how.startswith("make serve"):
+        serving = Serving(["make", "-s", "serve", f"RUN_DIR={run_dir}"], run_dir, serving_registry)
+    else:
+        serving = launcher(run_dir, serving_registry)
     launched.append(serving)
     pids = serving.wait_ready()
     assert len(pids) >= 6  # uWSGI master, 4 workers, 2 mules, nginx master and worker
-    serving.process.kill()
-    wait_for(lambda: not alive(pids), 60, lambda: f"still running: {alive(pids)}")
-    assert not port_in_use(serving.port)
-
-
-def test_a_launcher_killed_while_it_stops_leaves_nothing_running(
-    launched: list[Serving], tmp_path: Path, serving_registry: Registry
-) -> None:
-    serving = launcher(tmp_path / "run", serving_registry)
-    launched.append(serving)
-    pids = serving.wait_ready()
-    serving.process.send_signal(signal.SIGTERM)
+    if how.endswith("while it stops"):
+        serving.process.send_signal(signal.SIGTERM)
     serving.process.kill()
     wait_for(lambda: not alive(pids), 60, lambda: f"still running: {alive(pids)}")
     assert not port_in_use(serving.port)
