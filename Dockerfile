@@ -12,6 +12,10 @@ ENV FORECAST_REGISTRY_DIR=/var/lib/forecast/registry
 # A fixed pool of web workers (the image's cheaper mode is off); prestart.sh keeps the image's
 # UWSGI_PROCESSES in step with FORECAST_UWSGI_PROCESSES.
 ENV UWSGI_CHEAPER=0
+# uWSGI's log (its own lines, and the app's and the mules' stderr) on the container's stdout, beside
+# nginx's access lines: one stream, read by log collectors as the service's output (several treat
+# stderr as errors).
+ENV UWSGI_LOGTO=/dev/stdout
 
 # Dependencies first, so code changes do not reinstall them.
 COPY requirements.txt /tmp/requirements.txt

@@ -52,13 +52,15 @@ def test_the_image_serves_a_correct_prediction_reaches_healthy_and_logs_on_its_s
     # the image's own HEALTHCHECK (interval 10 s), as Docker runs it
     wait_for(lambda: container.state()["Health"]["Status"] == "healthy", 60, container.logs)
 
-    # README "Logs": access lines on stdout (nginx), app and mule lines on stderr (uWSGI)
+    # README "Logs": the access lines (nginx) and the app's and mules' lines (uWSGI) on stdout
     wait_for(lambda: request_id in container.streams()[0], 15, container.logs)
     stdout, stderr = container.streams()
     access = next(line for line in stdout.splitlines() if request_id in line)
     assert re.search(r"\[nginx\] access: request .*method=POST path=/predict status=200 .*rows=4", access), access
     for mule in (1, 2):
-        assert re.search(rf"INFO \[mule {mule}\] mules.loop: mule {mule} loaded model v1", stderr), stderr[-3000:]
+        assert re.search(rf"INFO \[mule {mule}\] mules.loop: mule {mule} loaded model v1", stdout), stdout[-3000:]
+    assert re.search(r"INFO \[worker\] app.rollout: rollout of default v1 done", stdout), stdout[-3000:]
+    assert not re.search(r"\[(mule \d+|worker)\]", stderr), stderr[-3000:]
     assert "Traceback" not in stdout + stderr
 
 

@@ -67,7 +67,8 @@ def stage(root: Path) -> dict[str, str]:
     (root / "etc/uwsgi/uwsgi.ini").write_text(ini)
     for directory in ("tmp", "etc/nginx"):
         (root / directory).mkdir(parents=True, exist_ok=True)
-    return {key: f"{root}{value}" if value.startswith("/") else value for key, value in env.items()}
+    paths = {key: value for key, value in env.items() if value.startswith("/") and not value.startswith("/dev/")}
+    return env | {key: f"{root}{value}" for key, value in paths.items()}  # /dev/stdout stays
 
 
 def copy_like_docker(source: str, dest: str, many: bool, root: Path) -> None:
