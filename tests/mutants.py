@@ -79,6 +79,15 @@ MUTANTS = (
            "                *answer.report.headers(),\n", ""),
     Mutant("uwsgi.ini must start FORECAST_MULES mules", "serving/settings.py",
            "if found != settings.mules:", "if False:"),
+    Mutant("a job a mule pulled and died before claiming is pushed again", "app/mule_client.py",
+           "for mule_id in self._mules_died_since(waiting.since) - waiting.deaths:", "for mule_id in set[int]():"),
+    Mutant("one mule's death pushes one unclaimed job again, not every one", "app/mule_client.py",
+           "                waiting.deaths.add(mule_id)\n", ""),
+    Mutant("a pod's first routes roll what its mules did not start with (/reload, poller off)", "app/rollout.py",
+           "kept = old.production if old is not None else self._started_with(model)",
+           "kept = old.production if old is not None else None"),
+    Mutant("the launcher's children die with it (stack tier)", "launcher/stack.py",
+           '        options["preexec_fn"] = lambda: die_with_parent(on_our_death, parent)\n', ""),
 )  # fmt: skip
 
 TIERS = {"unit": ["tests/unit"], "stack": ["tests/stack"], "all": ["tests"]}

@@ -160,6 +160,7 @@ def test_one_death_pushes_one_unclaimed_job_again_however_many_wait(shared: Fake
         client._channel().close()
     assert prediction.sales.tolist() == [107.0, 108.0, 109.0]
     assert [(job.attempt, decode_rows(job.rows)[0, 1]) for job in mule.seen] == [(1, 7), (1, 8), (1, 9), (2, 7)]
+    assert shared.queued() == 0  # nothing else was pushed again
 
 
 def test_a_job_the_woken_mule_never_takes_is_taken_by_another_mule_woken_at_the_next_tick() -> None:
