@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
 from app.access import Report
 from app.encoding import json_line
 from app.errors import INTERNAL_ERROR, internal_error_answer
-from app.predict import PredictAnswer, PredictRequest, PredictUseCase
+from app.predict import PredictAnswer, PredictRequest, PredictUseCase, read_body
 from app.telemetry import FAST_LANE_REQUEST_ID, RequestMetrics, request_start
 from forecast.registry import DEFAULT_MODEL
+from serving.processes import release_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ class FastLane:
             f"{answer.status} {HTTPStatus(answer.status).phrase}",
             [("Content-Type", answer.content_type), *length, *answer.headers.items(), *answer.report.headers()],
         )
-        return answer.stream if answer.stream is not None else [data]
+        body = answer.stream if answer.stream is not None else [data]
+        return ThenRelease(body) if answer.release_memory else body
 
     def _answer(self, request: PredictRequest) -> PredictAnswer:
         try:
@@ -74,6 +76,24 @@ class FastLane:
             logger.exception("unhandled error")
             status, body, headers = internal_error_answer()
             return PredictAnswer(status, json_line(body), headers, Report(error=INTERNAL_ERROR))
+
+
+class ThenRelease:
+    """An answer's body that, once the server has sent and closed it, hands the memory the request freed back to
+    the system (:func:`serving.processes.release_freed_memory`): WSGI servers call ``close()`` last."""
+
+    def __init__(self, body: Iterable[bytes]) -> None:
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+        self._body = ()  # the encoder and the rows it holds are freed before the trim
+        release_freed_memory()
 
 
 def lane_request(environ: dict[str, Any]) -> PredictRequest | None:
@@ -91,7 +111,7 @@ def lane_request(environ: dict[str, Any]) -> PredictRequest | None:
     length = environ.get("CONTENT_LENGTH") or "0"
     if not length.isdigit() or "HTTP_TRANSFER_ENCODING" in environ:
         return None
-    body = environ["wsgi.input"].read(int(length)) if length != "0" else b""
+    body = read_body(environ["wsgi.input"], int(length))
     return PredictRequest(model, environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", ""), body,
                           request_start(environ), environ.get("HTTP_ACCEPT", ""))  # fmt: skip
 

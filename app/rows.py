@@ -8,6 +8,10 @@ difference between tenths and hundredths of a second (README "Performance").
   returns None when any row is not a plain well-formed one; the caller then validates
   the rows with pydantic, which names the offending field (the same rows are accepted
   either way: a test checks).
+* :func:`from_json_pieces` reads a large JSON batch body about a megabyte at a time with
+  :func:`from_json_rows`, so that only one piece's row objects live at once (a whole
+  500,000-row body parsed at once is about 100 MB of them); any body it cannot read that
+  way it leaves to the caller, which parses it whole.
 * :func:`from_csv` reads ``text/csv`` bodies with a header naming ``date``, ``store``,
   ``item`` and, optionally, ``id`` (the Kaggle test set's columns), about a megabyte at a
   time, so that no list of every cell of a large body is ever held.
@@ -24,13 +28,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic_core import from_json
 
 from app.errors import InvalidInput, PayloadTooLarge
-from app.schemas import ID_MAX
+from app.schemas import ID_MAX, Shape
 
 FIELDS = frozenset({"date", "store", "item"})
 CSV_COLUMNS = ("id", "date", "store", "item")
 CSV_CHUNK_BYTES = 1 << 20  # a CSV body is read this much (to the next line end) at a time
+JSON_PIECE_BYTES = 1 << 20  # a larger JSON batch is parsed this much (to the next row's end) at a time
+JSON_SPACE = b" \t\r\n"
+_JSON_BATCH_START = re.compile(rb'[ \t\r\n]*(\[|\{[ \t\r\n]*"instances"[ \t\r\n]*:[ \t\r\n]*\[)[ \t\r\n]*')
+_BETWEEN_ROWS = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 EPOCH = dt.date(1970, 1, 1)  # day 0 of ``Columns.days``
 
@@ -55,6 +64,15 @@ class Columns:
     def one(cls, date: dt.date, store: int, item: int) -> Columns:
         """One row (the single-row request, the legacy query)."""
         return cls(np.array([(date - EPOCH).days], np.int64), np.array([store], np.int64), np.array([item], np.int64))
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Columns]) -> Columns:
+        """The rows of ``parts``, one after the other."""
+        return cls(*(np.concatenate([getattr(part, name) for part in parts]) for name in ("days", "stores", "items")))
+
+    def put(self, positions: slice, rows: Columns) -> None:
+        """Write ``rows`` into these columns at ``positions``."""
+        self.days[positions], self.stores[positions], self.items[positions] = rows.days, rows.stores, rows.items
 
     def take(self, positions: np.ndarray | slice) -> Columns:
         """The rows at ``positions`` (indices or a slice), in that order."""
@@ -98,6 +116,50 @@ def from_json_rows(rows: list[Any]) -> Columns | None:
     return Columns(days, store_column, item_column)
 
 
+def from_json_pieces(body: bytes | bytearray, max_rows: int) -> tuple[Columns, Shape] | None:
+    """The rows of a JSON batch body read :data:`JSON_PIECE_BYTES` at a time, and their shape (a list, or
+    ``{"instances": [...]}``); None unless the body is such a batch of rows
+    :func:`from_json_rows` reads (the caller then parses it whole and names what is wrong).
+
+    Pieces are cut between two rows (``}``, ``,``, ``{``).  A cut that falls inside a string
+    leaves a piece ending in an open string, which does not parse: such a body, too, is
+    left to the caller, never misread.  Raises :class:`PayloadTooLarge` past ``max_rows``.
+    """
+    opening = _JSON_BATCH_START.match(body)
+    if opening is None:
+        return None
+    shape = Shape.LIST if opening.group(1) == b"[" else Shape.INSTANCES
+    stop = _closing_bracket(body, shape)
+    position, parts, count = opening.end(), [], 0
+    while stop is not None and position < stop:
+        cut = _BETWEEN_ROWS.search(body, min(position + JSON_PIECE_BYTES, stop), stop)
+        end = stop if cut is None else cut.start() + 1
+        try:
+            columns = from_json_rows(from_json(b"[" + body[position:end] + b"]"))
+        except ValueError:
+            return None
+        if columns is None:
+            return None
+        count += len(columns)
+        if count > max_rows:
+            raise PayloadTooLarge(f"a batch may have at most {max_rows} rows; this one has more")
+        parts.append(columns)
+        position = stop if cut is None else cut.end() - 1
+    return (Columns.concatenate(parts), shape) if parts else None
+
+
+def _closing_bracket(body: bytes | bytearray, shape: Shape) -> int | None:
+    """Where the batch's closing ``]`` is (followed by ``}`` for ``instances``, then only spaces), or None."""
+    end = len(body)
+    for expected in (b"}", b"]") if shape is Shape.INSTANCES else (b"]",):
+        while end and body[end - 1] in JSON_SPACE:
+            end -= 1
+        if body[end - 1 : end] != expected:
+            return None
+        end -= 1
+    return end
+
+
 def _iso_days(texts: list[str], strip: bool = False) -> np.ndarray | None:
     """Days since 1970 of ``YYYY-MM-DD`` strings naming real days (years 1-9999), or None if any is not one.
 
@@ -134,7 +196,7 @@ class CsvRows:
     ids: np.ndarray | None  # str
 
 
-def from_csv(body: bytes, max_rows: int) -> CsvRows:
+def from_csv(body: bytes | bytearray, max_rows: int) -> CsvRows:
     """The rows of a ``text/csv`` body: a header line, then one row per line; raises an :class:`ApiError`.
 
     Cells are plain (no quoting); blank lines are skipped; ``\\r\\n`` line ends are read too.
@@ -144,25 +206,28 @@ def from_csv(body: bytes, max_rows: int) -> CsvRows:
     header_end = body.find(b"\n")
     header = _cells(body[: header_end if header_end >= 0 else len(body)].decode("utf-8", "replace"))
     positions = _header_positions(header)
-    parts: list[tuple[Columns, list[str] | None]] = []
+    start = header_end + 1 if header_end >= 0 else len(body)
+    # Filled chunk by chunk: no second copy of the columns (one per chunk) is ever held.
+    columns = Columns.of(*(np.empty(min(body.count(b"\n", start) + 1, max_rows + 1), np.int64) for _ in range(3)))
+    ids: list[np.ndarray] = []
     line = 2  # the first row's line number, as an editor counts
     count = 0
-    for chunk in _chunks(body, header_end + 1 if header_end >= 0 else len(body)):
+    for chunk in _chunks(body, start):
         lines = chunk.split("\n")
         while lines and not lines[-1].strip():  # the line end the chunk stops at; blank lines ending the body
             lines.pop()
         if not lines:
             continue
-        count += len(lines)
-        if count > max_rows:
+        if count + len(lines) > max_rows:
             raise PayloadTooLarge(f"a batch may have at most {max_rows} rows; this one has more")
-        parts.append(_csv_chunk(lines, positions, len(header), line))
+        rows, chunk_ids = _csv_chunk(lines, positions, len(header), line)
+        columns.put(slice(count, count + len(rows)), rows)
+        ids += [chunk_ids] if chunk_ids is not None else []
+        count += len(rows)
         line += chunk.count("\n")
     if count == 0:
         raise InvalidInput("a CSV body needs a header line and at least one row", field="body")
-    columns = Columns(*(np.concatenate([getattr(p[0], name) for p in parts]) for name in ("days", "stores", "items")))
-    ids = np.concatenate([np.array(p[1], dtype=str) for p in parts]) if "id" in positions else None
-    return CsvRows(columns, ids)
+    return CsvRows(columns.take(slice(0, count)), np.concatenate(ids) if "id" in positions else None)
 
 
 def _cells(line: str) -> list[str]:
@@ -180,7 +245,7 @@ def _header_positions(header: list[str]) -> dict[str, int]:
     return {name: header.index(name) for name in CSV_COLUMNS if name in header}
 
 
-def _chunks(body: bytes, start: int) -> Iterator[str]:
+def _chunks(body: bytes | bytearray, start: int) -> Iterator[str]:
     """The body from ``start`` in pieces of about :data:`CSV_CHUNK_BYTES`, each ending at a line end."""
     while start < len(body):
         end = body.find(b"\n", start + CSV_CHUNK_BYTES)
@@ -194,7 +259,9 @@ def _chunks(body: bytes, start: int) -> Iterator[str]:
 
 def _csv_chunk(
     lines: list[str], positions: dict[str, int], width: int, first_line: int
-) -> tuple[Columns, list[str] | None]:
+) -> tuple[Columns, np.ndarray | None]:
+    """A chunk's rows, and its ids as a numpy string column (a Python string per id would be held until the
+    whole body is read: about three times the memory)."""
     cells = ",".join(lines).replace("\r", "").split(",")
     if len(cells) != len(lines) * width:
         for number, text in enumerate(lines):
@@ -210,7 +277,7 @@ def _csv_chunk(
     if days is None:
         raise _first_bad(dates, first_line, "date", lambda text: _iso_days([text], strip=True) is not None,
                          "is not a date (YYYY-MM-DD)")  # fmt: skip
-    ids = [cell.strip() for cell in column("id")] if "id" in positions else None
+    ids = np.array([cell.strip() for cell in column("id")], dtype=str) if "id" in positions else None
     return Columns(days, _csv_ints(stores, "store", first_line), _csv_ints(items, "item", first_line)), ids
 
 

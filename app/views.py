@@ -18,10 +18,11 @@ from app import exposition, openapi
 from app.encoding import json_exact
 from app.errors import Forbidden, Unauthorized
 from app.legacy import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
-from app.predict import PredictRequest
+from app.predict import PredictRequest, read_body
 from app.service import ForecastService
 from app.telemetry import RequestMetrics, request_start
 from forecast.registry import DEFAULT_MODEL
+from serving.processes import release_freed_memory
 from serving.settings import Settings
 
 bp = Blueprint("forecast", __name__)
@@ -122,19 +123,18 @@ def models() -> dict[str, Any]:
 @bp.post("/models/<name>/predict")
 def predict(name: str = DEFAULT_MODEL) -> Response:
     """The Flask adapter of the use case (app/predict.py); the fast lane answers most requests first."""
-    body = request.get_data(cache=False) if request.content_length is None else _body(request.content_length)
+    length = request.content_length
+    body = request.get_data(cache=False) if length is None else read_body(request.input_stream, length)
     environ = request.environ
     parts = PredictRequest(name, environ.get("QUERY_STRING", ""), request.content_type or "", body,
                            request_start(environ), environ.get("HTTP_ACCEPT", ""))  # fmt: skip
     answer = current_app.extensions["predict"].answer(parts)
     g.report = answer.report
     body_or_stream = answer.stream if answer.stream is not None else answer.body
-    return Response(body_or_stream, answer.status, answer.headers, content_type=answer.content_type)
-
-
-def _body(length: int) -> bytes:
-    """Exactly ``length`` bytes of the raw stream: nginx buffers every body and passes its length."""
-    return request.input_stream.read(length) if length else b""
+    response = Response(body_or_stream, answer.status, answer.headers, content_type=answer.content_type)
+    if answer.release_memory:
+        response.call_on_close(release_freed_memory)  # after the body is sent and closed
+    return response
 
 
 def _authorize_admin() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,16 @@ def test_status_reports_every_mule(stack: Stack) -> None:
         assert mule["model_version"] == "v1"
         assert mule["pid"] > 0
         assert mule["heartbeat_age_s"] < 10
+
+
+def test_the_mules_hold_lightgbm_and_not_pandas(stack: Stack) -> None:
+    """LightGBM imports pandas when it is installed; the mule's entry point keeps it out (mules/main.py)."""
+    mules = requests.get(f"{stack.url}/status", timeout=5).json()["mules"]
+    assert len(mules) == 2
+    for mule in mules:
+        libraries = Path(f"/proc/{mule['pid']}/maps").read_text()
+        assert "lib_lightgbm" in libraries
+        assert "/pandas/" not in libraries
 
 
 def test_predict_one_row(stack: Stack, serving_registry: Registry) -> None:

@@ -76,7 +76,8 @@ def bulk_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
 def test_500000_rows_in_one_request_are_answered_whole_and_in_order(
     bulk_stack: Stack, serving_registry: Registry
 ) -> None:
-    """Every series for 1,000 days: the answer is streamed (no length up front), every row there, in order."""
+    """Every series for 1,000 days, as CSV and as JSON (read a piece at a time): the answer is streamed (no length
+    up front), every row there, in order."""
     days = np.datetime64("2016-01-01") + np.arange(1000)
     stores, items, dates = np.meshgrid(np.arange(1, 11), np.arange(1, 51), days, indexing="ij")
     dates_text = np.datetime_as_string(dates.ravel()).tolist()
@@ -97,3 +98,10 @@ def test_500000_rows_in_one_request_are_answered_whole_and_in_order(
         Rows(dates.ravel(), stores.ravel().astype(np.int64), items.ravel().astype(np.int64))
     )
     assert np.abs(sales - expected).max() <= COMPILED_TOLERANCE
+    rows = [{"date": d, "store": s, "item": i} for d, s, i in zip(dates_text, stores.ravel().tolist(),
+                                                                  items.ravel().tolist(), strict=True)]  # fmt: skip
+    response = requests.post(f"{bulk_stack.url}/predict", json={"instances": rows}, timeout=120)
+    assert response.status_code == 200, response.text[:300]
+    predictions = response.json()["predictions"]
+    assert [p["date"] for p in predictions[::50_000]] == dates_text[::50_000]
+    assert [p["sales"] for p in predictions] == sales.tolist()  # the same numbers as the CSV answer, in order

@@ -18,7 +18,9 @@ import pytest
 from flask import Flask
 from pydantic_core import from_json
 
+import app.fastlane
 import app.predict
+import app.views
 from app import create_app
 from app.errors import DeadlineExceeded, Reason, Unavailable
 from app.fastlane import FastLane, lane_request
@@ -337,6 +339,7 @@ def test_a_large_batch_is_sent_in_pieces_and_arrives_whole_and_in_order(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(app.predict, "STREAM_ROWS", 3)
+    monkeypatch.setattr(app.predict, "ANSWER_PIECE_ROWS", 3)
     pairs = [(1 + n % 3, 1 + n % 4) for n in range(10)]
     rows = [{**ROW, "store": store, "item": item} for store, item in pairs]
     parsers: list[Callable[[bytes], list[float]]] = [
@@ -349,3 +352,53 @@ def test_a_large_batch_is_sent_in_pieces_and_arrives_whole_and_in_order(
         assert (status, length) == (200, None)  # streamed: no length known up front
         assert parse(data) == [10 + store + item / 100 for store, item in pairs]
         assert raw_answer(make_app(registry, StandInMules(), fast_lane=False), request_args)[:2] == (status, data)
+
+
+@pytest.mark.parametrize("fast_lane", [True, False])
+@pytest.mark.parametrize(("rows", "stream_rows"), [(4, 3), (4, 10), (3, 3)])  # streamed, whole, and too small
+def test_once_a_large_answer_is_sent_the_worker_hands_freed_memory_back(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, fast_lane: bool, rows: int, stream_rows: int
+) -> None:
+    monkeypatch.setattr(app.predict, "RELEASE_AFTER_ROWS", 3)
+    monkeypatch.setattr(app.predict, "STREAM_ROWS", stream_rows)
+    releases: list[int] = []
+
+    def release() -> bool:
+        releases.append(1)
+        return True
+
+    for module in (app.fastlane, app.views):
+        monkeypatch.setattr(module, "release_freed_memory", release)
+    client = make_app(registry, StandInMules(), fast_lane=fast_lane).test_client()
+    response = client.post("/predict", json=[ROW] * rows, buffered=False)
+    assert response.status_code == 200
+    assert len(response.get_json()["predictions"]) == rows
+    assert releases == []  # not before the answer is sent and closed
+    response.close()
+    assert releases == ([1] if rows > 3 else [])
+
+
+class CountedReads(io.BytesIO):
+    """A request's input stream that notes the size of every read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.sizes: list[int] = []
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.sizes.append(-1 if size is None else size)
+        return super().read(size)
+
+
+@pytest.mark.parametrize("length", [0, 10, app.predict.BODY_PIECE_BYTES, 3 * app.predict.BODY_PIECE_BYTES + 5])
+def test_a_body_is_read_whole_a_piece_at_a_time(length: int) -> None:
+    data = bytes(range(256)) * (length // 256 + 1)
+    stream = CountedReads(data)
+    assert app.predict.read_body(stream, length) == data[:length]
+    assert max(stream.sizes, default=0) <= app.predict.BODY_PIECE_BYTES
+    assert sum(stream.sizes) == length
+
+
+def test_a_body_that_ends_early_is_what_arrived() -> None:
+    length = 2 * app.predict.BODY_PIECE_BYTES
+    assert app.predict.read_body(io.BytesIO(b"[1, 2"), length) == b"[1, 2"

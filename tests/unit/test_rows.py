@@ -1,18 +1,22 @@
-"""Rows as columns: the whole-column JSON reader accepts what the schema accepts, CSV is read in pieces."""
+"""Rows as columns: the whole-column JSON reader accepts what the schema accepts, large JSON and CSV bodies are read
+in pieces exactly as if whole."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+import app.predict
 from app import rows as rows_module
 from app.domain import SMALL_ROWS, Domain, check_domain
-from app.errors import InvalidInput, PayloadTooLarge
-from app.rows import Columns, from_csv, from_json_rows, from_validated
+from app.errors import ApiError, InvalidInput, PayloadTooLarge
+from app.predict import PredictRequest, read_rows
+from app.rows import Columns, from_csv, from_json_pieces, from_json_rows, from_validated
 from app.schemas import ROWS, Shape
 
 GOOD = {"date": "2018-01-21", "store": 10, "item": 23}
@@ -85,6 +89,68 @@ def test_csv_is_read_in_pieces_with_line_numbers_counted_across_them(monkeypatch
     )
     with pytest.raises(PayloadTooLarge):
         from_csv(("id,date,store,item\n" + "\n".join(good)).encode(), max_rows=99)
+
+
+PIECE_ROWS = [{"date": f"2018-01-{1 + n % 28:02d}", "store": 1 + n % 10, "item": 1 + n % 50} for n in range(60)]
+PIECES_READ = {  # bodies read in pieces: compact, spaced and indented, as a list and as instances
+    "compact": json.dumps(PIECE_ROWS, separators=(",", ":")).encode(),
+    "spaced": json.dumps(PIECE_ROWS).encode(),
+    "indented": json.dumps(PIECE_ROWS, indent=2).encode() + b"\r\n",
+    "instances": json.dumps({"instances": PIECE_ROWS}, indent=1).encode(),
+}
+PIECES_REFUSED = {  # bodies left to the whole reader (which accepts some of them, and names what is wrong in the rest)
+    "a bad row late": json.dumps([*PIECE_ROWS, {**GOOD, "store": "ten"}]).encode(),
+    "a cut inside a string": json.dumps([*PIECE_ROWS, {**GOOD, "date": "2018-01-01}, {"}]).encode(),
+    "a cut inside a row": json.dumps([*PIECE_ROWS, {**GOOD, "date": [{"a": 1}, {"b": 2}]}]).encode(),
+    "a trailing comma": json.dumps(PIECE_ROWS).encode()[:-1] + b",]",
+    "no closing bracket": json.dumps(PIECE_ROWS).encode()[:-1],
+    "instances not closed": json.dumps({"instances": PIECE_ROWS}).encode()[:-1],
+    "instances and another field": json.dumps({"instances": PIECE_ROWS, "x": 1}).encode(),
+    "instances twice": b'{"instances": [], "instances": ' + json.dumps(PIECE_ROWS).encode() + b"}",
+    "an empty list": b"[ ]",
+    "a row object": json.dumps(GOOD).encode() + b" " * 200,
+}
+
+
+def _read(body: bytes, max_rows: int = 100) -> tuple[Any, ...]:
+    """What ``/predict``'s reader makes of a JSON body: its shape and columns, or its error."""
+    try:
+        read = read_rows(PredictRequest("default", "", "application/json", body, 0.0), {}, max_rows)
+    except ApiError as error:
+        return type(error).__name__, str(error), error.field
+    return read.shape, read.columns.days.tolist(), read.columns.stores.tolist(), read.columns.items.tolist()
+
+
+@pytest.mark.parametrize("name", [*PIECES_READ, *PIECES_REFUSED])
+def test_a_large_json_body_is_read_in_pieces_exactly_as_if_whole(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = {**PIECES_READ, **PIECES_REFUSED}[name]
+    monkeypatch.setattr(rows_module, "JSON_PIECE_BYTES", 10**9)
+    monkeypatch.setattr(app.predict, "JSON_PIECE_BYTES", 10**9)
+    whole = _read(body)
+    monkeypatch.setattr(rows_module, "JSON_PIECE_BYTES", 100)  # about two rows a piece
+    monkeypatch.setattr(app.predict, "JSON_PIECE_BYTES", 100)
+    parsed: list[int] = []
+
+    def counted(data: bytes) -> Any:
+        parsed.append(len(data))
+        return json.loads(data)
+
+    monkeypatch.setattr(rows_module, "from_json", counted)
+    assert (from_json_pieces(body, 100) is not None) == (name in PIECES_READ)
+    parsed.clear()
+    assert _read(body) == whole
+    if name in PIECES_READ:
+        assert len(parsed) > 10  # /predict's reader took it in many pieces
+        assert whole[0] in (Shape.LIST, Shape.INSTANCES)
+        assert len(whole[1]) == len(PIECE_ROWS)
+        assert max(parsed) < 250  # no piece much larger than asked
+
+
+def test_a_json_body_read_in_pieces_stops_at_the_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rows_module, "JSON_PIECE_BYTES", 100)
+    with pytest.raises(PayloadTooLarge, match="at most 59 rows"):
+        from_json_pieces(PIECES_READ["compact"], max_rows=59)
+    assert from_json_pieces(PIECES_READ["compact"], max_rows=60) is not None
 
 
 def test_csv_that_is_not_utf8_is_named() -> None:
