@@ -67,7 +67,7 @@ class FastLane:
             [("Content-Type", answer.content_type), *length, *answer.headers.items(), *answer.report.headers()],
         )
         body = answer.stream if answer.stream is not None else [data]
-        return ThenRelease(body) if answer.release_memory else body
+        return ThenRelease(body) if request.large else body
 
     def _answer(self, request: PredictRequest) -> PredictAnswer:
         try:

@@ -64,7 +64,6 @@ from forecast.registry import is_model_name
 LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, for body-less requests only
 BODY_PIECE_BYTES = 1 << 20  # a larger body is read this much at a time (read_body)
 STREAM_ROWS = 50_000  # a larger answer is sent as it is encoded (no Content-Length)
-RELEASE_AFTER_ROWS = 10_000  # once a larger answer is sent, the worker hands its freed memory back
 ANSWER_PIECE_ROWS = 10_000  # answers are encoded this many rows at a time (faster than 50,000 too: measured)
 JSON = "application/json"
 CSV = "text/csv"
@@ -81,6 +80,12 @@ class PredictRequest:
     received_at: float  # when nginx received the request (``X-Request-Start``), in time.time() seconds
     accept: str = ""  # the Accept header, "" when there is none
 
+    @property
+    def large(self) -> bool:
+        """A body of more than :data:`BODY_PIECE_BYTES`: once it is answered (whatever the answer), the adapter
+        hands the memory it freed back to the system (:func:`serving.processes.release_freed_memory`)."""
+        return len(self.body) > BODY_PIECE_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class ReadRows:
@@ -96,8 +101,7 @@ class PredictAnswer:
     """What to answer: the status, the body, extra headers, and the access line's fields.
 
     The body is ``body``, or, for a large answer, the pieces ``stream`` yields as it encodes
-    them (no Content-Length then).  ``release_memory``: once the body is sent and closed, the
-    adapter calls :func:`serving.processes.release_freed_memory` (the request was a large batch).
+    them (no Content-Length then).
     """
 
     status: int
@@ -106,7 +110,6 @@ class PredictAnswer:
     report: Report
     content_type: str = JSON
     stream: Iterator[bytes] | None = field(default=None, compare=False)
-    release_memory: bool = False
 
 
 class Readable(Protocol):
@@ -162,10 +165,10 @@ class PredictUseCase:
         if read.shape is Shape.ROW:  # most requests
             return PredictAnswer(200, render_row(read.columns, prediction), {}, report)
         media = CSV if wants_csv(request.accept) else JSON
-        pieces, large = render(read, prediction, media), len(read.columns) > RELEASE_AFTER_ROWS
+        pieces = render(read, prediction, media)
         if len(read.columns) > STREAM_ROWS:
-            return PredictAnswer(200, b"", {}, report, media, pieces, release_memory=large)
-        return PredictAnswer(200, b"".join(pieces), {}, report, media, release_memory=large)
+            return PredictAnswer(200, b"", {}, report, media, pieces)
+        return PredictAnswer(200, b"".join(pieces), {}, report, media)
 
     def _predict(self, model: str, read: ReadRows, deadline: float, report: Report) -> Prediction:
         report.rows = len(read.columns)

@@ -132,7 +132,7 @@ def predict(name: str = DEFAULT_MODEL) -> Response:
     g.report = answer.report
     body_or_stream = answer.stream if answer.stream is not None else answer.body
     response = Response(body_or_stream, answer.status, answer.headers, content_type=answer.content_type)
-    if answer.release_memory:
+    if parts.large:
         response.call_on_close(release_freed_memory)  # after the body is sent and closed
     return response
 
