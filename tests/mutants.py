@@ -88,6 +88,18 @@ MUTANTS = (
            "kept = old.production if old is not None else None"),
     Mutant("the launcher's children die with it (stack tier)", "launcher/stack.py",
            '        options["preexec_fn"] = lambda: die_with_parent(on_our_death, parent)\n', ""),
+    Mutant("a large JSON body is parsed a piece at a time", "app/predict.py",
+           "if len(request.body) > JSON_PIECE_BYTES:", "if False:"),
+    Mutant("a cut between pieces is one between rows", "app/rows.py",
+           'rb"\\}[ \\t\\r\\n]*,[ \\t\\r\\n]*\\{"', 'rb"\\}[ \\t\\r\\n]*,"'),
+    Mutant("a large body is read a piece at a time", "app/predict.py",
+           "    if length <= BODY_PIECE_BYTES:", "    if True:"),
+    Mutant("freed memory is handed back once a large request is answered", "app/fastlane.py",
+           "return ThenRelease(body) if request.large else body", "return body"),
+    Mutant("...and only after it is sent", "app/fastlane.py",
+           "        return iter(self._body)", "        release_freed_memory()\n        return iter(self._body)"),
+    Mutant("the mules keep pandas out (stack tier)", "mules/main.py",
+           'sys.modules["pandas"] = None', "pass"),
 )  # fmt: skip
 
 TIERS = {"unit": ["tests/unit"], "stack": ["tests/stack"], "all": ["tests"]}

@@ -6,6 +6,7 @@ slices of the generated data); every answer is compared with its own version's o
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 from collections import Counter
@@ -159,6 +160,7 @@ def crowded_stack(
     text, metadata = named_texts["alpha"]
     for n in range(12):
         add_model(models_registry, f"m{n:02d}", text, metadata)
+    models_registry.named("m00").compile("production")  # compiled trees a mule must leave unused (a named model)
     size = len(text.encode()) + PER_MODEL_OVERHEAD_BYTES  # what a mule counts against its budget
     stack = start_stack(
         tmp_path / "run", models_registry, FORECAST_MULE_MODEL_BUDGET_MB="1", FORECAST_REGISTRY_POLL_S="1"
@@ -182,6 +184,9 @@ def test_more_models_than_fit_are_all_served_within_the_budget(crowded_stack: tu
         held = [name for name, model in listing.items() if name != "default" for mules in model["mules"].values()
                 if mule in mules]  # fmt: skip
         assert len(held) * size <= budget, (mule, held)
+    log = stack.uwsgi_log.read_text()
+    assert re.search(r"loaded model m00 version \w+ \(lightgbm;", log)  # named models: LightGBM (mules/models.py)
+    assert not re.search(r"loaded model m\d\d version \w+ \(compiled;", log)
     loads = scrape(stack.url)
     # every model was loaded at least once; far fewer loads than requests: a model's jobs went to its holder
     assert 12 <= loads.value("forecast_mule_model_loads_total") < 12 * 3 * 5
