@@ -56,7 +56,7 @@ from app.errors import (
 )
 from app.legacy import LEGACY_QUERY, LegacyQuery, parse_date
 from app.mule_client import Prediction
-from app.rows import JSON_PIECE_BYTES, Columns, from_csv, from_json_pieces, from_json_rows, from_validated
+from app.rows import Columns, from_csv, from_json_pieces, from_json_rows, from_validated
 from app.schemas import ROW, ROWS, Shape, raise_invalid
 from app.service import ForecastService
 from forecast.registry import is_model_name
@@ -234,10 +234,9 @@ def read_rows(request: PredictRequest, fields: dict[str, str], max_rows: int) ->
         raise UnsupportedMediaType(
             f"send JSON with Content-Type: application/json, or CSV with text/csv (got {mimetype or 'none'!r})"
         )
-    if len(request.body) > JSON_PIECE_BYTES:  # a large batch: its row objects a piece at a time, if it can be
-        pieces = from_json_pieces(request.body, max_rows)
-        if pieces is not None:
-            return ReadRows(*pieces)
+    pieces = from_json_pieces(request.body, max_rows)  # a large batch: its row objects a piece at a time
+    if pieces is not None:
+        return ReadRows(*pieces)
     try:
         payload = from_json(request.body)
     except ValueError as exc:

@@ -118,14 +118,14 @@ def from_json_rows(rows: list[Any]) -> Columns | None:
 
 def from_json_pieces(body: bytes | bytearray, max_rows: int) -> tuple[Columns, Shape] | None:
     """The rows of a JSON batch body read :data:`JSON_PIECE_BYTES` at a time, and their shape (a list, or
-    ``{"instances": [...]}``); None unless the body is such a batch of rows
-    :func:`from_json_rows` reads (the caller then parses it whole and names what is wrong).
+    ``{"instances": [...]}``); None for a body of at most one piece, or unless the body is such a batch
+    of rows :func:`from_json_rows` reads (the caller then parses it whole and names what is wrong).
 
     Pieces are cut between two rows (``}``, ``,``, ``{``).  A cut that falls inside a string
     leaves a piece ending in an open string, which does not parse: such a body, too, is
     left to the caller, never misread.  Raises :class:`PayloadTooLarge` past ``max_rows``.
     """
-    opening = _JSON_BATCH_START.match(body)
+    opening = _JSON_BATCH_START.match(body) if len(body) > JSON_PIECE_BYTES else None
     if opening is None:
         return None
     shape = Shape.LIST if opening.group(1) == b"[" else Shape.INSTANCES

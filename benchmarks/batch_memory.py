@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.scenarios import BATCH_FORMATS, batch_body, batch_sales, post_raw  # noqa: E402
+from benchmarks.systems import memory_mb  # noqa: E402
 from benchmarks.wrk_single_row import Target, targets  # noqa: E402
 
 SAMPLE_S = 0.005
@@ -47,22 +48,15 @@ class Run:
         return self.peak_mb - self.before_mb
 
 
-def pss_kb(pid: int) -> int:
-    """The process's proportional set size in KB (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+def pss_mb(pid: int) -> float:
+    """The process's proportional set size in MB (0 once it is gone)."""
+    return memory_mb([pid])["pss_mb"]
 
 
 def measured_request(target: Target, size: int, fmt: str) -> Run:
     """Post one batch while sampling every server process's PSS."""
     pids = target.server_pids()
-    before = {pid: pss_kb(pid) for pid in pids}
+    before = {pid: pss_mb(pid) for pid in pids}
     highest = dict(before)
     peak_sum = sum(before.values())
     done = threading.Event()
@@ -70,7 +64,7 @@ def measured_request(target: Target, size: int, fmt: str) -> Run:
     def sample() -> None:
         nonlocal peak_sum
         while not done.wait(SAMPLE_S):
-            now = {pid: pss_kb(pid) for pid in pids}
+            now = {pid: pss_mb(pid) for pid in pids}
             peak_sum = max(peak_sum, sum(now.values()))
             for pid, kb in now.items():
                 highest[pid] = max(highest[pid], kb)
@@ -85,7 +79,7 @@ def measured_request(target: Target, size: int, fmt: str) -> Run:
     sampler.join()
     rows = len(batch_sales(data, fmt)) if status == 200 else 0
     worst = max(highest[pid] - before[pid] for pid in pids)
-    return Run(round(seconds, 3), rows, sum(before.values()) / 1024, peak_sum / 1024, worst / 1024)
+    return Run(round(seconds, 3), rows, sum(before.values()), peak_sum, worst)
 
 
 def main() -> int:

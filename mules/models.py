@@ -10,7 +10,7 @@ pinned: it is never evicted.  The default model's versions score with their comp
 when they have usable ones (counted in the budget too); other models' versions load with
 LightGBM: they are the ones the budget loads again and again, and compiled trees load about
 six times slower (41 against 6.5 ms for the default model's 600 KB text) and double the
-estimate: compiled, the many-models benchmark answered a third of the requests (README).
+estimate: compiled, the many-models benchmark answered under half the requests (README).
 A version that does not load is
 remembered for ``FAILED_RETRY_S`` so that its requests fail at once instead of loading again.
 """

@@ -89,7 +89,7 @@ MUTANTS = (
     Mutant("the launcher's children die with it (stack tier)", "launcher/stack.py",
            '        options["preexec_fn"] = lambda: die_with_parent(on_our_death, parent)\n', ""),
     Mutant("a large JSON body is parsed a piece at a time", "app/predict.py",
-           "if len(request.body) > JSON_PIECE_BYTES:", "if False:"),
+           "    if pieces is not None:\n        return ReadRows(*pieces)\n", ""),
     Mutant("a cut between pieces is one between rows", "app/rows.py",
            'rb"\\}[ \\t\\r\\n]*,[ \\t\\r\\n]*\\{"', 'rb"\\}[ \\t\\r\\n]*,"'),
     Mutant("a large body is read a piece at a time", "app/predict.py",

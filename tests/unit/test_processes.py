@@ -37,7 +37,7 @@ PROGRAM = textwrap.dedent("""
     else:
         large_request()
     kept = rss_kb() - before
-    assert release_freed_memory() in (True, False)
+    release_freed_memory()
     print(kept, rss_kb() - before)
 """)
 

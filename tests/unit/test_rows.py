@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-import app.predict
 from app import rows as rows_module
 from app.domain import SMALL_ROWS, Domain, check_domain
 from app.errors import ApiError, InvalidInput, PayloadTooLarge
@@ -125,10 +124,8 @@ def _read(body: bytes, max_rows: int = 100) -> tuple[Any, ...]:
 def test_a_large_json_body_is_read_in_pieces_exactly_as_if_whole(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     body = {**PIECES_READ, **PIECES_REFUSED}[name]
     monkeypatch.setattr(rows_module, "JSON_PIECE_BYTES", 10**9)
-    monkeypatch.setattr(app.predict, "JSON_PIECE_BYTES", 10**9)
     whole = _read(body)
     monkeypatch.setattr(rows_module, "JSON_PIECE_BYTES", 100)  # about two rows a piece
-    monkeypatch.setattr(app.predict, "JSON_PIECE_BYTES", 100)
     parsed: list[int] = []
 
     def counted(data: bytes) -> Any:
