@@ -77,9 +77,9 @@ define debian
 	fi
 endef
 
-# nginx, the front of the stack.
+# nginx, the front of the stack; the linker (binutils) that makes compiled trees a shared library.
 system-deps:
-	$(call debian,the stack,nginx:nginx)
+	$(call debian,the stack,nginx:nginx ld:binutils)
 
 # What the tests drive besides the stack: a real Prometheus (and promtool) and Chromium for /docs.
 test-system-deps:

@@ -88,7 +88,7 @@ def main() -> int:
     parser.add_argument("--formats", nargs="+", default=list(BATCH_FORMATS), choices=BATCH_FORMATS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE[,VAR=VALUE]")
-    parser.add_argument("--checkout", action="append", default=[], help="NAME:PATH of another checkout")
+    parser.add_argument("--checkout", action="append", default=[], help="NAME:PATH[:REGISTRY] of another checkout")
     args = parser.parse_args()
     stacks = targets(args)
     runs: dict[tuple[str, int, str], list[Run]] = {}

@@ -103,7 +103,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--variant", action="append", default=[], help=argparse.SUPPRESS)
-    parser.add_argument("--checkout", action="append", default=[], metavar="NAME:PATH")
+    parser.add_argument("--checkout", action="append", default=[], metavar="NAME:PATH[:REGISTRY]")
     args = parser.parse_args()
     stacks = targets(args)
     totals: dict[str, Counter[str]] = {name: Counter() for name in stacks}

@@ -8,8 +8,9 @@ Starts nginx + uWSGI + mules with the launcher on a free port (the registry's pr
 warms up, runs wrk with benchmarks/wrk/predict.lua (10,000 distinct rows), prints each run and
 the median per connection count as a Markdown table, and stops the stack. Each ``--variant
 NAME:VAR=VALUE[,VAR=VALUE]`` starts another stack of this checkout with those settings; each
-``--checkout NAME:PATH`` starts another checkout's own stack (``python -m launcher`` run in that
-directory, with this registry), to compare two versions of the code. Runs alternate between the
+``--checkout NAME:PATH[:REGISTRY]`` starts another checkout's own stack (``python -m launcher`` run
+in that directory, with this registry or REGISTRY: a copy of it whose compiled trees that code
+made), to compare two versions of the code. Runs alternate between the
 stacks (default, variant, default, ...) so every configuration sees the same machine noise, and
 the table adds each one's throughput relative to the default, with paired ratios. Each run also
 records the server's CPU time per request (the whole uWSGI tree and nginx, from /proc): on this
@@ -79,16 +80,17 @@ class OwnStack:
 
 
 class OtherCheckout:
-    """Another checkout's stack: its own ``python -m launcher``, run in its directory, serving our registry."""
+    """Another checkout's stack: its own ``python -m launcher``, run in its directory, serving ``registry``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, registry: Path) -> None:
         self.path = path
+        self.registry = registry
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PORT": str(self.port), "FORECAST_REGISTRY_DIR": str(ROOT / "registry")}
+        env = {**os.environ, "PORT": str(self.port), "FORECAST_REGISTRY_DIR": str(self.registry)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "launcher"], cwd=self.path, env=env, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -194,8 +196,9 @@ def targets(args: argparse.Namespace) -> dict[str, Target]:
         name, assignments = parse_pair(text)
         found[name] = OwnStack(name, dict(pair.split("=", 1) for pair in assignments.split(",") if pair))
     for text in args.checkout:
-        name, path = parse_pair(text)
-        found[name] = OtherCheckout(Path(path).resolve())
+        name, where = parse_pair(text)
+        path, _, registry = where.partition(":")
+        found[name] = OtherCheckout(Path(path).resolve(), Path(registry or ROOT / "registry").resolve())
     return found
 
 
@@ -218,7 +221,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE[,VAR=VALUE]")
-    parser.add_argument("--checkout", action="append", default=[], help="NAME:PATH of another checkout")
+    parser.add_argument("--checkout", action="append", default=[], help="NAME:PATH[:REGISTRY] of another checkout")
     parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS))
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -210,13 +210,13 @@ def _compile_if_needed(registry: Registry, ref: str) -> None:
     except ForecastError as exc:
         print(f"warning: {exc.message}; LightGBM will score it", file=sys.stderr)
         return
-    kilobytes = report.object_bytes // 1024
+    kilobytes = report.library_bytes // 1024
     print(f"compiled {ref} ({why_not} before): {report.seconds:.1f} s, {kilobytes} KB", file=sys.stderr)
 
 
 def _compile(args: argparse.Namespace, registry: Registry) -> int:
     report = registry.compile(args.ref)
-    print(f"{registry.resolve(args.ref)}: compiled in {report.seconds:.1f} s ({report.object_bytes // 1024} KB)")
+    print(f"{registry.resolve(args.ref)}: compiled in {report.seconds:.1f} s ({report.library_bytes // 1024} KB)")
     return 0
 
 

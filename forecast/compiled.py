@@ -5,16 +5,19 @@ core, with the same numbers to floating-point rounding (README "Performance"): l
 sums the trees in blocks, so the last bit of a sum can differ (measured: at most 2e-15).
 
 The artefact is two files in the version's folder, named for the machine kind
-(``compiled-x86_64.o`` and ``compiled-x86_64.json``): the object code, and what it was
-made from (the model text's checksum, the object's checksum, the LLVM target, lleaves'
-version).  It is compiled for a generic CPU of the machine kind, so one artefact serves a
-fleet of mixed CPU models.  It is a cache: a version is whole without it, a registry
-mounted read-only gets none, and a process that finds it missing, stale or for another
-machine scores with LightGBM instead (:func:`load_compiled` says why).
+(``compiled-x86_64.so`` and ``compiled-x86_64.json``): a shared library (lleaves' object
+code linked by the system's ``ld``), and what it was made from (the model text's checksum,
+the library's checksum, the machine, lleaves' version, the feature count).  It is compiled
+for a generic CPU of the machine kind, so one artefact serves a fleet of mixed CPU models.
+It is a cache: a version is whole without it, a registry mounted read-only gets none, and
+a process that finds it missing, stale or for another machine scores with LightGBM
+instead (:func:`load_compiled` says why).
 
 Compiling is :meth:`forecast.registry.Registry.compile`, run by ``registry verify
---compile`` in the child process that checks a version before an alias may name it;
-loading is in the mules, after fork, like LightGBM.  No Flask, no uwsgi here.
+--compile`` in the child process that checks a version before an alias may name it; it
+needs LLVM (llvmlite) and a linker (binutils).  Loading is ``dlopen`` (ctypes) in the
+mules, after fork, like LightGBM: no LLVM in the process that scores, whose memory the
+LLVM runtime would otherwise double (README "Performance").  No Flask, no uwsgi here.
 """
 
 from __future__ import annotations
@@ -26,41 +29,50 @@ import json
 import logging
 import os
 import platform
+import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from forecast.errors import RegistryError
+
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 1: an object file that LLVM's JIT loaded in the mules
+ENTRY_SYMBOL = "forest_root"  # lleaves' entry point: forest_root(rows, out, start, end)
 TARGET_CPU = "generic"  # every CPU of the machine kind; measured as fast as the host's own on these trees
 
 
 def artefact_paths(version_dir: Path) -> tuple[Path, Path]:
-    """(object code, its description) for this machine kind, in ``version_dir``."""
+    """(shared library, its description) for this machine kind, in ``version_dir``."""
     stem = f"compiled-{platform.machine() or 'unknown'}"
-    return version_dir / f"{stem}.o", version_dir / f"{stem}.json"
+    return version_dir / f"{stem}.so", version_dir / f"{stem}.json"
 
 
 def _file_sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _expected(model_sha256: str) -> dict[str, Any]:
-    """What an artefact usable here was made from (all but the object's own checksum and timings)."""
-    import llvmlite.binding as llvm
+def _expected(model_sha256: str) -> dict[str, str | int]:
+    """What an artefact usable here was made from (all but the library's checksum, its feature count and timings).
 
+    Read without importing LLVM: the process that loads the artefact never needs it.
+    """
+    try:
+        lleaves_version = importlib.metadata.version("lleaves")
+    except importlib.metadata.PackageNotFoundError:  # the entry point's contract is lleaves'
+        lleaves_version = "(not installed)"
     return {
         "format": FORMAT,
         "model_sha256": model_sha256,
-        "triple": llvm.get_process_triple(),
+        "system": platform.system(),
+        "machine": platform.machine(),
         "target_cpu": TARGET_CPU,
-        "lleaves": importlib.metadata.version("lleaves"),
-        "llvmlite": importlib.metadata.version("llvmlite"),
+        "lleaves": lleaves_version,
     }
 
 
@@ -68,36 +80,48 @@ def _expected(model_sha256: str) -> dict[str, Any]:
 class CompileReport:
     """What :func:`compile_trees` made: where, how long it took, how big it is."""
 
-    object_path: Path
+    library_path: Path
     seconds: float
-    object_bytes: int
+    library_bytes: int
 
 
 def compile_trees(model_path: Path, model_sha256: str) -> CompileReport:
     """Compile the model text at ``model_path`` into the artefact beside it; replaces a stale one.
 
-    Both files are written under temporary names and renamed into place, the description
-    last: a reader sees a whole artefact or none.  Raises ``OSError`` when the folder is
-    not writable, and whatever lleaves raises on a model it cannot compile.
+    lleaves writes the object code, ``ld`` links it into a shared library; both files are
+    written under temporary names and renamed into place, the description last: a reader
+    sees a whole artefact or none.  Raises ``OSError`` when the folder is not writable,
+    :class:`RegistryError` when there is no linker or it fails, and whatever lleaves raises
+    on a model it cannot compile.
     """
     import lleaves  # deferred: LLVM is loaded only where trees are compiled
 
-    object_path, info_path = artefact_paths(model_path.parent)
+    linker = shutil.which("ld")
+    if linker is None:
+        raise RegistryError("no linker to make compiled trees a shared library (install binutils)")
+    library_path, info_path = artefact_paths(model_path.parent)
     started = time.perf_counter()
-    fd, scratch = tempfile.mkstemp(prefix=".compiling-", suffix=".o", dir=model_path.parent)
-    os.close(fd)
-    os.unlink(scratch)  # lleaves writes its cache file only when none exists
-    try:
+    with tempfile.TemporaryDirectory(prefix=".compiling-", dir=model_path.parent) as scratch:
+        objects, library = Path(scratch) / "trees.o", Path(scratch) / "trees.so"
         model = lleaves.Model(model_file=str(model_path))
-        model.compile(cache=scratch, target_cpu=TARGET_CPU, target_cpu_features="")
+        model.compile(cache=str(objects), target_cpu=TARGET_CPU, target_cpu_features="")
+        _link(linker, objects, library)
         seconds = time.perf_counter() - started
-        info = {**_expected(model_sha256), "object_sha256": _file_sha256(Path(scratch)), "compile_s": round(seconds, 3)}
-        os.chmod(scratch, 0o444)
-        os.replace(scratch, object_path)
+        info = {**_expected(model_sha256), "feature_count": model.num_feature(),
+                "library_sha256": _file_sha256(library), "compile_s": round(seconds, 3)}  # fmt: skip
+        os.chmod(library, 0o444)
+        os.replace(library, library_path)
         _write_atomically(info_path, json.dumps(info, indent=2) + "\n")
-    finally:
-        Path(scratch).unlink(missing_ok=True)
-    return CompileReport(object_path, seconds, object_path.stat().st_size)
+    return CompileReport(library_path, seconds, library_path.stat().st_size)
+
+
+def _link(linker: str, objects: Path, library: Path) -> None:
+    """``ld -shared``: lleaves' object code is position-independent; its stack is not executable."""
+    done = subprocess.run([linker, "-shared", "-z", "noexecstack", "-o", str(library), str(objects)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1:]
+        raise RegistryError(f"the linker failed on the compiled trees (exit {done.returncode}: {''.join(last)})")
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -112,14 +136,17 @@ class CompiledTrees:
     """A loaded artefact: ``predict`` scores a feature matrix on this thread.
 
     Not thread-safe in the sense that matters here (one per process, as in a mule); the
-    native call releases the GIL.
+    native call releases the GIL.  The library stays loaded for the life of the process
+    (ctypes never unloads one), and a process loading the same path again gets the code it
+    loaded first (the dynamic loader's rule): harmless, as a path only ever holds code
+    compiled from its version's immutable model text.
     """
 
-    def __init__(self, model: Any, feature_count: int) -> None:
-        self._model = model  # owns the LLVM engine that holds the code
-        # lleaves' entry point (``forest_root(data, out, start, end)``), typed to take addresses as integers:
-        # ctypes' pointer conversions cost more than scoring one row.
-        address = ctypes.cast(model._c_entry_func, ctypes.c_void_p).value
+    def __init__(self, library: ctypes.CDLL, feature_count: int) -> None:
+        self._library = library
+        # The entry point typed to take addresses as integers: ctypes' pointer conversions cost more than
+        # scoring one row.
+        address = ctypes.cast(getattr(library, ENTRY_SYMBOL), ctypes.c_void_p).value
         if not address:
             raise ValueError("compiled trees without an entry point")
         self._entry = _ENTRY(address)
@@ -141,29 +168,27 @@ _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32
 def load_compiled(model_path: Path, model_sha256: str) -> tuple[CompiledTrees | None, str]:
     """The artefact beside ``model_path`` if it was made from this model text for this machine kind.
 
-    Returns (trees, "") or (None, why not): missing, stale, another target, a bad checksum,
-    lleaves not installed.  Never raises for any of those: the caller scores with LightGBM.
+    Returns (trees, "") or (None, why not): missing, stale, another machine, a bad
+    checksum, a library that does not load.  Never raises for any of those: the caller
+    scores with LightGBM.
     """
-    object_path, info_path = artefact_paths(model_path.parent)
+    library_path, info_path = artefact_paths(model_path.parent)
     try:
         info = json.loads(info_path.read_text())
     except FileNotFoundError:
         return None, "not compiled"
     except (OSError, ValueError) as exc:
         return None, f"unreadable {info_path.name} ({exc.__class__.__name__})"
-    try:
-        import lleaves
-    except ImportError:
-        return None, "lleaves is not installed"
     expected = _expected(model_sha256)
     stale = sorted(key for key, value in expected.items() if info.get(key) != value)
     if stale:
         return None, f"compiled for another {', '.join(stale)}"
     try:
-        if _file_sha256(object_path) != info.get("object_sha256"):
-            return None, f"{object_path.name} does not match its checksum"
-        model = lleaves.Model(model_file=str(model_path))
-        model.compile(cache=str(object_path), target_cpu=TARGET_CPU, target_cpu_features="")
+        if _file_sha256(library_path) != info.get("library_sha256"):
+            return None, f"{library_path.name} does not match its checksum"
     except OSError as exc:
-        return None, f"unreadable {object_path.name} ({exc.__class__.__name__})"
-    return CompiledTrees(model, model.num_feature()), ""
+        return None, f"unreadable {library_path.name} ({exc.__class__.__name__})"
+    try:
+        return CompiledTrees(ctypes.CDLL(str(library_path)), int(info["feature_count"])), ""
+    except (OSError, AttributeError, ValueError, KeyError, TypeError) as exc:  # dlopen, the symbol, the count
+        return None, f"{library_path.name} does not load ({exc.__class__.__name__}: {exc})"

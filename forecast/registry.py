@@ -206,7 +206,7 @@ class Registry:
         return predictor
 
     def compiled_state(self, ref: str) -> str:
-        """Why a version's compiled trees would not be used here ("" when they would); loads LLVM."""
+        """Why a version's compiled trees would not be used here ("" when they would); loads them to know."""
         metadata = self.metadata(ref)
         path = self.versions_dir / metadata["version"] / MODEL_FILE
         return load_compiled(path, metadata.get("checksum", {}).get(MODEL_FILE, ""))[1]
@@ -225,6 +225,8 @@ class Registry:
             return compile_trees(self.versions_dir / version / MODEL_FILE, metadata["checksum"][MODEL_FILE])
         except OSError as exc:
             raise RegistryError(f"version {version}: cannot write its compiled trees ({exc.strerror})") from exc
+        except RegistryError as exc:  # no linker, or it failed
+            raise RegistryError(f"version {version}: {exc.message}") from exc
         except Exception as exc:  # LLVM or lleaves on a model it cannot compile
             raise RegistryError(f"version {version}: trees do not compile ({exc.__class__.__name__})") from exc
 

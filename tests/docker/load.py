@@ -1,8 +1,9 @@
 """Closed-loop load for the image tests: threads posting one-row predictions, every outcome recorded.
 
 Each request opens its own connection, so an outcome is unambiguous: ``refused`` means the
-connection was never accepted (the request was never in flight); anything else after the connect
-is an answer (its status) or a lost request (the exception's name).
+connection was never accepted (the request was never in flight: refused, or reset by the kernel
+while still queued, before the connect returned); anything else after the connect is an answer
+(its status) or a lost request (the exception's name).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Load:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         try:
             connection.connect()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):  # no request was sent on it
             return Outcome(started, REFUSED)
         try:
             connection.request("POST", "/predict", BODY, {"Content-Type": "application/json"})

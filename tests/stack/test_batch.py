@@ -35,7 +35,8 @@ def kaggle_csv() -> tuple[bytes, list[str], list[int], list[int]]:
 
 
 def test_the_mules_score_with_compiled_trees_what_lightgbm_forecasts(stack: Stack, serving_registry: Registry) -> None:
-    assert artefact_paths(serving_registry.versions_dir / "v1")[0].exists()  # promote compiled it
+    library = artefact_paths(serving_registry.versions_dir / "v1")[0]
+    assert library.exists()  # promote compiled it
     assert serving_registry.compiled_state("v1") == ""
     body, dates, stores, items = kaggle_csv()
     response = requests.post(f"{stack.url}/predict", data=body, headers={"Content-Type": "text/csv"}, timeout=60)
@@ -44,6 +45,10 @@ def test_the_mules_score_with_compiled_trees_what_lightgbm_forecasts(stack: Stac
     difference = np.abs(sales - lightgbm(serving_registry, dates, stores, items))
     assert difference.max() <= COMPILED_TOLERANCE
     assert "default version v1 (compiled;" in stack.uwsgi_log.read_text()
+    for mule in requests.get(f"{stack.url}/status", timeout=5).json()["mules"]:
+        maps = Path(f"/proc/{mule['pid']}/maps").read_text()
+        assert str(library) in maps  # loaded as a shared library ...
+        assert "llvmlite" not in maps  # ... without LLVM, which only compiling needs
 
 
 def test_the_kaggle_test_file_is_answered_as_its_submission_file(stack: Stack, serving_registry: Registry) -> None:

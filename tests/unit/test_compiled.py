@@ -53,14 +53,14 @@ def test_compiled_trees_forecast_what_lightgbm_does_over_the_whole_domain(compil
 
 
 def test_the_artefact_is_read_only_and_names_what_it_was_made_from(compiled: Registry) -> None:
-    object_path, info_path = _artefact(compiled)
+    library_path, info_path = _artefact(compiled)
     info = json.loads(info_path.read_text())
     assert info["model_sha256"] == compiled.metadata("v1")["checksum"][MODEL_FILE]
-    assert info["object_sha256"].startswith("sha256:")
+    assert info["library_sha256"].startswith("sha256:")
     assert info["target_cpu"] == "generic"
-    for path in (object_path, info_path):
+    for path in (library_path, info_path):
         assert not path.stat().st_mode & 0o222
-    assert not [p.name for p in object_path.parent.iterdir() if p.name.startswith(".")]  # no scratch left
+    assert not [p.name for p in library_path.parent.iterdir() if p.name.startswith(".")]  # no scratch left
 
 
 @pytest.mark.parametrize(
@@ -74,16 +74,34 @@ def test_the_artefact_is_read_only_and_names_what_it_was_made_from(compiled: Reg
 def test_a_stale_damaged_or_missing_artefact_is_bypassed_for_lightgbm(
     compiled: Registry, damage: str, reason: str
 ) -> None:
-    object_path, info_path = _artefact(compiled)
+    library_path, info_path = _artefact(compiled)
     if damage == "info":
         _rewrite(info_path, {"model_sha256": "sha256:" + "0" * 64})
     elif damage == "object":
-        object_path.chmod(0o644)
-        object_path.write_bytes(object_path.read_bytes()[:-16] + b"\0" * 16)
+        library_path.chmod(0o644)
+        library_path.write_bytes(library_path.read_bytes()[:-16] + b"\0" * 16)
     else:
         info_path.unlink()
     assert reason in compiled.compiled_state("v1")
     assert compiled.verify("v1").engine == "lightgbm"
+
+
+def test_a_library_that_does_not_load_is_bypassed_for_lightgbm(compiled: Registry) -> None:
+    """Damage the checksum cannot see (rewritten to match) still leaves the version served, by LightGBM."""
+    library_path, info_path = _artefact(compiled)
+    library_path.chmod(0o644)
+    library_path.write_bytes(b"not a shared library")
+    _rewrite(info_path, {"library_sha256": "sha256:" + hashlib.sha256(b"not a shared library").hexdigest()})
+    assert f"{library_path.name} does not load (OSError" in compiled.compiled_state("v1")
+    assert compiled.verify("v1").engine == "lightgbm"
+
+
+def test_without_a_linker_compiling_says_so_and_lightgbm_scores(registry: Registry, tmp_path: Path) -> None:
+    done = _cli(registry, "verify", "v1", "--compile", PATH=str(tmp_path))  # no ld on this PATH
+    assert done.returncode == 0, done.stderr
+    assert "version v1: no linker to make compiled trees a shared library (install binutils)" in done.stderr
+    assert "no compiled trees: LightGBM scores" in done.stdout
+    assert not _artefact(registry)[1].exists()
 
 
 def test_compiled_trees_of_another_model_are_refused_even_with_consistent_checksums(
@@ -94,10 +112,10 @@ def test_compiled_trees_of_another_model_are_refused_even_with_consistent_checks
     longer = train(small_data, rounds=SMALL_ROUNDS + 20, log=lambda _: None)
     version = other.register(longer.model_text, longer.metadata)
     other.compile(version)
-    object_path, info_path = _artefact(compiled)
-    object_path.chmod(0o644)
-    object_path.write_bytes(_artefact(other, version)[0].read_bytes())
-    _rewrite(info_path, {"object_sha256": "sha256:" + hashlib.sha256(object_path.read_bytes()).hexdigest()})
+    library_path, info_path = _artefact(compiled)
+    library_path.chmod(0o644)
+    library_path.write_bytes(_artefact(other, version)[0].read_bytes())
+    _rewrite(info_path, {"library_sha256": "sha256:" + hashlib.sha256(library_path.read_bytes()).hexdigest()})
     with pytest.raises(CorruptVersion, match=r"compiled trees forecast up to .* away from LightGBM"):
         compiled.verify("v1")
 
