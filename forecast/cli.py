@@ -188,14 +188,15 @@ def _verify(args: argparse.Namespace, registry: Registry) -> int:
     try:
         if args.compile and args.compiled_trees:
             _compile_if_needed(registry, args.ref)
-        predictor = registry.verify(args.ref, compiled=args.compiled_trees)
+        lightgbm = registry.verify(args.ref, compiled=False)
+        compiled = registry.verify_compiled(args.ref, lightgbm) if args.compiled_trees else None
     except ForecastError as exc:
         if not args.json:
             raise
         print(json.dumps({"code": exc.code, "message": exc.message}))  # read by Registry.check
         return 1
-    engine = "compiled trees agree with LightGBM" if predictor.compiled else "no compiled trees: LightGBM scores"
-    print(f"{predictor.version}: ok (checksum, compatibility, model text, features, load, both prediction paths; "
+    engine = "compiled trees agree with LightGBM" if compiled else "no compiled trees: LightGBM scores"
+    print(f"{lightgbm.version}: ok (checksum, compatibility, model text, features, load, both prediction paths; "
           f"{engine})")  # fmt: skip
     return 0
 

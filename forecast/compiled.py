@@ -7,7 +7,9 @@ sums the trees in blocks, so the last bit of a sum can differ (measured: at most
 The artefact is two files in the version's folder, named for the machine kind
 (``compiled-x86_64.so`` and ``compiled-x86_64.json``): a shared library (lleaves' object
 code linked by the system's ``ld``), and what it was made from (the model text's checksum,
-the library's checksum, the machine, lleaves' version, the feature count).  It is compiled
+the library's checksum, the machine, lleaves' version, the feature count) with LightGBM's
+forecasts of reference rows, recorded when it was compiled (:class:`Reference`): a
+process that loads the trees checks them against those, without loading LightGBM.  It is compiled
 for a generic CPU of the machine kind, so one artefact serves a fleet of mixed CPU models.
 It is a cache: a version is whole without it, a registry mounted read-only gets none, and
 a process that finds it missing, stale or for another machine scores with LightGBM
@@ -35,10 +37,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from forecast.errors import RegistryError
+from forecast.features import Rows
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,27 @@ def _expected(model_sha256: str) -> dict[str, str | int]:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """LightGBM's forecasts (``sales``) of ``rows``: recorded with compiled trees, what loading them checks."""
+
+    rows: Rows
+    sales: np.ndarray
+
+    def to_json(self) -> dict[str, list[int] | list[float]]:
+        columns = {"days": self.rows.days, "stores": self.rows.stores, "items": self.rows.items}
+        return {**{name: column.tolist() for name, column in columns.items()}, "sales": self.sales.tolist()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Reference:
+        """Raises ``ValueError``, ``KeyError`` or ``TypeError`` unless ``data`` is what :meth:`to_json` makes."""
+        days, stores, items = (np.asarray(data[name], dtype=np.int64) for name in ("days", "stores", "items"))
+        sales = np.asarray(data["sales"], dtype=np.float64)
+        if not 0 < len(days) == len(stores) == len(items) == len(sales) or days.ndim != 1:
+            raise ValueError("the reference's columns are empty or of different lengths")
+        return cls(Rows(days.astype("datetime64[D]"), stores, items), sales)
+
+
+@dataclass(frozen=True)
 class CompileReport:
     """What :func:`compile_trees` made: where, how long it took, how big it is."""
 
@@ -85,8 +110,8 @@ class CompileReport:
     library_bytes: int
 
 
-def compile_trees(model_path: Path, model_sha256: str) -> CompileReport:
-    """Compile the model text at ``model_path`` into the artefact beside it; replaces a stale one.
+def compile_trees(model_path: Path, model_sha256: str, reference: Reference) -> CompileReport:
+    """Compile the model text at ``model_path`` into the artefact beside it, with ``reference``; replaces a stale one.
 
     lleaves writes the object code, ``ld`` links it into a shared library; both files are
     written under temporary names and renamed into place, the description last: a reader
@@ -108,7 +133,8 @@ def compile_trees(model_path: Path, model_sha256: str) -> CompileReport:
         _link(linker, objects, library)
         seconds = time.perf_counter() - started
         info = {**_expected(model_sha256), "feature_count": model.num_feature(),
-                "library_sha256": _file_sha256(library), "compile_s": round(seconds, 3)}  # fmt: skip
+                "library_sha256": _file_sha256(library), "compile_s": round(seconds, 3),
+                "reference": reference.to_json()}  # fmt: skip
         os.chmod(library, 0o444)
         os.replace(library, library_path)
         _write_atomically(info_path, json.dumps(info, indent=2) + "\n")
@@ -142,8 +168,9 @@ class CompiledTrees:
     compiled from its version's immutable model text.
     """
 
-    def __init__(self, library: ctypes.CDLL, feature_count: int) -> None:
+    def __init__(self, library: ctypes.CDLL, feature_count: int, reference: Reference) -> None:
         self._library = library
+        self.reference = reference
         # The entry point typed to take addresses as integers: ctypes' pointer conversions cost more than
         # scoring one row.
         address = ctypes.cast(getattr(library, ENTRY_SYMBOL), ctypes.c_void_p).value
@@ -169,7 +196,8 @@ def load_compiled(model_path: Path, model_sha256: str) -> tuple[CompiledTrees | 
     """The artefact beside ``model_path`` if it was made from this model text for this machine kind.
 
     Returns (trees, "") or (None, why not): missing, stale, another machine, a bad
-    checksum, a library that does not load.  Never raises for any of those: the caller
+    checksum, a library that does not load.  Whether the trees forecast their reference
+    is the caller's check (:meth:`forecast.registry.Registry.verify`).  Never raises for any of those: the caller
     scores with LightGBM.
     """
     library_path, info_path = artefact_paths(model_path.parent)
@@ -189,6 +217,10 @@ def load_compiled(model_path: Path, model_sha256: str) -> tuple[CompiledTrees | 
     except OSError as exc:
         return None, f"unreadable {library_path.name} ({exc.__class__.__name__})"
     try:
-        return CompiledTrees(ctypes.CDLL(str(library_path)), int(info["feature_count"])), ""
+        reference = Reference.from_json(info["reference"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, f"no usable reference in {info_path.name} ({exc.__class__.__name__})"
+    try:
+        return CompiledTrees(ctypes.CDLL(str(library_path)), int(info["feature_count"]), reference), ""
     except (OSError, AttributeError, ValueError, KeyError, TypeError) as exc:  # dlopen, the symbol, the count
         return None, f"{library_path.name} does not load ({exc.__class__.__name__}: {exc})"

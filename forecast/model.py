@@ -1,29 +1,34 @@
-"""The loaded model: LightGBM trees, the feature set they were trained on, and (ours) the trend.
+"""The loaded model: its trees (LightGBM's or compiled), the feature set they were trained on, and (ours) the trend.
 
-With :mod:`forecast.train`, the only module that imports LightGBM (a test checks).
-Import it only in a process that will predict (a mule, the training CLI, a test), and
-only after any fork: LightGBM's OpenMP runtime hangs in a child forked from a parent
-that ran an OpenMP region, and merely loading a model runs one.
+With :mod:`forecast.train`, the only module that imports LightGBM (a test checks), and
+only when a predictor is built from model text: a predictor of compiled trees alone
+never loads it (a mule that scores compiled trees saves LightGBM's memory).  Build one
+only in a process that will predict (a mule, the training CLI, a test), and only after
+any fork: LightGBM's OpenMP runtime hangs in a child forked from a parent that ran an
+OpenMP region, and merely loading a model runs one.
 """
 
 from __future__ import annotations
 
 import ctypes
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 
 from forecast.compiled import CompiledTrees
 from forecast.features import FEATURE_SETS, FEATURE_VERSION, FeatureSet, Rows
 from forecast.trend import Trend
 
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
 
 class Predictor:
     """Predict daily unit sales for rows of (date, store, item).
 
     Not thread-safe (one per process, as in a mule).  ``predict`` runs the version's
-    compiled trees when it has them (:mod:`forecast.compiled`), else LightGBM, on one
-    thread: with several processes per machine, OpenMP threads only add contention, and
+    compiled trees when it was given them (:mod:`forecast.compiled`), else LightGBM's
+    ``booster``, on one thread: with several processes per machine, OpenMP threads only add contention, and
     one thread keeps a forked process safe.
     A version of our feature set predicts ``expm1(trees + trend)``, at least 0; an
     imported legacy version predicts what its trees say, as the original service did.
@@ -31,7 +36,7 @@ class Predictor:
 
     def __init__(
         self,
-        booster: lgb.Booster,
+        booster: lgb.Booster | None,
         trend: Trend | None,
         version: str,
         feature_set: FeatureSet = FEATURE_SETS[FEATURE_VERSION],
@@ -39,12 +44,14 @@ class Predictor:
     ) -> None:
         if feature_set.log_target and trend is None:
             raise ValueError(f"feature set {feature_set.version} needs a trend")
+        if booster is None and compiled is None:
+            raise ValueError("a predictor needs LightGBM's trees or compiled ones")
         self.booster = booster
         self.trend = trend
         self.version = version
         self.feature_set = feature_set
         self.compiled = compiled
-        self._single_row = _SingleRowPredictor.create(booster)
+        self._single_row = _SingleRowPredictor.create(booster) if booster is not None else None
 
     @property
     def engine(self) -> str:
@@ -53,7 +60,9 @@ class Predictor:
 
     @classmethod
     def from_model_text(cls, model_text: str, trend: Trend | None, version: str, feature_set: FeatureSet) -> Predictor:
-        """Build a predictor from the text of a LightGBM model file."""
+        """Build a predictor from the text of a LightGBM model file (imports LightGBM)."""
+        import lightgbm as lgb  # deferred: see the module's docstring
+
         return cls(lgb.Booster(model_str=model_text), trend, version, feature_set)
 
     def predict(self, rows: Rows) -> np.ndarray:
@@ -65,28 +74,19 @@ class Predictor:
             return self._sales(rows, self.compiled.predict(features))
         if self._single_row is not None and len(rows) < SINGLE_ROW_PATH_BELOW:
             return self._sales(rows, self._single_row.predict(features))
-        return self._sales(rows, np.asarray(self.booster.predict(features, num_threads=1)))
+        return self._sales(rows, self._batch(features))
 
     def predict_both_paths(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
-        """(one C call per row, one batch call): what verification compares."""
+        """LightGBM's (one C call per row, one batch call): what verification compares; ``ValueError`` without it."""
         features = self.feature_set.build(rows)
-        batch = self._sales(rows, np.asarray(self.booster.predict(features, num_threads=1)))
+        batch = self._sales(rows, self._batch(features))
         single = self._sales(rows, self._single_row.predict(features)) if self._single_row is not None else batch
         return single, batch
 
-    def compiled_difference(self, rows: Rows) -> float:
-        """The largest absolute difference between the compiled trees' and LightGBM's forecasts of ``rows``.
-
-        What verification bounds; raises ``ValueError`` when there are no compiled trees.
-        """
-        if self.compiled is None:
-            raise ValueError(f"version {self.version} has no compiled trees")
-        features = self.feature_set.build(rows)
-        lightgbm = self._sales(rows, np.asarray(self.booster.predict(features, num_threads=1)))
-        compiled = self._sales(rows, self.compiled.predict(features))
-        with np.errstate(invalid="ignore"):
-            difference = np.abs(compiled - lightgbm)
-        return float(np.max(difference, initial=0.0)) if np.all(np.isfinite(difference)) else float("inf")
+    def _batch(self, features: np.ndarray) -> np.ndarray:
+        if self.booster is None:
+            raise ValueError(f"version {self.version} was loaded without LightGBM (compiled trees only)")
+        return np.asarray(self.booster.predict(features, num_threads=1))
 
     def _sales(self, rows: Rows, raw: np.ndarray) -> np.ndarray:
         if self.trend is None or not self.feature_set.log_target:
@@ -119,6 +119,8 @@ class _SingleRowPredictor:
 
     @classmethod
     def create(cls, booster: lgb.Booster) -> _SingleRowPredictor | None:
+        import lightgbm as lgb  # loaded already: ``booster`` is one of its objects
+
         lib = getattr(lgb.basic, "_LIB", None)
         if lib is None or not hasattr(lib, "LGBM_BoosterPredictForMatSingleRowFastInit"):
             return None

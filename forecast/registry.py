@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from forecast.compiled import CompileReport, compile_trees, load_compiled
+from forecast.compiled import CompileReport, Reference, compile_trees, load_compiled
 from forecast.errors import CorruptVersion, IncompatibleVersion, RegistryError, VersionNotFound
 from forecast.features import FEATURE_SETS, FEATURE_VERSION, FeatureSet, Rows
 from forecast.modeltext import check_model_text
@@ -65,7 +65,7 @@ _REFUSALS: dict[str, type[RegistryError]] = {
     cls.code: cls for cls in (RegistryError, VersionNotFound, CorruptVersion, IncompatibleVersion)
 }
 SMOKE_ROW_COUNT = 8  # rows verify() scores on both paths, spread over the version's domain
-DOMAIN_DATES = 8  # dates per store and item on which verify() compares compiled trees with LightGBM
+DOMAIN_DATES = 8  # dates per store and item of the reference rows that compiled trees are checked on
 # Compiled trees sum in blocks, LightGBM tree by tree: the last bits of a sum may differ (2e-15 seen).
 COMPILED_TOLERANCE = 1e-9
 
@@ -181,13 +181,13 @@ class Registry:
         """Load a version or alias target after checking checksum and compatibility.
 
         With ``compiled``, the version's compiled trees score its rows when they were made
-        from this model text for this machine kind (:mod:`forecast.compiled`); otherwise,
-        and when they were not, LightGBM does (logged, with the reason).
-        Raises :class:`VersionNotFound`, :class:`CorruptVersion` or
-        :class:`IncompatibleVersion`.  Call only in a process that predicts,
-        after fork (see :mod:`forecast.model`).
+        from this model text for this machine kind (:mod:`forecast.compiled`), and LightGBM
+        is not loaded; otherwise, and when they were not, LightGBM scores (logged, with the
+        reason).  Raises :class:`VersionNotFound`, :class:`CorruptVersion` or
+        :class:`IncompatibleVersion`.  Call only in a process that predicts, after fork
+        (see :mod:`forecast.model`).
         """
-        from forecast.model import Predictor  # deferred: imports LightGBM
+        from forecast.model import Predictor  # deferred: LightGBM and compiled trees are loaded after fork
 
         metadata = self.metadata(ref)
         version = metadata["version"]
@@ -195,15 +195,17 @@ class Registry:
         model_text = self.model_text(version, metadata)
         try:
             trend = Trend.from_dict(metadata["trend"]) if feature_set.log_target else None
-            predictor = Predictor.from_model_text(model_text, trend, version, feature_set)
+        except (KeyError, TypeError, ValueError) as exc:  # a damaged metadata.json
+            raise CorruptVersion(f"version {version}: unreadable trend ({exc.__class__.__name__})") from exc
+        if compiled:
+            trees, why_not = load_compiled(self.versions_dir / version / MODEL_FILE, metadata["checksum"][MODEL_FILE])
+            if trees is not None:
+                return Predictor(None, trend, version, feature_set, compiled=trees)
+            logger.info("%s %s: scoring with LightGBM (compiled trees: %s)", self.model, version, why_not)
+        try:
+            return Predictor.from_model_text(model_text, trend, version, feature_set)
         except Exception as exc:  # LightGBM raises its own error type, or others on bad text
             raise CorruptVersion(f"version {version}: model does not load ({exc.__class__.__name__})") from exc
-        if compiled:
-            predictor.compiled, why_not = load_compiled(self.versions_dir / version / MODEL_FILE,
-                                                        metadata["checksum"][MODEL_FILE])  # fmt: skip
-            if why_not:
-                logger.info("%s %s: scoring with LightGBM (compiled trees: %s)", self.model, version, why_not)
-        return predictor
 
     def compiled_state(self, ref: str) -> str:
         """Why a version's compiled trees would not be used here ("" when they would); loads them to know."""
@@ -212,17 +214,17 @@ class Registry:
         return load_compiled(path, metadata.get("checksum", {}).get(MODEL_FILE, ""))[1]
 
     def compile(self, ref: str) -> CompileReport:
-        """Compile a version's trees into the artefact beside its text (see :mod:`forecast.compiled`).
+        """Compile a version's trees into the artefact beside its text (see :mod:`forecast.compiled`), with LightGBM's
+        forecasts of the version's reference rows (:func:`domain_rows`).  Imports LightGBM and LLVM.
 
-        Raises like :meth:`model_text`, and :class:`RegistryError` when the trees cannot be
+        Raises like :meth:`load`, and :class:`RegistryError` when the trees cannot be
         compiled or the folder cannot be written (a read-only registry).
         """
         metadata = self.metadata(ref)
-        version = metadata["version"]
-        check_compatible(metadata)
-        self.model_text(version, metadata)  # the text the artefact is made from is the registered one
+        version, rows = metadata["version"], domain_rows(metadata)
+        reference = Reference(rows, self.load(version, compiled=False).predict(rows))  # checks the model text too
         try:
-            return compile_trees(self.versions_dir / version / MODEL_FILE, metadata["checksum"][MODEL_FILE])
+            return compile_trees(self.versions_dir / version / MODEL_FILE, metadata["checksum"][MODEL_FILE], reference)
         except OSError as exc:
             raise RegistryError(f"version {version}: cannot write its compiled trees ({exc.strerror})") from exc
         except RegistryError as exc:  # no linker, or it failed
@@ -250,35 +252,37 @@ class Registry:
     def verify(self, ref: str, compiled: bool = True) -> Predictor:
         """Load a version and check it predicts; return the predictor (in this process: a mule, the CLI).
 
-        Beyond :meth:`load`: the loaded trees must take exactly the feature set's features,
-        and rows spread over the version's domain must get the same finite predictions from
-        the single-row path and the batch path (a model over other features does not); with
-        ``compiled``, compiled trees must forecast every store and item of the domain on a
-        spread of dates as LightGBM does, to :data:`COMPILED_TOLERANCE`.
+        Beyond :meth:`load`: compiled trees must take the feature set's features and forecast
+        their reference rows (every store and item of the domain on a spread of dates) as
+        LightGBM did when they were compiled, to :data:`COMPILED_TOLERANCE` (LightGBM is
+        not loaded).  LightGBM's trees must take exactly the feature set's features, and
+        rows spread over the version's domain must get the same finite predictions from its
+        single-row and batch paths (a model over other features does not).
         Raises like :meth:`load`, plus :class:`CorruptVersion` naming the mismatch.
         """
-        metadata = self.metadata(ref)
         predictor = self.load(ref, compiled)
-        version, names = predictor.version, predictor.feature_set.names
-        loaded = tuple(predictor.booster.feature_name())
-        if loaded != names:
-            raise IncompatibleVersion(f"version {version}: the loaded model's features {loaded} are not {names}")
-        try:
-            single, batch = predictor.predict_both_paths(smoke_rows(metadata))
-        except Exception as exc:
-            raise CorruptVersion(f"version {version}: smoke prediction failed ({exc.__class__.__name__})") from exc
-        if not (np.all(np.isfinite(batch)) and np.array_equal(single, batch)):
-            raise CorruptVersion(
-                f"version {version}: the single-row and batch paths disagree or are not finite "
-                f"(single {single[:3].tolist()}, batch {batch[:3].tolist()})"
-            )
         if predictor.compiled is not None:
-            difference = predictor.compiled_difference(domain_rows(metadata))
-            if not difference <= COMPILED_TOLERANCE:
-                raise CorruptVersion(
-                    f"version {version}: its compiled trees forecast up to {difference:.3g} away from LightGBM; "
-                    "compile it again (python -m forecast registry compile)"
-                )
+            _check_compiled(predictor, predictor.compiled.reference)
+        else:
+            _check_lightgbm(predictor, self.metadata(predictor.version))
+        return predictor
+
+    def verify_compiled(self, ref: str, lightgbm: Predictor) -> Predictor | None:
+        """:meth:`verify` the version's compiled trees, and their recorded reference against ``lightgbm``'s forecasts
+        of it (the version, verified and loaded with LightGBM): None when the version has no usable compiled trees.
+
+        What ``registry verify`` runs before an alias may name the version.  Raises like :meth:`verify`.
+        """
+        predictor = self.verify(ref, compiled=True)
+        if predictor.compiled is None:
+            return None
+        reference = predictor.compiled.reference
+        difference = _largest_difference(reference.sales, lightgbm.predict(reference.rows))
+        if not difference <= COMPILED_TOLERANCE:
+            raise CorruptVersion(
+                f"version {predictor.version}: the forecasts recorded with its compiled trees are up to "
+                f"{difference:.3g} away from LightGBM's; compile it again (python -m forecast registry compile)"
+            )
         return predictor
 
     def check(self, ref: str, timeout_s: float = 120) -> str:
@@ -428,6 +432,47 @@ def smoke_rows(metadata: dict[str, Any]) -> Rows:
     stores, items = domain["stores"], domain["items"]
     return Rows.from_columns(dates, [stores[i * len(stores) // count] for i in range(count)],
                              [items[i * len(items) // count] for i in range(count)])  # fmt: skip
+
+
+def _check_compiled(predictor: Predictor, reference: Reference) -> None:
+    """Raise unless ``predictor``'s compiled trees take its features and forecast ``reference`` (see ``verify``)."""
+    version, names = predictor.version, predictor.feature_set.names
+    assert predictor.compiled is not None
+    if predictor.compiled.feature_count != len(names):
+        raise IncompatibleVersion(
+            f"version {version}: its compiled trees take {predictor.compiled.feature_count} features, not {len(names)}"
+        )
+    difference = _largest_difference(predictor.predict(reference.rows), reference.sales)
+    if not difference <= COMPILED_TOLERANCE:
+        raise CorruptVersion(
+            f"version {version}: its compiled trees forecast up to {difference:.3g} away from LightGBM; "
+            "compile it again (python -m forecast registry compile)"
+        )
+
+
+def _check_lightgbm(predictor: Predictor, metadata: dict[str, Any]) -> None:
+    """Raise unless ``predictor``'s LightGBM trees take exactly its features and both paths agree (see ``verify``)."""
+    version, names = predictor.version, predictor.feature_set.names
+    assert predictor.booster is not None
+    loaded = tuple(predictor.booster.feature_name())
+    if loaded != names:
+        raise IncompatibleVersion(f"version {version}: the loaded model's features {loaded} are not {names}")
+    try:
+        single, batch = predictor.predict_both_paths(smoke_rows(metadata))
+    except Exception as exc:
+        raise CorruptVersion(f"version {version}: smoke prediction failed ({exc.__class__.__name__})") from exc
+    if not (np.all(np.isfinite(batch)) and np.array_equal(single, batch)):
+        raise CorruptVersion(
+            f"version {version}: the single-row and batch paths disagree or are not finite "
+            f"(single {single[:3].tolist()}, batch {batch[:3].tolist()})"
+        )
+
+
+def _largest_difference(forecasts: np.ndarray, expected: np.ndarray) -> float:
+    """The largest absolute difference, infinite when either side has a value that is not finite."""
+    with np.errstate(invalid="ignore"):
+        difference = np.abs(forecasts - expected)
+    return float(np.max(difference, initial=0.0)) if np.all(np.isfinite(difference)) else float("inf")
 
 
 def domain_rows(metadata: dict[str, Any]) -> Rows:

@@ -124,6 +124,7 @@ def train(data: SalesData, rounds: int = DEFAULT_ROUNDS, refit: bool = True, log
         }
     }
     final = fit(data, rounds) if refit else evaluated
+    assert final.booster is not None  # fit() trains LightGBM's trees
     model_text = final.booster.model_to_string()
     metadata: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

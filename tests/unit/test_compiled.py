@@ -40,13 +40,17 @@ def _rewrite(path: Path, change: dict[str, object]) -> None:
 def test_compiled_trees_forecast_what_lightgbm_does_over_the_whole_domain(compiled: Registry) -> None:
     predictor = compiled.verify("v1")
     assert predictor.engine == "compiled"
+    assert predictor.booster is None  # loaded without LightGBM
+    assert predictor.compiled is not None
     rows = domain_rows(compiled.metadata("v1"))
     assert len(rows) == 3 * 4 * 8  # every store and item of the small model, on 8 dates
-    difference = predictor.compiled_difference(rows)
-    assert difference <= COMPILED_TOLERANCE
-    # and predict() uses them, for one row as for many
+    reference = predictor.compiled.reference  # what loading checked them against
+    assert np.array_equal(reference.rows.dates, rows.dates)
+    assert np.array_equal(reference.rows.items, rows.items)
     lightgbm = compiled.load("v1", compiled=False)
     assert lightgbm.engine == "lightgbm"
+    assert np.array_equal(reference.sales, lightgbm.predict(rows))  # recorded exactly
+    # and predict() uses them, for one row as for many
     np.testing.assert_allclose(predictor.predict(rows), lightgbm.predict(rows), rtol=0, atol=COMPILED_TOLERANCE)
     single = predictor.predict(rows.__class__(rows.dates[:1], rows.stores[:1], rows.items[:1]))
     assert abs(single[0] - lightgbm.predict(rows)[0]) <= COMPILED_TOLERANCE
@@ -125,6 +129,44 @@ def _cli(registry: Registry, *args: str, **env: str) -> subprocess.CompletedProc
         [sys.executable, "-m", "forecast", "--registry", str(registry.root), "registry", *args],
         capture_output=True, text=True, check=False, env={**os.environ, **env},
     )  # fmt: skip
+
+
+def test_a_process_scoring_compiled_trees_never_loads_lightgbm(compiled: Registry) -> None:
+    """As a mule does: the trees are checked against the forecasts recorded when they were compiled."""
+    script = (
+        "import sys; sys.modules['lightgbm'] = None  # importing it would raise\n"
+        "from forecast.registry import Registry\n"
+        f"predictor = Registry({str(compiled.root)!r}).verify('v1')\n"
+        "print(predictor.engine, 'llvmlite' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["compiled", "False"]
+
+
+def test_an_artefact_copied_whole_from_another_model_passes_a_mule_but_not_registry_verify(
+    compiled: Registry, small_data: SalesData, tmp_path: Path
+) -> None:
+    """Library and reference agree with each other, not with this version's LightGBM: the check before an alias
+    names the version (``registry verify``) compares the reference with LightGBM."""
+    other = Registry(tmp_path / "other")
+    longer = train(small_data, rounds=SMALL_ROUNDS + 20, log=lambda _: None)
+    version = other.register(longer.model_text, longer.metadata)
+    other.compile(version)
+    library_path, info_path = _artefact(compiled)
+    theirs_library, theirs_info = _artefact(other, version)
+    library_path.chmod(0o644)
+    library_path.write_bytes(theirs_library.read_bytes())
+    _rewrite(
+        info_path,
+        {**json.loads(theirs_info.read_text()), "model_sha256": compiled.metadata("v1")["checksum"][MODEL_FILE]},
+    )
+    assert compiled.verify("v1").engine == "compiled"  # self-consistent: what a mule checks holds
+    done = _cli(compiled, "verify", "v1", "--json")
+    assert done.returncode == 1
+    refusal = json.loads(done.stdout.strip().splitlines()[-1])
+    assert refusal["code"] == "corrupt_version"
+    assert "the forecasts recorded with its compiled trees are up to" in refusal["message"]
 
 
 def test_verify_with_compile_makes_the_artefact_once_and_promote_runs_it(

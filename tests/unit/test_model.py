@@ -25,6 +25,7 @@ def test_the_single_row_path_equals_booster_predict(small_model: TrainResult) ->
     """The reference is LightGBM's own batch call, not the path under test."""
     model = predictor(small_model)
     assert model._single_row is not None, "this LightGBM exposes the single-row fast path"
+    assert model.booster is not None
     features = build_features(random_rows(2_000))
     fast = model._single_row.predict(features)
     assert np.array_equal(fast, model.booster.predict(features, num_threads=1))
