@@ -43,14 +43,16 @@ def test_status_reports_every_mule(stack: Stack) -> None:
         assert mule["heartbeat_age_s"] < 10
 
 
-def test_the_mules_hold_lightgbm_and_not_pandas(stack: Stack) -> None:
-    """LightGBM imports pandas when it is installed; the mule's entry point keeps it out (mules/main.py)."""
+def test_mules_scoring_compiled_trees_hold_neither_lightgbm_nor_llvm_nor_pandas(stack: Stack) -> None:
+    """The default model's compiled trees are a shared library checked without LightGBM (forecast/compiled.py)."""
     mules = requests.get(f"{stack.url}/status", timeout=5).json()["mules"]
     assert len(mules) == 2
+    assert "default version v1 (compiled;" in stack.uwsgi_log.read_text()
     for mule in mules:
         libraries = Path(f"/proc/{mule['pid']}/maps").read_text()
-        assert "lib_lightgbm" in libraries
-        assert "/pandas/" not in libraries
+        assert "/versions/v1/compiled-" in libraries
+        for absent in ("lib_lightgbm", "llvmlite", "/pandas/", "/scipy/"):
+            assert absent not in libraries, absent
 
 
 def test_predict_one_row(stack: Stack, serving_registry: Registry) -> None:

@@ -179,14 +179,27 @@ def test_more_models_than_fit_are_all_served_within_the_budget(crowded_stack: tu
                 answer = post(stack, name, {"date": date, "store": store, "item": item})
                 assert answer.json()["sales"] == pytest.approx(truth[round_ * 5 + n], rel=1e-12), (name, round_)
     budget = 2**20
-    listing = requests.get(f"{stack.url}/models", timeout=5).json()["models"]
-    for mule in (1, 2):
-        held = [name for name, model in listing.items() if name != "default" for mules in model["mules"].values()
-                if mule in mules]  # fmt: skip
-        assert len(held) * size <= budget, (mule, held)
+
+    def named_held() -> dict[int, list[str]]:
+        """Mule id -> the named models it holds, from the mules' heartbeats (``GET /models``)."""
+        listing = requests.get(f"{stack.url}/models", timeout=5).json()["models"]
+        found: dict[int, list[str]] = {}
+        for name, model in listing.items():
+            for mule in (mule for mules in model["mules"].values() for mule in mules if name != "default"):
+                found.setdefault(mule, []).append(name)
+        return found
+
+    wait_for(named_held, 10, lambda: "no mule's heartbeat reports a named model")  # heartbeats come every second
+    held = named_held()
+    for names_held in held.values():
+        assert len(names_held) * size <= budget, held
     log = stack.uwsgi_log.read_text()
     assert re.search(r"loaded model m00 version \w+ \(lightgbm;", log)  # named models: LightGBM (mules/models.py)
     assert not re.search(r"loaded model m\d\d version \w+ \(compiled;", log)
+    mules = requests.get(f"{stack.url}/status", timeout=5).json()["mules"]
+    libraries = [Path(f"/proc/{mule['pid']}/maps").read_text() for mule in mules]
+    assert any("lib_lightgbm" in maps for maps in libraries)  # loaded for the named models ...
+    assert not any("/pandas/" in maps for maps in libraries)  # ... without pandas, which it imports when installed
     loads = scrape(stack.url)
     # every model was loaded at least once; far fewer loads than requests: a model's jobs went to its holder
     assert 12 <= loads.value("forecast_mule_model_loads_total") < 12 * 3 * 5
