@@ -100,6 +100,16 @@ MUTANTS = (
            "        return iter(self._body)", "        release_freed_memory()\n        return iter(self._body)"),
     Mutant("the mules keep pandas out (stack tier)", "mules/main.py",
            'sys.modules["pandas"] = None', "pass"),
+    Mutant("compiled trees are checked against the forecasts recorded with them", "forecast/registry.py",
+           "            _check_compiled(predictor, predictor.compiled.reference)", "            pass"),
+    Mutant("registry verify checks the recorded forecasts against LightGBM", "forecast/registry.py",
+           "difference = _largest_difference(reference.sales, lightgbm.predict(reference.rows))", "difference = 0.0"),
+    Mutant("compiled trees load without LightGBM", "forecast/registry.py",
+           "return Predictor(None, trend, version, feature_set, compiled=trees)",
+           "return Predictor(Predictor.from_model_text(model_text, trend, version, feature_set).booster, "
+           "trend, version, feature_set, compiled=trees)"),
+    Mutant("a library whose bytes do not match its checksum is not loaded", "forecast/compiled.py",
+           'if _file_sha256(library_path) != info.get("library_sha256"):', "if False:"),
 )  # fmt: skip
 
 TIERS = {"unit": ["tests/unit"], "stack": ["tests/stack"], "all": ["tests"]}
