@@ -16,7 +16,8 @@ the table adds each one's throughput relative to the default, with paired ratios
 records the server's CPU time per request (the whole uWSGI tree and nginx, from /proc): on this
 shared VM throughput swings by +-20% between minutes, CPU per request much less, so it is the
 better measure of what a change costs. Needs wrk (apt-get install wrk). wrk runs on the same
-cores as the server: throughput includes its cost; CPU per request does not.
+cores as the server: throughput includes its cost; CPU per request does not. The tree's PSS is
+read halfway through each run (for sizing: processes and threads cost memory).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,11 +42,12 @@ from typing import Protocol
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.systems import cpu_seconds, memory_mb  # noqa: E402
 from launcher.stack import Stack  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "wrk" / "predict.lua"
 CONNECTIONS = (1, 8, 64)
-Run = dict[str, float]  # rps, p50, p99 (ms), non2xx, cpu_us
+Run = dict[str, float]  # rps, p50, p99 (ms), non2xx, cpu_us, pss_mb
 
 
 class Target(Protocol):
@@ -139,18 +142,6 @@ def descendants(roots: list[int]) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by ``pids`` (processes that exited meanwhile count 0)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def to_ms(text: str) -> float:
     match = re.match(r"([\d.]+)(us|ms|s)", text)
     assert match is not None, text
@@ -177,11 +168,17 @@ def wrk(url: str, connections: int, seconds: int) -> Run:
 
 
 def measured_run(target: Target, connections: int, seconds: int) -> Run:
+    """One wrk run, with the server's CPU per request and its whole tree's PSS halfway through."""
     pids = target.server_pids()
     before = cpu_seconds(pids)
+    halfway: list[float] = []
+    sampler = threading.Timer(seconds / 2, lambda: halfway.append(memory_mb(pids)["pss_mb"]))
+    sampler.start()
     result = wrk(target.url, connections, seconds)
+    sampler.join()
     requests = result["rps"] * seconds
     result["cpu_us"] = (cpu_seconds(pids) - before) / requests * 1e6 if requests else 0.0
+    result["pss_mb"] = halfway[0]
     return result
 
 
@@ -249,8 +246,8 @@ def medians(runs: dict[str, dict[int, list[Run]]]) -> dict[str, dict[int, Run]]:
 
 def print_table(runs: dict[str, dict[int, list[Run]]]) -> None:
     print("\n| configuration | connections | req/s | vs default | server CPU µs/req | vs default | p50 ms | p99 ms "
-          "| non-2xx |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| non-2xx | tree PSS MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     middle = medians(runs)
     for name, per in middle.items():
         for connections, median in per.items():
@@ -258,7 +255,7 @@ def print_table(runs: dict[str, dict[int, list[Run]]]) -> None:
             print(
                 f"| {name} | {connections} | {median['rps']:,.0f} | {median['rps'] / default['rps']:.1%} "
                 f"| {median['cpu_us']:.0f} | {median['cpu_us'] / default['cpu_us']:.1%} | {median['p50']:.2f} "
-                f"| {median['p99']:.2f} | {median['non2xx']:.0f} |"
+                f"| {median['p99']:.2f} | {median['non2xx']:.0f} | {median['pss_mb']:.0f} |"
             )
     print_pairs(runs)
 

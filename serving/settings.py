@@ -45,7 +45,7 @@ class Settings(ModelSettings):
     """
 
     # -- uWSGI sizes (read by uwsgi.ini) ---------------------------------------
-    uwsgi_processes: int = Field(4, ge=1, description="uWSGI web worker processes.")
+    uwsgi_processes: int = Field(2, ge=1, description="uWSGI web worker processes.")
     uwsgi_threads: int = Field(16, ge=1, description="Threads per web worker; each waits on one request.")
     mules: int = Field(
         2, ge=1, description="Mule processes; must equal the ids on uwsgi.ini's `for =` line (checked at start)."
