@@ -9,12 +9,13 @@ from app import create_app
 from app.mule_client import MuleClient
 from app.pool import MulePool
 from app.telemetry import RequestMetrics
-from serving.processes import one_malloc_arena
+from serving.processes import keep_inherited_objects_shared, one_malloc_arena
 from serving.settings import Settings
 
 one_malloc_arena()  # before uWSGI forks the workers (and their threads): see serving/processes.py
 settings = Settings()
 app = create_app(settings, MuleClient(settings, uwsgi), MulePool(settings, uwsgi))
+keep_inherited_objects_shared()  # last: uWSGI forks the workers and mules once this module is imported
 
 
 @postfork  # type: ignore[untyped-decorator]  # uwsgidecorators has no type hints

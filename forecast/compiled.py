@@ -8,8 +8,8 @@ The artefact is two files in the version's folder, named for the machine kind
 (``compiled-x86_64.so`` and ``compiled-x86_64.json``): a shared library (lleaves' object
 code linked by the system's ``ld``), and what it was made from (the model text's checksum,
 the library's checksum, the machine, lleaves' version, the feature count) with LightGBM's
-forecasts of reference rows, recorded when it was compiled (:class:`Reference`): a
-process that loads the trees checks them against those, without loading LightGBM.  It is compiled
+forecasts of reference rows, recorded when it was compiled (:class:`Reference`): a process
+that loads the trees checks them against those, without loading LightGBM.  It is compiled
 for a generic CPU of the machine kind, so one artefact serves a fleet of mixed CPU models.
 It is a cache: a version is whole without it, a registry mounted read-only gets none, and
 a process that finds it missing, stale or for another machine scores with LightGBM
@@ -18,8 +18,8 @@ instead (:func:`load_compiled` says why).
 Compiling is :meth:`forecast.registry.Registry.compile`, run by ``registry verify
 --compile`` in the child process that checks a version before an alias may name it; it
 needs LLVM (llvmlite) and a linker (binutils).  Loading is ``dlopen`` (ctypes) in the
-mules, after fork, like LightGBM: no LLVM in the process that scores, whose memory the
-LLVM runtime would otherwise double (README "Performance").  No Flask, no uwsgi here.
+mules, after fork, like LightGBM: no LLVM in the process that scores (its runtime took
+about 25 MB of every mule's memory; README "Compiled trees").  No Flask, no uwsgi here.
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ def compile_trees(model_path: Path, model_sha256: str, reference: Reference) -> 
         os.chmod(library, 0o444)
         os.replace(library, library_path)
         _write_atomically(info_path, json.dumps(info, indent=2) + "\n")
+    library_path.with_suffix(".o").unlink(missing_ok=True)  # format 1's object file, now stale
     return CompileReport(library_path, seconds, library_path.stat().st_size)
 
 
@@ -196,9 +197,9 @@ def load_compiled(model_path: Path, model_sha256: str) -> tuple[CompiledTrees | 
     """The artefact beside ``model_path`` if it was made from this model text for this machine kind.
 
     Returns (trees, "") or (None, why not): missing, stale, another machine, a bad
-    checksum, a library that does not load.  Whether the trees forecast their reference
-    is the caller's check (:meth:`forecast.registry.Registry.verify`).  Never raises for any of those: the caller
-    scores with LightGBM.
+    checksum, a library that does not load.  Never raises for any of those: the caller
+    scores with LightGBM.  Whether the trees forecast their reference is the caller's
+    check (:meth:`forecast.registry.Registry.verify`).
     """
     library_path, info_path = artefact_paths(model_path.parent)
     try:

@@ -28,8 +28,8 @@ class Predictor:
 
     Not thread-safe (one per process, as in a mule).  ``predict`` runs the version's
     compiled trees when it was given them (:mod:`forecast.compiled`), else LightGBM's
-    ``booster``, on one thread: with several processes per machine, OpenMP threads only add contention, and
-    one thread keeps a forked process safe.
+    ``booster``, on one thread: with several processes per machine, OpenMP threads only
+    add contention, and one thread keeps a forked process safe.
     A version of our feature set predicts ``expm1(trees + trend)``, at least 0; an
     imported legacy version predicts what its trees say, as the original service did.
     """
