@@ -51,7 +51,7 @@ import numpy as np
 
 from benchmarks.ray_serve.stack import ROOT, RayStack
 from benchmarks.scenarios import CANNON, answered_2xx, answered_non_2xx
-from benchmarks.systems import children, free_port, memory_mb
+from benchmarks.systems import DEFAULT_MULES, DEFAULT_POOL, children, free_port, memory_mb
 from forecast.data import generate
 from forecast.features import Rows
 from forecast.registry import DEFAULT_MODEL, MODEL_FILE, Registry
@@ -364,7 +364,7 @@ class Mules:
         self.budget_mb = budget_mb
         env = {"FORECAST_REGISTRY_DIR": str(fleet.registry), "FORECAST_MULE_MODEL_BUDGET_MB": str(budget_mb)}
         self.stack = Stack(run_dir, free_port(), env)
-        self.description = (f"this project: nginx + uWSGI 4 workers x 16 threads + 2 mules, "
+        self.description = (f"this project: nginx + uWSGI {DEFAULT_POOL} + {DEFAULT_MULES} mules, "
                             f"FORECAST_MULE_MODEL_BUDGET_MB={budget_mb}")  # fmt: skip
 
     @property

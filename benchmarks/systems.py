@@ -28,8 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from launcher.stack import Stack
+from serving.settings import Settings
 
 HERE = Path(__file__).resolve().parent
+_FIELDS = Settings.model_fields  # the defaults, whatever this process's environment says
+DEFAULT_POOL = f"{_FIELDS['uwsgi_processes'].default} workers x {_FIELDS['uwsgi_threads'].default} threads"
+DEFAULT_MULES = _FIELDS["mules"].default
 
 
 def free_port() -> int:
@@ -241,7 +245,7 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             "uwsgi-mules",
             registry,
             scratch,
-            description="this project: nginx + uWSGI 4 workers x 16 threads + 2 mules (default settings)",
+            description=f"this project: nginx + uWSGI {DEFAULT_POOL} + {DEFAULT_MULES} mules (default settings)",
         ),
         "ray-tutorial": RaySystem(
             "ray-tutorial",
@@ -298,7 +302,7 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             "floor",
             registry,
             scratch,
-            description="nginx + uWSGI 4 workers x 16 threads answering a constant (no Flask, no model)",
+            description=f"nginx + uWSGI {DEFAULT_POOL} answering a constant (no Flask, no model)",
             kind="floor",
             ini=HERE / "floor" / "uwsgi.ini",
             stack_class=ConstantStack,
