@@ -7,12 +7,13 @@ text's size plus ``PER_MODEL_OVERHEAD_BYTES`` (a loaded LightGBM model takes abo
 size in memory, and a fixed ~25 KB more: measured in the README); beyond, the least recently
 used versions are dropped.  The default model's version this mule serves by default is
 pinned: it is never evicted.  The default model's versions score with their compiled trees
-when they have usable ones (counted in the budget too), and then LightGBM is never loaded
-in the mule; other models' versions load with LightGBM: they are the ones the budget loads
-again and again, compiled trees load slower (7.6 against 4.4 ms for the default model's
-600 KB text: the check against their recorded forecasts) and a library once loaded stays
-mapped for the life of the process, so evicting it would free nothing.  A version that
-does not load is remembered for ``FAILED_RETRY_S`` so that its requests fail at once instead of loading again.
+when they have usable ones (counted in the budget by the library's size instead of the
+text's), which need no LightGBM in the mule; other models' versions load with LightGBM:
+they are the ones the budget loads again and again, compiled trees load slower (7.6
+against 4.4 ms for the default model's 600 KB text: the check against their recorded
+forecasts) and a library once loaded stays mapped for the life of the process, so evicting
+it would free nothing.  A version that does not load is remembered for ``FAILED_RETRY_S``
+so that its requests fail at once instead of loading again.
 """
 
 from __future__ import annotations

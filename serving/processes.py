@@ -1,5 +1,5 @@
-"""Process-level facts the uWSGI processes need: liveness (a mule holding a job, a dead worker's metrics file), and
-how their C library gives memory back."""
+"""Process-level facts the uWSGI processes need: liveness (a mule holding a job, a dead worker's metrics file), how
+their C library gives memory back, and what stays shared with the processes the master forks."""
 
 from __future__ import annotations
 
