@@ -27,6 +27,7 @@ import requests
 
 from forecast.registry import Registry
 from launcher.stack import find_nginx
+from serving.settings import Settings
 from tests.helpers import free_port, wait_for
 from tests.unit.test_dockerfile import dockerfile_instructions
 
@@ -147,6 +148,6 @@ def test_staged_image_serves_status_and_predictions(staged_image: str, tmp_path:
     assert answer.json()["sales"] > 0
     # the effective uWSGI configuration (show-config): the image's defaults did not win
     assert "cheaper = 0" in log
-    assert "processes = 4" in log
+    assert f"processes = {Settings.model_fields['uwsgi_processes'].default}" in log  # the FORECAST_ default
     assert "listen backlog is limited to 512 connections" in log  # UWSGI_LISTEN from prestart.sh
     assert f"ini = {tmp_path}/image/app/uwsgi.ini" in log

@@ -130,6 +130,7 @@ def small_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
     stack = start_stack(
         tmp_path,
         serving_registry,
+        FORECAST_UWSGI_PROCESSES="4",
         FORECAST_QUEUE_SLOTS="8",
         FORECAST_DEADLINE_MS="60000",
         FORECAST_MULE_STALE_AFTER_S="60",

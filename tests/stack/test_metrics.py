@@ -51,7 +51,7 @@ def test_traffic_moves_every_metric(stack: Stack) -> None:
     # state at scrape time: nothing in flight or queued, both mules up on the version /status names
     assert after.value("forecast_jobs_in_flight") == 0
     assert after.value("forecast_queue_depth") == 0
-    assert after.value("forecast_jobs_in_flight_limit") == 124  # (128 slots - 1) // 4 workers * 4
+    assert after.value("forecast_jobs_in_flight_limit") == 126  # (128 slots - 1) // 2 workers * 2
     status = requests.get(f"{url}/status", timeout=5).json()
     for mule in status["mules"]:
         mule_id = str(mule["id"])
