@@ -262,7 +262,7 @@ class Registry:
         """
         predictor = self.load(ref, compiled)
         if predictor.compiled is not None:
-            _check_compiled(predictor, predictor.compiled.reference)
+            _check_compiled(predictor)
         else:
             _check_lightgbm(predictor, self.metadata(predictor.version))
         return predictor
@@ -434,10 +434,11 @@ def smoke_rows(metadata: dict[str, Any]) -> Rows:
                              [items[i * len(items) // count] for i in range(count)])  # fmt: skip
 
 
-def _check_compiled(predictor: Predictor, reference: Reference) -> None:
-    """Raise unless ``predictor``'s compiled trees take its features and forecast ``reference`` (see ``verify``)."""
+def _check_compiled(predictor: Predictor) -> None:
+    """Raise unless ``predictor``'s compiled trees take its features and forecast their reference (see ``verify``)."""
     version, names = predictor.version, predictor.feature_set.names
     assert predictor.compiled is not None
+    reference = predictor.compiled.reference
     if predictor.compiled.feature_count != len(names):
         raise IncompatibleVersion(
             f"version {version}: its compiled trees take {predictor.compiled.feature_count} features, not {len(names)}"
