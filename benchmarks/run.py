@@ -27,7 +27,7 @@ from typing import Any
 
 from benchmarks import many_models, netns, scenarios
 from benchmarks.report import report_path, write_report
-from benchmarks.systems import System, make_systems, memory_mb
+from benchmarks.systems import DEFAULT_MULES, System, make_systems, memory_mb
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -184,6 +184,9 @@ def run_suite(names: list[str], smoke: bool, scratch: Path, many: bool = True) -
         names = [name for name in names if name not in netns.NEEDS_NAMESPACE]
         if left_out:
             log(f"left out {left_out}: they bind every interface; run as root for a loopback-only namespace")
+    # Before any system starts, the machine at its quietest. In parallel: the mules, a core each at most.
+    parallel = min(results["machine"]["cores"], DEFAULT_MULES)
+    results["scoring_alone"] = scenarios.scoring_alone(registry_copy(scratch, "scoring-alone"), 5, parallel)
     for system in make_systems(names, HERE, scratch):
         system.registry = registry_copy(scratch, system.name)
         results["systems"][system.name] = run_system(system, profile, log)

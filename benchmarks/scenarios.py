@@ -336,6 +336,28 @@ def batch(system: System, profile: Profile, registry: Path) -> dict[str, Any]:
     return {"rows": 45_000, "median_seconds": headline["median_seconds"], "runs": headline["runs"], "sizes": sizes}
 
 
+def scoring_alone(registry: Path, repeats: int, parallel: int) -> dict[str, Any]:
+    """The production version scoring each batch size alone, in this process on one core: features and trees
+    (compiled when the registry has them, as every system serves), no parsing, encoding or IPC; best of
+    ``repeats`` (after one warm-up).
+
+    What the batch goals are bounded by: a server scoring with the same trees cannot answer a batch faster
+    than this time spread over the ``parallel`` cores its scorers can use, parsing and encoding free.
+    """
+    predictor = Registry(registry).load("production")
+    seconds = {}
+    for size in BATCH_SIZES:
+        rows = batch_rows(size)
+        predictor.predict(rows)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            predictor.predict(rows)
+            times.append(time.perf_counter() - started)
+        seconds[str(size)] = round(min(times), 4)
+    return {"engine": predictor.engine, "parallel": parallel, "seconds": seconds}
+
+
 _TRUTHS: dict[tuple[str, int], np.ndarray] = {}
 
 
