@@ -213,18 +213,16 @@ def from_csv(body: bytes | bytearray, max_rows: int) -> CsvRows:
     line = 2  # the first row's line number, as an editor counts
     count = 0
     for chunk in _chunks(body, start):
-        lines = chunk.split("\n")
-        while lines and not lines[-1].strip():  # the line end the chunk stops at; blank lines ending the body
-            lines.pop()
-        if not lines:
-            continue
-        if count + len(lines) > max_rows:
+        read = _plain_csv_chunk(chunk, positions, len(header)) or _csv_chunk(chunk, positions, len(header), line)
+        if read is None:
+            continue  # blank lines only
+        rows, chunk_ids, lines = read
+        if count + len(rows) > max_rows:
             raise PayloadTooLarge(f"a batch may have at most {max_rows} rows; this one has more")
-        rows, chunk_ids = _csv_chunk(lines, positions, len(header), line)
         columns.put(slice(count, count + len(rows)), rows)
         ids += [chunk_ids] if chunk_ids is not None else []
         count += len(rows)
-        line += chunk.count("\n")
+        line += lines
     if count == 0:
         raise InvalidInput("a CSV body needs a header line and at least one row", field="body")
     return CsvRows(columns.take(slice(0, count)), np.concatenate(ids) if "id" in positions else None)
@@ -245,28 +243,39 @@ def _header_positions(header: list[str]) -> dict[str, int]:
     return {name: header.index(name) for name in CSV_COLUMNS if name in header}
 
 
-def _chunks(body: bytes | bytearray, start: int) -> Iterator[str]:
+def _chunks(body: bytes | bytearray, start: int) -> Iterator[bytes | bytearray]:
     """The body from ``start`` in pieces of about :data:`CSV_CHUNK_BYTES`, each ending at a line end."""
     while start < len(body):
         end = body.find(b"\n", start + CSV_CHUNK_BYTES)
         end = len(body) if end < 0 else end + 1
-        try:
-            yield body[start:end].decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInput("a CSV body must be UTF-8 text", field="body") from None
+        yield body[start:end]
         start = end
 
 
-def _csv_chunk(
-    lines: list[str], positions: dict[str, int], width: int, first_line: int
-) -> tuple[Columns, np.ndarray | None]:
-    """A chunk's rows, and its ids as a numpy string column (a Python string per id would be held until the
-    whole body is read: about three times the memory)."""
+ChunkRows = tuple[Columns, np.ndarray | None, int]  # a chunk's rows, its ids (numpy str), the lines it spans
+
+
+def _csv_chunk(chunk: bytes | bytearray, positions: dict[str, int], width: int, first_line: int) -> ChunkRows | None:
+    """A chunk's rows, read line by line as text (any chunk, blank lines skipped; None if it has only those);
+    raises :class:`InvalidInput` naming the first bad cell.
+
+    Ids are kept as a numpy string column (a Python string per id would be held until the
+    whole body is read: about three times the memory).
+    """
+    try:
+        text = chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("a CSV body must be UTF-8 text", field="body") from None
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():  # the line end the chunk stops at; blank lines ending the body
+        lines.pop()
+    if not lines:
+        return None
     cells = ",".join(lines).replace("\r", "").split(",")
     if len(cells) != len(lines) * width:
-        for number, text in enumerate(lines):
-            if text.count(",") != width - 1:
-                raise InvalidInput(f"line {first_line + number}: {text.count(',') + 1} cells, the header has {width}",
+        for number, line in enumerate(lines):
+            if line.count(",") != width - 1:
+                raise InvalidInput(f"line {first_line + number}: {line.count(',') + 1} cells, the header has {width}",
                                    field="body")  # fmt: skip
 
     def column(name: str) -> list[str]:
@@ -278,7 +287,105 @@ def _csv_chunk(
         raise _first_bad(dates, first_line, "date", lambda text: _iso_days([text], strip=True) is not None,
                          "is not a date (YYYY-MM-DD)")  # fmt: skip
     ids = np.array([cell.strip() for cell in column("id")], dtype=str) if "id" in positions else None
-    return Columns(days, _csv_ints(stores, "store", first_line), _csv_ints(items, "item", first_line)), ids
+    rows = Columns(days, _csv_ints(stores, "store", first_line), _csv_ints(items, "item", first_line))
+    return rows, ids, text.count("\n")
+
+
+_PLAIN_BYTES = b"0123456789-,\n"
+_DIGIT_PLACES = [0, 1, 2, 3, 5, 6, 8, 9]  # of YYYY-MM-DD
+_WIDEST_CELL = 18  # digits of the widest number read as arrays (int64 holds them all)
+
+
+def _plain_csv_chunk(chunk: bytes | bytearray, positions: dict[str, int], width: int) -> ChunkRows | None:
+    """A chunk's rows read as whole arrays, a constant number of numpy passes over its bytes, when every line
+    is plain: only digits (and the dates' dashes), no spaces, ``\\r`` or blank lines, every date a real day
+    written ``YYYY-MM-DD``, every number at least 1 with at most 18 digits.  None otherwise: the chunk then
+    goes to :func:`_csv_chunk`, which reads the same rows the same way (a test checks) and names what is
+    wrong.  The Kaggle test file is plain: its 45,000 rows read in a few milliseconds, not 30.
+    """
+    if not chunk or chunk.translate(None, _PLAIN_BYTES):
+        return None
+    data = np.zeros(len(chunk) + _WIDEST_CELL, dtype=np.uint8)  # room to read the widest cell at the end
+    data[: len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+    ends = np.flatnonzero(data[: len(chunk)] == ord("\n"))
+    if chunk[-1] != ord("\n"):
+        ends = np.append(ends, len(chunk))  # the body's last line, without a line end
+    found = np.flatnonzero(data == ord(","))  # width >= 3: the header names date, store and item
+    if len(found) != len(ends) * (width - 1):
+        return None
+    commas = found.reshape(-1, width - 1)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    cell_starts, cell_ends = np.column_stack((starts, commas + 1)), np.column_stack((commas, ends))
+    if (cell_ends <= cell_starts).any():
+        return None  # an empty cell; or lines with more commas than the header and fewer: a cell ends before it starts
+    cells = {name: (cell_starts[:, place], cell_ends[:, place]) for name, place in positions.items()}
+    days = _plain_dates(data, *cells["date"])
+    stores, items = _plain_numbers(data, *cells["store"]), _plain_numbers(data, *cells["item"])
+    ids = _plain_texts(data, *cells["id"]) if "id" in cells else None
+    if days is None or stores is None or items is None or ("id" in cells and ids is None):
+        return None
+    return Columns(days, stores, items), ids, len(ends)
+
+
+def _cell_bytes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cells' bytes, one row each as wide as the widest (zeros past a cell's end), and which are the cell's;
+    None when a cell is wider than :data:`_WIDEST_CELL` (``data`` has that many spare bytes at its end)."""
+    lengths = ends - starts
+    width = int(lengths.max())
+    if width > _WIDEST_CELL:
+        return None
+    inside = np.arange(width) < lengths[:, None]
+    # Every ``width`` bytes from every offset, as one opaque item each: picking the cells copies an item per cell,
+    # not a byte (three times faster than numpy's sliding_window_view).
+    windows = np.ndarray((len(data) - width + 1,), dtype=f"V{width}", buffer=data, strides=(1,))
+    return windows[starts].view(np.uint8).reshape(-1, width) * inside, inside
+
+
+def _plain_dates(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+    """Days since 1970 of cells each ``YYYY-MM-DD`` naming a real day (years 1-9999), or None."""
+    cells = _cell_bytes(data, starts, ends) if (ends - starts == 10).all() else None
+    if cells is None:
+        return None
+    text = cells[0]
+    if (text[:, [4, 7]] != ord("-")).any():
+        return None
+    digits = text[:, _DIGIT_PLACES].astype(np.int32) - ord("0")
+    if ((digits < 0) | (digits > 9)).any():
+        return None
+    year = digits[:, :4] @ np.array([1000, 100, 10, 1], dtype=np.int32)
+    month, day = digits[:, 4] * 10 + digits[:, 5], digits[:, 6] * 10 + digits[:, 7]
+    if (year < 1).any() or (month < 1).any() or (month > 12).any():
+        return None
+    months = (year - 1970).astype("datetime64[Y]").astype("datetime64[M]") + (month - 1).astype("timedelta64[M]")
+    dates = months.astype("datetime64[D]") + (day - 1).astype("timedelta64[D]")
+    if (dates.astype("datetime64[M]") != months).any():
+        return None  # day 0, or past the month's last day: another month
+    days: np.ndarray = dates.astype(np.int64)
+    return days
+
+
+def _plain_numbers(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+    """Cells of 1 to 18 ASCII digits, each at least 1, as int64; or None."""
+    cells = _cell_bytes(data, starts, ends)
+    if cells is None:
+        return None
+    text, inside = cells
+    digits = text.astype(np.int64) - ord("0")
+    if (inside & ((digits < 0) | (digits > 9))).any():
+        return None
+    values = np.zeros(len(starts), dtype=np.int64)
+    for place in range(text.shape[1]):  # a handful of whole-column passes: the widest cell's digits
+        values = np.where(inside[:, place], values * 10 + digits[:, place], values)
+    return values if (values >= 1).all() else None
+
+
+def _plain_texts(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+    """The cells (ASCII, at most 18 characters) as a numpy str column, as ``np.array(cells, dtype=str)`` makes
+    it: each byte widened to the character it is (numpy's str is UCS-4), in one pass; or None."""
+    cells = _cell_bytes(data, starts, ends)
+    if cells is None:
+        return None
+    return cells[0].astype("<u4").view(f"<U{cells[0].shape[1]}").reshape(-1)
 
 
 def _csv_ints(texts: list[str], name: str, first_line: int) -> np.ndarray:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -156,6 +158,103 @@ def test_a_json_body_read_in_pieces_stops_at_the_row_limit(monkeypatch: pytest.M
 def test_csv_that_is_not_utf8_is_named() -> None:
     with pytest.raises(InvalidInput, match="UTF-8"):
         from_csv(b"date,store,item\n2018-01-01,1,\xff\n", max_rows=10)
+
+
+CSV_CELLS = {  # what each column's cells are drawn from: plain ones, and every way a cell can fail to be plain
+    "id": ["0", "7", "007", "45000", "1" * 18, "1" * 19, "1" * 40, "a1", " 7", "-1", "", "é"],
+    "date": ["2018-01-21", "2016-02-29", "2018-02-28", "0001-01-01", "9999-12-31", "2018-02-29", "2019-04-31",
+             "0000-01-01", "2018-1-21", "2018-13-01", "2018-00-10", "2018-01-00", "2018-01-32", " 2018-01-21",
+             "2018/01/21", "20180121", "2018001021", "2018-01-2x", "-018-01-21", "2018--1-21", "2018-1--21",
+             "2018-01-2-", "2018-01-211", ""],
+    "store": ["1", "10", "01", "999999999999999999", "0", "00", "-3", "3-", "1-0", "1" * 19, "x", " 2", "2 ", ""],
+}  # fmt: skip
+CSV_CELLS["item"] = CSV_CELLS["store"]
+CSV_HEADERS = [("id", "date", "store", "item"), ("date", "store", "item"), ("store", "item", "date", "id")]
+
+
+CSV_PLAIN = {"id": "7", "date": "2018-01-21", "store": "3", "item": "45"}
+# A line as drawn, with an extra cell, an extra empty one, a cell short, CRLF, a space, blank.
+CSV_LINE_FORMS = ["{}", "{},5", "{},", "<{}", "{}\r", " {}", ""]
+CSV_ENDS = ["\n", "", "\n\n", "\r\n"]
+
+
+def _csv_line(header: tuple[str, ...], odd: dict[str, str], form: str = "{}") -> str:
+    cells = [odd.get(name, CSV_PLAIN[name]) for name in header]
+    return form.removeprefix("<").format(",".join(cells[:-1] if form.startswith("<") else cells))
+
+
+def _csv_outcome(body: bytes, max_rows: int) -> tuple[Any, ...]:
+    try:
+        read = from_csv(body, max_rows)
+    except ApiError as error:
+        return type(error).__name__, str(error), error.field
+    columns, ids = read.columns, read.ids
+    return (columns.days.tolist(), columns.stores.tolist(), columns.items.tolist(),
+            None if ids is None else (ids.tolist(), ids.dtype))  # fmt: skip
+
+
+def _assert_read_alike(body: bytes, max_rows: int = 100) -> tuple[Any, ...]:
+    """``body`` read with the array path where it applies equals ``body`` read line by line only."""
+    outcomes = []
+    for chunk_bytes in (24, 1 << 20):  # about a line per chunk (plain and odd chunks mixed), and one chunk
+        with patch.object(rows_module, "CSV_CHUNK_BYTES", chunk_bytes):
+            outcomes.append(_csv_outcome(body, max_rows))
+            with patch.object(rows_module, "_plain_csv_chunk", lambda *args: None):
+                assert _csv_outcome(body, max_rows) == outcomes[-1], body
+    return outcomes[0]
+
+
+@pytest.mark.parametrize("header", CSV_HEADERS, ids=",".join)
+def test_plain_csv_is_read_as_arrays_exactly_as_line_by_line(header: tuple[str, ...]) -> None:
+    """Every odd cell and every line form, once among plain lines: the same rows, or the same error."""
+    plain = _csv_line(header, {})
+    for name in header:
+        for cell in CSV_CELLS[name]:
+            for form in CSV_LINE_FORMS:
+                for end in CSV_ENDS:
+                    lines = [plain, plain, _csv_line(header, {name: cell}, form), plain]
+                    _assert_read_alike((",".join(header) + "\n" + "\n".join(lines) + end).encode())
+
+
+@pytest.mark.parametrize("forms", [("{},5", "<{}"), ("<{}", "{},5")], ids=["more, then fewer", "fewer, then more"])
+def test_lines_whose_cells_miscount_by_as_many_either_way_are_read_alike(forms: tuple[str, str]) -> None:
+    header = CSV_HEADERS[0]
+    lines = [_csv_line(header, {}, form) for form in forms]
+    outcome = _assert_read_alike((",".join(header) + "\n" + "\n".join(lines) + "\n").encode())
+    assert outcome[0] == "InvalidInput"
+
+
+def test_a_csv_of_empty_ids_is_read_alike() -> None:
+    assert _assert_read_alike(b"id,date,store,item\n,2018-01-21,3,45\n,2018-01-22,3,45\n")[3] == (["", ""], "<U1")
+
+
+def test_plain_csv_with_many_odd_cells_is_read_as_arrays_exactly_as_line_by_line() -> None:
+    draw = random.Random(17)
+    for _ in range(300):
+        header = draw.choice(CSV_HEADERS)
+        lines = []
+        for _ in range(draw.randint(1, 12)):
+            odd = {name: draw.choice(CSV_CELLS[name]) for name in header if draw.random() < 0.1}
+            lines.append(_csv_line(header, odd, draw.choice(CSV_LINE_FORMS[:1] * 12 + CSV_LINE_FORMS)))
+        body = (",".join(header) + "\n" + "\n".join(lines) + draw.choice(CSV_ENDS)).encode()
+        _assert_read_alike(body, draw.randint(1, 14))
+
+
+def test_the_kaggle_test_file_takes_the_array_path() -> None:
+    lines = [f"{n},2018-{1 + n % 3:02d}-{1 + n % 28:02d},{1 + n % 10},{1 + n % 50}" for n in range(4500)]
+    body = ("\n".join(["id,date,store,item", *lines]) + "\n").encode()
+    start = body.index(b"\n") + 1
+    for chunk in (body[start:], body[start:-1]):  # with its last line end, and without
+        read = rows_module._plain_csv_chunk(chunk, {"id": 0, "date": 1, "store": 2, "item": 3}, 4)
+        assert read is not None
+        assert read[2] == 4500
+    whole = from_csv(body, 4500)
+    assert whole.ids is not None
+    assert (whole.ids.tolist(), whole.columns.stores.tolist()) == (
+        [str(n) for n in range(4500)],
+        [1 + n % 10 for n in range(4500)],
+    )
+    assert whole.columns.date_strings()[:2] == ["2018-01-01", "2018-02-02"]
 
 
 @pytest.mark.parametrize("rows", [4, SMALL_ROWS + 4])  # the Python pass and the vectorised one
