@@ -14,7 +14,8 @@ difference between tenths and hundredths of a second (README "Performance").
   way it leaves to the caller, which parses it whole.
 * :func:`from_csv` reads ``text/csv`` bodies with a header naming ``date``, ``store``,
   ``item`` and, optionally, ``id`` (the Kaggle test set's columns), about a megabyte at a
-  time, so that no list of every cell of a large body is ever held.
+  time, so that no list of every cell of a large body is ever held; a megabyte of plain
+  lines (the Kaggle file's) as whole numpy arrays, any other line by line.
 
 No Flask, no WSGI; raises :class:`app.errors.InvalidInput` naming the problem.
 """
@@ -301,7 +302,7 @@ def _plain_csv_chunk(chunk: bytes | bytearray, positions: dict[str, int], width:
     is plain: only digits (and the dates' dashes), no spaces, ``\\r`` or blank lines, every date a real day
     written ``YYYY-MM-DD``, every number at least 1 with at most 18 digits.  None otherwise: the chunk then
     goes to :func:`_csv_chunk`, which reads the same rows the same way (a test checks) and names what is
-    wrong.  The Kaggle test file is plain: its 45,000 rows read in a few milliseconds, not 30.
+    wrong.  The Kaggle test file is plain: its 45,000 rows read in 9 ms instead of 27 (one core).
     """
     if not chunk or chunk.translate(None, _PLAIN_BYTES):
         return None
