@@ -110,6 +110,12 @@ MUTANTS = (
            "trend, version, feature_set, compiled=trees)"),
     Mutant("a library whose bytes do not match its checksum is not loaded", "forecast/compiled.py",
            'if _file_sha256(library_path) != info.get("library_sha256"):', "if False:"),
+    Mutant("a CSV date read as arrays is a real day", "app/rows.py",
+           "if (dates.astype(\"datetime64[M]\") != months).any():", "if False:"),
+    Mutant("a CSV number read as arrays is digits only", "app/rows.py",
+           "if (inside & ((digits < 0) | (digits > 9))).any():", "if False:"),
+    Mutant("the Kaggle CSV takes the array path", "app/rows.py",
+           "if not chunk or chunk.translate(None, _PLAIN_BYTES):", "if True:"),
 )  # fmt: skip
 
 TIERS = {"unit": ["tests/unit"], "stack": ["tests/stack"], "all": ["tests"]}
