@@ -474,11 +474,20 @@ class MuleClient:
         for notice in channel.notices(deadline, self.settings.mule_check_interval_ms / 1000):
             if notice is None:
                 if pid is not None and not self.alive(pid):
-                    return Result(request.job_id, mule_id, pid, version, error=f"the mule (pid {pid}) died loading it")
+                    return self._died_loading(request, mule_id, pid)
             elif notice.job_id == request.job_id and notice.kind != NOTICE_CLAIMED:
                 channel.end()
-                return self._load_result(mule_id, request)
+                result = self._load_result(mule_id, request)
+                if pid is not None and result.mule_pid != pid:
+                    # The asked mule died and its respawn, reading the same message pipe, answered
+                    # before the owner check saw the death: still a death while loading.
+                    return self._died_loading(request, mule_id, pid)
+                return result
         raise DeadlineExceeded(f"mule {mule_id} did not load {version} within {self.settings.reload_timeout_s} s")
+
+    @staticmethod
+    def _died_loading(request: LoadRequest, mule_id: int, pid: int) -> Result:
+        return Result(request.job_id, mule_id, pid, request.version, error=f"the mule (pid {pid}) died loading it")
 
     def _load_result(self, mule_id: int, request: LoadRequest) -> Result:
         key = request.job_id.hex()

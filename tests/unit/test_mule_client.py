@@ -27,6 +27,7 @@ from serving.messages import (
     STATE_CACHE,
     Heartbeat,
     Job,
+    LoadRequest,
     MuleState,
     Notice,
     Result,
@@ -276,6 +277,35 @@ def test_the_queue_never_wraps_under_concurrent_requests(shared: FakeUwsgi) -> N
     assert outcomes.count("ok") == limit
     assert shared.overwrites == 0
     assert client.admission.in_flight == 0
+
+
+def answer_load(shared: FakeUwsgi, answering_pid: int) -> threading.Thread:
+    """Mule 1 in a thread: reads one load request from its inbox and answers it as ``answering_pid``."""
+
+    def run() -> None:
+        request = LoadRequest.decode(shared.inboxes[1].get())
+        result = Result(request.job_id, 1, answering_pid, request.version)
+        shared.cache_update(request.job_id.hex(), result.encode(), 0, "results")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notices:
+            notify(notices, Notice(NOTICE_DONE, request.job_id, answering_pid), request.reply_to)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_load_answered_by_the_mule_asked_is_its_answer(shared: FakeUwsgi, client: MuleClient) -> None:
+    answer_load(shared, ALIVE)
+    result = client.load(1, "v2", ALIVE)
+    assert (result.mule_pid, result.model_version, result.ok) == (ALIVE, "v2", True)
+
+
+def test_a_load_answered_by_a_respawn_of_the_mule_asked_is_its_death(shared: FakeUwsgi, client: MuleClient) -> None:
+    """The asked mule died; its respawn read the same message and answered before any owner check ran."""
+    answer_load(shared, ALIVE + 7)
+    result = client.load(1, "v2", ALIVE)
+    assert result.error == f"the mule (pid {ALIVE}) died loading it"
+    assert result.mule_pid == ALIVE
 
 
 def test_admission_counts_and_releases() -> None:
