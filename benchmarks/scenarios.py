@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.systems import System, cpu_seconds, get_json, kill, memory_mb
+from benchmarks.systems import System, cpu_seconds, get_json, kill, memory_mb, thread_cpu_seconds
 from forecast.features import Rows
 from forecast.registry import Registry
 
@@ -311,7 +311,7 @@ def post_raw(url: str, body: bytes, headers: dict[str, str], timeout: float = 30
 
 def batch(system: System, profile: Profile, registry: Path) -> dict[str, Any]:
     """Every size of :data:`BATCH_SIZES` in every format, ``profile.repeats`` times each: seconds, every value
-    against LightGBM's own, and the tree's peak memory (PSS) while the request ran.
+    against LightGBM's own, the tree's peak memory (PSS) and the CPU time it spent while the request ran.
 
     The record keeps the 45,000-row JSON request's median as ``median_seconds`` (the headline's).
     """
@@ -327,6 +327,7 @@ def batch(system: System, profile: Profile, registry: Path) -> dict[str, Any]:
             sizes[str(size)][fmt] = {
                 "body_mb": round(len(body) / 2**20, 1),
                 "median_seconds": statistics.median(answered) if len(answered) == len(runs) else None,
+                "median_server_cpu_s": statistics.median(r["server_cpu_s"] for r in runs),
                 "peak_pss_mb": max(r["peak_pss_mb"] for r in runs),
                 "max_abs_error": max((r["max_abs_error"] for r in runs if r["max_abs_error"] is not None),
                                      default=None),
@@ -370,8 +371,10 @@ def _batch_truth(registry: Path, checksum: str, size: int) -> np.ndarray:
 
 
 def _batch_run(system: System, body: bytes, headers: dict[str, str], fmt: str, truth: np.ndarray) -> dict[str, Any]:
-    """One request, its PSS sampled every 50 ms meanwhile."""
-    peak = {"pss_mb": memory_mb(system.tree_pids())["pss_mb"]}
+    """One request, its PSS sampled every 50 ms meanwhile, and the CPU time the system's processes spent
+    meanwhile (all their work, not the client's)."""
+    pids = system.tree_pids()
+    peak = {"pss_mb": memory_mb(pids)["pss_mb"]}
     done = threading.Event()
 
     def sample() -> None:
@@ -380,16 +383,18 @@ def _batch_run(system: System, body: bytes, headers: dict[str, str], fmt: str, t
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    cpu_before = thread_cpu_seconds(pids)
     started = time.perf_counter()
     status, data = post_raw(system.url, body, headers)
     seconds = time.perf_counter() - started
+    server_cpu_s = thread_cpu_seconds(pids) - cpu_before
     done.set()
     sampler.join()
     sales = batch_sales(data, fmt) if status == 200 else np.empty(0)
     worst = float(np.max(np.abs(sales - truth))) if len(sales) == len(truth) else None
     return {"status": status, "seconds": round(seconds, 3), "rows": len(sales),
             "rows_per_s": round(len(sales) / seconds), "max_abs_error": worst,
-            "peak_pss_mb": peak["pss_mb"]}  # fmt: skip
+            "peak_pss_mb": peak["pss_mb"], "server_cpu_s": round(server_cpu_s, 4)}  # fmt: skip
 
 
 # -- 3. overload ---------------------------------------------------------------------------------------

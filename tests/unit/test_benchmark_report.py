@@ -67,7 +67,7 @@ def test_the_check_fails_a_batch_whose_values_differ_and_needs_haproxy_systems_o
 
 def test_each_goal_is_stated_with_its_measured_ratio_whether_it_is_met_and_its_bound() -> None:
     def batch(seconds: float) -> dict[str, Any]:
-        record = {"median_seconds": seconds, "runs": [{"max_abs_error": 2e-15}]}
+        record = {"median_seconds": seconds, "median_server_cpu_s": 0.15, "runs": [{"max_abs_error": 2e-15}]}
         return {"batch": {"median_seconds": seconds, "sizes": {"45000": {"json": record}}}}
 
     systems = {
@@ -77,28 +77,31 @@ def test_each_goal_is_stated_with_its_measured_ratio_whether_it_is_met_and_its_b
         "floor": system(8000, 10, "floor"),
     }
     alone = {"engine": "compiled", "parallel": 2, "seconds": {"45000": 0.3}}
-    lines = goals_section(systems, alone)
+    lines = goals_section(systems, alone, 2)
     assert (
         "| 45,000-row batch, JSON: times faster than the best Ray | at least 5 | 6.000 "
-        "| 0.600 s (ray-plain) / 0.100 s | yes | 4.000 | 0.600 s / (0.300 s scoring alone / 2) |"
+        "| 0.600 s (ray-plain) / 0.100 s | yes | 4.000 | 0.600 s / (0.300 s scoring alone / 2) "
+        "| 8.000 | 0.600 s / (0.150 s of CPU / 2 cores) |"
     ) in lines
-    assert "| 45,000-row batch, JSON: seconds | at most 0.15 | 0.100 | 0.1 s | yes | - | - |" in lines
+    assert "| 45,000-row batch, JSON: seconds | at most 0.15 | 0.100 | 0.1 s | yes | - | - | - | - |" in lines
     assert (
         "| single row, 64 connections: req/s over the floor's | at least 0.5 | 0.375 "
-        "| 3,000.00 / 8,000.00 (floor) | no | - | - |"
+        "| 3,000.00 / 8,000.00 (floor) | no | - | - | - | - |"
     ) in lines
     assert (
         "| single row, 64 connections: req/s over the best Ray's | at least 3 | 3.333 "
-        "| 3,000.00 / 900.00 (ray-plain) | yes | 8.889 | 8,000 (floor) / 900 (ray-plain) |"
+        "| 3,000.00 / 900.00 (ray-plain) | yes | 8.889 | 8,000 (floor) / 900 (ray-plain) | - | - |"
     ) in lines
     assert (
-        "| PSS under load over the leanest Ray's | at most 0.125 | 0.143 | 100 MB / 700 MB (ray-slow) | no | - | - |"
-        in lines
-    )
+        "| PSS under load over the leanest Ray's | at most 0.125 | 0.143 | 100 MB / 700 MB (ray-slow) | no "
+        "| - | - | - | - |"
+    ) in lines
     assert (
-        "| batch: largest difference from LightGBM's own forecast | at most 1e-09 | 2.0e-15 | 2e-15 | yes | - | - |"
-        in lines
-    )
-    assert any(line.startswith("| 500,000-row batch, CSV") and line.endswith("| not measured | - | - | - |")
+        "| batch: largest difference from LightGBM's own forecast | at most 1e-09 | 2.0e-15 | 2e-15 | yes "
+        "| - | - | - | - |"
+    ) in lines
+    assert any(line.startswith("| 500,000-row batch, CSV") and line.endswith("| not measured | - | - | - | - | - |")
                for line in lines)  # fmt: skip
-    assert not any("| 500,000-row batch, JSON" in line and "scoring alone" in line for line in goals_section(systems))
+    without = goals_section(systems)  # no scoring-alone record, no core count (older results)
+    assert not any("| 500,000-row batch, JSON" in line and "scoring alone" in line for line in without)
+    assert not any(line.startswith("| 45,000") and "cores)" in line for line in goals_section(systems, alone))
