@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.scenarios import BATCH_FORMATS, batch_body, batch_sales, post_raw  # noqa: E402
 from benchmarks.systems import memory_mb  # noqa: E402
-from benchmarks.wrk_single_row import Target, targets  # noqa: E402
+from benchmarks.wrk_single_row import Target, in_turns, targets  # noqa: E402
 
 SAMPLE_S = 0.005
 
@@ -98,7 +98,7 @@ def main() -> int:
         for repeat in range(args.repeats):
             for size in args.sizes:
                 for fmt in args.formats:
-                    for name, target in stacks.items():
+                    for name, target in in_turns(stacks, repeat):
                         run = measured_request(target, size, fmt)
                         runs.setdefault((name, size, fmt), []).append(run)
                         print(f"run {repeat + 1} {name} {size} {fmt}: {run}", flush=True)

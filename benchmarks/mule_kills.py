@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.wrk_single_row import Target, targets  # noqa: E402
+from benchmarks.wrk_single_row import Target, in_turns, targets  # noqa: E402
 
 BODY = b'{"date": "2018-01-21", "store": 10, "item": 23}'
 
@@ -111,7 +111,7 @@ def main() -> int:
         for target in stacks.values():
             target.start()
         for repeat in range(args.repeats):
-            for name, target in stacks.items():
+            for name, target in in_turns(stacks, repeat):
                 result = one_run(target, args.seconds, args.threads)
                 totals[name].update(result)
                 print(f"run {repeat + 1} {name}: {result}", flush=True)

@@ -10,8 +10,9 @@ the median per connection count as a Markdown table, and stops the stack. Each `
 NAME:VAR=VALUE[,VAR=VALUE]`` starts another stack of this checkout with those settings; each
 ``--checkout NAME:PATH[:REGISTRY]`` starts another checkout's own stack (``python -m launcher`` run
 in that directory, with this registry or REGISTRY: a copy of it whose compiled trees that code
-made), to compare two versions of the code. Runs alternate between the
-stacks (default, variant, default, ...) so every configuration sees the same machine noise, and
+made), to compare two versions of the code. Every stack, the default included, is started the same
+way, by the launcher in its checkout. Runs take turns between the stacks, the order reversed every
+round (default, variant; variant, default; ...), so every configuration sees the same machine noise, and
 the table adds each one's throughput relative to the default, with paired ratios. Each run also
 records the server's CPU time per request (the whole uWSGI tree and nginx, from /proc): on this
 shared VM throughput swings by +-20% between minutes, CPU per request much less, so it is the
@@ -43,7 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.systems import cpu_seconds, memory_mb  # noqa: E402
-from launcher.stack import Stack  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "wrk" / "predict.lua"
 CONNECTIONS = (1, 8, 64)
@@ -62,48 +62,40 @@ class Target(Protocol):
     def server_pids(self) -> list[int]: ...
 
 
-class OwnStack:
-    """A stack of this checkout, with ``env`` overriding settings."""
+class LauncherStack:
+    """A checkout's stack started as a user starts it: ``python -m launcher`` run in ``path`` (this checkout
+    for the default and the variants), serving ``registry``, with ``env`` overriding settings, its files
+    (and the launcher's output) in a fresh temporary directory.
 
-    def __init__(self, name: str, env: dict[str, str]) -> None:
-        self.stack = Stack(Path(tempfile.mkdtemp(prefix=f"wrk-{name}-")), free_port(), env)
-        self.url = self.stack.url
+    Every configuration starts this one way: an earlier version started this checkout's own stacks
+    in-process and other checkouts with the launcher, and two stacks of the same code then differed by
+    up to a fifth in throughput at 64 connections.
+    """
 
-    def start(self) -> None:
-        self.stack.start()
-        self.stack.wait_ready()
-
-    def stop(self) -> None:
-        self.stack.stop()
-
-    def server_pids(self) -> list[int]:
-        assert self.stack.uwsgi is not None
-        assert self.stack.nginx is not None
-        return descendants([self.stack.uwsgi.pid, self.stack.nginx.pid])
-
-
-class OtherCheckout:
-    """Another checkout's stack: its own ``python -m launcher``, run in its directory, serving ``registry``."""
-
-    def __init__(self, path: Path, registry: Path) -> None:
+    def __init__(self, name: str, path: Path, registry: Path, env: dict[str, str]) -> None:
         self.path = path
         self.registry = registry
+        self.env = env
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"wrk-{name}-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PORT": str(self.port), "FORECAST_REGISTRY_DIR": str(self.registry)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "launcher"], cwd=self.path, env=env, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_ready(self.url, self.process)
+        env = {**os.environ, **self.env, "PORT": str(self.port), "FORECAST_REGISTRY_DIR": str(self.registry)}
+        with (self.run_dir / "launcher.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "launcher", "--run-dir", str(self.run_dir)], cwd=self.path, env=env,
+                start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_ready(self.url, self.process, self.run_dir / "launcher.log")
 
     def stop(self) -> None:
+        """Stop the launcher (which stops nginx and uWSGI) and remove the stack's files."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # the launcher stops nginx and uWSGI, then exits
+            self.process.send_signal(signal.SIGTERM)
             self.process.wait(60)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def server_pids(self) -> list[int]:
         assert self.process is not None
@@ -116,12 +108,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
-    """Poll ``/status`` until it answers 200; raise if ``process`` exits or time runs out."""
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 180) -> None:
+    """Poll ``/status`` until it answers 200; raise if ``process`` exits (with the end of its ``log``) or time
+    runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{url}: the launcher exited with {process.returncode}")
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{url}: the launcher exited with {process.returncode}:\n{tail}")
         try:
             with urllib.request.urlopen(f"{url}/status", timeout=2) as response:
                 if response.status == 200:
@@ -188,15 +182,25 @@ def parse_pair(text: str) -> tuple[str, str]:
 
 
 def targets(args: argparse.Namespace) -> dict[str, Target]:
-    found: dict[str, Target] = {"default": OwnStack("default", {})}
+    """The default stack, each ``--variant``'s and each ``--checkout``'s (all started by the launcher)."""
+    registry = Path(os.environ.get("FORECAST_REGISTRY_DIR", ROOT / "registry")).resolve()
+    found: dict[str, Target] = {"default": LauncherStack("default", ROOT, registry, {})}
     for text in args.variant:
         name, assignments = parse_pair(text)
-        found[name] = OwnStack(name, dict(pair.split("=", 1) for pair in assignments.split(",") if pair))
+        env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+        found[name] = LauncherStack(name, ROOT, registry, env)
     for text in args.checkout:
         name, where = parse_pair(text)
-        path, _, registry = where.partition(":")
-        found[name] = OtherCheckout(Path(path).resolve(), Path(registry or ROOT / "registry").resolve())
+        path, _, other = where.partition(":")
+        found[name] = LauncherStack(name, Path(path).resolve(), Path(other).resolve() if other else registry, {})
     return found
+
+
+def in_turns(stacks: dict[str, Target], repeat: int) -> list[tuple[str, Target]]:
+    """The stacks in the order of round ``repeat``: as given, then reversed (A B, B A, ...), so that no
+    configuration always runs first (the machine drifts within a round too)."""
+    order = list(stacks.items())
+    return order if repeat % 2 == 0 else order[::-1]
 
 
 def measure(
@@ -206,7 +210,7 @@ def measure(
     runs: dict[str, dict[int, list[Run]]] = {name: {c: [] for c in connections} for name in stacks}
     for repeat in range(repeats):
         for count in connections:
-            for name, target in stacks.items():
+            for name, target in in_turns(stacks, repeat):
                 result = measured_run(target, count, seconds)
                 runs[name][count].append(result)
                 print(f"run {repeat + 1} {name} c={count}: {result}", flush=True)
