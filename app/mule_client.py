@@ -462,8 +462,9 @@ class MuleClient:
 
         ``pid`` is the mule's, from its last heartbeat: if that process dies before it answers
         (a model that crashes LightGBM, an OOM kill), the answer says so at the next owner check
-        instead of after ``FORECAST_RELOAD_TIMEOUT_S``.  Raises :class:`Unavailable` when the mule
-        cannot take messages or answers without a result, :class:`DeadlineExceeded` at the timeout.
+        instead of after ``FORECAST_RELOAD_TIMEOUT_S`` (or as soon as its respawn answers in its place).
+        Raises :class:`Unavailable` when the mule cannot take messages or answers without a result,
+        :class:`DeadlineExceeded` at the timeout.
         """
         channel = self._channel()
         channel.begin()
