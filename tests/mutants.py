@@ -49,6 +49,8 @@ MUTANTS = (
     Mutant("jobs are released whatever the outcome", "app/mule_client.py",
            "        finally:\n            self.admission.release(len(spans))",
            "        except BaseException:\n            raise\n        self.admission.release(len(spans))"),
+    Mutant("a load answered by the respawn of the mule asked is that mule's death", "app/mule_client.py",
+           "if pid is not None and result.mule_pid != pid:", "if False:"),
     Mutant("a refused reload rolls back the mules already switched", "app/rollout.py",
            "            _roll_back(mules, switched, previous)\n", ""),
     Mutant("a 'no model' view of the pool is never trusted for later requests", "app/service.py",
