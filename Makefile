@@ -81,9 +81,10 @@ endef
 system-deps:
 	$(call debian,the stack,nginx:nginx ld:binutils)
 
-# What the tests drive besides the stack: a real Prometheus (and promtool) and Chromium for /docs.
+# What the tests drive besides the stack: a real Prometheus (and promtool), Chromium for /docs, and gdb
+# (to stop a process inside a uWSGI lock, tests/stack/test_locks.py).
 test-system-deps:
-	$(call debian,make test,prometheus:prometheus chromium:chromium)
+	$(call debian,make test,prometheus:prometheus chromium:chromium gdb:gdb)
 
 # A Docker engine (started by the tests when none runs) and debootstrap (the base image's stand-in).
 docker-deps:

@@ -100,6 +100,8 @@ MUTANTS = (
            "return ThenRelease(body) if request.large else body", "return body"),
     Mutant("...and only after it is sent", "app/fastlane.py",
            "        return iter(self._body)", "        release_freed_memory()\n        return iter(self._body)"),
+    Mutant("a process killed holding a uWSGI lock hangs no other (stack tier)", "uwsgi.ini",
+           "lock-engine = ipcsem", "# lock-engine = ipcsem"),
     Mutant("the mules keep pandas out (stack tier)", "mules/main.py",
            'sys.modules["pandas"] = None', "pass"),
     Mutant("compiled trees are checked against the forecasts recorded with them", "forecast/registry.py",
