@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +33,14 @@ def heavy_registry(tmp_path_factory: pytest.TempPathFactory, full_data: SalesDat
 def stack(tmp_path_factory: pytest.TempPathFactory, serving_registry: Registry) -> Iterator[Stack]:
     """One shared stack for tests that leave it as they found it."""
     stack = start_stack(tmp_path_factory.mktemp("stack"), serving_registry)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
+    """A stack of the test's own, for tests that kill or stop its processes."""
+    stack = start_stack(tmp_path, serving_registry)
     yield stack
     stack.stop()
 

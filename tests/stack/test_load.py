@@ -188,13 +188,6 @@ def test_under_overload_nothing_but_503_fails_and_every_answer_is_right(
 
 
 @pytest.fixture
-def own_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
-    stack = start_stack(tmp_path, serving_registry)
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture
 def one_batch_stack(tmp_path: Path, heavy_registry: Registry) -> Iterator[Stack]:
     """Mules score up to 50,000 rows per LightGBM call: a big request keeps a mule busy in one call."""
     stack = start_stack(tmp_path, heavy_registry, FORECAST_MULE_BATCH_ROWS="50000", FORECAST_DEADLINE_MS="30000")

@@ -15,7 +15,6 @@ import contextlib
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.helpers import wait_for
 from tests.stack.load import distinct_rows, mule_pids
-from tests.stack.stacks import start_stack
 
 # (whose lock, a uWSGI function entered with it held: its caller takes the lock around the call)
 LOCKED_CALLS = [
@@ -34,13 +32,6 @@ LOCKED_CALLS = [
     pytest.param("mule", "uwsgi_cache_set2", id="mule-in-cache-set"),  # a cache's, writing a result or heartbeat
     pytest.param("worker", "uwsgi_cache_get3", id="worker-in-cache-get"),  # the results cache's, reading an answer
 ]
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
-    stack = start_stack(tmp_path, serving_registry)
-    yield stack
-    stack.stop()
 
 
 @pytest.mark.parametrize(("who", "function"), LOCKED_CALLS)
