@@ -45,6 +45,8 @@ def test_a_process_killed_holding_a_shared_lock_leaves_the_server_whole(
     assert "Breakpoint 1, " in output, output[-2000:]  # stopped there, then killed
     assert function in output, output[-2000:]
     wait_for(lambda: victim not in (now := serving_pids(own_stack)) and len(now) == len(before))  # respawned
+    # Whole again: the respawned process loaded its model and its heartbeat reached the state cache.
+    wait_for(lambda: requests.get(f"{url}/status", timeout=10).status_code == 200)
     rows = distinct_rows(20, seed=5)
     dates, stores, items = zip(*rows, strict=True)
     truth = serving_registry.load("v1").predict(Rows.from_columns(list(dates), list(stores), list(items)))
@@ -52,7 +54,6 @@ def test_a_process_killed_holding_a_shared_lock_leaves_the_server_whole(
         response = requests.post(f"{url}/predict", json={"date": date, "store": store, "item": item}, timeout=10)
         assert response.status_code == 200, response.text[:300]
         assert response.json()["sales"] == pytest.approx(sales, rel=1e-12)
-    assert requests.get(f"{url}/status", timeout=10).status_code == 200
 
 
 def kill_inside(pid: int, function: str, url: str) -> str:
