@@ -3,7 +3,9 @@
 The queue and each cache have one lock, shared by every worker and mule. A process that dies
 holding one (SIGKILL, the OOM killer, harakiri) must not take the others with it. uWSGI's default
 lock engine makes these read-write locks pthread rwlocks, which are not robust: its deadlock
-detector did not free them, and every request then hung or timed out (README, "How it works").
+detector frees one only if the dead process was the last to take it, and only a reader's (glibc
+lets only the writer's own thread release a write lock), so requests then hang or time out
+(README, "How it works").
 ``lock-engine = ipcsem`` in uwsgi.ini makes them SysV semaphores taken with ``SEM_UNDO``, which
 the kernel gives back when their holder dies. These tests stop a process, with gdb, at the entry
 of a uWSGI function its callers enter only with the lock held, kill it there, and ask for answers.
@@ -30,7 +32,8 @@ from tests.stack.load import distinct_rows, mule_pids
 LOCKED_CALLS = [
     pytest.param("mule", "uwsgi_queue_pull", id="mule-in-queue-pull"),  # the queue's, taking a job
     pytest.param("mule", "uwsgi_cache_set2", id="mule-in-cache-set"),  # a cache's, writing a result or heartbeat
-    pytest.param("worker", "uwsgi_cache_get3", id="worker-in-cache-get"),  # the results cache's, reading an answer
+    # a cache's read lock: the results cache's (an answer) or the state cache's (the mules' view), whichever comes first
+    pytest.param("worker", "uwsgi_cache_get3", id="worker-in-cache-get"),
 ]
 
 
