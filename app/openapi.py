@@ -341,6 +341,8 @@ def build(settings: Settings, domain: Domain | None = None, models: tuple[str, .
         "description": "A day, YYYY-MM-DD (parsed as the original did: 2018-1-5 too); outside the served version's "
                        "range the answer is -1.0.",
     }  # fmt: skip
+    # a batch has 1 to max_batch_rows rows, however it comes (app/predict.py _batch: 422, or 413 past the limit)
+    definitions["$defs"]["Instances"]["properties"]["instances"].update(minItems=1, maxItems=settings.max_batch_rows)
     if domain is not None:
         _bound_rows(definitions["$defs"], domain)
     for name, schema in definitions["$defs"].items():
