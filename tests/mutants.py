@@ -120,6 +120,19 @@ MUTANTS = (
            "if (inside & ((digits < 0) | (digits > 9))).any():", "if False:"),
     Mutant("the Kaggle CSV takes the array path", "app/rows.py",
            "if not chunk or chunk.translate(None, _PLAIN_BYTES):", "if True:"),
+    Mutant("every route's trailing-slash form is a 307 to its absolute URL", "app/views.py",
+           'headers={"Location": get_current_url({**request.environ, "PATH_INFO": path})}',
+           'headers={"Location": path}'),
+    Mutant("the absolute URL has the client's host and port (nginx passes them; stack tier)", "nginx.conf",
+           "        uwsgi_param HTTP_HOST $forecast_host;", "        # uwsgi_param HTTP_HOST $forecast_host;"),
+    Mutant("one route label whichever adapter answered", "app/fastlane.py",
+           "return name, NAMED_ROUTE", "return name, ROUTE"),
+    Mutant("every 405 carries Allow, nginx's own for TRACE and CONNECT too (stack tier)", "nginx.conf",
+           "        error_page 405 = @app;\n", ""),
+    Mutant("the document bounds a row's store, item and date to the served versions", "app/openapi.py",
+           '        _bound_rows(definitions["$defs"], domain)', "        pass"),
+    Mutant("the document requires a body (or the legacy query form)", "app/openapi.py",
+           '"required": True,  # or the legacy form', '"required": False,  # or the legacy form'),
 )  # fmt: skip
 
 TIERS = {"unit": ["tests/unit"], "stack": ["tests/stack"], "all": ["tests"]}
