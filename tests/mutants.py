@@ -123,7 +123,7 @@ MUTANTS = (
     Mutant("every route's trailing-slash form is a 307 to its absolute URL", "app/views.py",
            'headers={"Location": get_current_url({**request.environ, "PATH_INFO": path})}',
            'headers={"Location": path}'),
-    Mutant("the absolute URL has the client's host and port (nginx passes them; stack tier)", "nginx.conf",
+    Mutant("the absolute URL has the client's host and port (nginx passes them: stack tier)", "nginx.conf",
            "        uwsgi_param HTTP_HOST $forecast_host;", "        # uwsgi_param HTTP_HOST $forecast_host;"),
     Mutant("one route label whichever adapter answered", "app/fastlane.py",
            "return name, NAMED_ROUTE", "return name, ROUTE"),
