@@ -18,8 +18,9 @@ test: lint docs system-deps test-system-deps  ## lint, type-check, build the doc
 	$(PY) -m pytest
 
 # --strict: a broken link, a missing anchor or a docs page left out of mkdocs.yml's nav fails the build.
+# NO_MKDOCS_2_WARNING: mkdocs-material's banner about its end of life (May 2027) on every build.
 docs: venv  ## build the docs site (docs/, mkdocs.yml) into site/
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # The image built from the Dockerfile as it is, on a local stand-in for its base (Docker Hub may be out of
 # reach), and run for real: serving, health, logs, docker stop under load, the registry volume, replicas.
