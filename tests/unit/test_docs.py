@@ -73,6 +73,11 @@ def file_text(path: Path) -> str:
     return path.read_text()
 
 
+@cache
+def file_json(path: Path) -> object:
+    return json.loads(file_text(path))
+
+
 def text_numbers(text: str) -> list[float]:
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,234 in a markdown table
     return [float(number) for number in FILE_NUMBER.findall(text)]
@@ -104,7 +109,7 @@ def quotable(path: Path, scopes: tuple[str, ...]) -> tuple[list[float], str]:
     numbers = []
     texts = []
     for scope in scopes:
-        node: object = json.loads(file_text(path))
+        node = file_json(path)
         for key in scope.split("."):
             if not isinstance(node, dict) or key not in node:
                 raise KeyError(f"{scope} is not in {path.name}")
