@@ -9,7 +9,7 @@ uWSGI reads its sizes (processes, threads, queue, caches) from the same
 variables through ``$(FORECAST_...)`` in ``uwsgi.ini``; the launcher and the
 image's ``prestart.sh`` export them first with ``python -m serving.settings``
 (which also checks that ``uwsgi.ini`` starts ``FORECAST_MULES`` mules),
-so the defaults below are the only defaults.  The README table lists every
+so the defaults below are the only defaults.  The table in docs/operating.md lists every
 variable; a test keeps it in step with this class.
 """
 
