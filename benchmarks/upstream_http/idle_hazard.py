@@ -11,8 +11,10 @@ measured twice:
 
 1. ``idle``: ``--idle`` connections straight to uWSGI's socket (more than its workers x threads), each
    sending one ``POST /predict`` as nginx would over HTTP/1.1 and then left open, idle, as nginx's
-   upstream ``keepalive`` cache leaves them; then requests through nginx one after the other, each
-   timed. Only for a stack whose uWSGI speaks HTTP (the others: nginx never leaves a connection idle).
+   upstream ``keepalive`` cache leaves them (more nginx workers, a larger ``keepalive`` or fewer threads
+   make nginx do this itself); at once, requests through nginx one after the other, each timed, and
+   when each straight connection's own request was answered. Only for a stack whose uWSGI speaks HTTP
+   (with ``uwsgi_pass`` nginx never leaves a connection idle).
 2. ``burst``: the stack with ``--threads`` threads per worker (fewer workers x threads than nginx's
    ``keepalive 32``), a ``--burst``-connection wrk run of 2 s, then requests through nginx one after
    the other, each timed: what nginx's own cache of idle connections does to the next requests.
@@ -25,10 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,24 +63,35 @@ def speaks_http(stack: LauncherStack) -> bool:
     )
 
 
-def open_idle(path: Path, count: int, timeout_s: float) -> tuple[list[socket.socket], int]:
-    """``count`` connections to the unix socket ``path``, each sending one request; (the sockets, how many were
-    answered within ``timeout_s``). The sockets stay open, idle, for the caller to close."""
-    sockets, answered = [], 0
-    for _ in range(count):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(path))
-        sock.sendall(http_request())
-        sockets.append(sock)
-    deadline = time.monotonic() + timeout_s
-    for sock in sockets:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            if sock.recv(65536).startswith(b"HTTP/1.1 200"):
-                answered += 1
-        except TimeoutError:
-            continue
-    return sockets, answered
+class IdleConnections:
+    """``count`` connections to the unix socket ``path``, each sending one request as nginx would and then left
+    open, idle, as nginx's keep-alive cache leaves them; a thread notes when each one's answer came."""
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.sockets: list[socket.socket] = []
+        self.answered_after: list[float] = []  # seconds from the sends to each answer
+        self.started = time.monotonic()
+        for _ in range(count):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(path))
+            sock.sendall(http_request())
+            self.sockets.append(sock)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self, timeout_s: float = 30) -> None:
+        waiting = list(self.sockets)
+        while waiting and time.monotonic() - self.started < timeout_s:
+            ready, _, _ = select.select(waiting, [], [], 0.5)
+            for sock in ready:
+                if sock.recv(65536).startswith(b"HTTP/1.1 200"):
+                    self.answered_after.append(time.monotonic() - self.started)
+                waiting.remove(sock)
+
+    def close(self) -> None:
+        self.reader.join()
+        for sock in self.sockets:
+            sock.close()
 
 
 def timed_requests(url: str, count: int, timeout_s: float = 30) -> list[float]:
@@ -131,15 +146,14 @@ def main() -> int:
             if not speaks_http(stack):
                 print(f"{name} idle: not applicable (uwsgi protocol: nginx closes each connection after its answer)")
             else:
-                idle, answered = open_idle(stack.run_dir / "uwsgi.sock", args.idle, 10)
-                print(f"{name}: {args.idle} connections straight to uWSGI, {answered} answered within 10 s, left idle")
+                idle = IdleConnections(stack.run_dir / "uwsgi.sock", args.idle)
                 try:
-                    print(
-                        describe(name, f"idle ({args.idle} idle connections)", timed_requests(stack.url, args.requests))
-                    )
+                    latencies = timed_requests(stack.url, args.requests)
                 finally:
-                    for sock in idle:
-                        sock.close()
+                    idle.close()
+                print(describe(name, f"through nginx beside {args.idle} connections straight to uWSGI", latencies))
+                after = sorted(round(seconds, 2) for seconds in idle.answered_after)
+                print(f"{name}: the {args.idle} straight connections' own requests answered after (s): {after}")
         finally:
             stack.stop()
         threads = {"FORECAST_UWSGI_THREADS": str(args.threads)}
