@@ -346,13 +346,14 @@ def load_average() -> str:
 
 
 def commit_of(path: Path) -> str:
-    """``path``'s checkout: short commit, ``-dirty`` with uncommitted changes (to tracked files), or why not known."""
+    """``path``'s checkout: short commit, ``-dirty (FILES)`` with uncommitted changes to tracked files (naming
+    them: an edited README is not edited code), or why not known."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=path)
     if head.returncode != 0:
         return "not a git checkout"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=path).stdout.strip()  # fmt: skip
-    return head.stdout.strip() + ("-dirty" if dirty else "")
+    changed = subprocess.run(["git", "diff", "HEAD", "--name-only"], capture_output=True, text=True, cwd=path)
+    files = changed.stdout.split()
+    return head.stdout.strip() + (f"-dirty ({', '.join(files)})" if files else "")
 
 
 def header(argv: list[str], stacks: dict[str, Target]) -> str:
