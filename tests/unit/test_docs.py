@@ -4,7 +4,8 @@ can be traced to the raw output they come from.
 The convention for docs/performance.md (the page states it too): every figure is in a table, and
 every table row names its source in its last cell, a link into ``results/`` (``docs/results`` is
 ``benchmarks/results``); a JSON source also names, as code, the parts of the file the row quotes
-(``systems.uwsgi-mules.closed_loop.64``: keys from the top). Every figure of the row must be in
+(``systems.uwsgi-mules.closed_loop.64``: keys from the top); a text source may name, as code, phrases
+that the lines it quotes hold (``default / mule-floor, throughput at 64``). Every figure of the row must be in
 those parts (their values, or digits in their keys), as the file has it or rounded to the digits
 shown (``4,363`` for 4362.51, ``0.78`` for 0.781, ``100%`` for 1.0, ``4.5e-13`` for 4.547e-13); a
 ratio (``1.75x``) must be the quotient of two other figures of its row, to its last digit; a date, a
@@ -40,8 +41,9 @@ COMMIT = re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b")  # a commit, or 7+ dig
 FIGURE = re.compile(
     r"(?<![\w.])(?<![A-Za-z]-)(?P<whole>\d{1,3}(?:,\d{3})+|\d+)(?P<fraction>\.\d+)?(?:e(?P<exponent>-?\d+))?(?P<suffix>x|%)?(?!\w|\.\d)"
 )
-FILE_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+FILE_NUMBER = re.compile(r"(?:(?<![\w%.])-)?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")  # "47.3%-125.7%": no minus
 PROSE_FIGURE = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?\s?(?:ms|µs|us|s|req/s|KB|MB|GB|%|x)(?!\w)")
+CELL_BORDER = re.compile(r"\|(?=(?:[^`]*`[^`]*`)*[^`]*$)")  # a "|" outside code spans
 SEPARATOR_ROW = re.compile(r"^\|(?:\s*:?-+:?\s*\|)+\s*$")
 PROSE_COUNT = re.compile(r"\b\d[\d,]* (?:tests|mutants|snippets)\b")
 
@@ -66,6 +68,11 @@ def parse_figure(match: re.Match[str]) -> Figure:
     if match["suffix"] == "%":
         return Figure(match[0], value / 100, unit / 200 * (1 + 1e-9), "percent")
     return Figure(match[0], value, unit / 2 * (1 + 1e-9) + 1e-15, "number")
+
+
+def as_written(percent: Figure) -> Figure:
+    """A percentage as the number written before its ``%`` (``94.7%``: 94.7), for text files that print it so."""
+    return Figure(percent.text, percent.value * 100, percent.tolerance * 100, "number")
 
 
 @cache
@@ -105,7 +112,12 @@ def quotable(path: Path, scopes: tuple[str, ...]) -> tuple[list[float], str]:
     """The numbers and the text a row may quote: the named parts of a JSON file, or the whole of any
     other file."""
     if path.suffix != ".json":
-        return sorted(text_numbers(file_text(path))), file_text(path)
+        text = file_text(path)
+        if scopes:  # the lines that hold one of the phrases
+            text = "\n".join(line for line in text.splitlines() if any(scope in line for scope in scopes))
+            if not text:
+                raise KeyError(f"no line of {path.name} holds {' or '.join(map(repr, scopes))}")
+        return sorted(text_numbers(text)), text
     numbers = []
     texts = []
     for scope in scopes:
@@ -168,7 +180,7 @@ def page_parts(path: Path) -> tuple[list[Row], list[Row]]:
 
 def untraced_figures(row: Row) -> list[str]:
     """What in one table row of the performance page its source does not hold (empty: all traced)."""
-    cells = row.line.strip().strip("|").split("|")
+    cells = CELL_BORDER.split(row.line.strip().strip("|"))
     sources = SOURCE.findall(cells[-1])
     if len(sources) != 1:
         return [f"line {row.number}: the last cell must link one results file: {row.line}"]
@@ -176,7 +188,9 @@ def untraced_figures(row: Row) -> list[str]:
     path = (DOCS / source).resolve()
     if not path.is_relative_to(RESULTS.resolve()) or not path.is_file():
         return [f"line {row.number}: {source} is not a file under benchmarks/results/"]
-    scopes = tuple(scope for span in CODE_SPAN.findall(cells[-1]) for scope in span.strip("`").split())
+    spans = [span.strip("`") for span in CODE_SPAN.findall(cells[-1])]
+    # a JSON file's parts are key paths (several to a span); a text file's, phrases its lines hold
+    scopes = tuple(scope for span in spans for scope in span.split()) if path.suffix == ".json" else tuple(spans)
     if path.suffix == ".json" and not scopes:
         return [f"line {row.number}: name the parts of {path.name} the row quotes (`systems.NAME...`)"]
     try:
@@ -188,13 +202,15 @@ def untraced_figures(row: Row) -> list[str]:
     text = strip(row.line)
     for pattern in (DATE, COMMIT, TIME):
         for token in pattern.findall(text):
-            if token not in quoted_text:
+            if token not in (quoted_text if path.suffix == ".json" else file_text(path)):  # a run's date: its header
                 problems.append(f"line {row.number}: {token!r} does not occur in {where}")
         text = pattern.sub(" ", text)
     figures = [parse_figure(match) for match in FIGURE.finditer(text)]
     plain = [figure for figure in figures if figure.kind != "ratio"]
     for figure in figures:
         found = is_quotient(figure, plain) if figure.kind == "ratio" else in_numbers(figure, numbers)
+        if not found and figure.kind == "percent" and path.suffix != ".json":  # a text file writes "94.7%"
+            found = in_numbers(as_written(figure), numbers)
         if not found:
             place = "the quotient of two figures of its row" if figure.kind == "ratio" else f"in {where}"
             problems.append(f"line {row.number}: {figure.text!r} is not {place}")
@@ -227,6 +243,10 @@ def test_the_convention_catches_a_figure_its_file_does_not_hold() -> None:
     assert untraced_figures(Row(1, "| no scope | 4,363 | [latest.json](results/latest.json) |"))
     assert untraced_figures(Row(1, "| no such part | 4,363 | [latest.json](results/latest.json) `systems.nginx` |"))
     assert untraced_figures(Row(1, "| a figure with no source | 4,363 |"))
+    floor = "[mule-floor-20261207.txt](results/mule-floor-20261207.txt) `default / mule-floor, throughput at 64`"
+    assert untraced_figures(Row(1, f"| throughput, 64 connections | 94.7% | 47.3%-125.7% | {floor} |")) == []
+    assert untraced_figures(Row(1, f"| throughput, 64 connections | 83.9% | {floor} |")), "another line's figure"
+    assert untraced_figures(Row(1, f"| throughput | 94.7% | {floor.replace('64', '65')} |")), "no such line"
     assert untraced_figures(Row(1, "| elsewhere | 1 | [x](results/../../README.md) |"))
 
 
