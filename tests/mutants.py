@@ -120,6 +120,22 @@ MUTANTS = (
            "if (inside & ((digits < 0) | (digits > 9))).any():", "if False:"),
     Mutant("the Kaggle CSV takes the array path", "app/rows.py",
            "if not chunk or chunk.translate(None, _PLAIN_BYTES):", "if True:"),
+    Mutant("an imported Ray Serve model's compiled trees add the trees in LightGBM's order", "forecast/compiled.py",
+           "TREE_BLOCK, EXACT_TREE_BLOCK = 34, 1", "TREE_BLOCK, EXACT_TREE_BLOCK = 34, 34"),
+    Mutant("an imported Ray Serve model's compiled trees may differ from LightGBM by nothing", "forecast/registry.py",
+           "return 0.0 if feature_set.exact_sum else COMPILED_TOLERANCE", "return COMPILED_TOLERANCE"),
+    Mutant("compiled trees summed in other blocks than the version asks are not used", "forecast/compiled.py",
+           '        "tree_block": tree_block(exact_sum),\n', ""),
+    Mutant("our versions' compiled trees made before the block size was recorded are still used",
+           "forecast/compiled.py", 'made = {"tree_block": TREE_BLOCK, **info}', "made = info"),
+    Mutant("the request deadline must be below the worker's harakiri", "serving/settings.py",
+           "if deadline_s < harakiri_s and deadline_s < read_timeout_s:", "if deadline_s < read_timeout_s:"),
+    Mutant("the request deadline must be below nginx's upstream read timeout", "serving/settings.py",
+           "if deadline_s < harakiri_s and deadline_s < read_timeout_s:", "if deadline_s < harakiri_s:"),
+    Mutant("the launcher refuses a deadline harakiri or nginx would cut short (stack tier)", "launcher/stack.py",
+           "            check_deadline(self.settings(), NGINX_CONF)\n", ""),
+    Mutant("the image's prestart.sh refuses a deadline harakiri or nginx would cut short (stack tier)", "prestart.sh",
+           ' \\\n    --nginx-conf "$forecast_root/app/nginx.conf")"', ')"'),
 )  # fmt: skip
 
 TIERS = {"unit": ["tests/unit"], "stack": ["tests/stack"], "all": ["tests"]}

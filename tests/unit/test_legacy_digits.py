@@ -80,9 +80,11 @@ def test_an_imported_versions_compiled_trees_forecast_what_the_original_computed
     assert info["tree_block"] == EXACT_TREE_BLOCK
 
 
-def test_our_own_versions_keep_lleaves_blocks(registry: Registry) -> None:
+def test_our_own_versions_keep_lleaves_blocks_and_their_artefacts_made_before(registry: Registry) -> None:
     registry.compile("v1")
     assert json.loads(artefact_paths(registry.versions_dir / "v1")[1].read_text())["tree_block"] == TREE_BLOCK
+    _rewrite_description(registry, {}, drop="tree_block")  # made before the block size was recorded: still ours
+    assert registry.compiled_state("v1") == ""
     assert registry.load("v1").engine == "compiled"
 
 
