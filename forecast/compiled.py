@@ -21,7 +21,7 @@ Compiling is :meth:`forecast.registry.Registry.compile`, run by ``registry verif
 --compile`` in the child process that checks a version before an alias may name it; it
 needs LLVM (llvmlite) and a linker (binutils).  Loading is ``dlopen`` (ctypes) in the
 mules, after fork, like LightGBM: no LLVM in the process that scores (its runtime took
-about 25 MB of every mule's memory; README "Compiled trees").  No Flask, no uwsgi here.
+about 25 MB of every mule's memory; docs/model.md, "Compiled trees").  No Flask, no uwsgi here.
 """
 
 from __future__ import annotations

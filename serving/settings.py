@@ -10,8 +10,8 @@ variables through ``$(FORECAST_...)`` in ``uwsgi.ini``; the launcher and the
 image's ``prestart.sh`` export them first with ``python -m serving.settings``
 (which also checks that ``uwsgi.ini`` starts ``FORECAST_MULES`` mules, and that the
 request deadline is below harakiri and nginx's read timeout), so the defaults below are
-the only defaults.  The README table lists every variable; a test keeps it in step with
-this class.
+the only defaults.  The table in docs/operating.md lists every variable; a test keeps it
+in step with this class.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Settings: the README table documents every variable, uwsgi.ini reads what is exported."""
+"""Settings: the docs' table (docs/operating.md) documents every variable, uwsgi.ini reads what is exported."""
 
 from __future__ import annotations
 
@@ -17,16 +17,17 @@ from serving.settings import UWSGI_FIELDS, Settings, check_deadline, check_uwsgi
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def readme_settings() -> dict[str, str]:
-    rows = re.findall(r"^\| `(FORECAST_[A-Z_]+)` \| (.+?) \|", (ROOT / "README.md").read_text(), re.M)
+def documented_settings() -> dict[str, str]:
+    page = ROOT / "docs" / "operating.md"
+    rows = re.findall(r"^\| `(FORECAST_[A-Z_]+)` \| (.+?) \|", page.read_text(), re.M)
     return {name: default.strip("`") for name, default in rows}
 
 
-def test_readme_table_lists_every_setting_with_its_default() -> None:
-    documented = readme_settings()
+def test_docs_table_lists_every_setting_with_its_default() -> None:
+    documented = documented_settings()
     for name, field in Settings.model_fields.items():
         variable = f"FORECAST_{name.upper()}"
-        assert variable in documented, f"{variable} missing from the README settings table"
+        assert variable in documented, f"{variable} missing from the settings table of docs/operating.md"
         default = "(unset)" if field.default is None else str(field.default)
         assert documented[variable] == default, variable
     assert len(documented) == len(Settings.model_fields)
