@@ -194,7 +194,7 @@ def copy_checkout(target: Path) -> None:
 
 def run(mutant: Mutant) -> list[str]:
     """The tests that fail with ``mutant`` applied (empty: nothing caught it); stops at the first."""
-    with tempfile.TemporaryDirectory(prefix="mutant-", ignore_cleanup_errors=True) as tmp:  # a killed stack may still write
+    with tempfile.TemporaryDirectory(prefix="mutant-", ignore_cleanup_errors=True) as tmp:  # a stack may still write
         work = Path(tmp)
         copy_checkout(work)
         source = work / mutant.path
