@@ -116,7 +116,7 @@ def lane_request(environ: dict[str, Any]) -> LaneRequest | None:
     if route is None:
         return None
     length = environ.get("CONTENT_LENGTH") or "0"
-    if not length.isdigit() or "HTTP_TRANSFER_ENCODING" in environ:
+    if not length.isdigit() or environ.get("HTTP_TRANSFER_ENCODING"):  # nginx passes it empty: see nginx.conf
         return None
     body = read_body(environ["wsgi.input"], int(length))
     model, rule = route

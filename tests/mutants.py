@@ -171,13 +171,15 @@ MUTANTS = (
            ("tests/stack/test_contract.py",)),
     Mutant("one route label whichever adapter answered", "app/fastlane.py",
            "return name, NAMED_ROUTE", "return name, ROUTE", ("tests/unit/test_contract.py",)),
-    Mutant("every 405 carries Allow, nginx's own for TRACE and CONNECT too (stack tier)", "nginx.conf",
+    Mutant("every 405 carries Allow, nginx's own for TRACE and CONNECT too", "nginx.conf",
            "        error_page 405 = @app;\n", "", ("tests/stack/test_contract.py",)),
     Mutant("the document bounds a row's store, item and date to the served versions", "app/openapi.py",
            '        _bound_rows(definitions["$defs"], domain)', "        pass", ("tests/unit/test_contract.py",)),
     Mutant("the document requires a body (or the legacy query form)", "app/openapi.py",
            '"required": True,  # or the legacy form', '"required": False,  # or the legacy form',
            ("tests/unit/test_contract.py",)),
+    Mutant("a chunked request body is read whole, not as empty", "nginx.conf",
+           '        uwsgi_param HTTP_TRANSFER_ENCODING "";\n', "", ("tests/stack/test_api.py",)),
 )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,17 @@ def test_kaggle_test_set_in_one_call(stack: Stack, serving_registry: Registry) -
     sales = np.array([p["sales"] for p in predictions])
     assert np.allclose(sales, offline(serving_registry, rows), rtol=1e-12)
     assert [p["item"] for p in predictions[::90]] == [i for _ in range(10) for i in range(1, 51)]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/models/default/predict"])
+def test_a_chunked_body_is_read_whole(stack: Stack, serving_registry: Registry, path: str) -> None:
+    """A client that streams its body (Transfer-Encoding: chunked, no Content-Length) gets the same answer."""
+    rows = [{"date": f"2016-03-0{day}", "store": 1, "item": 2} for day in range(1, 8)]
+    body = json.dumps(rows).encode()
+    pieces = (body[i : i + 40] for i in range(0, len(body), 40))  # a generator: requests sends it chunked
+    response = requests.post(f"{stack.url}{path}", data=pieces, headers={"Content-Type": "application/json"},
+                             timeout=10)  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    expected = offline(serving_registry, [(row["date"], 1, 2) for row in rows])
+    assert [answer["sales"] for answer in response.json()["predictions"]] == pytest.approx(expected.tolist(), rel=1e-9)

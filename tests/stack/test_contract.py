@@ -162,9 +162,10 @@ LABELS = [("/predict", "/predict"), (f"/models/{DEFAULT_MODEL}/predict", "/model
 
 
 @pytest.mark.parametrize(("path", "label"), LABELS)
-def test_a_route_has_one_label_whichever_adapter_answered(stack: Stack, path: str, label: str) -> None:
-    """One request the fast lane answers (a body of known length), one Flask answers (a chunked body: nginx
-    passes its Transfer-Encoding on, and the lane leaves those to Flask): both counted under the route's rule."""
+def test_a_route_has_one_label_whatever_the_body_form(stack: Stack, path: str, label: str) -> None:
+    """A body of known length and a chunked one (nginx reads it whole and blanks Transfer-Encoding, so the fast
+    lane answers both): both counted under the route's rule. Flask's view answers only requests sent to uWSGI
+    directly; that it records the same rule is tests/unit/test_contract.py's."""
     row = {**ROW, "store": 999}  # a 422 from both: no other test's late-written request counts here
     before = scrape(stack.url)
     assert requests.post(f"{stack.url}{path}", json=row, timeout=10).status_code == 422
