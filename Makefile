@@ -45,8 +45,9 @@ bench-smoke: venv system-deps bench-deps  ## every scenario for every system, sh
 
 # Ray Serve in its own venv, autocannon from npm (matplotlib, for the plots, is a dev requirement),
 # HAProxy for Ray's high-throughput ingress (the suite leaves those systems out when not root).
-bench-deps: venv
-	cd benchmarks/load && npm ci --silent --no-audit --no-fund --prefer-offline
+# Both installs are skipped when up to date (node_modules newer than its lock file; install.sh checks
+# the Ray venv's versions), so `make bench-smoke` after `make bench-deps` reinstalls nothing.
+bench-deps: venv benchmarks/load/node_modules/.installed
 	UV=$(abspath $(UV)) bash benchmarks/ray_serve/install.sh
 	@if ! command -v haproxy >/dev/null && ! test -x /usr/sbin/haproxy; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -56,6 +57,10 @@ bench-deps: venv
 	    echo "no haproxy and not root: the benchmark leaves out Ray's HAProxy configurations" >&2; \
 	  fi; \
 	fi
+
+benchmarks/load/node_modules/.installed: benchmarks/load/package-lock.json
+	cd benchmarks/load && npm ci --silent --no-audit --no-fund --prefer-offline
+	touch $@
 
 lint: venv
 	$(PY) -m ruff check .
