@@ -26,6 +26,10 @@ from tests.helpers import kaggle_test_rows, serving_directory
 from tests.legacy_models import original_prediction, train_legacy_model, write_registry_file
 from tests.stack.stacks import start_stack
 
+# One xdist worker runs this module whole (make test: --dist loadgroup), so that
+# its module fixture (the original's model, trained) is made once.
+pytestmark = pytest.mark.xdist_group("test_legacy")
+
 
 @pytest.fixture(scope="module")
 def legacy_text(full_data: SalesData) -> str:

@@ -26,6 +26,10 @@ from tests.stack.load import Outcome, distinct_rows, hammer, mule_pids, mules_st
 from tests.stack.scrape import scrape, scrape_until
 from tests.stack.stacks import start_stack
 
+# One xdist worker runs this module whole (make test: --dist loadgroup), so that
+# its 1,000-tree registry (heavy_registry) is trained once, and no two of its load tests run at once.
+pytestmark = pytest.mark.xdist_group("test_load")
+
 
 def expected(registry: Registry, rows: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], float]:
     dates, stores, items = zip(*rows, strict=True)

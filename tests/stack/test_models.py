@@ -28,6 +28,10 @@ from tests.helpers import kaggle_test_rows, wait_for
 from tests.stack.scrape import scrape, scrape_until
 from tests.stack.stacks import start_stack
 
+# One xdist worker runs this module whole (make test: --dist loadgroup), so that
+# its module fixture (two named models, trained) is made once.
+pytestmark = pytest.mark.xdist_group("test_models")
+
 
 def rows_2016(count: int, seed: int) -> list[tuple[str, int, int]]:
     """Distinct rows in the second half of 2016: inside every test model's dates."""
