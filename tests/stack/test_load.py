@@ -24,11 +24,11 @@ from launcher.stack import Stack
 from tests.helpers import kaggle_test_rows, wait_for
 from tests.stack.load import Outcome, distinct_rows, hammer, mule_pids, mules_stopped
 from tests.stack.scrape import scrape, scrape_until
-from tests.stack.stacks import start_stack
+from tests.stack.stacks import UNDER_LOAD, start_stack
 
-# One xdist worker runs this module whole (make test: --dist loadgroup), so that
-# its 1,000-tree registry (heavy_registry) is trained once, and no two of its load tests run at once.
-pytestmark = pytest.mark.xdist_group("test_load")
+# A module under load (tests/stack/stacks.py): one worker runs it, and trains its 1,000-tree registry
+# (heavy_registry) once.
+pytestmark = UNDER_LOAD
 
 
 def expected(registry: Registry, rows: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], float]:

@@ -26,11 +26,10 @@ from launcher.stack import Stack
 from mules.models import PER_MODEL_OVERHEAD_BYTES
 from tests.helpers import kaggle_test_rows, wait_for
 from tests.stack.scrape import scrape, scrape_until
-from tests.stack.stacks import start_stack
+from tests.stack.stacks import UNDER_LOAD, start_stack
 
-# One xdist worker runs this module whole (make test: --dist loadgroup), so that
-# its module fixture (two named models, trained) is made once.
-pytestmark = pytest.mark.xdist_group("test_models")
+# A module under load (tests/stack/stacks.py): one worker runs it, and trains its two named models once.
+pytestmark = UNDER_LOAD
 
 
 def rows_2016(count: int, seed: int) -> list[tuple[str, int, int]]:
