@@ -27,9 +27,11 @@ serve: venv system-deps  ## train the default model if the registry is empty, th
 # The tests run in parallel workers (pytest-xdist, one per core): each worker has its own session
 # fixtures (stacks on free ports, its own temp folders); a module marked xdist_group runs whole on one
 # worker (--dist loadgroup), where its module fixtures are costly. TEST_WORKERS=0: one process.
+# Then the tests marked under_load (tests/stack/stacks.py), in one process: they count on deadlines.
 TEST_WORKERS ?= auto
 test: lint system-deps test-system-deps  ## lint, type-check and every test (real nginx + uWSGI + mules)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not under_load"
+	$(PY) -m pytest -m under_load
 
 # The image built from the Dockerfile as it is, on a local stand-in for its base (Docker Hub may be out of
 # reach), and run for real: serving, health, logs, docker stop under load, the registry volume, replicas.

@@ -26,8 +26,7 @@ from tests.stack.load import Outcome, distinct_rows, hammer, mule_pids, mules_st
 from tests.stack.scrape import scrape, scrape_until
 from tests.stack.stacks import UNDER_LOAD, start_stack
 
-# A module under load (tests/stack/stacks.py): one worker runs it, and trains its 1,000-tree registry
-# (heavy_registry) once.
+# A module under load (tests/stack/stacks.py).
 pytestmark = UNDER_LOAD
 
 

@@ -28,7 +28,7 @@ from tests.helpers import kaggle_test_rows, wait_for
 from tests.stack.scrape import scrape, scrape_until
 from tests.stack.stacks import UNDER_LOAD, start_stack
 
-# A module under load (tests/stack/stacks.py): one worker runs it, and trains its two named models once.
+# A module under load (tests/stack/stacks.py).
 pytestmark = UNDER_LOAD
 
 
