@@ -1,7 +1,7 @@
 # The forecast service on tiangolo/uwsgi-nginx-flask: nginx + uWSGI (supervisord) with our app and mules.
 # The base image is deprecated upstream and uWSGI is in maintenance mode: the tag is pinned to a
 # dated build so a rebuild gets the same base. Python 3.11: the version every test runs on, the
-# image's included (README "Docker": why not 3.12).
+# image's included (docs/docker.md: why 3.11).
 FROM tiangolo/uwsgi-nginx-flask:python3.11-2026-06-24
 
 # LightGBM must never start OpenMP threads in a process that forks (the mules load it after fork);

@@ -17,7 +17,7 @@ PORT ?= 8000
 RUN_DIR ?= run
 export FORECAST_REGISTRY_DIR ?= registry
 
-.PHONY: serve test docker-test train lint venv system-deps test-system-deps docker-deps bench bench-smoke bench-deps clean
+.PHONY: serve test docs docker-test train lint venv system-deps test-system-deps docker-deps bench bench-smoke bench-deps clean
 
 # `exec`: make itself is the launcher's parent, so the launcher (and its stack) stops when make dies.
 serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
@@ -29,9 +29,14 @@ serve: venv system-deps  ## train the default model if the registry is empty, th
 # worker (--dist loadgroup), where its module fixtures are costly. TEST_WORKERS=0: one process.
 # Then the tests marked under_load (tests/stack/stacks.py), in one process: they count on deadlines.
 TEST_WORKERS ?= auto
-test: lint system-deps test-system-deps  ## lint, type-check and every test (real nginx + uWSGI + mules)
+test: lint docs system-deps test-system-deps  ## lint, type-check, build the docs and every test (real nginx + uWSGI + mules)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not under_load"
 	$(PY) -m pytest -m under_load
+
+# --strict: a broken link, a missing anchor or a docs page left out of mkdocs.yml's nav fails the build.
+# NO_MKDOCS_2_WARNING: mkdocs-material's banner about its end of life (May 2027) on every build.
+docs: venv  ## build the docs site (docs/, mkdocs.yml) into site/
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # The image built from the Dockerfile as it is, on a local stand-in for its base (Docker Hub may be out of
 # reach), and run for real: serving, health, logs, docker stop under load, the registry volume, replicas.
@@ -115,4 +120,4 @@ docker-deps:
 	$(call debian,make docker-test (as root),dockerd:docker.io debootstrap:debootstrap)
 
 clean:
-	rm -rf $(VENV) .tools data registry run test-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools data registry run site test-results .pytest_cache .mypy_cache .ruff_cache

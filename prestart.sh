@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by the image's /start.sh before supervisord starts uWSGI and nginx (and by the
 # staged-layout test, with FORECAST_IMAGE_ROOT pointing at its staging directory).
-# 1. exports the FORECAST_* sizes uwsgi.ini reads (serving/settings.py's defaults, overridden by
+# 1. checks the settings against uwsgi.ini (the mules) and nginx.conf (the deadline below harakiri and
+#    nginx's read timeout), exports the FORECAST_* sizes uwsgi.ini reads (serving/settings.py's defaults, overridden by
 #    the environment), UWSGI_LISTEN and PROMETHEUS_MULTIPROC_DIR (emptied); 2. keeps the image's
 #    own UWSGI_* defaults in step with them; 3. if the registry (a volume) is empty,
 #    imports FORECAST_LEGACY_REGISTRY_URL's model when set, else trains one (python -m forecast bootstrap);
@@ -10,8 +11,9 @@
 forecast_root="${FORECAST_IMAGE_ROOT:-}"
 forecast_die() { echo "prestart.sh: $*" >&2; exit 1; }
 
-forecast_exports="$(cd "$forecast_root/app" && python -m serving.settings --ini "$forecast_root/app/uwsgi.ini")" \
-    || forecast_die "bad FORECAST_* settings, or uwsgi.ini does not match them"
+forecast_exports="$(cd "$forecast_root/app" && python -m serving.settings --ini "$forecast_root/app/uwsgi.ini" \
+    --nginx-conf "$forecast_root/app/nginx.conf")" \
+    || forecast_die "bad FORECAST_* settings, or uwsgi.ini or nginx.conf does not match them"
 eval "$forecast_exports"
 # prometheus_client's multiprocess files: one directory for the whole uWSGI tree, empty at start.
 mkdir -p "$PROMETHEUS_MULTIPROC_DIR" && find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete \

@@ -32,7 +32,7 @@ from benchmarks.systems import DEFAULT_MULES, System, make_systems, memory_mb
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 ALL_SYSTEMS = ["uwsgi-mules", "uwsgi-mules-lightgbm", "ray-plain", "ray-plain-1", "ray-plain-1-lightgbm",
-               "ray-plain-nobatch", "ray-tutorial", "floor", "ray-floor"]  # fmt: skip
+               "ray-plain-nobatch", "ray-tutorial", "floor", "mule-floor", "ray-floor"]  # fmt: skip
 # ray-tuned (FastAPI through Serve's Python proxy) is in the sweep (benchmarks/ray_serve/tune.py), far behind these
 
 

@@ -4,6 +4,8 @@
 - ``uwsgi-mules-lightgbm`` / ``ray-plain-1-lightgbm``: the same scoring with LightGBM (the original
   service's runtime), in the closed loop and the batch only: what compiled trees give each stack;
 - ``floor``: nginx + uWSGI with the same worker pool answering a constant (no Flask, no model);
+  ``mule-floor`` the same handing each request to a mule through the product's queue, wake-up and result
+  cache (:mod:`benchmarks.floors`): the limit of this design;
 - ``ray-tutorial`` / ``ray-tuned``: Ray Serve with a FastAPI ingress serving the same model from
   the same registry (benchmarks/ray_serve/), replicas = mules = 2, through Serve's Python proxy;
 - ``ray-plain`` / ``ray-plain-1`` / ``ray-plain-nobatch``: a bare ``__call__`` deployment behind Ray's
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.floors import FLOORS
 from launcher.stack import Stack
 from serving.settings import Settings
 
@@ -160,13 +163,6 @@ class System:
         with urllib.request.urlopen(request, timeout=300) as response:
             response.read()
         return time.perf_counter() - started
-
-
-class ConstantStack(Stack):
-    """The floor's stack: uWSGI answering a constant, with no mules to match FORECAST_MULES against."""
-
-    def check_config(self) -> None:
-        return
 
 
 @dataclass
@@ -312,16 +308,20 @@ def make_systems(names: list[str], registry: Path, scratch: Path) -> list[System
             config="noop",
             server_args=("--haproxy",),
         ),
-        "floor": UwsgiSystem(
-            "floor",
+    }
+    for name, floor in FLOORS.items():  # nginx + uWSGI answering a constant, with or without the mules' hand-off
+        catalogue[name] = UwsgiSystem(
+            name,
             registry,
             scratch,
-            description=f"nginx + uWSGI {DEFAULT_POOL} answering a constant (no Flask, no model)",
+            description=f"nginx + uWSGI {DEFAULT_POOL}"
+            + (f" + {DEFAULT_MULES} mules" if name == "mule-floor" else "")
+            + f", {floor.description}",
             kind="floor",
-            ini=HERE / "floor" / "uwsgi.ini",
-            stack_class=ConstantStack,
-        ),
-    }
+            env=floor.env,
+            ini=floor.ini,
+            stack_class=floor.stack_class,
+        )
     for base, as_before in (("uwsgi-mules", "before issue 17"), ("ray-plain-1", "the original service")):
         catalogue[f"{base}-lightgbm"] = lightgbm_variant(catalogue[base], as_before)
     return [catalogue[name] for name in names]

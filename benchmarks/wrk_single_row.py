@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/wrk_single_row.py [--seconds 10] [--repeats 3]
     .venv/bin/python benchmarks/wrk_single_row.py --variant no-metrics:FORECAST_METRICS_ENABLED=false
     .venv/bin/python benchmarks/wrk_single_row.py --checkout before:/tmp/checkout-of-the-old-commit
+    .venv/bin/python benchmarks/wrk_single_row.py --variant aa: --floor floor --floor mule-floor \
+        --output benchmarks/results/mule-floor-YYYYMMDD.txt
 
 Starts nginx + uWSGI + mules with the launcher on a free port (the registry's production model),
 warms up, runs wrk with benchmarks/wrk/predict.lua (10,000 distinct rows), prints each run and
@@ -10,15 +12,22 @@ the median per connection count as a Markdown table, and stops the stack. Each `
 NAME:VAR=VALUE[,VAR=VALUE]`` starts another stack of this checkout with those settings; each
 ``--checkout NAME:PATH[:REGISTRY]`` starts another checkout's own stack (``python -m launcher`` run
 in that directory, with this registry or REGISTRY: a copy of it whose compiled trees that code
-made), to compare two versions of the code. Every stack, the default included, is started the same
-way, by the launcher in its checkout. Runs take turns between the stacks, the order reversed every
-round (default, variant; variant, default; ...), so every configuration sees the same machine noise, and
-the table adds each one's throughput relative to the default, with paired ratios. Each run also
+made), to compare two versions of the code; ``--variant aa:`` (no settings) starts a second default stack:
+an A/A check of the harness in the same run. Each ``--floor NAME`` starts one of the floors of
+:mod:`benchmarks.floors` (``floor``: a constant; ``mule-floor``: a constant through the mules' hand-off), and
+the table adds the default's throughput and p50 over each floor's, paired. Every stack, the default
+included, is started the same way, by the launcher in its checkout (the floors through its ``serve``).
+Runs take turns between the stacks, the order reversed every round (default, variant; variant, default;
+...), so every configuration sees the same machine noise, and the table adds each one's throughput
+relative to the default, with paired ratios. Each run also
 records the server's CPU time per request (the whole uWSGI tree and nginx, from /proc): on this
 shared VM throughput swings by +-20% between minutes, CPU per request much less, so it is the
 better measure of what a change costs. Needs wrk (apt-get install wrk). wrk runs on the same
 cores as the server: throughput includes its cost; CPU per request does not. The tree's PSS is
-read halfway through each run (for sizing: processes and threads cost memory).
+read halfway through each run (for sizing: processes and threads cost memory), and the CPU per request is
+split by process role (nginx, the uWSGI master, web workers, mules). ``--output FILE`` writes everything
+printed to FILE as well, after a header with the date, every checkout's commit, the command line and the
+load average; each run's line carries the 1-minute load average at its end.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -37,17 +47,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.floors import FLOORS  # noqa: E402
 from benchmarks.systems import cpu_seconds, memory_mb  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "wrk" / "predict.lua"
 CONNECTIONS = (1, 8, 64)
-Run = dict[str, float]  # rps, p50, p99 (ms), non2xx, cpu_us, pss_mb
+Run = dict[str, float]  # rps, p50, p99 (ms), non2xx, cpu_us, cpu_us_<role>, pss_mb, load1
+ROLES = ("nginx", "master", "workers", "mules")
 
 
 class Target(Protocol):
@@ -61,6 +74,8 @@ class Target(Protocol):
 
     def server_pids(self) -> list[int]: ...
 
+    def roles(self) -> dict[str, list[int]]: ...
+
 
 class LauncherStack:
     """A checkout's stack started as a user starts it: ``python -m launcher`` run in ``path`` (this checkout
@@ -72,10 +87,13 @@ class LauncherStack:
     up to a fifth in throughput at 64 connections.
     """
 
-    def __init__(self, name: str, path: Path, registry: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, path: Path, registry: Path, env: dict[str, str], module: tuple[str, ...] = ("launcher",)
+    ) -> None:
         self.path = path
         self.registry = registry
         self.env = env
+        self.module = module  # what ``python -m`` runs: the launcher, or a floor (benchmarks.floors NAME)
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"wrk-{name}-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -85,7 +103,7 @@ class LauncherStack:
         env = {**os.environ, **self.env, "PORT": str(self.port), "FORECAST_REGISTRY_DIR": str(self.registry)}
         with (self.run_dir / "launcher.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "launcher", "--run-dir", str(self.run_dir)], cwd=self.path, env=env,
+                [sys.executable, "-m", *self.module, "--run-dir", str(self.run_dir)], cwd=self.path, env=env,
                 start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         wait_ready(self.url, self.process, self.run_dir / "launcher.log")
@@ -100,6 +118,55 @@ class LauncherStack:
     def server_pids(self) -> list[int]:
         assert self.process is not None
         return [pid for pid in descendants([self.process.pid]) if pid != self.process.pid]
+
+    def roles(self) -> dict[str, list[int]]:
+        """The server's processes by role (:func:`split_roles`)."""
+        assert self.process is not None
+        return split_roles(self.process.pid, threads_per_worker(self.env))
+
+
+def threads_per_worker(env: dict[str, str]) -> int:
+    from serving.settings import Settings
+
+    value = env.get("FORECAST_UWSGI_THREADS", os.environ.get("FORECAST_UWSGI_THREADS"))
+    return int(value) if value else int(Settings.model_fields["uwsgi_threads"].default)
+
+
+def split_roles(launcher: int, worker_threads: int) -> dict[str, list[int]]:
+    """The processes under ``launcher`` by role: nginx (master and workers), the uWSGI master, its web workers
+    (children with at least ``worker_threads`` threads) and its mules (the other children).
+
+    uWSGI gives workers and mules the same command line; a web worker runs its request threads, a mule one
+    thread (or a few): the thread count tells them apart.
+    """
+    found: dict[str, list[int]] = {role: [] for role in ROLES}
+    for child in children_of(launcher):
+        if b"nginx" in command_line(child):
+            found["nginx"] += descendants([child])
+            continue
+        found["master"].append(child)
+        for process in descendants([child])[1:]:
+            found["workers" if thread_count(process) >= worker_threads else "mules"].append(process)
+    return found
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(child) for child in out.stdout.split()]
+
+
+def command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
 
 
 def free_port() -> int:
@@ -164,15 +231,24 @@ def wrk(url: str, connections: int, seconds: int) -> Run:
 def measured_run(target: Target, connections: int, seconds: int) -> Run:
     """One wrk run, with the server's CPU per request and its whole tree's PSS halfway through."""
     pids = target.server_pids()
+    roles = target.roles()
     before = cpu_seconds(pids)
+    before_roles = {role: cpu_seconds(members) for role, members in roles.items()}
     halfway: list[float] = []
     sampler = threading.Timer(seconds / 2, lambda: halfway.append(memory_mb(pids)["pss_mb"]))
     sampler.start()
     result = wrk(target.url, connections, seconds)
     sampler.join()
     requests = result["rps"] * seconds
-    result["cpu_us"] = (cpu_seconds(pids) - before) / requests * 1e6 if requests else 0.0
+
+    def per_request(spent: float) -> float:
+        return spent / requests * 1e6 if requests else 0.0
+
+    result["cpu_us"] = per_request(cpu_seconds(pids) - before)
+    for role, members in roles.items():
+        result[f"cpu_us_{role}"] = per_request(cpu_seconds(members) - before_roles[role])
     result["pss_mb"] = halfway[0]
+    result["load1"] = os.getloadavg()[0]
     return result
 
 
@@ -193,6 +269,8 @@ def targets(args: argparse.Namespace) -> dict[str, Target]:
         name, where = parse_pair(text)
         path, _, other = where.partition(":")
         found[name] = LauncherStack(name, Path(path).resolve(), Path(other).resolve() if other else registry, {})
+    for name in args.floor:
+        found[name] = LauncherStack(name, ROOT, registry, {}, module=("benchmarks.floors", name))
     return found
 
 
@@ -213,7 +291,8 @@ def measure(
             for name, target in in_turns(stacks, repeat):
                 result = measured_run(target, count, seconds)
                 runs[name][count].append(result)
-                print(f"run {repeat + 1} {name} c={count}: {result}", flush=True)
+                shown = {key: round(value, 2) for key, value in result.items()}
+                print(f"run {repeat + 1} {name} c={count}: {shown}", flush=True)
     return runs
 
 
@@ -224,11 +303,16 @@ def main() -> int:
     parser.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE[,VAR=VALUE]")
     parser.add_argument("--checkout", action="append", default=[], help="NAME:PATH[:REGISTRY] of another checkout")
     parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS))
+    parser.add_argument("--floor", action="append", default=[], choices=sorted(FLOORS), help="a floor beside them")
+    parser.add_argument("--output", type=Path, help="write everything printed to this file too")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 1
+    if args.output is not None:
+        sys.stdout = Tee(sys.stdout, args.output.open("w"))
     stacks = targets(args)
+    print(header(sys.argv, stacks), flush=True)
     try:
         for target in stacks.values():
             target.start()
@@ -238,7 +322,54 @@ def main() -> int:
         for target in stacks.values():
             target.stop()
     print_table(runs)
+    print(f"\nended {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC; load average {load_average()}", flush=True)
     return 0
+
+
+class Tee:
+    """A text stream writing to ``stream`` and to ``copy`` (the ``--output`` file) alike."""
+
+    def __init__(self, stream: TextIO, copy: TextIO) -> None:
+        self.stream, self.copy = stream, copy
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.copy.flush()
+        self.stream.flush()
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def commit_of(path: Path) -> str:
+    """``path``'s checkout: short commit, ``-dirty (FILES)`` with uncommitted changes to tracked files (naming
+    them: an edited README is not edited code), or why not known."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=path)
+    if head.returncode != 0:
+        return "not a git checkout"
+    changed = subprocess.run(["git", "diff", "HEAD", "--name-only"], capture_output=True, text=True, cwd=path)
+    files = changed.stdout.split()
+    return head.stdout.strip() + (f"-dirty ({', '.join(files)})" if files else "")
+
+
+def header(argv: list[str], stacks: dict[str, Target]) -> str:
+    """What the output needs to be read later: when, which code, which command, how loaded the machine was."""
+    cpu = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+    lines = [
+        f"# wrk_single_row {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
+        f"# command: {shlex.join([Path(sys.executable).name, *argv])}",
+        f"# this checkout: {ROOT} at {commit_of(ROOT)}",
+        f"# machine: {os.cpu_count()} cores, {cpu.group(1) if cpu else 'unknown CPU'}; load average {load_average()}",
+    ]
+    for name, target in stacks.items():
+        path = getattr(target, "path", ROOT)
+        lines.append(f"# stack {name}: {' '.join(getattr(target, 'module', ()))} in {path} at {commit_of(path)}, "
+                     f"settings {getattr(target, 'env', {})}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def medians(runs: dict[str, dict[int, list[Run]]]) -> dict[str, dict[int, Run]]:
@@ -261,23 +392,43 @@ def print_table(runs: dict[str, dict[int, list[Run]]]) -> None:
                 f"| {median['cpu_us']:.0f} | {median['cpu_us'] / default['cpu_us']:.1%} | {median['p50']:.2f} "
                 f"| {median['p99']:.2f} | {median['non2xx']:.0f} | {median['pss_mb']:.0f} |"
             )
-    print_pairs(runs)
+    print_roles(runs)
+    print()
+    print_pairs(runs, tuple(name for name in runs if name in FLOORS))
 
 
-def print_pairs(runs: dict[str, dict[int, list[Run]]]) -> None:
+def print_pairs(runs: dict[str, dict[int, list[Run]]], floors: tuple[str, ...] = ()) -> None:
     """Runs alternate, so run i of a configuration and run i of the default saw the same machine:
-    their ratio is the fairest comparison on a noisy VM."""
+    their ratio is the fairest comparison on a noisy VM. For a floor, the default over the floor
+    (how close the real path comes to it)."""
     for name, per in runs.items():
         if name == "default":
             continue
         for connections, results in per.items():
             defaults = runs["default"][connections]
-            for key, label in (("rps", "throughput"), ("cpu_us", "server CPU per request")):
-                paired = [r[key] / d[key] for r, d in zip(results, defaults, strict=True)]
+            for key, label in (("rps", "throughput"), ("cpu_us", "server CPU per request"), ("p50", "p50")):
+                top, bottom = ("default", name) if name in floors else (name, "default")
+                pairs = zip(defaults, results, strict=True) if name in floors else zip(results, defaults, strict=True)
+                paired = paired_ratios(list(pairs), key)
                 print(
-                    f"paired {name} / default, {label} at {connections} connections: median "
+                    f"paired {top} / {bottom}, {label} at {connections} connections: median "
                     f"{statistics.median(paired):.1%}, range {min(paired):.1%}-{max(paired):.1%} ({len(paired)} pairs)"
                 )
+
+
+def paired_ratios(pairs: list[tuple[Run, Run]], key: str) -> list[float]:
+    """``key`` of the first run of each pair over the second's (a pair whose second reads 0: no ratio)."""
+    return [a[key] / b[key] for a, b in pairs if b[key]]
+
+
+def print_roles(runs: dict[str, dict[int, list[Run]]]) -> None:
+    """Where the server's CPU goes: median µs per request of each process role."""
+    print("\n| configuration | connections | " + " | ".join(f"{role} µs/req" for role in ROLES) + " | all µs/req |")
+    print("|---|---|" + "---|" * (len(ROLES) + 1))
+    for name, per in medians(runs).items():
+        for connections, median in per.items():
+            cells = " | ".join(f"{median.get(f'cpu_us_{role}', 0.0):.0f}" for role in ROLES)
+            print(f"| {name} | {connections} | {cells} | {median['cpu_us']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -102,10 +102,13 @@ class FeatureSet:
     names: tuple[str, ...]
     build: Callable[[Rows], np.ndarray]
     log_target: bool  # True: the trees predict log1p(sales) around the version's trend; False: sales
+    # True: compiled trees must forecast LightGBM's own doubles, to the last bit (the Ray Serve service's
+    # models: its answers are compared byte for byte); False: to rounding (forecast/compiled.py).
+    exact_sum: bool = False
 
 
 FEATURE_SETS = {
     FEATURE_VERSION: FeatureSet(FEATURE_VERSION, FEATURE_NAMES, build_features, log_target=True),
     LEGACY_FEATURE_VERSION: FeatureSet(LEGACY_FEATURE_VERSION, LEGACY_FEATURE_NAMES, build_legacy_features,
-                                       log_target=False),
+                                       log_target=False, exact_sum=True),
 }  # fmt: skip

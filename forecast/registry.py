@@ -66,8 +66,14 @@ _REFUSALS: dict[str, type[RegistryError]] = {
 }
 SMOKE_ROW_COUNT = 8  # rows verify() scores on both paths, spread over the version's domain
 DOMAIN_DATES = 8  # dates per store and item of the reference rows that compiled trees are checked on
-# Compiled trees sum in blocks, LightGBM tree by tree: the last bits of a sum may differ (2e-15 seen).
+# Compiled trees sum in blocks, LightGBM tree by tree: the last bits of a sum may differ (forecast/compiled.py);
+# none may for a feature set with ``exact_sum``, compiled to add the trees in LightGBM's order.
 COMPILED_TOLERANCE = 1e-9
+
+
+def compiled_tolerance(feature_set: FeatureSet) -> float:
+    """How far a version's compiled trees may forecast from LightGBM: 0 for a feature set with ``exact_sum``."""
+    return 0.0 if feature_set.exact_sum else COMPILED_TOLERANCE
 
 
 def sha256_text(text: str) -> str:
@@ -198,7 +204,8 @@ class Registry:
         except (KeyError, TypeError, ValueError) as exc:  # a damaged metadata.json
             raise CorruptVersion(f"version {version}: unreadable trend ({exc.__class__.__name__})") from exc
         if compiled:
-            trees, why_not = load_compiled(self.versions_dir / version / MODEL_FILE, metadata["checksum"][MODEL_FILE])
+            path, checksum = self.versions_dir / version / MODEL_FILE, metadata["checksum"][MODEL_FILE]
+            trees, why_not = load_compiled(path, checksum, feature_set.exact_sum)
             if trees is not None:
                 return Predictor(None, trend, version, feature_set, compiled=trees)
             logger.info("%s %s: scoring with LightGBM (compiled trees: %s)", self.model, version, why_not)
@@ -211,7 +218,9 @@ class Registry:
         """Why a version's compiled trees would not be used here ("" when they would); loads them to know."""
         metadata = self.metadata(ref)
         path = self.versions_dir / metadata["version"] / MODEL_FILE
-        return load_compiled(path, metadata.get("checksum", {}).get(MODEL_FILE, ""))[1]
+        feature_set = FEATURE_SETS.get(str(metadata.get("feature_version")))  # an unknown one loads nothing anyway
+        exact_sum = feature_set is not None and feature_set.exact_sum
+        return load_compiled(path, metadata.get("checksum", {}).get(MODEL_FILE, ""), exact_sum)[1]
 
     def compile(self, ref: str) -> CompileReport:
         """Compile a version's trees into the artefact beside its text (see :mod:`forecast.compiled`), with LightGBM's
@@ -224,7 +233,8 @@ class Registry:
         version, rows = metadata["version"], domain_rows(metadata)
         reference = Reference(rows, self.load(version, compiled=False).predict(rows))  # checks the model text too
         try:
-            return compile_trees(self.versions_dir / version / MODEL_FILE, metadata["checksum"][MODEL_FILE], reference)
+            path, exact_sum = self.versions_dir / version / MODEL_FILE, check_compatible(metadata).exact_sum
+            return compile_trees(path, metadata["checksum"][MODEL_FILE], reference, exact_sum)
         except OSError as exc:
             raise RegistryError(f"version {version}: cannot write its compiled trees ({exc.strerror})") from exc
         except RegistryError as exc:  # no linker, or it failed
@@ -254,7 +264,7 @@ class Registry:
 
         Beyond :meth:`load`: compiled trees must take the feature set's features and forecast
         their reference rows (every store and item of the domain on a spread of dates) as
-        LightGBM did when they were compiled, to :data:`COMPILED_TOLERANCE` (LightGBM is
+        LightGBM did when they were compiled, to :func:`compiled_tolerance` (LightGBM is
         not loaded).  LightGBM's trees must take exactly the feature set's features, and
         rows spread over the version's domain must get the same finite predictions from its
         single-row and batch paths (a model over other features does not).
@@ -278,7 +288,7 @@ class Registry:
             return None
         reference = predictor.compiled.reference
         difference = _largest_difference(reference.sales, lightgbm.predict(reference.rows))
-        if not difference <= COMPILED_TOLERANCE:
+        if not difference <= compiled_tolerance(predictor.feature_set):
             raise CorruptVersion(
                 f"version {predictor.version}: the forecasts recorded with its compiled trees are up to "
                 f"{difference:.3g} away from LightGBM's; compile it again (python -m forecast registry compile)"
@@ -444,7 +454,7 @@ def _check_compiled(predictor: Predictor) -> None:
             f"version {version}: its compiled trees take {predictor.compiled.feature_count} features, not {len(names)}"
         )
     difference = _largest_difference(predictor.predict(reference.rows), reference.sales)
-    if not difference <= COMPILED_TOLERANCE:
+    if not difference <= compiled_tolerance(predictor.feature_set):
         raise CorruptVersion(
             f"version {version}: its compiled trees forecast up to {difference:.3g} away from LightGBM; "
             "compile it again (python -m forecast registry compile)"

@@ -20,8 +20,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m launcher")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "run", help="pid files, sockets, logs (default: run/)")
     args = parser.parse_args()
-    port = int(os.environ.get("PORT", "8000"))
-    stack = Stack(args.run_dir, port, log_to_files=False)
+    return serve(Stack(args.run_dir, int(os.environ.get("PORT", "8000")), log_to_files=False))
+
+
+def serve(stack: Stack) -> int:
+    """Start ``stack``, wait until it is ready, serve until SIGINT or SIGTERM (or this process's parent dies),
+    stop it. The benchmark's floors (``python -m benchmarks.floors``) start their stacks through this too."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

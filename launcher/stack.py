@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from serving.nginx_conf import render
-from serving.settings import Settings, check_uwsgi_ini
+from serving.settings import Settings, check_deadline, check_uwsgi_ini
 
 ROOT = Path(__file__).resolve().parent.parent
+NGINX_CONF = ROOT / "nginx.conf"  # the template, rendered for each run directory
 
 
 def empty_metrics_dir(directory: Path) -> None:
@@ -131,8 +132,8 @@ class Stack:
     def start(self) -> None:
         """Start uWSGI and nginx; each dies with this process (SIGTERM / SIGQUIT), whatever kills it.
 
-        Raises :class:`StackError` when nginx is missing, the uWSGI ini does not match the settings,
-        a stack started earlier in ``run_dir`` still runs, or the port is taken.
+        Raises :class:`StackError` when nginx is missing, the uWSGI ini or nginx.conf does not match the
+        settings, a stack started earlier in ``run_dir`` still runs, or the port is taken.
         """
         nginx = find_nginx()
         if nginx is None:
@@ -167,7 +168,7 @@ class Stack:
         conf = self.run_dir / "nginx.conf"
         conf.write_text(
             render(
-                (ROOT / "nginx.conf").read_text(),
+                NGINX_CONF.read_text(),
                 {
                     "user": "user root;" if os.geteuid() == 0 else "",
                     "run_dir": str(self.run_dir),
@@ -189,9 +190,11 @@ class Stack:
         )
 
     def check_config(self) -> None:
-        """Raise :class:`StackError` unless the uWSGI ini starts ``FORECAST_MULES`` mules (called by :meth:`start`)."""
+        """Raise :class:`StackError` unless the uWSGI ini starts ``FORECAST_MULES`` mules and the deadline is below
+        harakiri and nginx's read timeout (called by :meth:`start`)."""
         try:
             check_uwsgi_ini(self.settings(), self.ini)
+            check_deadline(self.settings(), NGINX_CONF)
         except ValueError as exc:
             raise StackError(str(exc)) from exc
 

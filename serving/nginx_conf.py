@@ -7,6 +7,15 @@ import sys
 from pathlib import Path
 
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+READ_TIMEOUT = re.compile(r"^\s*uwsgi_read_timeout\s+(\d+)(ms|s|m|h)?\s*;", re.M)
+NGINX_DEFAULT_READ_TIMEOUT_S = 60.0  # where nginx.conf sets none
+_SECONDS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def upstream_read_timeout_s(template: str) -> float:
+    """How long nginx waits for uWSGI's answer: the shortest ``uwsgi_read_timeout`` in ``template`` (seconds)."""
+    found = [int(value) * _SECONDS[unit or ""] for value, unit in READ_TIMEOUT.findall(template)]
+    return min(found, default=NGINX_DEFAULT_READ_TIMEOUT_S)
 
 
 def render(template: str, values: dict[str, str]) -> str:

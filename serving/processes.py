@@ -68,7 +68,7 @@ def keep_inherited_objects_shared() -> None:
 
     A child's full collection walks every object it tracks and writes to each one's header, which
     copies every page it shares with its parent: minutes into a load, both web workers grew ~10 MB
-    and the master and mules a little each, all at once (README "How it works").  Frozen objects
+    and the master and mules a little each, all at once (docs/how-it-works.md).  Frozen objects
     are never collected; what the app builds at import is meant to live as long as the process.
     """
     gc.freeze()

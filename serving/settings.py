@@ -8,9 +8,10 @@ value stops the process at start with the variable's name.
 uWSGI reads its sizes (processes, threads, queue, caches) from the same
 variables through ``$(FORECAST_...)`` in ``uwsgi.ini``; the launcher and the
 image's ``prestart.sh`` export them first with ``python -m serving.settings``
-(which also checks that ``uwsgi.ini`` starts ``FORECAST_MULES`` mules),
-so the defaults below are the only defaults.  The README table lists every
-variable; a test keeps it in step with this class.
+(which also checks that ``uwsgi.ini`` starts ``FORECAST_MULES`` mules, and that the
+request deadline is below harakiri and nginx's read timeout), so the defaults below are
+the only defaults.  The table in docs/operating.md lists every variable; a test keeps it
+in step with this class.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from forecast.config import ModelSettings
+from serving.nginx_conf import upstream_read_timeout_s
 
 # The variables uwsgi.ini reads; exported by `python -m serving.settings`.
 UWSGI_FIELDS = (
@@ -181,22 +183,46 @@ def check_uwsgi_ini(settings: Settings, ini: Path) -> None:
         )
 
 
+def check_deadline(settings: Settings, nginx_conf: Path) -> None:
+    """Raise ``ValueError`` unless the request deadline is below the worker's harakiri and nginx's read timeout.
+
+    A worker waits for a request's predictions until ``FORECAST_DEADLINE_MS``, then answers 504.
+    uWSGI kills a worker that has been in one request ``FORECAST_WORKER_HARAKIRI_S`` (every
+    request its threads hold dies with it), and nginx answers its own 504 when uWSGI has not
+    answered within its ``uwsgi_read_timeout``: either would take the place of the app's answer.
+    """
+    read_timeout_s = upstream_read_timeout_s(nginx_conf.read_text())
+    deadline_s, harakiri_s = settings.deadline_s, settings.worker_harakiri_s
+    if deadline_s < harakiri_s and deadline_s < read_timeout_s:
+        return
+    raise ValueError(
+        f"FORECAST_DEADLINE_MS={settings.deadline_ms} ({deadline_s:g} s) must be below both "
+        f"FORECAST_WORKER_HARAKIRI_S={harakiri_s} (uWSGI kills a worker that long in a request) and nginx's "
+        f"uwsgi_read_timeout ({read_timeout_s:g} s, in {nginx_conf}), or a request at its deadline is killed or "
+        "cut off instead of answered 504: lower FORECAST_DEADLINE_MS, or raise the other"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print ``export NAME=value`` lines of :meth:`Settings.uwsgi_environment` (``eval`` them in a shell).
 
-    ``--ini PATH`` first checks that the uwsgi.ini starts as many mules as the settings say;
-    a mismatch prints the reason and exits 1.
+    ``--ini PATH`` first checks that the uwsgi.ini starts as many mules as the settings say,
+    ``--nginx-conf PATH`` that the deadline is below harakiri and nginx's read timeout
+    (:func:`check_deadline`); a mismatch prints the reason and exits 1.
     """
     parser = argparse.ArgumentParser(prog="python -m serving.settings", description=main.__doc__)
     parser.add_argument("--ini", type=Path, help="the uwsgi.ini to check against the settings")
+    parser.add_argument("--nginx-conf", type=Path, help="the nginx.conf (template) to check the deadline against")
     args = parser.parse_args(argv)
     settings = Settings()
-    if args.ini is not None:
-        try:
+    try:
+        if args.ini is not None:
             check_uwsgi_ini(settings, args.ini)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        if args.nginx_conf is not None:
+            check_deadline(settings, args.nginx_conf)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for name, value in settings.uwsgi_environment().items():
         print(f"export {name}={shlex.quote(value)}")
     return 0

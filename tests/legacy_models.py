@@ -16,14 +16,19 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from forecast.compiled import Reference, compile_trees, load_compiled
 from forecast.data import SalesData
-from forecast.features import LEGACY_FEATURE_NAMES, build_legacy_features
+from forecast.features import LEGACY_FEATURE_NAMES, Rows, build_legacy_features
+from forecast.registry import sha256_text
 
 # The original's published guardrails.
 GUARDRAILS = {
     "input_guardrails": {"min_date": "2018-01-01", "max_date": "2018-03-31", "store_id_max": 10, "item_id_max": 50},
     "output_guardrails": {"max_value": 200.0},
 }
+# More trees than one of lleaves' default blocks (34): compiled in blocks, most of such a model's forecasts
+# differ from LightGBM's in the last digits (the tests that use it assert that they do).
+DIGITS_ROUNDS = 80
 
 
 def train_legacy_model(data: SalesData, rounds: int = 30, names: tuple[str, ...] = LEGACY_FEATURE_NAMES) -> str:
@@ -49,6 +54,22 @@ def original_prediction(model_text: str, rows: list[tuple[str, int, int]]) -> li
         day = dt.datetime.strptime(date, "%Y-%m-%d").date()
         table.append([store, item, day.month, day.weekday(), day.year])
     return [float(value) for value in booster.predict(np.array(table))]
+
+
+def compiled_prediction(
+    model_text: str, rows: list[tuple[str, int, int]], directory: Path, exact_sum: bool
+) -> list[float]:
+    """What compiled trees of ``model_text`` forecast for ``rows`` (the original's features), made in ``directory``
+    (one per call: a process keeps the first library it loads from a path): with ``exact_sum`` False, summed in
+    lleaves' blocks of 34 as our own versions are, which changes the last digits of such a model's forecasts."""
+    directory.mkdir(parents=True)
+    model_path, checksum = directory / "model.txt", sha256_text(model_text)
+    model_path.write_text(model_text)
+    table = Rows.from_columns(*zip(*rows, strict=True))
+    compile_trees(model_path, checksum, Reference(table, np.zeros(len(rows))), exact_sum)  # reference unused here
+    trees, why_not = load_compiled(model_path, checksum, exact_sum)
+    assert trees is not None, why_not
+    return [float(value) for value in trees.predict(build_legacy_features(table))]
 
 
 def write_registry_file(directory: Path, model_url: str, **changes: Any) -> Path:

@@ -1,11 +1,15 @@
-"""Break the code one piece at a time and see which tests catch each break.
+"""Break the code one promise at a time and see which test catches each break.
 
     .venv/bin/python -m tests.mutants [--tier unit|stack|all] [--only SUBSTRING]
 
 Each mutant replaces one snippet of one source file with a broken version, in a copy of the
-checkout (the working tree is never touched), and runs the chosen tier there.  A mutant that no
-test catches is a README claim without a guard.  Not part of ``make test``: it runs the tier once
-per mutant (about 20 s each for the unit tier on 2 cores).
+checkout (the working tree is never touched), and runs the tests that should catch it there
+(``catch``: the unit tier unless it names stack test files).  ``--tier`` picks the mutants by
+where their catching tests live.  A mutant that no test catches is a promise without a guard; a
+mutant whose snippet is no longer in its file once is *stale* (the code moved) and is reported as
+such, never skipped.  The last line is the summary; the exit status is 0 only when every mutant
+run was caught.  ``tests/unit/test_mutants.py`` (in ``make test``) checks that every snippet is
+where it says, so a stale mutant fails the ordinary test run too.
 """
 
 from __future__ import annotations
@@ -20,24 +24,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+UNIT = ("tests/unit",)
 
 
 @dataclass(frozen=True)
 class Mutant:
-    claim: str  # the behaviour the README or a docstring promises, which the break takes away
+    claim: str  # the behaviour the docs or a docstring promise, which the break takes away
     path: str
     old: str
     new: str
+    catch: tuple[str, ...] = UNIT  # the tests that should catch it: a tier's folder or test files
+
+    @property
+    def tier(self) -> str:
+        return "unit" if all(where.startswith("tests/unit") for where in self.catch) else "stack"
+
+    def occurrences(self, root: Path = ROOT) -> int:
+        """How many times the snippet occurs in its file (1 when the mutant is current)."""
+        source = root / self.path
+        return source.read_text().count(self.old) if source.is_file() else 0
 
 
 MUTANTS = (
     Mutant("a job pushed while the mule decides to sleep is still scored", "mules/loop.py",
            "if self.deferred or not (batch := self.pull_batch()):", "if True:"),
     Mutant("a reload met while draining is kept for the main loop", "mules/loop.py",
-           "            if message[:1] == CONTROL_RELOAD:\n                self.deferred.append(message)",
-           "            pass"),
+           "self.deferred.append(message)", "pass"),
     Mutant("jobs whose deadline passed are dropped unscored", "mules/loop.py",
-           "if job.deadline <= time.time():", "if False:"),
+           "if job.deadline <= time.time():\n                logger.warning(",
+           "if False:\n                logger.warning("),
     Mutant("a predict call longer than FORECAST_MULE_HARAKIRI_S is killed", "mules/loop.py",
            "self.uwsgi.set_user_harakiri(self.settings.mule_harakiri_s)", "pass"),
     Mutant("a dead mule's job is pushed again once", "app/mule_client.py",
@@ -52,7 +67,8 @@ MUTANTS = (
     Mutant("a load answered by the respawn of the mule asked is that mule's death", "app/mule_client.py",
            "if pid is not None and result.mule_pid != pid:", "if False:"),
     Mutant("a refused reload rolls back the mules already switched", "app/rollout.py",
-           "            _roll_back(mules, switched, previous)\n", ""),
+           "            _roll_back(mules, switched, before, model)\n            raise ReloadRefused",
+           "            raise ReloadRefused"),
     Mutant("a 'no model' view of the pool is never trusted for later requests", "app/service.py",
            "self._view_until = now + POOL_VIEW_TTL_S if view.any_serving else now",
            "self._view_until = now + POOL_VIEW_TTL_S"),
@@ -75,10 +91,12 @@ MUTANTS = (
            'headers["Retry-After"] = str(retry_after_s)', "pass"),
     Mutant("live gauges of dead processes are dropped", "app/exposition.py",
            "if match and not process_alive(int(match.group(1))):", "if False:"),
-    Mutant("a store the model does not know is refused", "app/domain.py",
-           'if row["store"] not in domain.stores:', "if False:"),
+    Mutant("a store the model does not know is refused (a few rows)", "app/domain.py",
+           "if store not in domain.stores or item not in domain.items", "if item not in domain.items"),
+    Mutant("a store the model does not know is refused (many rows)", "app/domain.py",
+           "bad = ~_known(columns.stores, domain.store_table) | ", "bad = "),
     Mutant("the access line gets the answer's report from the fast lane", "app/fastlane.py",
-           "                *answer.report.headers(),\n", ""),
+           "*answer.headers.items(), *answer.report.headers()]", "*answer.headers.items()]"),
     Mutant("uwsgi.ini must start FORECAST_MULES mules", "serving/settings.py",
            "if found != settings.mules:", "if False:"),
     Mutant("a job a mule pulled and died before claiming is pushed again", "app/mule_client.py",
@@ -88,8 +106,9 @@ MUTANTS = (
     Mutant("a pod's first routes roll what its mules did not start with (/reload, poller off)", "app/rollout.py",
            "kept = old.production if old is not None else self._started_with(model)",
            "kept = old.production if old is not None else None"),
-    Mutant("the launcher's children die with it (stack tier)", "launcher/stack.py",
-           '        options["preexec_fn"] = lambda: die_with_parent(on_our_death, parent)\n', ""),
+    Mutant("the launcher's children die with it", "launcher/stack.py",
+           '        options["preexec_fn"] = lambda: die_with_parent(on_our_death, parent)\n', "",
+           ("tests/stack/test_launcher.py",)),
     Mutant("a large JSON body is parsed a piece at a time", "app/predict.py",
            "    if pieces is not None:\n        return ReadRows(*pieces)\n", ""),
     Mutant("a cut between pieces is one between rows", "app/rows.py",
@@ -100,10 +119,10 @@ MUTANTS = (
            "return ThenRelease(body) if request.large else body", "return body"),
     Mutant("...and only after it is sent", "app/fastlane.py",
            "        return iter(self._body)", "        release_freed_memory()\n        return iter(self._body)"),
-    Mutant("a process killed holding a uWSGI lock hangs no other (stack tier)", "uwsgi.ini",
-           "lock-engine = ipcsem", "# lock-engine = ipcsem"),
-    Mutant("the mules keep pandas out (stack tier)", "mules/main.py",
-           'sys.modules["pandas"] = None', "pass"),
+    Mutant("a process killed holding a uWSGI lock hangs no other", "uwsgi.ini",
+           "lock-engine = ipcsem", "# lock-engine = ipcsem", ("tests/stack/test_locks.py",)),
+    Mutant("the mules keep pandas out", "mules/main.py",
+           'sys.modules["pandas"] = None', "pass", ("tests/stack/test_api.py",)),
     Mutant("compiled trees are checked against the forecasts recorded with them", "forecast/registry.py",
            "            _check_compiled(predictor)", "            pass"),
     Mutant("registry verify checks the recorded forecasts against LightGBM", "forecast/registry.py",
@@ -120,9 +139,31 @@ MUTANTS = (
            "if (inside & ((digits < 0) | (digits > 9))).any():", "if False:"),
     Mutant("the Kaggle CSV takes the array path", "app/rows.py",
            "if not chunk or chunk.translate(None, _PLAIN_BYTES):", "if True:"),
+    Mutant("an imported Ray Serve model's compiled trees add the trees in LightGBM's order", "forecast/compiled.py",
+           "TREE_BLOCK, EXACT_TREE_BLOCK = 34, 1", "TREE_BLOCK, EXACT_TREE_BLOCK = 34, 34",
+           ("tests/unit/test_legacy_digits.py",)),
+    Mutant("the legacy form answers the digits the original printed (stack tier)", "forecast/compiled.py",
+           "TREE_BLOCK, EXACT_TREE_BLOCK = 34, 1", "TREE_BLOCK, EXACT_TREE_BLOCK = 34, 34",
+           ("tests/stack/test_legacy.py",)),
+    Mutant("an imported Ray Serve model's compiled trees may differ from LightGBM by nothing", "forecast/registry.py",
+           "return 0.0 if feature_set.exact_sum else COMPILED_TOLERANCE", "return COMPILED_TOLERANCE",
+           ("tests/unit/test_legacy_digits.py",)),
+    Mutant("compiled trees summed in other blocks than the version asks are not used", "forecast/compiled.py",
+           '        "tree_block": tree_block(exact_sum),\n', "", ("tests/unit/test_legacy_digits.py",)),
+    Mutant("our versions' compiled trees made before the block size was recorded are still used",
+           "forecast/compiled.py", 'made = {"tree_block": TREE_BLOCK, **info}', "made = info",
+           ("tests/unit/test_legacy_digits.py",)),
+    Mutant("the request deadline must be below the worker's harakiri", "serving/settings.py",
+           "if deadline_s < harakiri_s and deadline_s < read_timeout_s:", "if deadline_s < read_timeout_s:",
+           ("tests/unit/test_settings.py",)),
+    Mutant("the request deadline must be below nginx's upstream read timeout", "serving/settings.py",
+           "if deadline_s < harakiri_s and deadline_s < read_timeout_s:", "if deadline_s < harakiri_s:",
+           ("tests/unit/test_settings.py",)),
+    Mutant("the launcher refuses a deadline harakiri or nginx would cut short (stack tier)", "launcher/stack.py",
+           "            check_deadline(self.settings(), NGINX_CONF)\n", "", ("tests/stack/test_launcher.py",)),
+    Mutant("the image's prestart.sh refuses a deadline harakiri or nginx would cut short (stack tier)", "prestart.sh",
+           ' \\\n    --nginx-conf "$forecast_root/app/nginx.conf")"', ')"', ("tests/stack/test_image_layout.py",)),
 )  # fmt: skip
-
-TIERS = {"unit": ["tests/unit"], "stack": ["tests/stack"], "all": ["tests"]}
 
 
 def copy_checkout(target: Path) -> None:
@@ -136,33 +177,42 @@ def copy_checkout(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
-def run(mutant: Mutant, tier: str) -> list[str]:
-    """The tests that fail with ``mutant`` applied (empty: nothing caught it)."""
+def run(mutant: Mutant) -> list[str]:
+    """The tests that fail with ``mutant`` applied (empty: nothing caught it); stops at the first."""
     with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
         work = Path(tmp)
         copy_checkout(work)
         source = work / mutant.path
-        text = source.read_text()
-        if text.count(mutant.old) != 1:
-            raise SystemExit(f"{mutant.path}: the snippet for {mutant.claim!r} is not there once; update the mutant")
-        source.write_text(text.replace(mutant.old, mutant.new))
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=120", *TIERS[tier]]
+        source.write_text(source.read_text().replace(mutant.old, mutant.new))
+        command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--timeout=120",
+                   *mutant.catch]  # fmt: skip
         out = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False).stdout
     return sorted(set(re.findall(r"^(?:FAILED|ERROR) (tests/.+?)(?: - .*)?$", out, re.M)))
 
 
+def verdict(mutant: Mutant) -> tuple[str, str]:
+    """("caught" | "NOT CAUGHT" | "STALE", what to print after the claim)."""
+    found = mutant.occurrences()
+    if found != 1:
+        return "STALE", f"STALE: the snippet occurs {found} times in {mutant.path}, not once; update the mutant"
+    caught = run(mutant)
+    return ("caught", ", ".join(caught)) if caught else ("NOT CAUGHT", "NOT CAUGHT")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tier", choices=sorted(TIERS), default="unit")
+    parser.add_argument("--tier", choices=["unit", "stack", "all"], default="unit")
     parser.add_argument("--only", default="", help="run the mutants whose claim contains this")
     args = parser.parse_args()
-    survivors = 0
-    for mutant in (m for m in MUTANTS if args.only in m.claim):
-        caught = run(mutant, args.tier)
-        survivors += not caught
-        print(f"- {mutant.claim} ({mutant.path}): " + (", ".join(caught) if caught else "NOT CAUGHT"), flush=True)
-    print(f"{survivors} of {len(MUTANTS)} breaks pass every {args.tier} test")
-    return 1 if survivors else 0
+    chosen = [m for m in MUTANTS if args.only in m.claim and args.tier in ("all", m.tier)]
+    counts = dict.fromkeys(("caught", "NOT CAUGHT", "STALE"), 0)
+    for mutant in chosen:
+        outcome, detail = verdict(mutant)
+        counts[outcome] += 1
+        print(f"- {mutant.claim} ({mutant.path}): {detail}", flush=True)
+    print(f"mutants ({args.tier} tier): {len(chosen)} run, {counts['caught']} caught, "
+          f"{counts['NOT CAUGHT']} not caught, {counts['STALE']} stale")  # fmt: skip
+    return 0 if chosen and counts["caught"] == len(chosen) else 1
 
 
 if __name__ == "__main__":

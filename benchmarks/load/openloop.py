@@ -66,11 +66,19 @@ class Tally:
     send_lag: list[float] = field(default_factory=list)  # how late each request left: one per request sent
     statuses: dict[str, int] = field(default_factory=dict)
     errors: int = 0  # requests that failed: no connection, or the exchange failed
+    in_flight: int = 0  # requests sent whose exchange has not ended yet
 
     def sent(self, due: float, at: float) -> None:
         self.send_lag.append((at - due) * 1000)
+        self.in_flight += 1
+
+    def failed(self) -> None:
+        """A sent request's exchange failed."""
+        self.errors += 1
+        self.in_flight -= 1
 
     def answered(self, status: str, due: float, sent: float) -> None:
+        self.in_flight -= 1
         finished = time.perf_counter()
         self.statuses[status] = self.statuses.get(status, 0) + 1
         self.latencies.append((finished - due) * 1000)
@@ -111,9 +119,14 @@ class ConnectionPool:
         self._idle.put_nowait(connection)
 
     def discard(self, connection: Connection) -> None:
-        """Close a connection whose exchange failed."""
+        """Close a connection whose exchange failed (or was cancelled)."""
         self.opened -= 1
         connection[1].close()
+
+    def close(self) -> None:
+        """Close the idle connections (at the end of a run)."""
+        while not self._idle.empty():
+            self.discard(self._idle.get_nowait())
 
 
 def request_bytes(host: str, body: bytes) -> bytes:
@@ -164,9 +177,12 @@ class OpenLoop:
         try:
             status = await exchange(connection, request, self.timeout)
         except EXCHANGE_ERRORS:
-            self.tally.errors += 1
+            self.tally.failed()
             self.pool.discard(connection)
             return
+        except asyncio.CancelledError:  # the window closed with this request in flight
+            self.pool.discard(connection)
+            raise
         self.tally.answered(status, due, sent)
         self.pool.release(connection)
 
@@ -183,12 +199,18 @@ class OpenLoop:
 
 
 def summary(
-    tally: Tally, total: int, elapsed: float, rate: float, unanswered: int, connections: int
+    tally: Tally, total: int, elapsed: float, rate: float, unanswered: int, connections: int, in_flight: int
 ) -> dict[str, object]:
-    """The JSON summary of a run (keys as cannon.js's where they mean the same)."""
+    """The JSON summary of a run (keys as cannon.js's where they mean the same).
+
+    ``unanswered``: requests whose task had not ended when the window closed; ``in_flight``: those of them
+    sent (``tally.in_flight`` then); the rest were never sent. A request that never got a connection
+    ended as an error, sent or not, and is in neither: counting it as "not sent" (every request
+    but those sent) once made ``in_flight_at_close`` negative when connections were refused.
+    """
     latencies, ok_latencies = sorted(tally.latencies), sorted(tally.ok_latencies)
     ok_from_send, send_lag = sorted(tally.ok_from_send), sorted(tally.send_lag)
-    not_sent = total - len(send_lag)
+    not_sent = unanswered - in_flight
     return {
         "requests": total,
         "seconds": round(elapsed, 2),
@@ -208,7 +230,7 @@ def summary(
         # in_flight_at_close: sent, answer not back when the window closed; not_sent: still waiting in
         # this generator for a connection or for its CPU then (the generator's limit, not an answer)
         "errors": tally.errors,
-        "in_flight_at_close": unanswered - not_sent,
+        "in_flight_at_close": in_flight,
         "not_sent": not_sent,
         "unanswered": unanswered,
         "connections": connections,
@@ -226,10 +248,13 @@ async def run(url: str, rate: float, duration: float, max_connections: int, time
     # A system far below the offered rate would keep us waiting for its backlog for many minutes:
     # what is not answered 10 s after the schedule ends is cancelled and counted as unanswered.
     _, unfinished = await asyncio.wait(tasks, timeout=max(0.0, start + duration + GRACE_S - time.perf_counter()))
+    in_flight, connections = loop.tally.in_flight, loop.pool.opened  # before any cancelled task runs again
     for task in unfinished:
         task.cancel()
     elapsed = time.perf_counter() - start
-    return summary(loop.tally, total, elapsed, rate, len(unfinished), loop.pool.opened)
+    await asyncio.gather(*unfinished, return_exceptions=True)  # each closes its connection
+    loop.pool.close()
+    return summary(loop.tally, total, elapsed, rate, len(unfinished), connections, in_flight)
 
 
 def raise_open_files_limit() -> None:

@@ -45,6 +45,7 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, StrictInt
 from ray import serve
+from ray.exceptions import RayError
 
 if TYPE_CHECKING:
     from forecast.features import Rows
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]  # /work/main: the `forecast` package
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from forecast.errors import ForecastError  # noqa: E402  # after ROOT is on the path; no LightGBM in it
 
 
 def _bind_internal_grpc_to_loopback() -> None:
@@ -177,7 +180,11 @@ class ReloadMixin:
                 generation = await self.bus.wait_change.remote(self.generation)
                 if generation > self.generation:
                     await self._reload_to(generation)
-            except Exception:  # keep watching; a failed reload keeps the old model
+            # keep watching; a failed reload keeps the old model. What fails here: a call to the bus actor
+            # (RayError: the actor died or is restarting, the call timed out) or the version's load (the
+            # registry's ForecastError for a missing or corrupt version, OSError reading it). Anything else
+            # is a bug, and ends the watcher loudly (Ray logs the task's exception) rather than looping on it.
+            except (RayError, ForecastError, OSError):
                 await asyncio.sleep(1.0)
 
     async def _reload_to(self, generation: int) -> str:

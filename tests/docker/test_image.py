@@ -52,7 +52,7 @@ def test_the_image_serves_a_correct_prediction_reaches_healthy_and_logs_on_its_s
     # the image's own HEALTHCHECK (interval 10 s), as Docker runs it
     wait_for(lambda: container.state()["Health"]["Status"] == "healthy", 60, container.logs)
 
-    # README "Logs": the access lines (nginx) and the app's and mules' lines (uWSGI) on stdout
+    # docs/operating.md, "Logs": the access lines (nginx) and the app's and mules' lines (uWSGI) on stdout
     wait_for(lambda: request_id in container.streams()[0], 15, container.logs)
     stdout, stderr = container.streams()
     access = next(line for line in stdout.splitlines() if request_id in line)

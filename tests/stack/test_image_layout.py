@@ -151,3 +151,17 @@ def test_staged_image_serves_status_and_predictions(staged_image: str, tmp_path:
     assert f"processes = {Settings.model_fields['uwsgi_processes'].default}" in log  # the FORECAST_ default
     assert "listen backlog is limited to 512 connections" in log  # UWSGI_LISTEN from prestart.sh
     assert f"ini = {tmp_path}/image/app/uwsgi.ini" in log
+
+
+def test_the_image_refuses_a_deadline_that_harakiri_would_cut_short(tmp_path: Path) -> None:
+    """prestart.sh runs the launcher's check: FORECAST_DEADLINE_MS=90000 stops the container before anything starts."""
+    root = tmp_path / "image"
+    env = {**os.environ, **stage(root), "FORECAST_IMAGE_ROOT": str(root), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    env["FORECAST_DEADLINE_MS"] = "90000"
+    done = subprocess.run(["bash", "-c", 'source "$FORECAST_IMAGE_ROOT/app/prestart.sh"'], env=env, cwd=root / "app",
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert "FORECAST_DEADLINE_MS=90000 (90 s) must be below both FORECAST_WORKER_HARAKIRI_S=60" in done.stderr
+    assert f"uwsgi_read_timeout (300 s, in {root}/app/nginx.conf)" in done.stderr
+    assert "prestart.sh: bad FORECAST_* settings" in done.stderr
+    assert not (root / "etc/nginx/nginx.conf").exists()  # stopped before nginx.conf was rendered

@@ -38,9 +38,11 @@ def _state(pid: int) -> str:
 class Serving:
     """A ``make serve`` or ``python -m launcher`` process, ready, with its stack's pids."""
 
-    def __init__(self, command: list[str], run_dir: Path, registry: Registry, port: int | None = None) -> None:
+    def __init__(
+        self, command: list[str], run_dir: Path, registry: Registry, port: int | None = None, **settings: str
+    ) -> None:
         self.run_dir, self.port = run_dir, port or free_port()
-        env = {**os.environ, "PORT": str(self.port), "FORECAST_REGISTRY_DIR": str(registry.root)}
+        env = {**os.environ, "PORT": str(self.port), "FORECAST_REGISTRY_DIR": str(registry.root), **settings}
         self.log = run_dir.with_name(f"{run_dir.name}-{self.port}.log")
         with self.log.open("wb") as log:  # the child has its own copy of the descriptor
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -74,8 +76,8 @@ def launched(tmp_path: Path, serving_registry: Registry) -> Iterator[list[Servin
         serving.stop()
 
 
-def launcher(run_dir: Path, registry: Registry, port: int | None = None) -> Serving:
-    return Serving([sys.executable, "-m", "launcher", "--run-dir", str(run_dir)], run_dir, registry, port)
+def launcher(run_dir: Path, registry: Registry, port: int | None = None, **settings: str) -> Serving:
+    return Serving([sys.executable, "-m", "launcher", "--run-dir", str(run_dir)], run_dir, registry, port, **settings)
 
 
 @pytest.mark.parametrize("how", ["make serve killed with SIGKILL", "the launcher killed with SIGKILL while it stops"])
@@ -112,3 +114,17 @@ def test_a_stack_left_running_and_a_busy_port_are_named_at_start(
     assert f"127.0.0.1:{first.port} is in use by another program" in other.output()
     assert alive(pids) == pids  # the running stack was left alone
     assert requests.get(f"http://127.0.0.1:{first.port}/status", timeout=5).status_code == 200
+
+
+def test_a_deadline_that_harakiri_or_nginx_would_cut_short_stops_the_start(
+    launched: list[Serving], tmp_path: Path, serving_registry: Registry
+) -> None:
+    """FORECAST_DEADLINE_MS=90000: harakiri (60 s) would kill a waiting worker instead of a 504; nothing starts."""
+    refused = launcher(tmp_path / "run", serving_registry, FORECAST_DEADLINE_MS="90000")
+    launched.append(refused)
+    assert refused.process.wait(60) == 1
+    output = refused.output()
+    assert "error: FORECAST_DEADLINE_MS=90000 (90 s) must be below both FORECAST_WORKER_HARAKIRI_S=60" in output
+    assert f"nginx's uwsgi_read_timeout (300 s, in {ROOT / 'nginx.conf'})" in output
+    assert not (tmp_path / "run" / "uwsgi.pid").exists()  # neither uWSGI nor nginx was started
+    assert not port_in_use(refused.port)

@@ -5,7 +5,7 @@ holding one (SIGKILL, the OOM killer, harakiri) must not take the others with it
 lock engine makes these read-write locks pthread rwlocks, which are not robust: its deadlock
 detector frees one only if the dead process was the last to take it, and only a reader's (glibc
 lets only the writer's own thread release a write lock), so requests then hang or time out
-(README, "How it works").
+(docs/how-it-works.md).
 ``lock-engine = ipcsem`` in uwsgi.ini makes them SysV semaphores taken with ``SEM_UNDO``, which
 the kernel gives back when their holder dies. These tests stop a process, with gdb, at the entry
 of a uWSGI function its callers enter only with the lock held, kill it there, and ask for answers.

@@ -75,6 +75,7 @@ def test_each_goal_is_stated_with_its_measured_ratio_whether_it_is_met_and_its_b
         "ray-plain": {**system(900, 90), **batch(0.6), "memory_load": {"pss_mb": 1000}},
         "ray-slow": {**system(300, 200), **batch(1.2), "memory_load": {"pss_mb": 700}},
         "floor": system(8000, 10, "floor"),
+        "mule-floor": system(4000, 16, "floor"),
     }
     alone = {"engine": "compiled", "parallel": 2, "seconds": {"45000": 0.3}}
     lines = goals_section(systems, alone, 2)
@@ -88,6 +89,12 @@ def test_each_goal_is_stated_with_its_measured_ratio_whether_it_is_met_and_its_b
         "| single row, 64 connections: req/s over the floor's | at least 0.5 | 0.375 "
         "| 3,000.00 / 8,000.00 (floor) | no | - | - | - | - |"
     ) in lines
+    assert (
+        "| single row, 64 connections: req/s over the mule floor's | at least 0.8 | 0.750 "
+        "| 3,000.00 / 4,000.00 (mule-floor) | no | - | - | - | - |"
+    ) in lines
+    assert any(line.startswith("| single row, 1 connection: p50 over the mule floor's | at most 1.5 | - |")
+               for line in lines)  # fmt: skip  # no 1-connection figures in these systems
     assert (
         "| single row, 64 connections: req/s over the best Ray's | at least 3 | 3.333 "
         "| 3,000.00 / 900.00 (ray-plain) | yes | 8.889 | 8,000 (floor) / 900 (ray-plain) | - | - |"

@@ -1,4 +1,4 @@
-"""The Kubernetes manifests: valid against the Kubernetes schemas, and wired the way the README says."""
+"""The Kubernetes manifests: valid against the Kubernetes schemas, and wired the way docs/kubernetes.md says."""
 
 from __future__ import annotations
 
