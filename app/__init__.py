@@ -58,10 +58,19 @@ def create_app(settings: Settings, client: MuleClient, pool: MulePool) -> Flask:
     recorder = telemetry.RequestMetrics(lambda: client.admission.in_flight) if settings.metrics_enabled else None
     app.extensions["forecast_metrics"] = recorder
     telemetry.init_app(app, recorder)
-    app.register_blueprint(views.bp)
+    add_routes(app)
     if settings.fast_lane_enabled:
         app.wsgi_app = FastLane(app.wsgi_app, use_case, recorder)  # type: ignore[method-assign]
+    return app
+
+
+def add_routes(app: Flask) -> None:
+    """Every route the app serves, onto ``app``: the endpoints (app/views.py) and Swagger UI's.
+
+    The one list of them: the trailing-slash redirects (``views.without_trailing_slash``) and the
+    tests that try every route read it from the app's URL map.
+    """
+    app.register_blueprint(views.bp)
     # Swagger UI from the flask-swagger-ui package's own files: no CDN, and no validator call-out.
     docs_config = {"app_name": openapi.TITLE, "validatorUrl": None, "deepLinking": True}
     app.register_blueprint(get_swaggerui_blueprint(DOCS_URL, "/openapi.json", config=docs_config))
-    return app

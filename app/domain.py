@@ -8,6 +8,7 @@ metadata of that version, on the rows' columns (:mod:`app.rows`).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,15 @@ class Domain:
             if last
             else dt.date.fromisoformat(data["trained_through"]) + dt.timedelta(days=horizon_days),
         )
+
+
+def span(domains: Iterable[Domain]) -> Domain | None:
+    """The smallest domain holding every one of ``domains`` (their stores, their items, their dates); None for none."""
+    found = list(domains)
+    if not found:
+        return None
+    return Domain(frozenset().union(*(d.stores for d in found)), frozenset().union(*(d.items for d in found)),
+                  min(d.first_date for d in found), max(d.last_date for d in found))  # fmt: skip
 
 
 SMALL_ROWS = 16  # below this many rows a Python loop beats numpy's per-call cost (1 row: 2 us against 20)

@@ -20,12 +20,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.access import Report
 from app.encoding import json_line
 from app.errors import INTERNAL_ERROR, internal_error_answer
-from app.predict import PredictAnswer, PredictRequest, PredictUseCase, read_body
+from app.predict import NAMED_ROUTE, ROUTE, PredictAnswer, PredictRequest, PredictUseCase, read_body
 from app.telemetry import FAST_LANE_REQUEST_ID, RequestMetrics, request_start
 from forecast.registry import DEFAULT_MODEL
 from serving.processes import release_freed_memory
@@ -33,8 +33,7 @@ from serving.processes import release_freed_memory
 logger = logging.getLogger(__name__)
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-ENDPOINT = "/predict"  # the route's rule, as Flask's metrics label it
-MODELS_PREFIX = "/models/"
+MODELS_PREFIX, _, MODEL_SUFFIX = NAMED_ROUTE.partition("<name>")  # "/models/", "/predict"
 
 
 class FastLane:
@@ -49,9 +48,10 @@ class FastLane:
         self.recorder = recorder
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        request = lane_request(environ)
-        if request is None:
+        taken = lane_request(environ)
+        if taken is None:
             return self.flask_app(environ, start_response)
+        request = taken.request
         token = FAST_LANE_REQUEST_ID.set(environ.get("HTTP_X_REQUEST_ID", ""))
         try:
             answer = self._answer(request)
@@ -60,7 +60,7 @@ class FastLane:
         data = answer.body
         if self.recorder is not None:  # before the answer leaves, as Flask's hook does (app/telemetry.py)
             seconds = time.time() - request.received_at
-            self.recorder.record(ENDPOINT, "POST", answer.status, seconds, answer.report)
+            self.recorder.record(taken.route, "POST", answer.status, seconds, answer.report)
         length = [] if answer.stream is not None else [("Content-Length", str(len(data)))]
         start_response(
             f"{answer.status} {HTTPStatus(answer.status).phrase}",
@@ -96,8 +96,15 @@ class ThenRelease:
         release_freed_memory()
 
 
-def lane_request(environ: dict[str, Any]) -> PredictRequest | None:
-    """The request's parts if the lane answers it, else None (Flask does).
+class LaneRequest(NamedTuple):
+    """A request the lane answers: the rule of its route (the metrics label, the same Flask gives) and its parts."""
+
+    route: str
+    request: PredictRequest
+
+
+def lane_request(environ: dict[str, Any]) -> LaneRequest | None:
+    """The request's route and parts if the lane answers it, else None (Flask does).
 
     The lane answers ``POST /predict`` and ``POST /models/<name>/predict`` with a
     ``Content-Length`` (or no body at all): nginx buffers every body and passes its length.
@@ -105,22 +112,24 @@ def lane_request(environ: dict[str, Any]) -> PredictRequest | None:
     """
     if environ.get("REQUEST_METHOD") != "POST":
         return None
-    model = predict_model(environ.get("PATH_INFO", ""))
-    if model is None:
+    route = predict_route(environ.get("PATH_INFO", ""))
+    if route is None:
         return None
     length = environ.get("CONTENT_LENGTH") or "0"
     if not length.isdigit() or "HTTP_TRANSFER_ENCODING" in environ:
         return None
     body = read_body(environ["wsgi.input"], int(length))
-    return PredictRequest(model, environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", ""), body,
-                          request_start(environ), environ.get("HTTP_ACCEPT", ""))  # fmt: skip
+    model, rule = route
+    return LaneRequest(rule, PredictRequest(model, environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", ""),
+                                            body, request_start(environ), environ.get("HTTP_ACCEPT", "")))  # fmt: skip
 
 
-def predict_model(path: str) -> str | None:
-    """The model a prediction path asks for: ``/predict`` the default, ``/models/<name>/predict`` a named one."""
-    if path == ENDPOINT:
-        return DEFAULT_MODEL
-    name = path.removeprefix(MODELS_PREFIX).removesuffix(ENDPOINT)
-    if len(name) + len(MODELS_PREFIX) + len(ENDPOINT) == len(path) and name and "/" not in name:
-        return name
+def predict_route(path: str) -> tuple[str, str] | None:
+    """The model a prediction path asks for and its route's rule: ``/predict`` the default model,
+    ``/models/<name>/predict`` a named one; None for any other path."""
+    if path == ROUTE:
+        return DEFAULT_MODEL, ROUTE
+    name = path.removeprefix(MODELS_PREFIX).removesuffix(MODEL_SUFFIX)
+    if len(name) + len(MODELS_PREFIX) + len(MODEL_SUFFIX) == len(path) and name and "/" not in name:
+        return name, NAMED_ROUTE
     return None

@@ -4,18 +4,26 @@ Request schemas are the pydantic adapters that validate requests
 (:mod:`app.schemas`); answer schemas are the typed dicts the views return.
 pydantic turns both into JSON Schema and ``apispec`` assembles the document:
 paths, parameters, and an example of every answer and of every error, made
-with the same :func:`app.errors.error_body` the error handlers use.  Built once
-per worker, at the first ``GET /openapi.json``.
+with the same :func:`app.errors.error_body` the error handlers use.  Built in
+each worker at the first ``GET /openapi.json``, and again when the served versions change.
+
+It states what the server enforces: a row's store, item and date within what the served
+versions know (their :class:`~app.domain.Domain`; the span of them when several models are
+served), the model names the pod serves, and a body required (the legacy query form, which
+has none, is the one exception OpenAPI cannot state: its parameters are documented beside it).
 """
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 from typing import Any
 
 from apispec import APISpec
 from pydantic import TypeAdapter
 
 from app import legacy, schemas
+from app.domain import Domain
 from app.errors import error_body
 from serving.settings import Settings
 
@@ -114,7 +122,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(status): catalogue[status] for status in statuses}
 
 
-def _predict(max_rows: int, named: bool = False) -> dict[str, Any]:
+def _predict(max_rows: int, domain: Domain | None, models: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The operation of ``/predict``, or with ``models`` (the names the pod serves) of ``/models/{name}/predict``;
+    a CSV body's rows within ``domain`` when it is known."""
+    named = models is not None
     batch = {"type": "array", "items": _ref("PredictRow"), "minItems": 1, "maxItems": max_rows}
     # The legacy form (no body): date, store and item as query parameters, the LegacyQuery adapter's fields.
     query = {
@@ -132,9 +143,9 @@ def _predict(max_rows: int, named: bool = False) -> dict[str, Any]:
             "optionally id: Kaggle's test.csv) is a batch too, answered as JSON, or with `Accept: text/csv` as CSV "
             "(`id,sales`, the submission file; `date,store,item,sales` without an id column)."
         ),
-        "parameters": [query, *([MODEL_NAME] if named else [])],
+        "parameters": [query, *([_model_name(models)] if models is not None else [])],
         "requestBody": {
-            "required": False,
+            "required": True,  # or the legacy form's query parameters instead, which OpenAPI cannot say
             **_json(
                 {"anyOf": [_ref("PredictRow"), batch, _ref("Instances")]},
                 one_row=ROW_EXAMPLE,
@@ -165,7 +176,8 @@ def _predict(max_rows: int, named: bool = False) -> dict[str, Any]:
             **_errors(400, *([404] if named else []), 413, 414, 415, 422, 431, 503, 504),
         },
     }
-    operation["requestBody"]["content"]["text/csv"] = {"schema": {"type": "string"}, "example": CSV_EXAMPLE}
+    csv = {"type": "string"} if domain is None else {"type": "string", "pattern": csv_pattern(domain)}
+    operation["requestBody"]["content"]["text/csv"] = {"schema": csv, "example": CSV_EXAMPLE}
     operation["responses"]["200"]["content"]["text/csv"] = {
         "schema": {"type": "string"},
         "example": "id,sales\n0,13.58\n",
@@ -176,13 +188,81 @@ def _predict(max_rows: int, named: bool = False) -> dict[str, Any]:
 CSV_EXAMPLE = "id,date,store,item\n0,2018-01-01,1,1\n1,2018-01-02,1,1\n"
 
 
-MODEL_NAME = {
+MODEL_NAME: dict[str, Any] = {
     "name": "name", "in": "path", "required": True, "description": "The model's name in the registry.",
     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"},
 }  # fmt: skip
 
 
-def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
+def _model_name(models: tuple[str, ...]) -> dict[str, Any]:
+    """The path parameter ``name``: one of the models the pod serves (404 for a name the registry does not have)."""
+    if not models:
+        return MODEL_NAME
+    return {**MODEL_NAME, "schema": {**MODEL_NAME["schema"], "enum": list(models)}}
+
+
+def date_pattern(first: dt.date, last: dt.date) -> str:
+    """A regular expression matching the ISO dates from ``first`` to ``last`` and no other string.
+
+    JSON Schema cannot bound a date (``format: date`` has no minimum), so the document states the range
+    this way, one alternative per month.
+    """
+    return f"^{_dates(first, last)}$"
+
+
+def _dates(first: dt.date, last: dt.date) -> str:
+    """:func:`date_pattern` without its anchors."""
+    years: dict[int, list[str]] = {}
+    year, month = first.year, first.month
+    while (year, month) <= (last.year, last.month):
+        low = first.day if (year, month) == (first.year, first.month) else 1
+        high = last.day if (year, month) == (last.year, last.month) else calendar.monthrange(year, month)[1]
+        years.setdefault(year, []).append(f"{month:02d}-(?:{_two_digits(low, high)})")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return "(?:" + "|".join(f"{year:04d}-(?:{'|'.join(months)})" for year, months in years.items()) + ")"
+
+
+def _two_digits(low: int, high: int) -> str:
+    """A regular expression matching the two-digit numbers from ``low`` to ``high`` (``01`` to ``31``)."""
+    tens = []
+    for ten in range(low // 10, high // 10 + 1):
+        first, last = max(low, 10 * ten) % 10, min(high, 10 * ten + 9) % 10
+        tens.append(f"{ten}{first}" if first == last else f"{ten}[{first}-{last}]")
+    return "|".join(tens)
+
+
+def csv_pattern(domain: Domain) -> str:
+    """A regular expression matching the CSV bodies of rows within ``domain``, with Kaggle's header or without
+    its ``id`` column (the server reads any order of the columns too, and ``\\r\\n`` line ends, blank lines)."""
+    row = f"{_dates(domain.first_date, domain.last_date)},{_one_of(domain.stores)},{_one_of(domain.items)}\n"
+    return f"^(?:id,date,store,item\n(?:[0-9]{{1,9}},{row})+|date,store,item\n(?:{row})+)$"
+
+
+def _one_of(values: frozenset[int]) -> str:
+    return "(?:" + "|".join(str(value) for value in sorted(values, reverse=True)) + ")"
+
+
+def _ids(values: frozenset[int], what: str) -> dict[str, Any]:
+    """An id property bounded to ``values``: a range when they have no gap, else the list."""
+    low, high = min(values), max(values)
+    if len(values) == high - low + 1:
+        return {"type": "integer", "minimum": low, "maximum": high, "description": f"{what} id, {low}-{high}."}
+    return {"type": "integer", "enum": sorted(values), "description": f"{what} id: one the model knows."}
+
+
+def _bound_rows(definitions: dict[str, Any], domain: Domain) -> None:
+    """A row's fields as the served versions know them (what check_domain enforces), in place."""
+    row = definitions["PredictRow"]["properties"]
+    row["store"] = _ids(domain.stores, "Store")
+    row["item"] = _ids(domain.items, "Item")
+    row["date"] = {
+        "type": "string", "pattern": date_pattern(domain.first_date, domain.last_date),
+        "description": f"A day from {domain.first_date} to {domain.last_date} (the served version's range), "
+                       "YYYY-MM-DD.",
+    }  # fmt: skip
+
+
+def _paths(settings: Settings, domain: Domain | None, models: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     reload = {
         "summary": "Load the registry's production model into every mule, one at a time",
         "description": "The other mules keep serving meanwhile. A version that fails to load or verify is refused "
@@ -221,13 +301,13 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
             },
         }},
         "/reload": {"get": reload, "post": reload},
-        "/predict": {"post": _predict(settings.max_batch_rows)},
+        "/predict": {"post": _predict(settings.max_batch_rows, domain)},
         "/models": {"get": {
             "summary": "Every model: its versions and aliases, this pod's routes, which mules hold which version",
             "responses": {"200": {"description": "The models.", **_json(_ref("Models"), models=MODELS_EXAMPLE)}},
         }},
         "/models/{name}/predict": {"post": {
-            **_predict(settings.max_batch_rows, named=True),
+            **_predict(settings.max_batch_rows, domain, models),
             "summary": "Forecast daily unit sales with a named model (every form /predict takes)",
         }},
         "/metrics": {"get": {
@@ -240,8 +320,9 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
-def build(settings: Settings) -> dict[str, Any]:
-    """The whole document as a dict (JSON-ready)."""
+def build(settings: Settings, domain: Domain | None = None, models: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The whole document as a dict (JSON-ready): rows bounded to ``domain`` (what the served versions know),
+    ``/models/{name}/predict`` to the ``models`` served; without them, what the wire schemas alone say."""
     spec = APISpec(
         title=TITLE,
         version=VERSION,
@@ -255,8 +336,17 @@ def build(settings: Settings) -> dict[str, Any]:
     _, definitions = TypeAdapter.json_schemas(
         [(name, "validation", adapter) for name, adapter in _ADAPTERS.items()], ref_template=_REF
     )
+    definitions["$defs"]["LegacyQuery"]["properties"]["date"] = {
+        "type": "string", "format": "date",
+        "description": "A day, YYYY-MM-DD (parsed as the original did: 2018-1-5 too); outside the served version's "
+                       "range the answer is -1.0.",
+    }  # fmt: skip
+    # a batch has 1 to max_batch_rows rows, however it comes (app/predict.py _batch: 422, or 413 past the limit)
+    definitions["$defs"]["Instances"]["properties"]["instances"].update(minItems=1, maxItems=settings.max_batch_rows)
+    if domain is not None:
+        _bound_rows(definitions["$defs"], domain)
     for name, schema in definitions["$defs"].items():
         spec.components.schema(name, schema)
-    for path, operations in _paths(settings).items():
+    for path, operations in _paths(settings, domain, models).items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()

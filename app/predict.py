@@ -65,6 +65,10 @@ LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, f
 BODY_PIECE_BYTES = 1 << 20  # a larger body is read this much at a time (read_body)
 STREAM_ROWS = 50_000  # a larger answer is sent as it is encoded (no Content-Length)
 ANSWER_PIECE_ROWS = 10_000  # answers are encoded this many rows at a time (faster than 50,000 too: measured)
+# The use case's two routes, as Flask declares them (app/views.py): both adapters label the HTTP metrics
+# with the rule of the one a request took, so the same route has one label whichever adapter answered.
+ROUTE = "/predict"  # the default model
+NAMED_ROUTE = "/models/<name>/predict"  # a model of the registry by name
 JSON = "application/json"
 CSV = "text/csv"
 

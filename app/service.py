@@ -127,6 +127,16 @@ class ForecastService:
         """``model``'s production version as this pod serves it: its domain and guardrails."""
         return self.model(model, self.route(model).production)
 
+    def served_domains(self) -> dict[str, Domain]:
+        """Each model this pod routes rows to, and what its production version knows (the readable ones)."""
+        found = {}
+        for model, route in self.routes().models.items():
+            try:
+                found[model] = self.model(model, route.production).domain
+            except Unavailable:
+                continue  # its metadata cannot be read: its requests are answered 503
+        return found
+
     def model(self, model: str, version: str) -> ServedModel:
         """What the registry says of ``model``'s ``version`` (cached); raises :class:`Unavailable` if unreadable."""
         with self._lock:

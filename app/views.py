@@ -13,12 +13,15 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.wsgi import get_current_url
 
 from app import exposition, openapi
+from app.domain import Domain, span
 from app.encoding import json_exact
 from app.errors import Forbidden, Unauthorized
 from app.legacy import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
-from app.predict import PredictRequest, read_body
+from app.predict import NAMED_ROUTE, ROUTE, PredictRequest, read_body
 from app.service import ForecastService
 from app.telemetry import RequestMetrics, request_start
 from forecast.registry import DEFAULT_MODEL
@@ -66,12 +69,15 @@ def docs() -> ResponseReturnValue:
 
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
-    return jsonify(_document(service().settings))
+    """The document for the versions served now: their stores, items and dates (app/openapi.py)."""
+    svc = service()
+    domains = svc.served_domains()
+    return jsonify(_document(svc.settings, span(domains.values()), tuple(sorted(domains))))
 
 
-@functools.cache
-def _document(settings: Settings) -> dict[str, Any]:
-    return openapi.build(settings)
+@functools.lru_cache(maxsize=8)  # a new one when the served versions change
+def _document(settings: Settings, domain: Domain | None, models: tuple[str, ...]) -> dict[str, Any]:
+    return openapi.build(settings, domain, models)
 
 
 @bp.get("/metrics")
@@ -92,20 +98,29 @@ def reload() -> ResponseReturnValue:
     return legacy_answer(RELOAD_ANSWER) if service().settings.legacy_answers else body
 
 
-SLASHED = frozenset({"/predict/", "/status/", "/reload/", "/metrics/", "/openapi.json/"})
-
-
 @bp.before_app_request
 def without_trailing_slash() -> ResponseReturnValue | None:
-    """``/predict/`` and the like: 307 to the path without the slash, method, body and query kept (as FastAPI did).
+    """A route's path with a trailing slash (``/predict/``, ``/models/default/predict/``): 307 to the route's
+    absolute URL (``http://host:port/predict?...``), method, body and query kept, as FastAPI (Starlette) did.
 
-    A hook, not a route: a route ``/predict/`` would make Werkzeug redirect ``/predict`` to it.  The
-    location is relative (FastAPI's was absolute): the host nginx passes (``$host``) has no port.
+    Derived from the routes (Flask's URL map): a path no route takes that one does without its trailing
+    slashes, whatever the method (the route then answers 405 for a method it does not take, as Starlette's
+    did).  A hook, not a route: a route ``/predict/`` would make Werkzeug redirect ``/predict`` to it.  The
+    host and port are the client's, as nginx passes them (``$forecast_host`` in nginx.conf).
     """
-    if request.path not in SLASHED:
+    if not isinstance(request.routing_exception, NotFound) or not request.path.endswith("/"):
         return None
-    query = request.environ.get("QUERY_STRING", "")
-    return Response(status=307, headers={"Location": request.path.rstrip("/") + (f"?{query}" if query else "")})
+    path = request.path.rstrip("/")
+    adapter = current_app.create_url_adapter(request)
+    if not path or adapter is None:
+        return None
+    try:
+        adapter.match(path, request.method)
+    except MethodNotAllowed:
+        pass  # the route is there: the client learns its methods from it
+    except HTTPException:  # none takes it either (404)
+        return None
+    return Response(status=307, headers={"Location": get_current_url({**request.environ, "PATH_INFO": path})})
 
 
 def legacy_answer(text: str) -> Response:
@@ -119,8 +134,8 @@ def models() -> dict[str, Any]:
     return service().models()
 
 
-@bp.post("/predict")
-@bp.post("/models/<name>/predict")
+@bp.post(ROUTE)
+@bp.post(NAMED_ROUTE)
 def predict(name: str = DEFAULT_MODEL) -> Response:
     """The Flask adapter of the use case (app/predict.py); the fast lane answers most requests first."""
     length = request.content_length

@@ -163,6 +163,21 @@ MUTANTS = (
            "            check_deadline(self.settings(), NGINX_CONF)\n", "", ("tests/stack/test_launcher.py",)),
     Mutant("the image's prestart.sh refuses a deadline harakiri or nginx would cut short (stack tier)", "prestart.sh",
            ' \\\n    --nginx-conf "$forecast_root/app/nginx.conf")"', ')"', ("tests/stack/test_image_layout.py",)),
+    Mutant("every route's trailing-slash form is a 307 to its absolute URL", "app/views.py",
+           'headers={"Location": get_current_url({**request.environ, "PATH_INFO": path})}',
+           'headers={"Location": path}', ("tests/unit/test_contract.py",)),
+    Mutant("the absolute URL has the client's host and port (nginx passes them; stack tier)", "nginx.conf",
+           "        uwsgi_param HTTP_HOST $forecast_host;", "        # uwsgi_param HTTP_HOST $forecast_host;",
+           ("tests/stack/test_contract.py",)),
+    Mutant("one route label whichever adapter answered", "app/fastlane.py",
+           "return name, NAMED_ROUTE", "return name, ROUTE", ("tests/unit/test_contract.py",)),
+    Mutant("every 405 carries Allow, nginx's own for TRACE and CONNECT too (stack tier)", "nginx.conf",
+           "        error_page 405 = @app;\n", "", ("tests/stack/test_contract.py",)),
+    Mutant("the document bounds a row's store, item and date to the served versions", "app/openapi.py",
+           '        _bound_rows(definitions["$defs"], domain)', "        pass", ("tests/unit/test_contract.py",)),
+    Mutant("the document requires a body (or the legacy query form)", "app/openapi.py",
+           '"required": True,  # or the legacy form', '"required": False,  # or the legacy form',
+           ("tests/unit/test_contract.py",)),
 )  # fmt: skip
 
 
@@ -179,7 +194,7 @@ def copy_checkout(target: Path) -> None:
 
 def run(mutant: Mutant) -> list[str]:
     """The tests that fail with ``mutant`` applied (empty: nothing caught it); stops at the first."""
-    with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mutant-", ignore_cleanup_errors=True) as tmp:  # a stack may still write
         work = Path(tmp)
         copy_checkout(work)
         source = work / mutant.path

@@ -73,7 +73,7 @@ def test_the_kaggle_test_file_is_answered_as_its_submission_file(stack: Stack, s
 @pytest.fixture
 def bulk_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
     """A stack for bulk scoring: a deadline of a minute, as a nightly job would set."""
-    stack = start_stack(tmp_path, serving_registry, FORECAST_DEADLINE_MS="60000")
+    stack = start_stack(tmp_path, serving_registry, FORECAST_DEADLINE_MS="60000", FORECAST_WORKER_HARAKIRI_S="90")
     yield stack
     stack.stop()
 

@@ -89,7 +89,7 @@ def shallow_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]
     """A backlog of 16 requests; deadline and staleness far away (its test stops the mules a while)."""
     stack = start_stack(
         tmp_path, serving_registry, FORECAST_LISTEN_BACKLOG="16", FORECAST_DEADLINE_MS="60000",
-        FORECAST_MULE_STALE_AFTER_S="60",
+        FORECAST_WORKER_HARAKIRI_S="90", FORECAST_MULE_STALE_AFTER_S="60",
     )  # fmt: skip
     yield stack
     stack.stop()
@@ -136,6 +136,7 @@ def small_stack(tmp_path: Path, serving_registry: Registry) -> Iterator[Stack]:
         FORECAST_UWSGI_PROCESSES="4",
         FORECAST_QUEUE_SLOTS="8",
         FORECAST_DEADLINE_MS="60000",
+        FORECAST_WORKER_HARAKIRI_S="90",  # the deadline must stay below harakiri (the launcher refuses it)
         FORECAST_MULE_STALE_AFTER_S="60",
     )
     yield stack
@@ -240,7 +241,7 @@ def harakiri_stack(tmp_path: Path, heavy_registry: Registry) -> Iterator[Stack]:
     """A predict call may take 3 s; whole batches per call; deadline and staleness far away."""
     stack = start_stack(
         tmp_path, heavy_registry, FORECAST_MULE_HARAKIRI_S="3", FORECAST_MULE_BATCH_ROWS="50000",
-        FORECAST_DEADLINE_MS="120000", FORECAST_MULE_STALE_AFTER_S="120",
+        FORECAST_DEADLINE_MS="120000", FORECAST_WORKER_HARAKIRI_S="150", FORECAST_MULE_STALE_AFTER_S="120",
     )  # fmt: skip
     yield stack
     stack.stop()

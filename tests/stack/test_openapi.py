@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from launcher.stack import Stack
 
@@ -103,10 +103,11 @@ CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [
 def test_api_answers_as_documented(api_schema: schemathesis.BaseSchema, label: str, mode: GenerationMode) -> None:
     """Generated requests: never a 5xx, and every answer fits the document (schemathesis's checks).
 
-    Not checked: that every schema-valid request is accepted. A row can be valid JSON Schema and
-    still be answered 422 by design: a date outside the served model's range (JSON Schema cannot
-    bound a date), a store it does not know, or a POST with neither a body nor the query form
-    (OpenAPI cannot say "a body or all three parameters").
+    Not checked here: that every schema-valid request is accepted and every other one refused. The
+    document bounds rows to what the served versions know and requires a body, but the legacy query
+    form cannot be stated beside it (OpenAPI cannot say "a body or all three parameters", nor "not
+    both"): ``schemathesis run --checks all`` in test_contract.py checks both, with those findings
+    explained and listed.
     """
     operation = api_schema.find_operation_by_label(label)
     assert operation is not None
@@ -116,6 +117,6 @@ def test_api_answers_as_documented(api_schema: schemathesis.BaseSchema, label: s
     @given(operation.as_strategy(mode))
     @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def answers_as_documented(case: schemathesis.Case[Any]) -> None:
-        case.call_and_validate(excluded_checks=[positive_data_acceptance])
+        case.call_and_validate(excluded_checks=[positive_data_acceptance, negative_data_rejection])
 
     answers_as_documented()
