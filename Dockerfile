@@ -17,9 +17,14 @@ ENV UWSGI_CHEAPER=0
 # stderr as errors).
 ENV UWSGI_LOGTO=/dev/stdout
 
-# Dependencies first, so code changes do not reinstall them.
+# Dependencies first, so code changes do not reinstall them. uv (the version the Makefile pins)
+# installs the same pinned requirements into the image's Python, downloading in parallel, and is
+# removed after. --system-certs: it trusts the image's CA store, as the image's pip does (uv's own
+# default is a bundled list).
 COPY requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
+RUN pip install --no-cache-dir uv==0.13.9 \
+    && uv pip install --system --system-certs --no-cache --python "$(command -v python)" -r /tmp/requirements.txt \
+    && pip uninstall --yes uv && rm /tmp/requirements.txt
 
 # On `docker stop`, nginx stops before uWSGI: it closes its port at once and finishes the requests it
 # accepted while uWSGI still serves them (supervisord stops the highest priority first; the base gives

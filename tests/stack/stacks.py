@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.helpers import free_port
+
+# The modules whose tests put a stack under load and count on its deadlines (504 after
+# FORECAST_DEADLINE_MS, loads and verifications within their limits): `make test` runs them after the
+# parallel run, in one process with the machine to themselves, as before the tests ran in parallel.
+UNDER_LOAD = pytest.mark.under_load
 
 
 def start_stack(run_dir: Path, registry: Registry, **env: str) -> Stack:

@@ -20,7 +20,9 @@ import requests
 from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.helpers import wait_for
-from tests.stack.stacks import start_stack
+from tests.stack.stacks import UNDER_LOAD, start_stack
+
+pytestmark = UNDER_LOAD  # a module under load (tests/stack/stacks.py)
 
 ROW = {"date": "2018-01-21", "store": 3, "item": 7}
 

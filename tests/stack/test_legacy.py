@@ -36,6 +36,10 @@ from tests.stack.stacks import start_stack
 
 SCRIPT_ROWS = [("2018-01-02", 1, 1), ("2018-01-19", 2, 9), ("2018-01-21", 10, 23)]  # its test script's valid calls
 
+# One xdist worker runs this module whole (make test: --dist loadgroup), so that
+# its module fixture (the original's model, trained) is made once.
+pytestmark = pytest.mark.xdist_group("test_legacy")
+
 
 @pytest.fixture(scope="module")
 def legacy_text(full_data: SalesData) -> str:

@@ -24,7 +24,10 @@ from launcher.stack import Stack
 from tests.helpers import kaggle_test_rows, wait_for
 from tests.stack.load import Outcome, distinct_rows, hammer, mule_pids, mules_stopped
 from tests.stack.scrape import scrape, scrape_until
-from tests.stack.stacks import start_stack
+from tests.stack.stacks import UNDER_LOAD, start_stack
+
+# A module under load (tests/stack/stacks.py).
+pytestmark = UNDER_LOAD
 
 
 def expected(registry: Registry, rows: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], float]:

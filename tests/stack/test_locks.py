@@ -27,6 +27,9 @@ from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.helpers import wait_for
 from tests.stack.load import distinct_rows, mule_pids
+from tests.stack.stacks import UNDER_LOAD
+
+pytestmark = UNDER_LOAD  # a module under load (tests/stack/stacks.py)
 
 # (whose lock, a uWSGI function entered with it held: its caller takes the lock around the call)
 LOCKED_CALLS = [

@@ -26,7 +26,10 @@ from launcher.stack import Stack
 from mules.models import PER_MODEL_OVERHEAD_BYTES
 from tests.helpers import kaggle_test_rows, wait_for
 from tests.stack.scrape import scrape, scrape_until
-from tests.stack.stacks import start_stack
+from tests.stack.stacks import UNDER_LOAD, start_stack
+
+# A module under load (tests/stack/stacks.py).
+pytestmark = UNDER_LOAD
 
 
 def rows_2016(count: int, seed: int) -> list[tuple[str, int, int]]:

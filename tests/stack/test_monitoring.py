@@ -18,6 +18,10 @@ from launcher.stack import Stack
 from tests.helpers import free_port, wait_for
 from tests.stack.scrape import scrape
 
+# One xdist worker runs this module whole (make test: --dist loadgroup), so that
+# its module fixture (a Prometheus scraping the shared stack) is started once.
+pytestmark = pytest.mark.xdist_group("test_monitoring")
+
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "monitoring" / "prometheus"
 DASHBOARD = ROOT / "monitoring" / "grafana" / "forecast-dashboard.json"

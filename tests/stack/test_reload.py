@@ -19,7 +19,9 @@ from launcher.stack import Stack
 from tests.helpers import clone_version, crashing_model_text, forge_version, wait_for
 from tests.stack.load import Outcome, distinct_rows, hammer, mule_pids
 from tests.stack.scrape import scrape_until
-from tests.stack.stacks import start_stack
+from tests.stack.stacks import UNDER_LOAD, start_stack
+
+pytestmark = UNDER_LOAD  # a module under load (tests/stack/stacks.py)
 
 
 @pytest.fixture

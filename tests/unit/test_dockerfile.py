@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -37,3 +38,11 @@ def test_dockerfile_pins_a_dated_base_and_keeps_the_image_conventions() -> None:
     installs = [i for i, (name, args) in enumerate(instructions) if name == "RUN" and "pip" in args[0]]
     assert instructions[copies[0]][1][0] == "requirements.txt"
     assert installs[0] < copies[1], "dependencies must be installed before the code is copied"
+
+
+def test_the_image_installs_with_the_uv_the_makefile_pins() -> None:
+    """One uv version for the virtualenvs and the image: a bump in one place fails here until both agree."""
+    makefile = re.search(r"^UV_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert makefile is not None
+    installs = [" ".join(args) for name, args in dockerfile_instructions(ROOT / "Dockerfile") if name == "RUN"]
+    assert re.findall(r"\buv==(\S+)", " ".join(installs)) == [makefile[1]]

@@ -24,6 +24,10 @@ from forecast.registry import MODEL_FILE, Registry, sha256_text
 from tests.helpers import crashing_model_text, forge_version, serving_directory
 from tests.legacy_models import train_legacy_model, write_registry_file
 
+# One xdist worker runs this module whole (make test: --dist loadgroup), so that
+# its module fixture (the original's model, trained) is made once.
+pytestmark = pytest.mark.xdist_group("test_legacy_import")
+
 
 @pytest.fixture(scope="module")
 def legacy_text(full_data: SalesData) -> str:
