@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.pool import MulePool
@@ -74,12 +74,35 @@ def forget_dead_processes(directory: Path) -> None:
             multiprocess.mark_process_dead(int(match.group(1)), str(directory))  # type: ignore[no-untyped-call]
 
 
+class ProcessFilesCollector(Collector):
+    """prometheus_client's multiprocess merge over the directory's files, leaving out empty ones.
+
+    A process creates its file empty and sizes it a moment later; a scrape that read it in between
+    failed with ``struct.error`` (a 500 from ``/metrics``).  An empty file holds no sample yet.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        files = [str(path) for path in sorted(self.directory.glob("*.db")) if _size(path) > 0]
+        merged: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # a dead process's live gauges, dropped by another scrape
+        return 0
+
+
 def render(pool: MulePool, settings: Settings) -> bytes:
     """The Prometheus text exposition of every process of this uWSGI instance."""
     directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", settings.metrics_dir))
     forget_dead_processes(directory)
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, str(directory))  # type: ignore[no-untyped-call]
+    registry.register(ProcessFilesCollector(directory))
     registry.register(ServingStateCollector(pool, settings))
     return generate_latest(registry)
 
