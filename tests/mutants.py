@@ -7,7 +7,8 @@ checkout (the working tree is never touched), and runs the tests that should cat
 (``catch``: the unit tier unless it names stack test files).  ``--tier`` picks the mutants by
 where their catching tests live.  A mutant that no test catches is a promise without a guard; a
 mutant whose snippet is no longer in its file once is *stale* (the code moved) and is reported as
-such, never skipped.  The last line is the summary; the exit status is 0 only when every mutant
+such, never skipped.  The tests are first run on an unbroken copy: a failure there would "catch" every
+mutant, so the run stops.  The last line is the summary; the exit status is 0 only when every mutant
 run was caught.  ``tests/unit/test_mutants.py`` (in ``make test``) checks that every snippet is
 where it says, so a stale mutant fails the ordinary test run too.
 """
@@ -191,22 +192,32 @@ def copy_checkout(target: Path) -> None:
                             check=True).stdout.decode().split("\0")  # fmt: skip
     for name in filter(None, listed):
         source = ROOT / name
-        if source.is_file():
+        if source.is_symlink():  # docs/results -> benchmarks/results: a link, as git keeps it
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).symlink_to(source.readlink())
+        elif source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
 
 
-def run(mutant: Mutant) -> list[str]:
-    """The tests that fail with ``mutant`` applied (empty: nothing caught it); stops at the first."""
+def run(mutant: Mutant | None, catch: tuple[str, ...] = UNIT) -> list[str]:
+    """The tests of ``catch`` that fail with ``mutant`` applied (None: the copy as it is), stopping at the first
+    (empty: nothing failed)."""
     with tempfile.TemporaryDirectory(prefix="mutant-", ignore_cleanup_errors=True) as tmp:  # a stack may still write
         work = Path(tmp)
         copy_checkout(work)
-        source = work / mutant.path
-        source.write_text(source.read_text().replace(mutant.old, mutant.new))
-        command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--timeout=120",
-                   *mutant.catch]  # fmt: skip
+        if mutant is not None:
+            source = work / mutant.path
+            source.write_text(source.read_text().replace(mutant.old, mutant.new))
+            catch = mutant.catch
+        command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--timeout=120", *catch]
         out = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False).stdout
     return sorted(set(re.findall(r"^(?:FAILED|ERROR) (tests/.+?)(?: - .*)?$", out, re.M)))
+
+
+def baseline_failures(chosen: list[Mutant]) -> list[str]:
+    """Tests that fail in an unbroken copy: a mutant 'caught' by one of them would prove nothing."""
+    return [failed for catch in dict.fromkeys(m.catch for m in chosen) for failed in run(None, catch)]
 
 
 def verdict(mutant: Mutant) -> tuple[str, str]:
@@ -224,6 +235,10 @@ def main() -> int:
     parser.add_argument("--only", default="", help="run the mutants whose claim contains this")
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if args.only in m.claim and args.tier in ("all", m.tier)]
+    broken = baseline_failures(chosen)
+    if broken:
+        print("the unbroken copy fails already, so no mutant can be judged: " + ", ".join(broken))
+        return 2
     counts = dict.fromkeys(("caught", "NOT CAUGHT", "STALE"), 0)
     for mutant in chosen:
         outcome, detail = verdict(mutant)
