@@ -115,12 +115,12 @@ def test_kaggle_test_set_in_one_call(stack: Stack, serving_registry: Registry) -
 @pytest.mark.parametrize("path", ["/predict", "/models/default/predict"])
 def test_a_chunked_body_is_read_whole(stack: Stack, serving_registry: Registry, path: str) -> None:
     """A client that streams its body (Transfer-Encoding: chunked, no Content-Length) gets the same answer."""
-    rows = [{"date": f"2016-03-0{day}", "store": 1, "item": 2} for day in range(1, 8)]
-    body = json.dumps(rows).encode()
+    dates = [f"2016-03-0{day}" for day in range(1, 8)]
+    body = json.dumps([{"date": date, "store": 1, "item": 2} for date in dates]).encode()
     pieces = (body[i : i + 40] for i in range(0, len(body), 40))  # a generator: requests sends it chunked
     response = requests.post(f"{stack.url}{path}", data=pieces, headers={"Content-Type": "application/json"},
                              timeout=10)  # fmt: skip
     assert response.status_code == 200, response.text
     assert response.request.headers.get("Transfer-Encoding") == "chunked"
-    expected = offline(serving_registry, [(row["date"], 1, 2) for row in rows])
+    expected = offline(serving_registry, [(date, 1, 2) for date in dates])
     assert [answer["sales"] for answer in response.json()["predictions"]] == pytest.approx(expected.tolist(), rel=1e-9)
