@@ -94,7 +94,9 @@ def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str
             log(f"[{system.name}] correctness")
             out["correctness"] = scenarios.correctness(system, system.registry)
         out["settled_s"] = {}
-        settle = scenarios.Settler(system, out["idle_cpu_cores"], out["settled_s"], log, profile.settle_limit_s)
+        settle = scenarios.Settler(
+            system, out["idle_cpu_cores"], out["settled_s"], log, profile.settle_limit_s, profile.settle_for_quiet
+        )
         settle("closed_loop")
         log(f"[{system.name}] closed loop")
         out["closed_loop"] = scenarios.closed_loop(system, profile)

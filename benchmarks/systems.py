@@ -77,15 +77,31 @@ def memory_mb(pids: list[int]) -> dict[str, float]:
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds these processes have used so far (/proc/<pid>/stat; gone ones count 0)."""
-    ticks = 0
+    return sum(cpu_by_pid(pids).values())
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """Each live process's user + system CPU seconds so far (/proc/<pid>/stat); a gone one is left out."""
+    used = {}
     for pid in pids:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": fields 3..
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return used
+
+
+def cpu_used_since(before: dict[int, float]) -> float:
+    """CPU seconds the processes of ``before`` (:func:`cpu_by_pid`) used since, those still alive.
+
+    A process that ended in between counts nothing, not minus its past: summing the tree before and
+    after made a verification child that exited read as negative CPU (an "idle" of -0.25 cores, below
+    which the system never counted as settled).
+    """
+    after = cpu_by_pid(list(before))
+    return sum(after[pid] - used for pid, used in before.items() if pid in after)
 
 
 def thread_cpu_seconds(pids: list[int]) -> float:

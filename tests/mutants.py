@@ -183,6 +183,9 @@ MUTANTS = (
            '        uwsgi_param HTTP_TRANSFER_ENCODING "";\n', "", ("tests/stack/test_api.py",)),
     Mutant("a scrape leaves out a metrics file a new process has not sized yet", "app/exposition.py",
            'sorted(self.directory.glob("*.db")) if _size(path) > 0]', 'sorted(self.directory.glob("*.db"))]'),
+    Mutant("the benchmark's CPU of a tree does not go negative when a process of it ends", "benchmarks/systems.py",
+           "after[pid] - used for pid, used in before.items() if pid in after",
+           "after.get(pid, 0.0) - used for pid, used in before.items()"),
 )  # fmt: skip
 
 
