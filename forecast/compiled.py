@@ -179,7 +179,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 class CompiledTrees:
-    """A loaded artefact: ``predict`` scores a feature matrix on this thread.
+    """A loaded artefact, a :class:`forecast.scoring.Scorer`: ``predict`` scores a feature matrix on this thread;
+    no per-feature ``contributions`` (lleaves compiles the sums only).
 
     Not thread-safe in the sense that matters here (one per process, as in a mule); the
     native call releases the GIL.  The library stays loaded for the life of the process
@@ -187,6 +188,8 @@ class CompiledTrees:
     loaded first (the dynamic loader's rule): harmless, as a path only ever holds code
     compiled from its version's immutable model text.
     """
+
+    engine = "compiled"
 
     def __init__(self, library: ctypes.CDLL, feature_count: int, reference: Reference) -> None:
         self._library = library
@@ -207,6 +210,10 @@ class CompiledTrees:
         out = np.empty(len(data), dtype=np.float64)  # forest_root writes every value
         self._entry(data.ctypes.data, out.ctypes.data, 0, len(data))
         return out
+
+    def contributions(self, features: np.ndarray) -> np.ndarray | None:
+        """None: compiled trees cannot say what each feature contributed (the caller asks LightGBM)."""
+        return None
 
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)

@@ -81,7 +81,7 @@ class Verifier:
             path, checksum = self.files.model_path(version), metadata["checksum"][MODEL_FILE]
             trees, why_not = load_compiled(path, checksum, feature_set.exact_sum)
             if trees is not None:
-                return Predictor(None, trend, version, feature_set, compiled=trees)
+                return Predictor(trees, trend, version, feature_set)
             logger.info("%s %s: scoring with LightGBM (compiled trees: %s)", self.files.model, version, why_not)
         try:
             return Predictor.from_model_text(model_text, trend, version, feature_set)

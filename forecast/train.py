@@ -20,7 +20,7 @@ import numpy as np
 
 from forecast.data import SalesData
 from forecast.features import CATEGORICAL_FEATURES, FEATURE_NAMES, Rows, build_features
-from forecast.model import Predictor
+from forecast.model import LightGBMScorer, Predictor
 from forecast.trend import fit_trend
 
 HOLDOUT_MONTHS = 3
@@ -60,7 +60,7 @@ def fit(data: SalesData, rounds: int = DEFAULT_ROUNDS, threads: int = 0) -> Pred
         free_raw_data=True,
     )
     booster = lgb.train({**DEFAULT_PARAMS, "num_threads": threads}, dataset, num_boost_round=rounds)
-    return Predictor(booster, trend, version="unregistered")
+    return Predictor(LightGBMScorer(booster), trend, version="unregistered")
 
 
 def holdout_split(data: SalesData, months: int = HOLDOUT_MONTHS) -> tuple[SalesData, SalesData]:

@@ -129,9 +129,9 @@ MUTANTS = (
     Mutant("registry verify checks the recorded forecasts against LightGBM", "forecast/registry_checks.py",
            "difference = _largest_difference(reference.sales, lightgbm.predict(reference.rows))", "difference = 0.0"),
     Mutant("compiled trees load without LightGBM", "forecast/registry_checks.py",
-           "return Predictor(None, trend, version, feature_set, compiled=trees)",
-           "return Predictor(Predictor.from_model_text(model_text, trend, version, feature_set).booster, "
-           "trend, version, feature_set, compiled=trees)"),
+           "return Predictor(trees, trend, version, feature_set)",
+           "return Predictor.from_model_text(model_text, trend, version, feature_set) and "
+           "Predictor(trees, trend, version, feature_set)"),
     Mutant("a library whose bytes do not match its checksum is not loaded", "forecast/compiled.py",
            'if _file_sha256(library_path) != info.get("library_sha256"):', "if False:"),
     Mutant("a CSV date read as arrays is a real day", "app/rows.py",
