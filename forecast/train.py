@@ -21,6 +21,7 @@ import numpy as np
 from forecast.data import SalesData
 from forecast.features import CATEGORICAL_FEATURES, FEATURE_NAMES, Rows, build_features
 from forecast.model import LightGBMScorer, Predictor
+from forecast.sources import Candidate
 from forecast.trend import fit_trend
 
 HOLDOUT_MONTHS = 3
@@ -45,6 +46,10 @@ class TrainResult:
     predictor: Predictor
     model_text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def candidate(self) -> Candidate:
+        """This model as a new version of our feature set (:mod:`forecast.sources`): every training run is one."""
+        return Candidate(self.model_text, self.metadata)
 
 
 def fit(data: SalesData, rounds: int = DEFAULT_ROUNDS, threads: int = 0) -> Predictor:
