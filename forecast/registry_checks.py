@@ -78,8 +78,8 @@ class Verifier:
         except (KeyError, TypeError, ValueError) as exc:  # a damaged metadata.json
             raise CorruptVersion(f"version {version}: unreadable trend ({exc.__class__.__name__})") from exc
         if compiled:
-            path, checksum = self.files.model_path(version), metadata["checksum"][MODEL_FILE]
-            trees, why_not = load_compiled(path, checksum, feature_set.exact_sum)
+            checksum = metadata["checksum"][MODEL_FILE]
+            trees, why_not = load_compiled(self.files.compiled_paths(version), checksum, feature_set.exact_sum)
             if trees is not None:
                 return Predictor(trees, trend, version, feature_set)
             logger.info("%s %s: scoring with LightGBM (compiled trees: %s)", self.files.model, version, why_not)
@@ -91,10 +91,10 @@ class Verifier:
     def compiled_state(self, ref: str) -> str:
         """Why a version's compiled trees would not be used here ("" when they would); loads them to know."""
         metadata = self.files.metadata(ref)
-        path = self.files.model_path(metadata["version"])
+        artefact = self.files.compiled_paths(metadata["version"])
         feature_set = FEATURE_SETS.get(str(metadata.get("feature_version")))  # an unknown one loads nothing anyway
         exact_sum = feature_set is not None and feature_set.exact_sum
-        return load_compiled(path, metadata.get("checksum", {}).get(MODEL_FILE, ""), exact_sum)[1]
+        return load_compiled(artefact, metadata.get("checksum", {}).get(MODEL_FILE, ""), exact_sum)[1]
 
     def compile(self, ref: str) -> CompileReport:
         """Compile a version's trees into the artefact beside its text (see :mod:`forecast.compiled`), with LightGBM's
@@ -108,7 +108,8 @@ class Verifier:
         reference = Reference(rows, self.load(version, compiled=False).predict(rows))  # checks the model text too
         try:
             path, exact_sum = self.files.model_path(version), check_compatible(metadata).exact_sum
-            return compile_trees(path, metadata["checksum"][MODEL_FILE], reference, exact_sum)
+            checksum, artefact = metadata["checksum"][MODEL_FILE], self.files.compiled_paths(version)
+            return compile_trees(path, artefact, checksum, reference, exact_sum)
         except OSError as exc:
             raise RegistryError(f"version {version}: cannot write its compiled trees ({exc.strerror})") from exc
         except RegistryError as exc:  # no linker, or it failed

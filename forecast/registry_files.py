@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forecast.compiled import artefact_paths
+from forecast.compiled import ArtefactPaths, machine_kind
 from forecast.errors import CorruptVersion, RegistryError, VersionNotFound
 from forecast.features import FEATURE_SETS, FEATURE_VERSION, FeatureSet
 
@@ -94,9 +94,10 @@ class RegistryFiles:
         """The file holding ``version``'s metadata (read-only once registered)."""
         return self.versions_dir / version / METADATA_FILE
 
-    def compiled_paths(self, version: str) -> tuple[Path, Path]:
+    def compiled_paths(self, version: str) -> ArtefactPaths:
         """(shared library, its description): ``version``'s compiled trees for this machine kind, if made."""
-        return artefact_paths(self.versions_dir / version)
+        folder, stem = self.versions_dir / version, f"compiled-{machine_kind()}"
+        return ArtefactPaths(folder / f"{stem}.so", folder / f"{stem}.json")
 
     def footprint_bytes(self, version: str, compiled: bool) -> int:
         """The size on disk of what scores ``version``: its compiled trees' library, or its model text (0 if gone)."""
