@@ -204,11 +204,9 @@ class RegistryFiles:
             return version
 
     def copy_version(self, source: str, target: str, model_text: str | None = None) -> None:
-        """Copy version ``source`` under the name ``target``, writable, its metadata saying ``target``; with
-        ``model_text``, the copy holds that text and records its checksum (it passes the checksum check).
+        """Copy version ``source`` as ``target``, writable; with ``model_text``, holding that text under its checksum.
 
-        For tests and drills that damage or forge a version (then through :meth:`model_path`
-        and :meth:`metadata_path`); the service never calls it (its versions are immutable).
+        For tests and drills that damage or forge a version (:meth:`model_path`, :meth:`metadata_path`).  Not served.
         """
         copy = self.versions_dir / target
         shutil.copytree(self.versions_dir / source, copy)
