@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from forecast.features import Rows
+from forecast.model import Predictor
 from mules.metrics import MuleMetrics
 from mules.models import Key, ModelCache, ModelError
 from serving.messages import (
@@ -167,7 +168,7 @@ class JobPath:
             start = end
         self.jobs_done += len(jobs)
 
-    def predict(self, predictor: Any, rows_bytes: bytes) -> np.ndarray:
+    def predict(self, predictor: Predictor, rows_bytes: bytes) -> np.ndarray:
         """One LightGBM call under harakiri (a call that hangs gets the mule killed and respawned)."""
         table = decode_rows(rows_bytes)
         rows = Rows(table[:, 0].astype("datetime64[D]"), table[:, 1], table[:, 2])
