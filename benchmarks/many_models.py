@@ -56,7 +56,7 @@ from benchmarks.scenarios import CANNON, answered_2xx, answered_non_2xx
 from benchmarks.systems import DEFAULT_MULES, DEFAULT_POOL, children, free_port, memory_mb
 from forecast.data import SalesData, generate
 from forecast.features import Rows
-from forecast.registry import DEFAULT_MODEL, MODEL_FILE, Registry
+from forecast.registry import DEFAULT_MODEL, Registry
 from forecast.train import train
 from launcher.stack import Stack
 from mules.models import PER_MODEL_OVERHEAD_BYTES
@@ -188,7 +188,7 @@ def build_fleet(registry: Path, log: Log) -> Fleet:
     models = {name: (store, family) for name, (store, family, _) in slices.items()}
     log(f"[many-models] {len(models)} models trained and registered in {time.perf_counter() - started:.0f} s")
     default = Registry(registry)
-    default_bytes = (default.versions_dir / default.resolve("production") / MODEL_FILE).stat().st_size
+    default_bytes = default.footprint_bytes(default.resolve("production"), compiled=False)
     return Fleet(registry, models, sizes, default_bytes)
 
 

@@ -322,7 +322,7 @@ def batch(system: System, profile: Profile, registry: Path) -> dict[str, Any]:
     The record keeps the 45,000-row JSON request's median as ``median_seconds`` (the headline's).
     """
     sizes: dict[str, Any] = {}
-    checksum = Registry(registry).metadata("production")["checksum"]["model.txt"]
+    checksum = Registry(registry).checksum("production")
     for size in BATCH_SIZES:
         truth = _batch_truth(registry, checksum, size)
         sizes[str(size)] = {}
@@ -554,7 +554,7 @@ def register_same_model(reg: Registry) -> tuple[str, str]:
     """Register the production model again (same trees) as a new version: (production's version, the new one)."""
     old = reg.resolve("production")
     metadata = reg.metadata(old)
-    text = (reg.versions_dir / old / "model.txt").read_text()
+    text = reg.model_path(old).read_text()
     new = reg.register(text, {k: v for k, v in metadata.items() if k not in ("version", "checksum")})
     return old, new
 

@@ -17,6 +17,7 @@ import numpy as np
 from forecast.config import ModelSettings
 from forecast.errors import ForecastError
 from forecast.registry import ALIASES, DEFAULT_MODEL, Registry
+from forecast.sources import add_version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,10 +113,10 @@ def _train(args: argparse.Namespace, registry: Registry) -> int:
         if not len(data):
             raise ForecastError(f"no rows of {args.data} are in --stores {args.stores} --items {args.items}")
     result = train(data, rounds=args.rounds)
-    version = registry.register(result.model_text, result.metadata)
-    print(f"registered {version} in {registry.root}")
+    # --no-promote registers without verifying, as before: promote verifies later.
+    version = add_version(registry, result.candidate(), promote=not args.no_promote, verify=False,
+                          on_registered=lambda new: print(f"registered {new} in {registry.root}")).version  # fmt: skip
     if not args.no_promote:
-        registry.promote(version)
         print(f"production -> {version}")
     holdout = result.metadata["metrics"]["holdout"]
     print(f"holdout SMAPE: model={holdout['model']['smape']:.2f} baseline={holdout['baseline']['smape']:.2f}")

@@ -1,4 +1,4 @@
-"""Compiled trees: a version's LightGBM model as native code (lleaves, through LLVM), cached beside its text.
+"""Compiled trees: a version's LightGBM model as native code (lleaves, through LLVM), a cache in the registry.
 
 Scoring 45,000 rows with compiled trees takes about a seventh of LightGBM's time on one
 core, with the same numbers to floating-point rounding (README "Performance"): lleaves
@@ -6,12 +6,13 @@ sums the trees in blocks, so the last bits of a sum can differ.  A feature set w
 ``exact_sum`` (the Ray Serve service's) is compiled one tree per block instead
 (:func:`tree_block`): its sums are LightGBM's to the bit.
 
-The artefact is two files in the version's folder, named for the machine kind
-(``compiled-x86_64.so`` and ``compiled-x86_64.json``): a shared library (lleaves' object
-code linked by the system's ``ld``), and what it was made from (the model text's checksum,
-the library's checksum, the machine, lleaves' version, the feature count) with LightGBM's
-forecasts of reference rows, recorded when it was compiled (:class:`Reference`): a process
-that loads the trees checks them against those, without loading LightGBM.  It is compiled
+The artefact is two files, where the registry puts them (:class:`ArtefactPaths`; beside the
+version's model text, named for the machine kind: ``compiled-x86_64.so`` and ``.json``): a
+shared library (lleaves' object code linked by the system's ``ld``), and what it was made
+from (the model text's checksum, the library's checksum, the machine, lleaves' version, the
+feature count) with LightGBM's forecasts of reference rows, recorded when it was compiled
+(:class:`Reference`): a process that loads the trees checks them against those, without
+loading LightGBM.  It is compiled
 for a generic CPU of the machine kind, so one artefact serves a fleet of mixed CPU models.
 It is a cache: a version is whole without it, a registry mounted read-only gets none, and
 a process that finds it missing, stale or for another machine scores with LightGBM
@@ -39,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,10 +67,16 @@ def tree_block(exact_sum: bool) -> int:
     return EXACT_TREE_BLOCK if exact_sum else TREE_BLOCK
 
 
-def artefact_paths(version_dir: Path) -> tuple[Path, Path]:
-    """(shared library, its description) for this machine kind, in ``version_dir``."""
-    stem = f"compiled-{platform.machine() or 'unknown'}"
-    return version_dir / f"{stem}.so", version_dir / f"{stem}.json"
+def machine_kind() -> str:
+    """The machine kind an artefact is compiled for (``x86_64``): the registry names the artefact's files by it."""
+    return platform.machine() or "unknown"
+
+
+class ArtefactPaths(NamedTuple):
+    """Where an artefact's two files go: the registry decides (``Registry.compiled_paths``), this module writes them."""
+
+    library: Path
+    description: Path
 
 
 def _file_sha256(path: Path) -> str:
@@ -126,8 +133,10 @@ class CompileReport:
     library_bytes: int
 
 
-def compile_trees(model_path: Path, model_sha256: str, reference: Reference, exact_sum: bool) -> CompileReport:
-    """Compile the model text at ``model_path`` into the artefact beside it, with ``reference``; replaces a stale one.
+def compile_trees(
+    model_path: Path, artefact: ArtefactPaths, model_sha256: str, reference: Reference, exact_sum: bool
+) -> CompileReport:
+    """Compile the model text at ``model_path`` into ``artefact``, with ``reference``; replaces a stale one.
 
     ``exact_sum``: add the trees in LightGBM's order (:func:`tree_block`).
 
@@ -142,9 +151,9 @@ def compile_trees(model_path: Path, model_sha256: str, reference: Reference, exa
     linker = shutil.which("ld")
     if linker is None:
         raise RegistryError("no linker to make compiled trees a shared library (install binutils)")
-    library_path, info_path = artefact_paths(model_path.parent)
+    library_path, info_path = artefact
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".compiling-", dir=model_path.parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix=".compiling-", dir=library_path.parent) as scratch:
         objects, library = Path(scratch) / "trees.o", Path(scratch) / "trees.so"
         model = lleaves.Model(model_file=str(model_path))
         model.compile(cache=str(objects), target_cpu=TARGET_CPU, target_cpu_features="",
@@ -179,7 +188,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 class CompiledTrees:
-    """A loaded artefact: ``predict`` scores a feature matrix on this thread.
+    """A loaded artefact, a :class:`forecast.scoring.Scorer`: ``predict`` scores a feature matrix on this thread;
+    no per-feature ``contributions`` (lleaves compiles the sums only).
 
     Not thread-safe in the sense that matters here (one per process, as in a mule); the
     native call releases the GIL.  The library stays loaded for the life of the process
@@ -187,6 +197,8 @@ class CompiledTrees:
     loaded first (the dynamic loader's rule): harmless, as a path only ever holds code
     compiled from its version's immutable model text.
     """
+
+    engine = "compiled"
 
     def __init__(self, library: ctypes.CDLL, feature_count: int, reference: Reference) -> None:
         self._library = library
@@ -208,12 +220,16 @@ class CompiledTrees:
         self._entry(data.ctypes.data, out.ctypes.data, 0, len(data))
         return out
 
+    def contributions(self, features: np.ndarray) -> np.ndarray | None:
+        """None: compiled trees cannot say what each feature contributed (the caller asks LightGBM)."""
+        return None
+
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
 
 
-def load_compiled(model_path: Path, model_sha256: str, exact_sum: bool) -> tuple[CompiledTrees | None, str]:
-    """The artefact beside ``model_path`` if it was made from this model text for this machine kind,
+def load_compiled(artefact: ArtefactPaths, model_sha256: str, exact_sum: bool) -> tuple[CompiledTrees | None, str]:
+    """The compiled trees at ``artefact`` if they were made from this model text for this machine kind,
     summing the trees as ``exact_sum`` asks (:func:`tree_block`).
 
     Returns (trees, "") or (None, why not): missing, stale, another machine, a bad
@@ -221,7 +237,7 @@ def load_compiled(model_path: Path, model_sha256: str, exact_sum: bool) -> tuple
     scores with LightGBM.  Whether the trees forecast their reference is the caller's
     check (:meth:`forecast.registry.Registry.verify`).
     """
-    library_path, info_path = artefact_paths(model_path.parent)
+    library_path, info_path = artefact
     try:
         info = json.loads(info_path.read_text())
     except FileNotFoundError:

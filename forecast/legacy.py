@@ -11,8 +11,8 @@ The original service reads one small JSON file (its ``model_registry.json``)::
 names, checks the text is a whole LightGBM model over the five legacy features (no
 LightGBM needed: :mod:`forecast.modeltext`), registers it as a version of the
 ``legacy-1`` feature set recording its source, checksum and guardrails, verifies it in
-a child process, and promotes it when asked.  A model already registered (the same
-checksum) is not registered again.  No Flask, no uWSGI: the CLI and the web workers'
+a child process, and promotes it when asked (:func:`forecast.sources.add_version`).  A model
+already registered (the same checksum) is not registered again.  No Flask, no uWSGI: the CLI and the web workers'
 ``/reload`` both call it.
 """
 
@@ -32,6 +32,7 @@ from forecast.errors import ImportRefused, RegistryError
 from forecast.features import FEATURE_SETS, LEGACY_FEATURE_VERSION
 from forecast.modeltext import check_model_text
 from forecast.registry import Registry, sha256_text
+from forecast.sources import Candidate, add_version
 
 FETCH_TIMEOUT_S = 30
 LEGACY = FEATURE_SETS[LEGACY_FEATURE_VERSION]
@@ -80,6 +81,10 @@ class LegacyModel:
     def checksum(self) -> str:
         return sha256_text(self.model_text)
 
+    def candidate(self) -> Candidate:
+        """This model as a version of the legacy feature set (:mod:`forecast.sources`), reused if already there."""
+        return Candidate(self.model_text, self.metadata(), LEGACY, reuse_same_text=True)
+
     def metadata(self) -> dict[str, Any]:
         """The version's metadata (the registry adds version, checksum and feature fields)."""
         g = self.guardrails
@@ -123,18 +128,8 @@ def import_legacy(registry: Registry, source: str, promote: bool) -> tuple[str, 
     With ``promote``, ``production`` then names it.  Raises :class:`ImportRefused` or what
     :meth:`Registry.check` raises (verification in a child process); nothing changes then.
     """
-    model = fetch(source)
-    version = registry.with_checksum(model.checksum)
-    if version is not None and promote and registry.aliases().get("production") == version:
-        return version, False  # unchanged, and verified when it was promoted
-    registered = version is None
-    if version is None:
-        version = registry.register(model.model_text, model.metadata(), LEGACY)
-    if promote:
-        registry.promote(version)  # verifies it first, in a child process
-    else:
-        registry.check(version)
-    return version, registered
+    added = add_version(registry, fetch(source).candidate(), promote)
+    return added.version, added.registered
 
 
 def _registry_file(source: str) -> dict[str, Any]:

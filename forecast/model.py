@@ -1,4 +1,4 @@
-"""The loaded model: its trees (LightGBM's or compiled), the feature set they were trained on, and (ours) the trend.
+"""The loaded model: its scorer (LightGBM's trees or compiled ones), the feature set they take, and (ours) the trend.
 
 With :mod:`forecast.train`, the only module that imports LightGBM (a test checks), and
 only when a predictor is built from model text: a predictor of compiled trees alone
@@ -17,6 +17,7 @@ import numpy as np
 
 from forecast.compiled import CompiledTrees
 from forecast.features import FEATURE_SETS, FEATURE_VERSION, FeatureSet, Rows
+from forecast.scoring import Scorer
 from forecast.trend import Trend
 
 if TYPE_CHECKING:
@@ -26,9 +27,9 @@ if TYPE_CHECKING:
 class Predictor:
     """Predict daily unit sales for rows of (date, store, item).
 
-    Not thread-safe (one per process, as in a mule).  ``predict`` runs the version's
-    compiled trees when it was given them (:mod:`forecast.compiled`), else LightGBM's
-    ``booster``, on one thread: with several processes per machine, OpenMP threads only
+    Not thread-safe (one per process, as in a mule).  ``predict`` builds the version's
+    features and hands them to its ``scorer`` (:mod:`forecast.scoring`: LightGBM's trees or
+    compiled ones), on one thread: with several processes per machine, OpenMP threads only
     add contention, and one thread keeps a forked process safe.
     A version of our feature set predicts ``expm1(trees + trend)``, at least 0; an
     imported legacy version predicts what its trees say, as the original service did.
@@ -36,63 +37,95 @@ class Predictor:
 
     def __init__(
         self,
-        booster: lgb.Booster | None,
+        scorer: Scorer,
         trend: Trend | None,
         version: str,
         feature_set: FeatureSet = FEATURE_SETS[FEATURE_VERSION],
-        compiled: CompiledTrees | None = None,
     ) -> None:
         if feature_set.log_target and trend is None:
             raise ValueError(f"feature set {feature_set.version} needs a trend")
-        if booster is None and compiled is None:
-            raise ValueError("a predictor needs LightGBM's trees or compiled ones")
-        self.booster = booster
+        self.scorer = scorer
         self.trend = trend
         self.version = version
         self.feature_set = feature_set
-        self.compiled = compiled
-        self._single_row = _SingleRowPredictor.create(booster) if booster is not None else None
 
     @property
     def engine(self) -> str:
         """What scores the rows: ``compiled`` trees or ``lightgbm``."""
-        return "lightgbm" if self.compiled is None else "compiled"
+        return self.scorer.engine
+
+    @property
+    def booster(self) -> lgb.Booster | None:
+        """LightGBM's trees, when they score this version (verification and training read them)."""
+        return self.scorer.booster if isinstance(self.scorer, LightGBMScorer) else None
+
+    @property
+    def compiled(self) -> CompiledTrees | None:
+        """The compiled trees, when they score this version (verification checks their reference)."""
+        return self.scorer if isinstance(self.scorer, CompiledTrees) else None
 
     @classmethod
     def from_model_text(cls, model_text: str, trend: Trend | None, version: str, feature_set: FeatureSet) -> Predictor:
-        """Build a predictor from the text of a LightGBM model file (imports LightGBM)."""
-        import lightgbm as lgb  # deferred: see the module's docstring
-
-        return cls(lgb.Booster(model_str=model_text), trend, version, feature_set)
+        """Build a predictor scored by LightGBM from the text of a LightGBM model file (imports LightGBM)."""
+        return cls(LightGBMScorer.from_model_text(model_text), trend, version, feature_set)
 
     def predict(self, rows: Rows) -> np.ndarray:
         """Return forecast unit sales (float64), one per row, in order."""
         if len(rows) == 0:
             return np.empty(0, dtype=np.float64)
-        features = self.feature_set.build(rows)
-        if self.compiled is not None:
-            return self._sales(rows, self.compiled.predict(features))
-        if self._single_row is not None and len(rows) < SINGLE_ROW_PATH_BELOW:
-            return self._sales(rows, self._single_row.predict(features))
-        return self._sales(rows, self._batch(features))
+        return self._sales(rows, self.scorer.predict(self.feature_set.build(rows)))
+
+    def contributions(self, rows: Rows) -> np.ndarray | None:
+        """Each feature's contribution to each row's raw output, and the expected value last (:class:`Scorer`);
+        None when this version's engine cannot compute them (compiled trees): load it with LightGBM for them."""
+        return self.scorer.contributions(self.feature_set.build(rows))
 
     def predict_both_paths(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
         """LightGBM's (one C call per row, one batch call): what verification compares; ``ValueError`` without it."""
-        features = self.feature_set.build(rows)
-        batch = self._sales(rows, self._batch(features))
-        single = self._sales(rows, self._single_row.predict(features)) if self._single_row is not None else batch
-        return single, batch
-
-    def _batch(self, features: np.ndarray) -> np.ndarray:
-        if self.booster is None:
+        if not isinstance(self.scorer, LightGBMScorer):
             raise ValueError(f"version {self.version} was loaded without LightGBM (compiled trees only)")
-        return np.asarray(self.booster.predict(features, num_threads=1))
+        single, batch = self.scorer.both_paths(self.feature_set.build(rows))
+        return self._sales(rows, single), self._sales(rows, batch)
 
     def _sales(self, rows: Rows, raw: np.ndarray) -> np.ndarray:
         if self.trend is None or not self.feature_set.log_target:
             return raw
         sales: np.ndarray = np.maximum(np.expm1(raw + self.trend.offset(rows.days)), 0.0)
         return sales
+
+
+class LightGBMScorer:
+    """LightGBM's ``Booster`` as a :class:`Scorer`: the single-row C path below :data:`SINGLE_ROW_PATH_BELOW`
+    rows, the batch call above, both on one thread.  Not thread-safe: one per process."""
+
+    engine = "lightgbm"
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster = booster
+        self._single_row = _SingleRowPredictor.create(booster)
+
+    @classmethod
+    def from_model_text(cls, model_text: str) -> LightGBMScorer:
+        """Load the trees of a LightGBM model text (imports LightGBM)."""
+        import lightgbm as lgb  # deferred: see the module's docstring
+
+        return cls(lgb.Booster(model_str=model_text))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        if self._single_row is not None and len(features) < SINGLE_ROW_PATH_BELOW:
+            return self._single_row.predict(features)
+        return self._batch(features)
+
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(features, pred_contrib=True, num_threads=1))
+
+    def both_paths(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(single-row path, batch path) raw outputs of ``features``; the batch path twice without the C path."""
+        batch = self._batch(features)
+        return (self._single_row.predict(features) if self._single_row is not None else batch), batch
+
+    def _batch(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(features, num_threads=1))
 
 
 # Below this many rows, one LightGBM C call per row beats one Python-wrapped batch call

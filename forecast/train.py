@@ -20,7 +20,8 @@ import numpy as np
 
 from forecast.data import SalesData
 from forecast.features import CATEGORICAL_FEATURES, FEATURE_NAMES, Rows, build_features
-from forecast.model import Predictor
+from forecast.model import LightGBMScorer, Predictor
+from forecast.sources import Candidate
 from forecast.trend import fit_trend
 
 HOLDOUT_MONTHS = 3
@@ -46,6 +47,10 @@ class TrainResult:
     model_text: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def candidate(self) -> Candidate:
+        """This model as a new version of our feature set (:mod:`forecast.sources`): every training run is one."""
+        return Candidate(self.model_text, self.metadata)
+
 
 def fit(data: SalesData, rounds: int = DEFAULT_ROUNDS, threads: int = 0) -> Predictor:
     """Fit trend and trees on ``data``; ``threads=0`` lets LightGBM use every core."""
@@ -60,7 +65,7 @@ def fit(data: SalesData, rounds: int = DEFAULT_ROUNDS, threads: int = 0) -> Pred
         free_raw_data=True,
     )
     booster = lgb.train({**DEFAULT_PARAMS, "num_threads": threads}, dataset, num_boost_round=rounds)
-    return Predictor(booster, trend, version="unregistered")
+    return Predictor(LightGBMScorer(booster), trend, version="unregistered")
 
 
 def holdout_split(data: SalesData, months: int = HOLDOUT_MONTHS) -> tuple[SalesData, SalesData]:

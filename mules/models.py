@@ -18,17 +18,15 @@ so that its requests fail at once instead of loading again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from forecast.compiled import artefact_paths
 from forecast.errors import CorruptVersion, ForecastError
 from forecast.model import Predictor
-from forecast.registry import DEFAULT_MODEL, MODEL_FILE, Registry
+from forecast.registry import DEFAULT_MODEL, Registry
 from mules.loading import LoadGuard
 
 logger = logging.getLogger(__name__)
@@ -103,7 +101,7 @@ class ModelCache:
             registry.resolve(version)  # VersionNotFound, with a message fit for a client
             with self.guard.loading(model, version):
                 predictor = registry.verify(version, compiled=self.compiled and model == DEFAULT_MODEL)
-            size = _size(registry, version, predictor.engine == "compiled")
+            size = PER_MODEL_OVERHEAD_BYTES + registry.footprint_bytes(version, predictor.engine == "compiled")
         except ForecastError as exc:
             reason = f"model {model!r} version {version} cannot be loaded: {exc.message}"
             self._failed[key] = (reason, time.monotonic() + FAILED_RETRY_S)
@@ -126,13 +124,3 @@ class ModelCache:
                 continue
             total -= self._held.pop(key).size_bytes
             logger.info("evicted model %s version %s (least recently used)", *key)
-
-
-def _size(registry: Registry, version: str, compiled: bool) -> int:
-    """The version's memory estimate: the size of what scores it (its compiled trees' library, or its model text
-    for LightGBM) plus the overhead."""
-    folder = registry.versions_dir / version
-    scoring = artefact_paths(folder)[0] if compiled else folder / MODEL_FILE
-    with contextlib.suppress(OSError):
-        return PER_MODEL_OVERHEAD_BYTES + scoring.stat().st_size
-    return PER_MODEL_OVERHEAD_BYTES

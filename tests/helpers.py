@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import json
 import re
-import shutil
 import socket
 import threading
 import time
@@ -17,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from forecast.registry import METADATA_FILE, MODEL_FILE, Registry, sha256_text
+from forecast.registry import Registry
 
 
 def free_port() -> int:
@@ -33,16 +31,10 @@ def kaggle_test_rows() -> list[tuple[str, int, int]]:
     return [(str(d), s, i) for s in range(1, 11) for i in range(1, 51) for d in days]
 
 
-def clone_version(registry: Registry, source: str, target: str) -> Path:
-    """Copy a version under a new name (writable), to damage it in a test."""
-    path = registry.versions_dir / target
-    shutil.copytree(registry.versions_dir / source, path)
-    for file in path.iterdir():
-        file.chmod(0o644)
-    metadata = json.loads((path / METADATA_FILE).read_text())
-    metadata["version"] = target
-    (path / METADATA_FILE).write_text(json.dumps(metadata))
-    return path
+def clone_version(registry: Registry, source: str, target: str) -> None:
+    """Copy a version under a new name (writable), to damage it in a test through ``registry.model_path(target)``
+    or ``registry.metadata_path(target)``."""
+    registry.copy_version(source, target)
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 30, explain: Callable[[], str] = lambda: "") -> None:
@@ -94,8 +86,4 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def forge_version(registry: Registry, source: str, target: str, model_text: str) -> None:
     """``target``: ``model_text`` under a copy of ``source``'s metadata, its checksum recomputed
     (so it passes the checksum: the damage only the model itself can show)."""
-    path = clone_version(registry, source, target)
-    (path / MODEL_FILE).write_text(model_text)
-    metadata = json.loads((path / METADATA_FILE).read_text())
-    metadata["checksum"][MODEL_FILE] = sha256_text(model_text)
-    (path / METADATA_FILE).write_text(json.dumps(metadata))
+    registry.copy_version(source, target, model_text)

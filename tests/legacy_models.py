@@ -16,7 +16,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from forecast.compiled import Reference, compile_trees, load_compiled
+from forecast.compiled import ArtefactPaths, Reference, compile_trees, load_compiled
 from forecast.data import SalesData
 from forecast.features import LEGACY_FEATURE_NAMES, Rows, build_legacy_features
 from forecast.registry import sha256_text
@@ -66,8 +66,9 @@ def compiled_prediction(
     model_path, checksum = directory / "model.txt", sha256_text(model_text)
     model_path.write_text(model_text)
     table = Rows.from_columns(*zip(*rows, strict=True))
-    compile_trees(model_path, checksum, Reference(table, np.zeros(len(rows))), exact_sum)  # reference unused here
-    trees, why_not = load_compiled(model_path, checksum, exact_sum)
+    artefact = ArtefactPaths(directory / "trees.so", directory / "trees.json")
+    compile_trees(model_path, artefact, checksum, Reference(table, np.zeros(len(rows))), exact_sum)  # reference unused
+    trees, why_not = load_compiled(artefact, checksum, exact_sum)
     assert trees is not None, why_not
     return [float(value) for value in trees.predict(build_legacy_features(table))]
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.mule_floor import CONSTANT, VERSION
+from mules.jobs import JobPath
 from mules.loop import Mule
 from mules.models import Key
 from serving.messages import decode_rows
@@ -32,20 +33,25 @@ class ConstantModels:
         self.pinned = key
 
 
+class ConstantJobs(JobPath):
+    """The product's data path, every row answered with :data:`CONSTANT`."""
+
+    def predict(self, predictor: Any, rows_bytes: bytes) -> np.ndarray:
+        return np.full(len(decode_rows(rows_bytes)), CONSTANT)
+
+
 class FloorMule(Mule):
     """A mule that serves from its first moment and answers every row with :data:`CONSTANT`."""
 
-    def __init__(self, settings: Any, uwsgi: Any) -> None:
-        super().__init__(settings, uwsgi)
-        self.models: Any = ConstantModels()
+    def job_path(self) -> JobPath:
+        models: Any = ConstantModels()  # in place of the ModelCache the mule made
+        self.models = models
+        return ConstantJobs(self.settings, self.uwsgi, models, self.metrics)
 
     def try_pin(self, ref: str) -> bool:
         self.models.pin(("default", VERSION))
         self.heartbeat()
         return True
-
-    def predict(self, predictor: Any, rows_bytes: bytes) -> np.ndarray:
-        return np.full(len(decode_rows(rows_bytes)), CONSTANT)
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import requests
 
-from forecast.compiled import artefact_paths
 from forecast.features import Rows
 from forecast.registry import COMPILED_TOLERANCE, Registry
 from launcher.stack import Stack
@@ -35,7 +34,7 @@ def kaggle_csv() -> tuple[bytes, list[str], list[int], list[int]]:
 
 
 def test_the_mules_score_with_compiled_trees_what_lightgbm_forecasts(stack: Stack, serving_registry: Registry) -> None:
-    library = artefact_paths(serving_registry.versions_dir / "v1")[0]
+    library = serving_registry.compiled_paths("v1")[0]
     assert library.exists()  # promote compiled it
     assert serving_registry.compiled_state("v1") == ""
     body, dates, stores, items = kaggle_csv()

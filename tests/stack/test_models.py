@@ -142,8 +142,8 @@ def test_a_model_that_cannot_load_answers_503_naming_it_and_the_others_serve(
     models_stack: Stack, models_registry: Registry
 ) -> None:
     broken = models_registry.named("beta")
-    (broken.versions_dir / "v1" / "model.txt").chmod(0o644)
-    (broken.versions_dir / "v1" / "model.txt").write_text("tampered\n")  # fails its checksum on load
+    broken.model_path("v1").chmod(0o644)
+    broken.model_path("v1").write_text("tampered\n")  # fails its checksum on load
     row = {"date": "2017-05-01", "store": 2, "item": 3}
     refused = post(models_stack, "beta", row)
     assert refused.status_code == 503

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from forecast.features import Rows
-from forecast.registry import METADATA_FILE, MODEL_FILE, Registry
+from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.helpers import clone_version, crashing_model_text, forge_version, wait_for
 from tests.stack.load import Outcome, distinct_rows, hammer, mule_pids
@@ -79,10 +79,10 @@ def test_reload_under_load_switches_version_without_failing_a_request(
 def test_a_corrupt_production_version_is_refused_and_the_old_one_keeps_serving(
     reload_stack: Stack, registry_copy: Registry
 ) -> None:
-    corrupt = clone_version(registry_copy, "v2", "v3")
-    (corrupt / MODEL_FILE).write_text("tampered\n")
+    clone_version(registry_copy, "v2", "v3")
+    registry_copy.model_path("v3").write_text("tampered\n")
     # A registry damaged behind our back: the alias names a version that would never pass promote().
-    (registry_copy.aliases_dir / "production").write_text("v3\n")
+    registry_copy.set_alias("production", "v3")
 
     response = requests.post(f"{reload_stack.url}/reload", timeout=60)
     assert response.status_code == 422
@@ -99,9 +99,10 @@ def test_a_corrupt_production_version_is_refused_and_the_old_one_keeps_serving(
 def test_an_incompatible_production_version_is_refused_before_any_mule_loads_it(
     reload_stack: Stack, registry_copy: Registry
 ) -> None:
-    meta = clone_version(registry_copy, "v2", "v3") / METADATA_FILE
+    clone_version(registry_copy, "v2", "v3")
+    meta = registry_copy.metadata_path("v3")
     meta.write_text(meta.read_text().replace('"feature_version": "1"', '"feature_version": "0"'))
-    (registry_copy.aliases_dir / "production").write_text("v3\n")
+    registry_copy.set_alias("production", "v3")
     response = requests.get(f"{reload_stack.url}/reload", timeout=60)
     assert response.status_code == 422
     assert "feature version" in response.json()["message"]
@@ -130,7 +131,7 @@ def test_reload_with_a_configured_token_requires_it(token_stack: Stack) -> None:
 def crash_version(registry: Registry, target: str) -> None:
     """``target``: v1's model made to abort LightGBM as it loads, and passing every check that does not load it;
     then ``production`` names it, behind the server's back (what no promote would let through)."""
-    forge_version(registry, "v1", target, crashing_model_text((registry.versions_dir / "v1" / MODEL_FILE).read_text()))
+    forge_version(registry, "v1", target, crashing_model_text(registry.model_path("v1").read_text()))
     registry.set_alias("production", target)
 
 

@@ -12,9 +12,7 @@ def test_with_one_version_the_reload_check_registers_production_again_and_says_s
     other, source = version_to_reload_to(registry, "v1")
     assert other == "v2"
     assert registry.versions() == ["v1", "v2"]
-    assert (registry.versions_dir / "v2" / "model.txt").read_text() == (
-        registry.versions_dir / "v1" / "model.txt"
-    ).read_text()
+    assert registry.model_path("v2").read_text() == registry.model_path("v1").read_text()
     assert "registered now" in source
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecast.compiled import artefact_paths
 from forecast.data import SalesData
 from forecast.errors import CorruptVersion
-from forecast.registry import COMPILED_TOLERANCE, MODEL_FILE, Registry, domain_rows
+from forecast.registry import COMPILED_TOLERANCE, Registry, domain_rows
 from forecast.train import TrainResult, train
 from tests.conftest import SMALL_ROUNDS
 
@@ -28,7 +27,7 @@ def compiled(registry: Registry) -> Registry:
 
 
 def _artefact(registry: Registry, version: str = "v1") -> tuple[Path, Path]:
-    return artefact_paths(registry.versions_dir / version)
+    return registry.compiled_paths(version)
 
 
 def _rewrite(path: Path, change: dict[str, object]) -> None:
@@ -42,6 +41,7 @@ def test_compiled_trees_forecast_what_lightgbm_does_over_the_whole_domain(compil
     assert predictor.engine == "compiled"
     assert predictor.booster is None  # loaded without LightGBM
     assert predictor.compiled is not None
+    assert predictor.contributions(domain_rows(compiled.metadata("v1"))) is None  # LightGBM's job (Scorer)
     rows = domain_rows(compiled.metadata("v1"))
     assert len(rows) == 3 * 4 * 8  # every store and item of the small model, on 8 dates
     reference = predictor.compiled.reference  # what loading checked them against
@@ -59,7 +59,7 @@ def test_compiled_trees_forecast_what_lightgbm_does_over_the_whole_domain(compil
 def test_the_artefact_is_read_only_and_names_what_it_was_made_from(compiled: Registry) -> None:
     library_path, info_path = _artefact(compiled)
     info = json.loads(info_path.read_text())
-    assert info["model_sha256"] == compiled.metadata("v1")["checksum"][MODEL_FILE]
+    assert info["model_sha256"] == compiled.checksum("v1")
     assert info["library_sha256"].startswith("sha256:")
     assert info["target_cpu"] == "generic"
     for path in (library_path, info_path):
@@ -159,7 +159,7 @@ def test_an_artefact_copied_whole_from_another_model_passes_a_mule_but_not_regis
     library_path.write_bytes(theirs_library.read_bytes())
     _rewrite(
         info_path,
-        {**json.loads(theirs_info.read_text()), "model_sha256": compiled.metadata("v1")["checksum"][MODEL_FILE]},
+        {**json.loads(theirs_info.read_text()), "model_sha256": compiled.checksum("v1")},
     )
     assert compiled.verify("v1").engine == "compiled"  # self-consistent: what a mule checks holds
     done = _cli(compiled, "verify", "v1", "--json")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecast.compiled import EXACT_TREE_BLOCK, TREE_BLOCK, artefact_paths
+from forecast.compiled import EXACT_TREE_BLOCK, TREE_BLOCK
 from forecast.data import SalesData
 from forecast.errors import CorruptVersion
 from forecast.features import Rows
@@ -76,20 +76,20 @@ def test_an_imported_versions_compiled_trees_forecast_what_the_original_computed
     served = predictor.predict(Rows.from_columns(*zip(*ROWS, strict=True)))
     assert differing(served, expected) == 0
     assert [repr(float(a)) for a in served[:50]] == [repr(b) for b in expected[:50]]  # the digits FastAPI wrote
-    info = json.loads(artefact_paths(imported.versions_dir / "v1")[1].read_text())
+    info = json.loads(imported.compiled_paths("v1")[1].read_text())
     assert info["tree_block"] == EXACT_TREE_BLOCK
 
 
 def test_our_own_versions_keep_lleaves_blocks_and_their_artefacts_made_before(registry: Registry) -> None:
     registry.compile("v1")
-    assert json.loads(artefact_paths(registry.versions_dir / "v1")[1].read_text())["tree_block"] == TREE_BLOCK
+    assert json.loads(registry.compiled_paths("v1")[1].read_text())["tree_block"] == TREE_BLOCK
     _rewrite_description(registry, {}, drop="tree_block")  # made before the block size was recorded: still ours
     assert registry.compiled_state("v1") == ""
     assert registry.load("v1").engine == "compiled"
 
 
 def _rewrite_description(registry: Registry, change: dict[str, object], drop: str = "") -> None:
-    info_path = artefact_paths(registry.versions_dir / "v1")[1]
+    info_path = registry.compiled_paths("v1")[1]
     info = {key: value for key, value in json.loads(info_path.read_text()).items() if key != drop}
     info_path.chmod(0o644)
     info_path.write_text(json.dumps({**info, **change}))
@@ -108,7 +108,7 @@ def test_a_blocked_artefact_of_an_imported_version_is_stale_and_lightgbm_scores(
 
 def test_compiled_trees_one_bit_off_the_reference_refuse_an_imported_version(imported: Registry) -> None:
     """Tolerance 0 for the original's models (ours keep 1e-9: the same change passes for them)."""
-    info = json.loads(artefact_paths(imported.versions_dir / "v1")[1].read_text())
+    info = json.loads(imported.compiled_paths("v1")[1].read_text())
     sales = info["reference"]["sales"]
     sales[0] = float(np.nextafter(sales[0], np.inf))
     _rewrite_description(imported, {"reference": {**info["reference"], "sales": sales}})
@@ -118,7 +118,7 @@ def test_compiled_trees_one_bit_off_the_reference_refuse_an_imported_version(imp
 
 def test_one_bit_off_the_reference_passes_for_our_own_versions(registry: Registry) -> None:
     registry.compile("v1")
-    info = json.loads(artefact_paths(registry.versions_dir / "v1")[1].read_text())
+    info = json.loads(registry.compiled_paths("v1")[1].read_text())
     sales = info["reference"]["sales"]
     sales[0] = float(np.nextafter(sales[0], np.inf))
     _rewrite_description(registry, {"reference": {**info["reference"], "sales": sales}})

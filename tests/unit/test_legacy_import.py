@@ -20,7 +20,7 @@ from forecast.data import SalesData
 from forecast.errors import CorruptVersion, ImportRefused, IncompatibleVersion
 from forecast.features import FEATURE_NAMES, LEGACY_FEATURE_VERSION
 from forecast.legacy import import_legacy
-from forecast.registry import MODEL_FILE, Registry, sha256_text
+from forecast.registry import Registry, sha256_text
 from tests.helpers import crashing_model_text, forge_version, serving_directory
 from tests.legacy_models import train_legacy_model, write_registry_file
 
@@ -48,7 +48,7 @@ def test_import_by_path_registers_a_described_version_and_promotes_it(registry: 
     assert metadata["feature_version"] == LEGACY_FEATURE_VERSION
     assert metadata["feature_names"] == ["store", "item", "month", "day", "year"]
     assert metadata["source"] == {"registry_file": str(source), "model_file": str(source.parent / "lgb_model.txt")}
-    assert metadata["checksum"][MODEL_FILE] == sha256_text((source.parent / "lgb_model.txt").read_text())
+    assert registry.checksum(version) == sha256_text((source.parent / "lgb_model.txt").read_text())
     guardrails = {"min_date": "2018-01-01", "max_date": "2018-03-31", "store_id_min": 0, "store_id_max": 10,
                   "item_id_min": 0, "item_id_max": 50, "max_value": 200.0}  # fmt: skip
     assert metadata["guardrails"] == guardrails
@@ -113,7 +113,7 @@ def test_a_model_over_other_features_under_copied_metadata_is_refused(registry: 
 
 
 def test_a_model_that_crashes_lightgbm_crashes_only_the_verifying_child(registry: Registry) -> None:
-    forge_version(registry, "v1", "v2", crashing_model_text((registry.versions_dir / "v1" / MODEL_FILE).read_text()))
+    forge_version(registry, "v1", "v2", crashing_model_text(registry.model_path("v1").read_text()))
     with pytest.raises(CorruptVersion, match=r"version v2: verifying it crashed \(killed by signal 6"):
         registry.check("v2")
     with pytest.raises(CorruptVersion, match="crashed"):
@@ -123,7 +123,7 @@ def test_a_model_that_crashes_lightgbm_crashes_only_the_verifying_child(registry
 
 def test_a_truncated_model_is_refused_before_lightgbm_parses_it(registry: Registry) -> None:
     """In this very process: LightGBM would abort it (the truncated download of the issue)."""
-    text = (registry.versions_dir / "v1" / MODEL_FILE).read_text()
+    text = registry.model_path("v1").read_text()
     forge_version(registry, "v1", "v2", text[: len(text) // 3])
     with pytest.raises(CorruptVersion, match="cut short"):
         registry.verify("v2")

@@ -70,9 +70,9 @@ def test_a_mule_failure_is_logged_once_with_the_job_id(caplog: pytest.LogCapture
     job = Job(os.urandom(16), address, 1e12, encode_rows([17552], [10], [23]), "default", "v1")
     try:
         with caplog.at_level(logging.INFO, logger="mules"):
-            mule.score([job])
+            mule.jobs.score([job])
     finally:
-        mule.notices.close()
+        mule.jobs.notices.close()
         waiting.close()
     errors_logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors_logged) == 1

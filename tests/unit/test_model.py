@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from forecast.features import FEATURE_SETS, FEATURE_VERSION, Rows, build_features
-from forecast.model import SINGLE_ROW_PATH_BELOW, Predictor
+from forecast.model import SINGLE_ROW_PATH_BELOW, LightGBMScorer, Predictor
 from forecast.train import TrainResult
 from forecast.trend import Trend
 
@@ -23,12 +23,12 @@ def random_rows(n: int) -> Rows:
 
 def test_the_single_row_path_equals_booster_predict(small_model: TrainResult) -> None:
     """The reference is LightGBM's own batch call, not the path under test."""
-    model = predictor(small_model)
-    assert model._single_row is not None, "this LightGBM exposes the single-row fast path"
-    assert model.booster is not None
+    scorer = predictor(small_model).scorer
+    assert isinstance(scorer, LightGBMScorer)
+    assert scorer._single_row is not None, "this LightGBM exposes the single-row fast path"
     features = build_features(random_rows(2_000))
-    fast = model._single_row.predict(features)
-    assert np.array_equal(fast, model.booster.predict(features, num_threads=1))
+    fast = scorer._single_row.predict(features)
+    assert np.array_equal(fast, scorer.booster.predict(features, num_threads=1))
 
 
 def test_small_and_large_calls_give_the_same_sales(small_model: TrainResult) -> None:
@@ -42,3 +42,13 @@ def test_small_and_large_calls_give_the_same_sales(small_model: TrainResult) -> 
     ]
     assert np.array_equal(batch, one_by_one)
     assert np.all(batch >= 0)
+
+
+def test_lightgbm_contributions_add_up_to_its_raw_output(small_model: TrainResult) -> None:
+    """One column per feature and the expected value last (``pred_contrib``), summing to what the trees say."""
+    scorer = predictor(small_model).scorer
+    features = build_features(random_rows(50))
+    contributions = scorer.contributions(features)
+    assert contributions is not None
+    assert contributions.shape == (50, features.shape[1] + 1)
+    assert np.allclose(contributions.sum(axis=1), scorer.predict(features))

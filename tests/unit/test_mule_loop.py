@@ -77,7 +77,7 @@ def mule(registry: Registry, shared: FakeUwsgi) -> Iterator[Mule]:
     mule = Mule(settings_for(registry), shared.mule(1))
     mule.start()  # loads production, drains the empty queue, goes to sleep
     yield mule
-    mule.notices.close()
+    mule.jobs.notices.close()
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def closing() -> Iterator[list[Mule | Worker]]:
     made: list[Mule | Worker] = []
     yield made
     for each in made:
-        (each.notices if isinstance(each, Mule) else each.channel).close()
+        (each.jobs.notices if isinstance(each, Mule) else each.channel).close()
 
 
 def test_a_reload_met_while_draining_is_served_before_the_rest_of_the_queue(
@@ -227,10 +227,10 @@ def test_production_jobs_go_before_shadow_jobs_and_a_busy_mule_drops_shadows(
 ) -> None:
     """Shadow work is done in spare time only: every queued job first, then shadows; too many are dropped."""
     scored: list[str] = []
-    score_shadow = mule.score_shadow
-    mule.score_shadow = lambda job: scored.append("shadow") or score_shadow(job)  # type: ignore[method-assign,func-returns-value]
-    score = mule.score
-    mule.score = lambda batch: scored.extend("job" for _ in batch) or score(batch)  # type: ignore[method-assign,func-returns-value]
+    score_shadow = mule.jobs.score_shadow
+    mule.jobs.score_shadow = lambda job: scored.append("shadow") or score_shadow(job)  # type: ignore[method-assign,func-returns-value]
+    score = mule.jobs.score
+    mule.jobs.score = lambda batch: scored.extend("job" for _ in batch) or score(batch)  # type: ignore[method-assign,func-returns-value]
     dropped: list[str] = []
     mule.metrics.shadow_dropped = lambda model, reason: dropped.append(reason)  # type: ignore[method-assign]
     for _ in range(SHADOW_BACKLOG + 3):  # more than a mule keeps: the oldest are dropped

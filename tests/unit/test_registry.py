@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from forecast.errors import CorruptVersion, IncompatibleVersion, RegistryError, VersionNotFound
-from forecast.registry import METADATA_FILE, MODEL_FILE, Alias, Registry, is_model_name
+from forecast.registry import Alias, Registry, is_model_name
 from forecast.train import TrainResult
 from tests.helpers import clone_version
 
@@ -20,8 +20,8 @@ def test_register_writes_an_immutable_described_version(registry: Registry) -> N
         assert key in metadata
     assert metadata["data"]["fingerprint"].startswith("sha256:")
     assert set(metadata["metrics"]["holdout"]) >= {"model", "baseline"}
-    for file in (MODEL_FILE, METADATA_FILE):
-        mode = (registry.versions_dir / "v1" / file).stat().st_mode
+    for file in (registry.model_path("v1"), registry.metadata_path("v1")):
+        mode = file.stat().st_mode
         assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
 
 
@@ -48,8 +48,8 @@ def test_named_models_live_beside_the_default_one(registry: Registry, small_mode
     version = store_model.register(small_model.model_text, small_model.metadata)
     store_model.set_alias("production", store_model.verify(version).version)
     assert registry.models() == ["default", "store-3"]
-    assert (store_model.versions_dir, registry.versions_dir) == (registry.root / "models/store-3/versions",
-                                                                 registry.root / "versions")  # fmt: skip
+    assert (store_model.model_path("v1"), registry.model_path("v1")) == (
+        registry.root / "models/store-3/versions/v1/model.txt", registry.root / "versions/v1/model.txt")  # fmt: skip
     assert (store_model.aliases(), registry.aliases()) == ({"production": "v1"}, {"production": "v1"})
     with pytest.raises(RegistryError, match="not a model name"):
         registry.named("../etc")
@@ -66,7 +66,7 @@ def test_concurrent_registers_get_distinct_versions(registry: Registry, small_mo
     for thread in threads:
         thread.join()
     assert sorted(results) == sorted(f"v{n}" for n in range(2, 10))
-    assert not [p for p in registry.versions_dir.iterdir() if p.name.startswith(".")]
+    assert not [p for p in registry.model_path("v1").parent.parent.iterdir() if p.name.startswith(".")]
 
 
 def test_alias_switch_is_atomic_under_a_concurrent_reader(registry: Registry, small_model: TrainResult) -> None:
@@ -96,9 +96,9 @@ def test_alias_switch_is_atomic_under_a_concurrent_reader(registry: Registry, sm
 
 
 def test_corrupt_model_is_refused_and_production_is_unchanged(registry: Registry) -> None:
-    path = clone_version(registry, "v1", "v2")
-    text = (path / MODEL_FILE).read_text()
-    (path / MODEL_FILE).write_text(text.replace("Tree=0", "Tree=9", 1))
+    clone_version(registry, "v1", "v2")
+    text = registry.model_path("v2").read_text()
+    registry.model_path("v2").write_text(text.replace("Tree=0", "Tree=9", 1))
     with pytest.raises(CorruptVersion, match="checksum"):
         registry.verify("v2")
     with pytest.raises(CorruptVersion):
@@ -107,13 +107,7 @@ def test_corrupt_model_is_refused_and_production_is_unchanged(registry: Registry
 
 
 def test_unparseable_model_with_matching_checksum_is_refused(registry: Registry) -> None:
-    from forecast.registry import sha256_text
-
-    path = clone_version(registry, "v1", "v2")
-    (path / MODEL_FILE).write_text("not a model\n")
-    metadata = json.loads((path / METADATA_FILE).read_text())
-    metadata["checksum"][MODEL_FILE] = sha256_text("not a model\n")
-    (path / METADATA_FILE).write_text(json.dumps(metadata))
+    registry.copy_version("v1", "v2", model_text="not a model\n")
     with pytest.raises(CorruptVersion, match="not a LightGBM model text"):  # found before LightGBM parses it
         registry.promote("v2")
     assert registry.resolve("production") == "v1"
@@ -128,10 +122,10 @@ def test_unparseable_model_with_matching_checksum_is_refused(registry: Registry)
     ],
 )
 def test_incompatible_version_is_refused(registry: Registry, field: str, value: object, message: str) -> None:
-    path = clone_version(registry, "v1", "v2")
-    metadata = json.loads((path / METADATA_FILE).read_text())
+    clone_version(registry, "v1", "v2")
+    metadata = json.loads(registry.metadata_path("v2").read_text())
     metadata[field] = value
-    (path / METADATA_FILE).write_text(json.dumps(metadata))
+    registry.metadata_path("v2").write_text(json.dumps(metadata))
     with pytest.raises(IncompatibleVersion, match=message):
         registry.promote("v2")
     assert registry.resolve("production") == "v1"
@@ -144,8 +138,8 @@ def test_missing_and_unreadable_versions(registry: Registry) -> None:
         registry.resolve("canary")
     with pytest.raises(VersionNotFound):
         registry.resolve("../v1")
-    path = clone_version(registry, "v1", "v2")
-    (path / METADATA_FILE).write_text("{not json")
+    clone_version(registry, "v1", "v2")
+    registry.metadata_path("v2").write_text("{not json")
     with pytest.raises(CorruptVersion, match="unreadable"):
         registry.metadata("v2")
 
@@ -172,8 +166,8 @@ def test_cli_lists_shows_verifies_and_promotes(registry: Registry, small_model: 
 
 
 def test_cli_refuses_a_corrupt_version_with_a_clear_message(registry: Registry) -> None:
-    path = clone_version(registry, "v1", "v2")
-    (path / MODEL_FILE).write_text("garbage")
+    clone_version(registry, "v1", "v2")
+    registry.model_path("v2").write_text("garbage")
     result = run_cli(registry, "promote", "v2")
     assert result.returncode == 1
     assert "error: version v2: model.txt does not match its checksum" in result.stderr

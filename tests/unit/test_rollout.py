@@ -105,7 +105,7 @@ class StandInPool:
 @pytest.fixture
 def promoted(registry: Registry) -> Registry:
     """``registry`` with v2 (the same model) made production behind the pod's back."""
-    text = (registry.versions_dir / "v1" / "model.txt").read_text()
+    text = registry.model_path("v1").read_text()
     version = registry.register(text, registry.metadata("v1"))
     registry.set_alias("production", version)
     return registry
