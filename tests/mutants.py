@@ -204,12 +204,12 @@ def copy_checkout(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
-def run(mutant: Mutant | None, catch: tuple[str, ...] = UNIT) -> list[str]:
-    """The tests of ``catch`` that fail with ``mutant`` applied (None: the copy as it is), stopping at the first
-    (empty: nothing failed)."""
+def run(snapshot: Path, mutant: Mutant | None, catch: tuple[str, ...] = UNIT) -> list[str]:
+    """The tests of ``catch`` that fail in a copy of ``snapshot`` with ``mutant`` applied (None: the copy as it
+    is), stopping at the first (empty: nothing failed)."""
     with tempfile.TemporaryDirectory(prefix="mutant-", ignore_cleanup_errors=True) as tmp:  # a stack may still write
         work = Path(tmp)
-        copy_checkout(work)
+        shutil.copytree(snapshot, work, symlinks=True, dirs_exist_ok=True)
         if mutant is not None:
             source = work / mutant.path
             source.write_text(source.read_text().replace(mutant.old, mutant.new))
@@ -221,17 +221,17 @@ def run(mutant: Mutant | None, catch: tuple[str, ...] = UNIT) -> list[str]:
     return sorted(set(re.findall(r"^(?:FAILED|ERROR) (tests/.+?)(?: - .*)?$", out, re.M)))
 
 
-def baseline_failures(chosen: list[Mutant]) -> list[str]:
+def baseline_failures(snapshot: Path, chosen: list[Mutant]) -> list[str]:
     """Tests that fail in an unbroken copy: a mutant 'caught' by one of them would prove nothing."""
-    return [failed for catch in dict.fromkeys(m.catch for m in chosen) for failed in run(None, catch)]
+    return [failed for catch in dict.fromkeys(m.catch for m in chosen) for failed in run(snapshot, None, catch)]
 
 
-def verdict(mutant: Mutant) -> tuple[str, str]:
+def verdict(snapshot: Path, mutant: Mutant) -> tuple[str, str]:
     """("caught" | "NOT CAUGHT" | "STALE", what to print after the claim)."""
-    found = mutant.occurrences()
+    found = mutant.occurrences(snapshot)
     if found != 1:
         return "STALE", f"STALE: the snippet occurs {found} times in {mutant.path}, not once; update the mutant"
-    caught = run(mutant)
+    caught = run(snapshot, mutant)
     return ("caught", ", ".join(caught)) if caught else ("NOT CAUGHT", "NOT CAUGHT")
 
 
@@ -241,15 +241,21 @@ def main() -> int:
     parser.add_argument("--only", default="", help="run the mutants whose claim contains this")
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if args.only in m.claim and args.tier in ("all", m.tier)]
-    broken = baseline_failures(chosen)
-    if broken:
-        print("the unbroken copy fails already, so no mutant can be judged: " + ", ".join(broken))
-        return 2
-    counts = dict.fromkeys(("caught", "NOT CAUGHT", "STALE"), 0)
-    for mutant in chosen:
-        outcome, detail = verdict(mutant)
-        counts[outcome] += 1
-        print(f"- {mutant.claim} ({mutant.path}): {detail}", flush=True)
+    # One snapshot of the checkout, taken now, is what every mutant breaks: edits (a merge, a checkout) made
+    # while a run goes on cannot reach it (a copy per mutant from the live checkout once took in a half-done
+    # merge, whose failing test then "caught" a mutant).
+    with tempfile.TemporaryDirectory(prefix="mutants-snapshot-") as tmp:
+        snapshot = Path(tmp)
+        copy_checkout(snapshot)
+        broken = baseline_failures(snapshot, chosen)
+        if broken:
+            print("the unbroken copy fails already, so no mutant can be judged: " + ", ".join(broken))
+            return 2
+        counts = dict.fromkeys(("caught", "NOT CAUGHT", "STALE"), 0)
+        for mutant in chosen:
+            outcome, detail = verdict(snapshot, mutant)
+            counts[outcome] += 1
+            print(f"- {mutant.claim} ({mutant.path}): {detail}", flush=True)
     print(f"mutants ({args.tier} tier): {len(chosen)} run, {counts['caught']} caught, "
           f"{counts['NOT CAUGHT']} not caught, {counts['STALE']} stale")  # fmt: skip
     return 0 if chosen and counts["caught"] == len(chosen) else 1
