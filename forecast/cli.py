@@ -78,6 +78,12 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
         "--compile", action="store_true", help="first compile its trees if they are not (FORECAST_COMPILED_TREES)"
     )
     verify.set_defaults(run=_verify, compiled_trees=settings.compiled_trees)
+    verify_many = actions.add_parser(
+        "verify-many",
+        help="verify versions of any models, one JSON line each (what a pod runs: forecast/child_check.py)",
+    )
+    verify_many.add_argument("wanted", nargs="+", metavar="MODEL/VERSION")
+    verify_many.set_defaults(run=_verify_many, compiled_trees=settings.compiled_trees)
     compile_ = actions.add_parser("compile", parents=[named], help="compile a version's trees to native code")
     compile_.add_argument("ref", help="version (v3) or alias (production)")
     compile_.set_defaults(run=_compile)
@@ -187,19 +193,40 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
 
 def _verify(args: argparse.Namespace, registry: Registry) -> int:
     try:
-        if args.compile and args.compiled_trees:
-            _compile_if_needed(registry, args.ref)
-        lightgbm = registry.verify(args.ref, compiled=False)
-        compiled = registry.verify_compiled(args.ref, lightgbm) if args.compiled_trees else None
+        version, compiled = _verified(registry, args.ref, args.compile and args.compiled_trees, args.compiled_trees)
     except ForecastError as exc:
         if not args.json:
             raise
-        print(json.dumps({"code": exc.code, "message": exc.message}))  # read by Registry.check
+        print(json.dumps({"code": exc.code, "message": exc.message}))
         return 1
     engine = "compiled trees agree with LightGBM" if compiled else "no compiled trees: LightGBM scores"
-    print(f"{lightgbm.version}: ok (checksum, compatibility, model text, features, load, both prediction paths; "
-          f"{engine})")  # fmt: skip
+    print(f"{version}: ok (checksum, compatibility, model text, features, load, both prediction paths; {engine})")
     return 0
+
+
+def _verify_many(args: argparse.Namespace, registry: Registry) -> int:
+    """Each MODEL/VERSION compiled if needed and verified; one JSON line each, as it is done (read by
+    :mod:`forecast.child_check`).  Exit 0 whatever the outcomes: they are in the lines."""
+    for wanted in args.wanted:
+        model, _, version = wanted.partition("/")
+        report: dict[str, object] = {"model": model, "version": version}
+        try:
+            _verified(registry.named(model), version, args.compiled_trees, args.compiled_trees)
+            report["ok"] = True
+        except ForecastError as exc:
+            report.update(code=exc.code, message=exc.message)
+        print(json.dumps(report), flush=True)
+    return 0
+
+
+def _verified(registry: Registry, ref: str, compile_first: bool, compiled_trees: bool) -> tuple[str, bool]:
+    """``ref`` verified on LightGBM and, with ``compiled_trees``, on its compiled trees (compiled first if
+    ``compile_first`` and they are missing): the version, and whether compiled trees agree."""
+    if compile_first:
+        _compile_if_needed(registry, ref)
+    lightgbm = registry.verify(ref, compiled=False)
+    compiled = registry.verify_compiled(ref, lightgbm) if compiled_trees else None
+    return lightgbm.version, compiled is not None
 
 
 def _compile_if_needed(registry: Registry, ref: str) -> None:

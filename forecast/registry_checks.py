@@ -13,18 +13,16 @@ no LightGBM (a web worker may call it); :meth:`Verifier.load`, :meth:`Verifier.v
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from forecast.child_check import check_versions
 from forecast.compiled import CompileReport, Reference, compile_trees, load_compiled
-from forecast.errors import CorruptVersion, IncompatibleVersion, RegistryError, VersionNotFound
+from forecast.errors import CorruptVersion, IncompatibleVersion, RegistryError
 from forecast.features import FEATURE_SETS, FeatureSet, Rows
 from forecast.modeltext import check_model_text
 from forecast.registry_files import MODEL_FILE, RegistryFiles, sha256_text
@@ -36,9 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-_REFUSALS: dict[str, type[RegistryError]] = {
-    cls.code: cls for cls in (RegistryError, VersionNotFound, CorruptVersion, IncompatibleVersion)
-}
 SMOKE_ROW_COUNT = 8  # rows verify() scores on both paths, spread over the version's domain
 DOMAIN_DATES = 8  # dates per store and item of the reference rows that compiled trees are checked on
 # Compiled trees sum in blocks, LightGBM tree by tree: the last bits of a sum may differ (forecast/compiled.py);
@@ -171,34 +166,20 @@ class Verifier:
         return predictor
 
     def check(self, ref: str, timeout_s: float = 120) -> str:
-        """:meth:`verify` ``ref`` in a child process (LightGBM never runs here); return the version.
+        """:meth:`verify` ``ref`` in a child process (:mod:`forecast.child_check`; LightGBM never runs
+        here); return the version.
 
         The child first compiles the version's trees if they are not (``FORECAST_COMPILED_TREES``),
         so every version an alias names has them; ``timeout_s`` must allow for that (seconds).
-
-        A model that crashes LightGBM or hangs takes down the child, not the caller:
-        raises :class:`CorruptVersion` naming what happened, or what :meth:`verify` raised.
+        Raises :class:`CorruptVersion` naming what happened (a crash, a hang), or what :meth:`verify`
+        raised.
         """
-        version, files = self.files.resolve(ref), self.files
-        command = [python_executable(), "-m", "forecast", "--registry", str(files.root), "registry", "verify", version,
-                   "--json", "--compile", "--model", files.model]  # fmt: skip
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False,
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise CorruptVersion(f"version {version}: verification did not finish within {timeout_s:g} s") from None
-        if done.returncode == 0:
-            return version
-        try:
-            refusal = json.loads(done.stdout.strip().splitlines()[-1])
-            error = _REFUSALS[refusal["code"]](refusal["message"])
-        except (IndexError, ValueError, KeyError, TypeError):
-            reason = f"exit {done.returncode}" if done.returncode >= 0 else f"killed by signal {-done.returncode}"
-            last = done.stderr.strip().splitlines()[-1:]  # e.g. LightGBM's "terminate called ..."
-            raise CorruptVersion(
-                f"version {version}: verifying it crashed ({reason}{': ' + last[0] if last else ''})"
-            ) from None
-        raise error
+        version = self.files.resolve(ref)
+        wanted = (self.files.model, version)
+        refusal = check_versions(self.files.root, python_executable(), [wanted], timeout_s)[wanted]
+        if refusal is not None:
+            raise refusal
+        return version
 
 
 def check_compatible(metadata: dict[str, Any]) -> FeatureSet:

@@ -187,6 +187,10 @@ MUTANTS = (
     Mutant("the benchmark's CPU of a tree does not go negative when a process of it ends", "benchmarks/systems.py",
            "after[pid] - used for pid, used in before.items() if pid in after",
            "after.get(pid, 0.0) - used for pid, used in before.items()"),
+    Mutant("one child verifies every version a pod asks for", "forecast/child_check.py",
+           'for model, version in wanted)]', 'for model, version in wanted[:1])]'),
+    Mutant("a version a verifying child crashed on is refused, the rest verified", "forecast/child_check.py",
+           "outcomes[on] = _failure(", "outcomes[on] = None if on else _failure("),
 )  # fmt: skip
 
 
