@@ -125,6 +125,7 @@ class Rollout:
 
     def __post_init__(self) -> None:
         self._verified: set[str] = set()  # "model/version" verified by this process
+        self._refusals: dict[str, ForecastError] = {}  # "model/version" refused by a pass's check, not yet acted on
 
     def apply(self) -> Routes:
         """Bring the pod to the registry's aliases; return the routes published (see the module docstring)."""
@@ -132,8 +133,10 @@ class Rollout:
             current = self.pool.routes() or Routes({})
             refused = dict(current.refused or {})
             models: dict[str, ModelRoute] = {}
-            for model in self.registry.models():
-                route = self._route(model, current.models.get(model), refused)
+            tables = {model: self.registry.named(model).alias_table() for model in self.registry.models()}
+            self._check_new(tables, refused)
+            for model, table in tables.items():
+                route = self._route(model, table, current.models.get(model), refused)
                 if route is not None:
                     models[model] = route
             routes = Routes(models, current.generation + 1, _still_named(refused, self.registry))
@@ -156,8 +159,23 @@ class Rollout:
     def start(self) -> None:
         threading.Thread(target=self.follow_forever, name="registry-follower", daemon=True).start()
 
-    def _route(self, model: str, old: ModelRoute | None, refused: dict[str, str]) -> ModelRoute | None:
-        table = self.registry.named(model).alias_table()
+    def _check_new(self, tables: dict[str, dict[str, Alias]], refused: dict[str, str]) -> None:
+        """Every version an alias names that this process has not verified nor the pod refused, checked in one
+        child process (:meth:`Registry.check_many`): a child per version cost a pod following 100 models
+        minutes before its first routes.  :meth:`_verify` then knows each outcome."""
+        wanted = [(model, alias.version) for model, table in tables.items() for alias in table.values()
+                  if f"{model}/{alias.version}" not in self._verified | refused.keys()]  # fmt: skip
+        if not wanted:
+            return
+        for (model, version), refusal in self.registry.check_many(wanted, self.settings.reload_timeout_s).items():
+            if refusal is None:
+                self._verified.add(f"{model}/{version}")
+            else:
+                self._refusals[f"{model}/{version}"] = refusal
+
+    def _route(
+        self, model: str, table: dict[str, Alias], old: ModelRoute | None, refused: dict[str, str]
+    ) -> ModelRoute | None:
         production = self._production(model, table.get("production"), old, refused)
         if production is None:
             return None
@@ -211,9 +229,14 @@ class Rollout:
         return alias
 
     def _verify(self, model: str, version: str) -> None:
-        if f"{model}/{version}" not in self._verified:
+        """Raise what the pass's check found wrong with ``version``; check it now if the pass did not."""
+        key = f"{model}/{version}"
+        refusal = self._refusals.pop(key, None)
+        if refusal is not None:
+            raise refusal
+        if key not in self._verified:
             self.registry.named(model).check(version, timeout_s=self.settings.reload_timeout_s)
-            self._verified.add(f"{model}/{version}")
+            self._verified.add(key)
 
     def _roll(self, model: str, version: str, old: str | None) -> None:
         """Load ``version`` into the mules that serve ``model`` now (for the default model, every mule)."""

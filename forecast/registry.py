@@ -19,9 +19,11 @@ worker can use this module (and :meth:`Registry.check`, which runs LightGBM in a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forecast.child_check import Wanted, check_versions
 from forecast.compiled import CompileReport
 from forecast.errors import RegistryError
 from forecast.registry_checks import COMPILED_TOLERANCE, Verifier, domain_rows, python_executable
@@ -81,6 +83,11 @@ class Registry(RegistryFiles):
     def check(self, ref: str, timeout_s: float = 120) -> str:
         """See :meth:`Verifier.check`."""
         return self.verifier.check(ref, timeout_s)
+
+    def check_many(self, wanted: Sequence[Wanted], timeout_s: float = 120) -> dict[Wanted, RegistryError | None]:
+        """Versions of any models under this root checked as :meth:`check` does, in one child process
+        (:func:`forecast.child_check.check_versions`): each (model, version), None or why it was refused."""
+        return check_versions(self.root, python_executable(), wanted, timeout_s)
 
     def compile(self, ref: str) -> CompileReport:
         """See :meth:`Verifier.compile`."""

@@ -191,6 +191,8 @@ MUTANTS = (
            'for model, version in wanted)]', 'for model, version in wanted[:1])]'),
     Mutant("a version a verifying child crashed on is refused, the rest verified", "forecast/child_check.py",
            "outcomes[on] = _failure(", "outcomes[on] = None if on else _failure("),
+    Mutant("a rollout pass checks every new version of every model in one child", "app/rollout.py",
+           "            self._check_new(tables, refused)\n", ""),
 )  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,6 +170,7 @@ def test_while_another_pod_holds_the_lease_the_version_waits_and_is_not_refused(
     # The 1 s deadline here is the lease wait's; the verifying child (tested on its own) would not meet it
     # on a busy machine, so this test passes verification without it.
     monkeypatch.setattr(Registry, "check", lambda self, ref, timeout_s=120: self.resolve(ref))
+    monkeypatch.setattr(Registry, "check_many", lambda self, wanted, timeout_s=120: dict.fromkeys(wanted))
     leases = tmp_path / "leases"
     leases.mkdir()
     (leases / "slot-0").write_text(f"other-pod:1 {time.time() + 600:.0f}\n")
@@ -187,3 +189,28 @@ def test_a_lease_its_pod_let_expire_is_taken_over(promoted: Registry, tmp_path: 
     (leases / "slot-0").write_text(f"dead-pod:1 {time.time() - 1:.0f}\n")
     rollout, _, _ = follower(promoted, tmp_path, leases)
     assert rollout.apply().models["default"].production == "v2"  # removed, then taken at the next look
+
+
+def test_a_pass_checks_every_new_version_of_every_model_in_one_child(
+    promoted: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("north", "south"):
+        named = promoted.named(name)
+        named.set_alias("production", named.register(promoted.model_path("v1").read_text(), promoted.metadata("v1")))
+    promoted.set_alias("canary", "v1", weight=10)
+    asked: list[list[tuple[str, str]]] = []
+    check_many = Registry.check_many
+
+    def noted(self: Registry, wanted: list[tuple[str, str]], timeout_s: float = 120) -> dict[Any, Any]:
+        asked.append(list(wanted))
+        return check_many(self, wanted, timeout_s)
+
+    monkeypatch.setattr(Registry, "check_many", noted)
+    monkeypatch.setattr(Registry, "check", lambda *_: pytest.fail("a version checked in a child of its own"))
+    rollout, _, _ = follower(promoted, tmp_path, tmp_path / "leases")
+    routes = rollout.apply()
+    assert sorted(map(tuple, asked[0])) == [("default", "v1"), ("default", "v2"), ("north", "v1"), ("south", "v1")]
+    assert len(asked) == 1
+    assert (routes.models["default"].production, routes.models["north"].production) == ("v2", "v1")
+    rollout.apply()
+    assert len(asked) == 1  # verified once per process
