@@ -46,7 +46,7 @@ import numpy as np
 from app import metrics
 from app.admission import Admission
 from app.errors import DeadlineExceeded, Reason, Unavailable
-from app.rows import Columns
+from app.prediction import Part, Prediction
 from forecast.registry import DEFAULT_MODEL
 from serving.messages import (
     ASLEEP,
@@ -75,47 +75,6 @@ from serving.processes import process_alive
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Part:
-    """Rows of one request that one version scores; ``positions``: where they sit in the request (None: all)."""
-
-    version: str
-    columns: Columns
-    positions: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.columns)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Predictions in request order (float64), and the model version of each row.
-
-    ``labels`` names each version that scored once; ``version_of`` holds each row's index
-    into it, or is None when the first label scored every row (nearly always).
-    """
-
-    sales: np.ndarray
-    labels: tuple[str, ...]
-    version_of: np.ndarray | None = None
-    loaded: bool = False  # some job waited for its mule to load the model version
-
-    @property
-    def versions(self) -> list[str]:
-        """Each row's version (a list as long as the rows)."""
-        return self.versions_of(slice(None))
-
-    def versions_of(self, rows: slice) -> list[str]:
-        """The version of each row of ``rows``."""
-        if self.version_of is None:
-            return [self.labels[0]] * len(self.sales[rows])
-        return [self.labels[n] for n in self.version_of[rows].tolist()]
-
-    def version_label(self) -> str:
-        """The version that scored the rows, or every one of them joined (``v1,v2``) mid-reload."""
-        return self.labels[0] if len(self.labels) == 1 else ",".join(sorted(self.labels))
 
 
 @dataclass

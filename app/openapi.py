@@ -21,8 +21,9 @@ from typing import Any
 
 from apispec import APISpec
 from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema
 
-from app import legacy, schemas
+from app import legacy_answers, schemas
 from app.domain import Domain
 from app.errors import error_body
 from serving.settings import Settings
@@ -34,18 +35,29 @@ _REF = "#/components/schemas/{model}"
 # Every component, from the objects the app validates with or answers in.
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "PredictRow": schemas.ROW,
-    "LegacyQuery": legacy.LEGACY_QUERY,
+    "LegacyQuery": legacy_answers.LEGACY_QUERY,
     "Instances": TypeAdapter(schemas.Instances),
     "Forecast": TypeAdapter(schemas.Forecast),
     "Forecasts": TypeAdapter(schemas.Forecasts),
     "ErrorBody": TypeAdapter(schemas.ErrorBody),
-    "MuleState": TypeAdapter(schemas.MuleState),
+    "MuleState": TypeAdapter(schemas.MuleStateBody),
     "Status": TypeAdapter(schemas.Status),
-    "NotReady": TypeAdapter(schemas.NotReady),
+    "NotReady": TypeAdapter(schemas.NotReadyBody),
     "Reloaded": TypeAdapter(schemas.Reloaded),
     "Models": TypeAdapter(schemas.Models),
     "ServiceIndex": TypeAdapter(schemas.ServiceIndex),
 }
+
+# Schema classes named apart from a clashing name elsewhere keep the component name (and title) they had.
+_COMPONENT_NAMES = {schemas.MuleStateBody.__name__: "MuleState", schemas.NotReadyBody.__name__: "NotReady"}
+
+
+class _ComponentNames(GenerateJsonSchema):
+    """pydantic's JSON Schema, the components of :data:`_COMPONENT_NAMES` under the names they had."""
+
+    def normalize_name(self, name: str) -> str:
+        return super().normalize_name(_COMPONENT_NAMES.get(name, name))
+
 
 ROW_EXAMPLE = {"date": "2018-01-21", "store": 10, "item": 23}
 FORECAST_EXAMPLE = {**ROW_EXAMPLE, "sales": 72.4, "model_version": "v2"}
@@ -334,7 +346,9 @@ def build(settings: Settings, domain: Domain | None = None, models: tuple[str, .
         },
     )
     _, definitions = TypeAdapter.json_schemas(
-        [(name, "validation", adapter) for name, adapter in _ADAPTERS.items()], ref_template=_REF
+        [(name, "validation", adapter) for name, adapter in _ADAPTERS.items()],
+        ref_template=_REF,
+        schema_generator=_ComponentNames,
     )
     definitions["$defs"]["LegacyQuery"]["properties"]["date"] = {
         "type": "string", "format": "date",

@@ -16,7 +16,7 @@ The rows arrive in one of four shapes (:class:`app.schemas.Shape`):
   ``date,store,item,sales``;
 * the legacy form of the Ray Serve service's clients: no body, the three fields in the
   query string (the last of a repeated one), answered as that service answered it
-  (:mod:`app.legacy`): a bare number, a sentinel outside the served version's guardrails,
+  (:mod:`app.legacy_answers`): a bare number, a sentinel outside the served version's guardrails,
   the cap above its ``max_value``, byte for byte.  Where it failed with 500 (an impossible
   date) the answer is our 422.
 
@@ -54,12 +54,13 @@ from app.errors import (
     UnsupportedMediaType,
     error_answer,
 )
-from app.legacy import LEGACY_QUERY, LegacyQuery, parse_date
-from app.mule_client import Prediction
-from app.rows import Columns, from_csv, from_json_pieces, from_json_rows, from_validated
+from app.legacy_answers import LEGACY_QUERY, LegacyQuery, parse_date
+from app.prediction import Prediction
+from app.rows import from_csv, from_json_pieces, from_json_rows, from_validated
 from app.schemas import ROW, ROWS, Shape, raise_invalid
 from app.service import ForecastService
 from forecast.registry import is_model_name
+from serving.columns import Columns
 
 LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, for body-less requests only
 BODY_PIECE_BYTES = 1 << 20  # a larger body is read this much at a time (read_body)

@@ -20,7 +20,7 @@ from app import exposition, openapi
 from app.domain import Domain, span
 from app.encoding import json_exact
 from app.errors import Forbidden, Unauthorized
-from app.legacy import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
+from app.legacy_answers import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
 from app.predict import NAMED_ROUTE, ROUTE, PredictRequest, read_body
 from app.service import ForecastService
 from app.telemetry import RequestMetrics, request_start

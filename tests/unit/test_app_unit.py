@@ -15,12 +15,12 @@ import pytest
 from flask import Flask
 
 from app import create_app, errors, views
-from app.mule_client import Prediction
 from app.pool import PoolView
-from app.rows import Columns
+from app.prediction import Prediction
 from app.schemas import Shape, field_path
 from app.service import ForecastService
 from forecast.registry import Registry
+from serving.columns import Columns
 from serving.messages import Heartbeat, MuleState
 from serving.settings import Settings
 

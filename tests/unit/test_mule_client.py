@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from app.errors import DeadlineExceeded, Unavailable
-from app.mule_client import MuleClient, Part
-from app.rows import Columns
+from app.mule_client import MuleClient
+from app.prediction import Part
+from serving.columns import Columns
 from serving.messages import (
     NOTICE_CLAIMED,
     NOTICE_DONE,

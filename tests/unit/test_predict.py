@@ -24,8 +24,8 @@ import app.views
 from app import create_app
 from app.errors import DeadlineExceeded, Reason, Unavailable
 from app.fastlane import FastLane, lane_request
-from app.mule_client import Part, Prediction
 from app.pool import PoolView
+from app.prediction import Part, Prediction
 from forecast.registry import Registry
 from serving.messages import Heartbeat, MuleState, Result
 from serving.settings import Settings
