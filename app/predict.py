@@ -59,6 +59,7 @@ from app.prediction import Prediction
 from app.rows import from_csv, from_json_pieces, from_json_rows, from_validated
 from app.schemas import ROW, ROWS, Shape, raise_invalid
 from app.service import ForecastService
+from app.telemetry import request_start
 from forecast.registry import is_model_name
 from serving.columns import Columns
 
@@ -84,6 +85,14 @@ class PredictRequest:
     body: bytes | bytearray  # bytearray: a large body, as read_body reads it
     received_at: float  # when nginx received the request (``X-Request-Start``), in time.time() seconds
     accept: str = ""  # the Accept header, "" when there is none
+    route: str = ROUTE  # the rule of the route it took (ROUTE or NAMED_ROUTE): the HTTP metrics' label
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, Any], model: str, route: str, body: bytes | bytearray) -> PredictRequest:
+        """The request of a WSGI environ whose body the adapter read (:func:`read_body`): both adapters build it
+        here, so they read the same headers the same way."""
+        return cls(model, environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", ""), body,
+                   request_start(environ), environ.get("HTTP_ACCEPT", ""), route)  # fmt: skip
 
     @property
     def large(self) -> bool:

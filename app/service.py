@@ -1,7 +1,7 @@
 """What the endpoints do, apart from HTTP: routes, the served models' domains, prediction, status, reload.
 
-One :class:`ForecastService` lives in each web worker process (on
-``app.extensions["forecast"]``).  It reads registry metadata (plain JSON, never
+One :class:`ForecastService` lives in each web worker process (in its
+:class:`app.services.Services`).  It reads registry metadata (plain JSON, never
 LightGBM) to know each served version's stores, items and dates, routes every
 row to its model's production or canary version by the routes the pod's last
 rollout published (:mod:`app.routing`, :mod:`app.rollout`), judges the mule pool

@@ -23,7 +23,7 @@ from app.errors import Forbidden, Unauthorized
 from app.legacy_answers import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
 from app.predict import NAMED_ROUTE, ROUTE, PredictRequest, read_body
 from app.service import ForecastService
-from app.telemetry import RequestMetrics, request_start
+from app.services import services
 from forecast.registry import DEFAULT_MODEL
 from serving.processes import release_freed_memory
 from serving.settings import Settings
@@ -34,8 +34,7 @@ SERVICE_NAME = "store-item sales forecast"
 
 
 def service() -> ForecastService:
-    svc: ForecastService = current_app.extensions["forecast"]
-    return svc
+    return services().forecast
 
 
 @bp.get("/")
@@ -82,13 +81,10 @@ def _document(settings: Settings, domain: Domain | None, models: tuple[str, ...]
 
 @bp.get("/metrics")
 def prometheus_metrics() -> Response:
-    svc = service()
-    recorder: RequestMetrics | None = current_app.extensions["forecast_metrics"]
-    if recorder is not None:
-        recorder.flush()  # this worker's latest requests; the other workers' are at most a flush interval old
-    return Response(
-        exposition.render(current_app.extensions["pool"], svc.settings), content_type=exposition.CONTENT_TYPE
-    )
+    found = services()
+    if found.metrics is not None:
+        found.metrics.flush()  # this worker's latest requests; the other workers' are at most a flush interval old
+    return Response(exposition.render(found.pool, found.settings), content_type=exposition.CONTENT_TYPE)
 
 
 @bp.route("/reload", methods=["GET", "POST"])
@@ -140,10 +136,9 @@ def predict(name: str = DEFAULT_MODEL) -> Response:
     """The Flask adapter of the use case (app/predict.py); the fast lane answers most requests first."""
     length = request.content_length
     body = request.get_data(cache=False) if length is None else read_body(request.input_stream, length)
-    environ = request.environ
-    parts = PredictRequest(name, environ.get("QUERY_STRING", ""), request.content_type or "", body,
-                           request_start(environ), environ.get("HTTP_ACCEPT", ""))  # fmt: skip
-    answer = current_app.extensions["predict"].answer(parts)
+    rule = request.url_rule.rule if request.url_rule is not None else ROUTE  # what the metrics label it
+    parts = PredictRequest.from_environ(request.environ, name, rule, body)
+    answer = services().predict.answer(parts)
     g.report = answer.report
     body_or_stream = answer.stream if answer.stream is not None else answer.body
     response = Response(body_or_stream, answer.status, answer.headers, content_type=answer.content_type)

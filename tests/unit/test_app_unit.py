@@ -19,6 +19,7 @@ from app.pool import PoolView
 from app.prediction import Prediction
 from app.schemas import Shape, field_path
 from app.service import ForecastService
+from app.services import EXTENSION
 from forecast.registry import Registry
 from serving.columns import Columns
 from serving.messages import Heartbeat, MuleState
@@ -67,8 +68,9 @@ def test_field_path(prefix: str, loc: tuple[int | str, ...], expected: str) -> N
 def reload_app(settings: Settings) -> Flask:
     """The real blueprint and error handlers around a stand-in service (no mules needed)."""
     app = Flask(__name__)
-    app.extensions["forecast"] = SimpleNamespace(settings=settings, reload=lambda: {"model_version": "v9"})
-    errors.init_app(app)
+    service = SimpleNamespace(settings=settings, reload=lambda: {"model_version": "v9"})
+    app.extensions[EXTENSION] = SimpleNamespace(forecast=service, settings=settings)
+    errors.init_app(app, settings.retry_after_s)
     app.register_blueprint(views.bp)
     return app
 

@@ -18,6 +18,7 @@ from app.access import Report
 from app.domain import Domain, span
 from app.fastlane import FastLane
 from app.predict import NAMED_ROUTE, ROUTE
+from app.services import EXTENSION, services_of
 from app.telemetry import init_app
 from forecast.registry import DEFAULT_MODEL, Registry
 from serving.settings import Settings
@@ -28,7 +29,7 @@ HOST = "http://forecast.example:8080"
 
 def routes_client() -> Any:
     app = ForecastFlask("app")
-    errors.init_app(app)
+    errors.init_app(app, Settings().retry_after_s)
     add_routes(app)
     return app, app.test_client()
 
@@ -64,7 +65,7 @@ def test_the_slash_forms_cover_the_routes_clients_use() -> None:
 def test_only_a_route_s_path_is_redirected(path: str, status: int) -> None:
     """A path no route takes, with or without its slashes, stays 404; one a route takes as it is is answered."""
     app, client = routes_client()
-    app.extensions["forecast"] = None  # GET / needs the service: stood in below
+    app.extensions[EXTENSION] = None  # GET / needs the service: stood in below
     app.view_functions["forecast.index"] = lambda: {"index": True}
     response = client.get(path, base_url=HOST)
     assert response.status_code == status
@@ -87,7 +88,7 @@ def test_a_route_has_one_label_whichever_adapter_answered(registry: Registry, pa
     app = make_app(registry, StandInMules(), fast_lane=False)
     recorder = Labels()
     init_app(app, recorder)  # Flask's labels, as app/telemetry.py records them
-    lane = FastLane(app.wsgi_app, app.extensions["predict"], recorder)
+    lane = FastLane(app.wsgi_app, services_of(app).predict, recorder)
     assert Client(lane).post(path, json=ROW).status_code == 200  # the fast lane
     assert app.test_client().post(path, json=ROW).status_code == 200  # Flask
     assert recorder.labels == [rule, rule]
