@@ -65,7 +65,7 @@ def create_app(settings: Settings, client: MuleClient, pool: MulePool) -> Flask:
 
 
 def add_routes(app: Flask) -> None:
-    """Every route the app serves, onto ``app``: the endpoints (app/views.py) and Swagger UI's.
+    """Every route the app serves, onto ``app``: the endpoints (``views.ENDPOINTS``) and Swagger UI's.
 
     The one list of them: the trailing-slash redirects (``views.without_trailing_slash``) and the
     tests that try every route read it from the app's URL map.

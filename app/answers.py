@@ -66,7 +66,10 @@ _ONE_ROW = tuple((field.name, field.one) for field in FIELDS)  # pairs: the sing
 
 def render_row(columns: Columns, prediction: Prediction) -> bytes:
     """The answer to one row object: that row's forecast object."""
-    return json_line({name: one(columns, prediction) for name, one in _ONE_ROW})
+    row = {}
+    for name, one in _ONE_ROW:  # a loop, not a comprehension: Python 3.11 makes a frame for one (measured)
+        row[name] = one(columns, prediction)
+    return json_line(row)
 
 
 def render(columns: Columns, ids: np.ndarray | None, prediction: Prediction, media: str) -> Iterator[bytes]:
