@@ -2,8 +2,9 @@
 
 :data:`FIELDS` lists them in answer order: a name, how to get the rows' values from the
 columns and the prediction, and how CSV writes them (or that it does not).  A new field the
-model computes (an interval, an explanation) is one more :class:`AnswerField` here, plus
-its schema (:class:`app.schemas.Forecast`); JSON and CSV cannot drift apart.
+model computes (an interval, an explanation) is one more :class:`AnswerField` here (its
+example feeds the OpenAPI document), plus its schema (:class:`app.schemas.Forecast`: a test
+compares the two); JSON and CSV cannot drift apart.
 
 A CSV body with an ``id`` column (Kaggle's test.csv) is answered ``id`` and the fields not of
 the request's row (``id,sales``, Kaggle's submission file); without one, every CSV field
@@ -42,6 +43,7 @@ class AnswerField:
     """One field of a row's forecast, in JSON and in CSV."""
 
     name: str
+    example: Any  # the OpenAPI document's example value (app/openapi.py FORECAST_EXAMPLE)
     one: Callable[[Columns, Prediction], Any]  # the value of a single row (the one-row request: no slicing)
     values: Callable[[Columns, Prediction, slice], list[Any]]  # the rows' values, JSON-ready
     csv: Callable[[list[Any]], list[str]] | None  # the values as CSV cells; None: JSON only
@@ -49,18 +51,19 @@ class AnswerField:
 
 
 FIELDS = (
-    AnswerField("date", lambda columns, _: columns.date_strings()[0],
+    AnswerField("date", "2018-01-21", lambda columns, _: columns.date_strings()[0],
                 lambda columns, _, rows: columns.take(rows).date_strings(), _texts, of_row=True),
-    AnswerField("store", lambda columns, _: int(columns.stores[0]),
+    AnswerField("store", 10, lambda columns, _: int(columns.stores[0]),
                 lambda columns, _, rows: columns.stores[rows].tolist(), _numbers, of_row=True),
-    AnswerField("item", lambda columns, _: int(columns.items[0]),
+    AnswerField("item", 23, lambda columns, _: int(columns.items[0]),
                 lambda columns, _, rows: columns.items[rows].tolist(), _numbers, of_row=True),
-    AnswerField("sales", lambda _, prediction: float(prediction.sales[0]),
+    AnswerField("sales", 72.4, lambda _, prediction: float(prediction.sales[0]),
                 lambda _, prediction, rows: prediction.sales[rows].tolist(), _numbers),
-    AnswerField("model_version", lambda _, prediction: prediction.labels[0],
+    AnswerField("model_version", "v2", lambda _, prediction: prediction.labels[0],
                 lambda _, prediction, rows: prediction.versions_of(rows), None),
 )  # fmt: skip
 NAMES = tuple(field.name for field in FIELDS)
+EXAMPLE = {field.name: field.example for field in FIELDS}  # a forecast as the document shows it
 _ONE_ROW = tuple((field.name, field.one) for field in FIELDS)  # pairs: the single row's loop reads no attributes
 
 

@@ -24,7 +24,7 @@ from apispec import APISpec
 from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema
 
-from app import legacy_answers, schemas
+from app import answers, legacy_answers, schemas
 from app.domain import Domain
 from app.endpoints import Endpoint, Served
 from app.errors import error_body
@@ -62,7 +62,7 @@ class _ComponentNames(GenerateJsonSchema):
 
 
 ROW_EXAMPLE = {"date": "2018-01-21", "store": 10, "item": 23}
-FORECAST_EXAMPLE = {**ROW_EXAMPLE, "sales": 72.4, "model_version": "v2"}
+FORECAST_EXAMPLE = answers.EXAMPLE  # each answer field's example
 MULE_EXAMPLE = {
     "id": 1, "pid": 4242, "state": "ready", "model_version": "v2", "heartbeat": 1795392000.5,
     "started": 1795391000.0, "jobs_done": 1520, "error": None, "heartbeat_age_s": 0.21,
