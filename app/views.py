@@ -166,5 +166,12 @@ ENDPOINTS = (
     Endpoint("/docs", ("GET",), docs, None),  # the redirect to Swagger UI, which shows the document
     Endpoint("/openapi.json", ("GET",), openapi_document, None),  # the document itself
 )  # fmt: skip
-for _endpoint in ENDPOINTS:
-    bp.add_url_rule(_endpoint.rule, view_func=_endpoint.view, methods=_endpoint.methods)
+
+
+def register(endpoints: tuple[Endpoint, ...]) -> None:
+    """Each endpoint's rule onto the blueprint, with its view and methods (Flask adds HEAD and OPTIONS)."""
+    for endpoint in endpoints:
+        bp.add_url_rule(endpoint.rule, view_func=endpoint.view, methods=endpoint.methods)
+
+
+register(ENDPOINTS)
