@@ -21,6 +21,7 @@ from app.mule_client import MuleClient
 from app.pool import MulePool
 from app.predict import PredictUseCase
 from app.service import ForecastService
+from app.services import Services, install
 from forecast.registry import Registry
 from serving.logs import configure_logging
 from serving.settings import Settings
@@ -53,10 +54,9 @@ def create_app(settings: Settings, client: MuleClient, pool: MulePool) -> Flask:
     app.json = OrjsonProvider(app)
     service = ForecastService(settings, client, pool, Registry(settings.registry_dir))
     use_case = PredictUseCase(service)
-    app.extensions.update(forecast=service, predict=use_case, pool=pool)
-    errors.init_app(app)
     recorder = telemetry.RequestMetrics(lambda: client.admission.in_flight) if settings.metrics_enabled else None
-    app.extensions["forecast_metrics"] = recorder
+    install(app, Services(service, use_case, pool, recorder))
+    errors.init_app(app, settings.retry_after_s)
     telemetry.init_app(app, recorder)
     add_routes(app)
     if settings.fast_lane_enabled:
@@ -65,7 +65,7 @@ def create_app(settings: Settings, client: MuleClient, pool: MulePool) -> Flask:
 
 
 def add_routes(app: Flask) -> None:
-    """Every route the app serves, onto ``app``: the endpoints (app/views.py) and Swagger UI's.
+    """Every route the app serves, onto ``app``: the endpoints (``views.ENDPOINTS``) and Swagger UI's.
 
     The one list of them: the trailing-slash redirects (``views.without_trailing_slash``) and the
     tests that try every route read it from the app's URL map.

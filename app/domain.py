@@ -10,13 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from app.errors import InvalidInput
-from app.rows import EPOCH, Columns
-from app.schemas import Shape
+from serving.columns import EPOCH, Columns
 
 
 @dataclass(frozen=True)
@@ -68,15 +67,21 @@ def span(domains: Iterable[Domain]) -> Domain | None:
                   min(d.first_date for d in found), max(d.last_date for d in found))  # fmt: skip
 
 
+class FieldNames(Protocol):
+    """How an error names a row's field as the client sent it (``instances[3].date``, ``line 5.store``):
+    a request's shape knows (:class:`app.schemas.Shape`); the domain rule only asks it."""
+
+    def field(self, index: int, name: str) -> str: ...
+
+
 SMALL_ROWS = 16  # below this many rows a Python loop beats numpy's per-call cost (1 row: 2 us against 20)
 
 
-def check_domain(columns: Columns, domain: Domain, shape: Shape) -> None:
+def check_domain(columns: Columns, domain: Domain, names: FieldNames) -> None:
     """Raises :class:`InvalidInput` naming the first row's value the model does not know (store, item, date).
 
     A constant number of vectorised passes over the columns, or for a few rows one Python pass:
-    the same rule either way.  ``shape`` says how the rows arrived, so that the error names the
-    field as the client sent it.
+    the same rule either way.  ``names`` names the field in the error as the client sent it.
     """
     index = _first_unknown_small(columns, domain) if len(columns) < SMALL_ROWS else _first_unknown(columns, domain)
     if index is None:
@@ -84,12 +89,12 @@ def check_domain(columns: Columns, domain: Domain, shape: Shape) -> None:
     store, item, day = int(columns.stores[index]), int(columns.items[index]), int(columns.days[index])
     if store not in domain.stores:
         raise InvalidInput(f"store {store} is not known to the model ({_span(domain.stores)})",
-                           shape.field(index, "store"))  # fmt: skip
+                           names.field(index, "store"))  # fmt: skip
     if item not in domain.items:
-        raise InvalidInput(f"item {item} is not known to the model ({_span(domain.items)})", shape.field(index, "item"))
+        raise InvalidInput(f"item {item} is not known to the model ({_span(domain.items)})", names.field(index, "item"))
     date = EPOCH + dt.timedelta(days=day)
     message = f"date {date} is outside the model's range {domain.first_date}..{domain.last_date}"
-    raise InvalidInput(message, shape.field(index, "date"))
+    raise InvalidInput(message, names.field(index, "date"))
 
 
 def _first_unknown_small(columns: Columns, domain: Domain) -> int | None:

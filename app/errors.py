@@ -18,7 +18,7 @@ import logging
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from flask import Flask, Response, current_app, g, jsonify
+from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from app.access import Report
@@ -162,13 +162,14 @@ def _respond(answer: ErrorAnswer) -> Response:
     return response
 
 
-def init_app(app: Flask) -> None:
-    """Register the handlers that turn every error into the JSON shape (and note it for the access line)."""
+def init_app(app: Flask, retry_after_s: int) -> None:
+    """Register the handlers that turn every error into the JSON shape (and note it for the access line);
+    ``retry_after_s``: the ``Retry-After`` of a 503 (``FORECAST_RETRY_AFTER_S``)."""
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
         g.report = Report(error=error.code, job=error.job)
-        return _respond(error_answer(error, current_app.extensions["forecast"].settings.retry_after_s))
+        return _respond(error_answer(error, retry_after_s))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

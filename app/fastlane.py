@@ -20,13 +20,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import Any
 
 from app.access import Report
 from app.encoding import json_line
 from app.errors import INTERNAL_ERROR, internal_error_answer
 from app.predict import NAMED_ROUTE, ROUTE, PredictAnswer, PredictRequest, PredictUseCase, read_body
-from app.telemetry import FAST_LANE_REQUEST_ID, RequestMetrics, request_start
+from app.telemetry import FAST_LANE_REQUEST_ID, RequestMetrics
 from forecast.registry import DEFAULT_MODEL
 from serving.processes import release_freed_memory
 
@@ -48,10 +48,9 @@ class FastLane:
         self.recorder = recorder
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        taken = lane_request(environ)
-        if taken is None:
+        request = lane_request(environ)
+        if request is None:
             return self.flask_app(environ, start_response)
-        request = taken.request
         token = FAST_LANE_REQUEST_ID.set(environ.get("HTTP_X_REQUEST_ID", ""))
         try:
             answer = self._answer(request)
@@ -60,7 +59,7 @@ class FastLane:
         data = answer.body
         if self.recorder is not None:  # before the answer leaves, as Flask's hook does (app/telemetry.py)
             seconds = time.time() - request.received_at
-            self.recorder.record(taken.route, "POST", answer.status, seconds, answer.report)
+            self.recorder.record(request.route, "POST", answer.status, seconds, answer.report)
         length = [] if answer.stream is not None else [("Content-Length", str(len(data)))]
         start_response(
             f"{answer.status} {HTTPStatus(answer.status).phrase}",
@@ -96,15 +95,8 @@ class ThenRelease:
         release_freed_memory()
 
 
-class LaneRequest(NamedTuple):
-    """A request the lane answers: the rule of its route (the metrics label, the same Flask gives) and its parts."""
-
-    route: str
-    request: PredictRequest
-
-
-def lane_request(environ: dict[str, Any]) -> LaneRequest | None:
-    """The request's route and parts if the lane answers it, else None (Flask does).
+def lane_request(environ: dict[str, Any]) -> PredictRequest | None:
+    """The request if the lane answers it (its route the rule Flask would match), else None (Flask does).
 
     The lane answers ``POST /predict`` and ``POST /models/<name>/predict`` with a
     ``Content-Length`` (or no body at all): nginx buffers every body and passes its length.
@@ -120,8 +112,7 @@ def lane_request(environ: dict[str, Any]) -> LaneRequest | None:
         return None
     body = read_body(environ["wsgi.input"], int(length))
     model, rule = route
-    return LaneRequest(rule, PredictRequest(model, environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", ""),
-                                            body, request_start(environ), environ.get("HTTP_ACCEPT", "")))  # fmt: skip
+    return PredictRequest.from_environ(environ, model, rule, body)
 
 
 def predict_route(path: str) -> tuple[str, str] | None:

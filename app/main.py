@@ -8,7 +8,7 @@ from uwsgidecorators import postfork
 from app import create_app
 from app.mule_client import MuleClient
 from app.pool import MulePool
-from app.telemetry import RequestMetrics
+from app.services import services_of
 from serving.processes import keep_inherited_objects_shared, one_malloc_arena
 from serving.settings import Settings
 
@@ -23,8 +23,8 @@ def _start_worker_threads() -> None:
     """In each web worker uWSGI forks (or respawns): the metrics flusher, and in worker 1 the registry
     follower (app/rollout.py); threads do not survive a fork."""
     worker = uwsgi.worker_id()  # 0 in a mule: mules fork from this master too, and run this hook
-    recorder: RequestMetrics | None = app.extensions["forecast_metrics"]
-    if recorder is not None and worker > 0:
-        recorder.start()
+    found = services_of(app)
+    if found.metrics is not None and worker > 0:
+        found.metrics.start()
     if worker == 1 and settings.registry_poll_s > 0:
-        app.extensions["forecast"].rollout.start()
+        found.forecast.rollout.start()

@@ -20,8 +20,8 @@ request the client:
    at most that one unclaimed (if it was still queued instead, it is scored
    twice and answered once).
 
-:meth:`MuleClient.load` sends one mule a load request and waits for its answer in
-the same way; the rolling reload built on it is :mod:`app.rollout`.
+:meth:`app.mule_control.MuleControl.load` sends one mule a load request and waits for its answer
+in the same way (the control path); the rolling reload built on it is :mod:`app.rollout`.
 
 Called from web worker threads; thread-safe: each thread has its own channel, and
 the queue and caches are uWSGI's.
@@ -29,15 +29,9 @@ the queue and caches are uWSGI's.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
-import os
-import select
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,170 +40,32 @@ import numpy as np
 from app import metrics
 from app.admission import Admission
 from app.errors import DeadlineExceeded, Reason, Unavailable
-from app.rows import Columns
-from forecast.registry import DEFAULT_MODEL
+from app.mule_channel import Channel, Channels
+from app.mule_control import MuleControl
+from app.prediction import Part as Part  # also where benchmarks/mule_floor/worker.py imports it
+from app.prediction import Prediction
 from serving.messages import (
     ASLEEP,
     CONTROL_WAKE,
     FLAGS_AREA,
-    NOTICE_BYTES,
     NOTICE_CLAIMED,
     RESULT_CACHE,
     STATE_CACHE,
     Heartbeat,
     Job,
-    LoadRequest,
     MessageError,
     Notice,
     Result,
-    ShadowJob,
     awake_flag,
-    claims_address,
     encode_rows,
     heartbeat_key,
     max_rows_per_job,
     max_rows_per_result,
 )
-from serving.metrics import SHADOW_DROPPED
 from serving.processes import process_alive
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Part:
-    """Rows of one request that one version scores; ``positions``: where they sit in the request (None: all)."""
-
-    version: str
-    columns: Columns
-    positions: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.columns)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Predictions in request order (float64), and the model version of each row.
-
-    ``labels`` names each version that scored once; ``version_of`` holds each row's index
-    into it, or is None when the first label scored every row (nearly always).
-    """
-
-    sales: np.ndarray
-    labels: tuple[str, ...]
-    version_of: np.ndarray | None = None
-    loaded: bool = False  # some job waited for its mule to load the model version
-
-    @property
-    def versions(self) -> list[str]:
-        """Each row's version (a list as long as the rows)."""
-        return self.versions_of(slice(None))
-
-    def versions_of(self, rows: slice) -> list[str]:
-        """The version of each row of ``rows``."""
-        if self.version_of is None:
-            return [self.labels[0]] * len(self.sales[rows])
-        return [self.labels[n] for n in self.version_of[rows].tolist()]
-
-    def version_label(self) -> str:
-        """The version that scored the rows, or every one of them joined (``v1,v2``) mid-reload."""
-        return self.labels[0] if len(self.labels) == 1 else ",".join(sorted(self.labels))
-
-
-@dataclass
-class Channel:
-    """One worker thread's end of the notices: its two sockets, its address and its job ids.
-
-    Made on a thread's first request in a process (a forked worker makes new ones) and
-    used by that thread alone.  "Done" notices arrive on ``done``, which the thread sleeps
-    on; "claimed" notices on ``claims``, which it reads only when it wakes anyway.
-    ``abandoned`` is True from the moment a request's jobs are sent until its wait has
-    read every "done" notice they cause: a wait that ended early (deadline, failure)
-    leaves notices behind, which :meth:`begin` discards before the next request.
-    """
-
-    pid: int
-    address: bytes
-    done: socket.socket
-    claims: socket.socket
-    poller: select.poll
-    id_prefix: bytes
-    counter: Iterator[int]
-    abandoned: bool = False
-
-    @classmethod
-    def open(cls) -> Channel:
-        address = b"\0forecast-worker-" + os.urandom(12).hex().encode()
-        done = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        done.bind(address)
-        claims = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        claims.bind(claims_address(address))
-        for sock in (done, claims):
-            sock.setblocking(False)  # waits happen in poll(), never in recv()
-        poller = select.poll()
-        poller.register(done, select.POLLIN)
-        return cls(os.getpid(), address, done, claims, poller, os.urandom(8), itertools.count())
-
-    def close(self) -> None:
-        for sock in (self.done, self.claims):
-            sock.close()
-
-    def begin(self) -> None:
-        """Before a request sends its jobs: drop notices earlier requests of this thread left behind.
-
-        The claims socket always holds the last request's claims (they are read only on ticks).
-        """
-        if self.abandoned:
-            _discard(self.done)
-        _discard(self.claims)
-        self.abandoned = True
-
-    def end(self) -> None:
-        """Every "done" notice of the request was read: nothing is left behind."""
-        self.abandoned = False
-
-    def new_job_id(self) -> bytes:
-        """This thread's 8 random bytes and its count of jobs: unique without a syscall per job.
-
-        (``os.urandom`` is one, and releases the GIL the worker's other threads wait for.)
-        """
-        return self.id_prefix + next(self.counter).to_bytes(8, "big")
-
-    def notices(self, deadline: float, tick_s: float) -> Iterator[Notice | None]:
-        """Yield "done" notices as they arrive, and None every ``tick_s``; stop at ``deadline``.
-
-        Sleeps in ``poll()``: the thread wakes when a mule writes or a tick is due, never spins.
-        """
-        next_tick = time.time() + tick_s
-        while (now := time.time()) < deadline:
-            if now >= next_tick:
-                next_tick = now + tick_s
-                yield None
-                continue
-            # poll() first: it returns at once when a notice is waiting, and saves the failed
-            # recv() (a syscall and an exception) that a notice not yet sent would cost.
-            if not self.poller.poll(max(1, math.ceil((min(deadline, next_tick) - now) * 1000))):
-                continue
-            try:
-                data = self.done.recv(NOTICE_BYTES)
-            except BlockingIOError:
-                continue
-            try:
-                yield Notice.decode(data)
-            except MessageError:
-                logger.warning("ignored a malformed notice (%d bytes)", len(data))
-
-    def received_claims(self) -> Iterator[Notice]:
-        """The "claimed" notices waiting now (never blocks)."""
-        try:
-            while True:
-                yield Notice.decode(self.claims.recv(NOTICE_BYTES))
-        except BlockingIOError:
-            return
-        except MessageError:
-            logger.warning("ignored a malformed claim notice")
 
 
 def _assemble(spans: list[tuple[Part, int, int]], jobs: list[Job], results: dict[bytes, Result]) -> Prediction:
@@ -233,14 +89,6 @@ def _assemble(spans: list[tuple[Part, int, int]], jobs: list[Job], results: dict
     return Prediction(sales, tuple(labels), version_of if len(labels) > 1 else None, loaded)
 
 
-def _discard(sock: socket.socket) -> None:
-    try:
-        while True:
-            sock.recv(NOTICE_BYTES)
-    except BlockingIOError:
-        pass
-
-
 @dataclass
 class Waiting:
     """One request's jobs not answered yet, the pid of the mule holding each, and the results so far."""
@@ -262,16 +110,36 @@ class Waiting:
 
 
 class MuleClient:
-    """Submit jobs to the mules and wait for their results; see the module docstring.
+    """The web worker's client of the mules: the data path (:class:`MuleJobs`: score a request's rows) and
+    the control path (:class:`app.mule_control.MuleControl`: load a version into a mule, submit shadow jobs),
+    sharing each thread's channel.
 
-    ``alive`` tells whether a mule's pid still runs (a parameter so that tests can kill mules
-    that are threads).
+    Their methods are bound here once, so a call costs what it did on one class.  ``alive`` tells
+    whether a mule's pid still runs (a parameter so that tests can kill mules that are threads).
     """
 
     def __init__(self, settings: Settings, uwsgi: Any, alive: Callable[[int], bool] = process_alive) -> None:
+        channels = Channels()
+        self.jobs = MuleJobs(settings, uwsgi, alive, channels)
+        self.control = MuleControl(settings, uwsgi, alive, channels)
+        self.admission = self.jobs.admission
+        self.mule_ids = self.jobs.mule_ids
+        self.predict = self.jobs.predict
+        self.load = self.control.load
+        self.submit_shadow = self.control.submit_shadow
+
+
+class MuleJobs:
+    """The data path: submit a request's jobs to the mules and wait for their results; see the module docstring.
+
+    Raises ``RuntimeError`` at construction when uWSGI's queue is not the size the settings say.
+    """
+
+    def __init__(self, settings: Settings, uwsgi: Any, alive: Callable[[int], bool], channels: Channels) -> None:
         self.settings = settings
         self.uwsgi = uwsgi
         self.alive = alive
+        self.channels = channels
         self.mule_ids = list(range(1, settings.mules + 1))
         self.rows_per_job = min(
             max_rows_per_job(settings.queue_slot_bytes),
@@ -279,9 +147,7 @@ class MuleClient:
             settings.mule_batch_rows,
         )
         self.admission = Admission(settings.jobs_in_flight_per_worker)
-        self._shadow_turn = 0
         self.flags = uwsgi.sharedarea_memoryview(FLAGS_AREA)  # the mules' awake flags
-        self._local = threading.local()
         if getattr(uwsgi, "queue_size", None) != settings.queue_slots:
             raise RuntimeError(
                 f"uWSGI queue has {getattr(uwsgi, 'queue_size', None)} slots, settings say {settings.queue_slots}: "
@@ -320,7 +186,7 @@ class MuleClient:
         if not self.admission.acquire(len(spans)):
             raise Unavailable("the server is at capacity; retry shortly", Reason.OVERLOADED)
         try:
-            channel = self._channel()
+            channel = self.channels.mine()
             channel.begin()
             jobs = [self._job(channel, model, part, a, b, deadline) for part, a, b in spans]
             for job in jobs:
@@ -443,64 +309,3 @@ class MuleClient:
             # line names the job too (Report.job): one error, logged once.
             raise Unavailable(f"prediction failed: {result.error}", Reason.PREDICTION_FAILED, job=job.key)
         return result
-
-    def submit_shadow(self, job: ShadowJob) -> bool:
-        """Hand a shadow job to the next mule (round robin), never waiting: False when its socket is full.
-
-        Never through the queue: a shadow job must not delay or displace a production job.
-        """
-        self._shadow_turn = (self._shadow_turn + 1) % len(self.mule_ids)
-        sent = bool(self.uwsgi.mule_msg(job.encode(), self.mule_ids[self._shadow_turn]))
-        if not sent and self.settings.metrics_enabled:
-            SHADOW_DROPPED.labels(job.model, "busy").inc()
-        return sent
-
-    # -- loading a model version into one mule ------------------------------
-
-    def load(self, mule_id: int, version: str, pid: int | None, model: str = DEFAULT_MODEL) -> Result:
-        """Have mule ``mule_id`` load ``version`` while the others serve; its answer (ok, or why not).
-
-        ``pid`` is the mule's, from its last heartbeat: if that process dies before it answers
-        (a model that crashes LightGBM, an OOM kill), the answer says so at the next owner check
-        instead of after ``FORECAST_RELOAD_TIMEOUT_S`` (or as soon as its respawn answers in its place).
-        Raises :class:`Unavailable` when the mule cannot take messages or answers without a result,
-        :class:`DeadlineExceeded` at the timeout.
-        """
-        channel = self._channel()
-        channel.begin()
-        deadline = time.time() + self.settings.reload_timeout_s
-        request = LoadRequest(channel.new_job_id(), channel.address, version, deadline, model)
-        if not self.uwsgi.mule_msg(request.encode(), mule_id):
-            raise Unavailable(f"mule {mule_id} cannot take messages now", Reason.UNAVAILABLE)
-        for notice in channel.notices(deadline, self.settings.mule_check_interval_ms / 1000):
-            if notice is None:
-                if pid is not None and not self.alive(pid):
-                    return self._died_loading(request, mule_id, pid)
-            elif notice.job_id == request.job_id and notice.kind != NOTICE_CLAIMED:
-                channel.end()
-                result = self._load_result(mule_id, request)
-                if pid is not None and result.mule_pid != pid:
-                    # The asked mule died and its respawn, reading the same message pipe, answered
-                    # before the owner check saw the death: still a death while loading.
-                    return self._died_loading(request, mule_id, pid)
-                return result
-        raise DeadlineExceeded(f"mule {mule_id} did not load {version} within {self.settings.reload_timeout_s} s")
-
-    @staticmethod
-    def _died_loading(request: LoadRequest, mule_id: int, pid: int) -> Result:
-        return Result(request.job_id, mule_id, pid, request.version, error=f"the mule (pid {pid}) died loading it")
-
-    def _load_result(self, mule_id: int, request: LoadRequest) -> Result:
-        key = request.job_id.hex()
-        data = self.uwsgi.cache_get(key, RESULT_CACHE)
-        self.uwsgi.cache_del(key, RESULT_CACHE)
-        if data is None:
-            raise Unavailable(f"mule {mule_id} answered the reload without a result", Reason.RESULT_LOST)
-        return Result.decode(data)
-
-    def _channel(self) -> Channel:
-        """This thread's channel in this process (a forked worker makes its own)."""
-        channel: Channel | None = getattr(self._local, "channel", None)
-        if channel is None or channel.pid != os.getpid():
-            channel = self._local.channel = Channel.open()
-        return channel

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from apispec import APISpec
 from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema
 
-from app import legacy, schemas
+from app import answers, legacy_answers, schemas
 from app.domain import Domain
+from app.endpoints import Endpoint, Served
 from app.errors import error_body
 from serving.settings import Settings
 
@@ -34,21 +37,32 @@ _REF = "#/components/schemas/{model}"
 # Every component, from the objects the app validates with or answers in.
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "PredictRow": schemas.ROW,
-    "LegacyQuery": legacy.LEGACY_QUERY,
+    "LegacyQuery": legacy_answers.LEGACY_QUERY,
     "Instances": TypeAdapter(schemas.Instances),
     "Forecast": TypeAdapter(schemas.Forecast),
     "Forecasts": TypeAdapter(schemas.Forecasts),
     "ErrorBody": TypeAdapter(schemas.ErrorBody),
-    "MuleState": TypeAdapter(schemas.MuleState),
+    "MuleState": TypeAdapter(schemas.MuleStateBody),
     "Status": TypeAdapter(schemas.Status),
-    "NotReady": TypeAdapter(schemas.NotReady),
+    "NotReady": TypeAdapter(schemas.NotReadyBody),
     "Reloaded": TypeAdapter(schemas.Reloaded),
     "Models": TypeAdapter(schemas.Models),
     "ServiceIndex": TypeAdapter(schemas.ServiceIndex),
 }
 
+# Schema classes named apart from a clashing name elsewhere keep the component name (and title) they had.
+_COMPONENT_NAMES = {schemas.MuleStateBody.__name__: "MuleState", schemas.NotReadyBody.__name__: "NotReady"}
+
+
+class _ComponentNames(GenerateJsonSchema):
+    """pydantic's JSON Schema, the components of :data:`_COMPONENT_NAMES` under the names they had."""
+
+    def normalize_name(self, name: str) -> str:
+        return super().normalize_name(_COMPONENT_NAMES.get(name, name))
+
+
 ROW_EXAMPLE = {"date": "2018-01-21", "store": 10, "item": 23}
-FORECAST_EXAMPLE = {**ROW_EXAMPLE, "sales": 72.4, "model_version": "v2"}
+FORECAST_EXAMPLE = answers.EXAMPLE  # each answer field's example
 MULE_EXAMPLE = {
     "id": 1, "pid": 4242, "state": "ready", "model_version": "v2", "heartbeat": 1795392000.5,
     "started": 1795391000.0, "jobs_done": 1520, "error": None, "heartbeat_age_s": 0.21,
@@ -262,8 +276,39 @@ def _bound_rows(definitions: dict[str, Any], domain: Domain) -> None:
     }  # fmt: skip
 
 
-def _paths(settings: Settings, domain: Domain | None, models: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    reload = {
+# -- the operations, one per endpoint (app/views.py ENDPOINTS names each at its route) ----------------------------
+
+
+def index_operation(served: Served) -> dict[str, Any]:
+    return {
+        "summary": "The service, the model version it serves, and its endpoints",
+        "responses": {"200": {"description": "Service index.", **_json(_ref("ServiceIndex"), index={
+            "service": "store-item sales forecast", "message": "Sales Forecast Model is ready!",
+            "model_version": "v2", "endpoints": {"predict": "POST /predict"}})}},
+    }  # fmt: skip
+
+
+def status_operation(served: Served) -> dict[str, Any]:
+    return {
+        "summary": "Ready when every mule has a model loaded (for load balancers and health checks)",
+        "responses": {
+            "200": {"description": "Every mule serves a model.", **_json(_ref("Status"), ready={
+                "status": "Alive", "ready": True, "model_version": "v2", "mules": [MULE_EXAMPLE],
+                "rollout": ROLLOUT_EXAMPLE})},
+            "503": {
+                "description": "Some mule has no model (starting, loading, failed or stale).",
+                "headers": RETRY_AFTER,
+                **_json(_ref("NotReady"), not_ready={
+                    **error_body(503, "not_ready", "not every mule has a model loaded"), "ready": False,
+                    "model_version": "v2", "mules": [{"id": 2, "state": "loading", "heartbeat_age_s": 0.4}],
+                    "rollout": None}),
+            },
+        },
+    }  # fmt: skip
+
+
+def reload_operation(served: Served) -> dict[str, Any]:
+    return {
         "summary": "Load the registry's production model into every mule, one at a time",
         "description": "The other mules keep serving meanwhile. A version that fails to load or verify is refused "
         "(422) and the old one keeps serving. Needs `Authorization: Bearer <token>` when FORECAST_ADMIN_TOKEN is "
@@ -277,52 +322,52 @@ def _paths(settings: Settings, domain: Domain | None, models: tuple[str, ...]) -
             **_errors(503, 504),
         },
     }  # fmt: skip
+
+
+def predict_operation(served: Served) -> dict[str, Any]:
+    return _predict(served.settings.max_batch_rows, served.domain)
+
+
+def named_predict_operation(served: Served) -> dict[str, Any]:
     return {
-        "/": {"get": {
-            "summary": "The service, the model version it serves, and its endpoints",
-            "responses": {"200": {"description": "Service index.", **_json(_ref("ServiceIndex"), index={
-                "service": "store-item sales forecast", "message": "Sales Forecast Model is ready!",
-                "model_version": "v2", "endpoints": {"predict": "POST /predict"}})}},
-        }},
-        "/status": {"get": {
-            "summary": "Ready when every mule has a model loaded (for load balancers and health checks)",
-            "responses": {
-                "200": {"description": "Every mule serves a model.", **_json(_ref("Status"), ready={
-                    "status": "Alive", "ready": True, "model_version": "v2", "mules": [MULE_EXAMPLE],
-                    "rollout": ROLLOUT_EXAMPLE})},
-                "503": {
-                    "description": "Some mule has no model (starting, loading, failed or stale).",
-                    "headers": RETRY_AFTER,
-                    **_json(_ref("NotReady"), not_ready={
-                        **error_body(503, "not_ready", "not every mule has a model loaded"), "ready": False,
-                        "model_version": "v2", "mules": [{"id": 2, "state": "loading", "heartbeat_age_s": 0.4}],
-                        "rollout": None}),
-                },
-            },
-        }},
-        "/reload": {"get": reload, "post": reload},
-        "/predict": {"post": _predict(settings.max_batch_rows, domain)},
-        "/models": {"get": {
-            "summary": "Every model: its versions and aliases, this pod's routes, which mules hold which version",
-            "responses": {"200": {"description": "The models.", **_json(_ref("Models"), models=MODELS_EXAMPLE)}},
-        }},
-        "/models/{name}/predict": {"post": {
-            **_predict(settings.max_batch_rows, domain, models),
-            "summary": "Forecast daily unit sales with a named model (every form /predict takes)",
-        }},
-        "/metrics": {"get": {
-            "summary": "Prometheus metrics of every web worker and mule",
-            "responses": {"200": {"description": "Prometheus text format.", "content": {"text/plain": {
-                "schema": {"type": "string"},
-                "example": "# HELP forecast_mule_up 1 when the mule has a model and a fresh heartbeat.\n"
-                           "# TYPE forecast_mule_up gauge\nforecast_mule_up{mule=\"1\"} 1.0\n"}}}},
-        }},
+        **_predict(served.settings.max_batch_rows, served.domain, served.models),
+        "summary": "Forecast daily unit sales with a named model (every form /predict takes)",
+    }
+
+
+def models_operation(served: Served) -> dict[str, Any]:
+    return {
+        "summary": "Every model: its versions and aliases, this pod's routes, which mules hold which version",
+        "responses": {"200": {"description": "The models.", **_json(_ref("Models"), models=MODELS_EXAMPLE)}},
+    }
+
+
+def metrics_operation(served: Served) -> dict[str, Any]:
+    return {
+        "summary": "Prometheus metrics of every web worker and mule",
+        "responses": {"200": {"description": "Prometheus text format.", "content": {"text/plain": {
+            "schema": {"type": "string"},
+            "example": "# HELP forecast_mule_up 1 when the mule has a model and a fresh heartbeat.\n"
+                       "# TYPE forecast_mule_up gauge\nforecast_mule_up{mule=\"1\"} 1.0\n"}}}},
     }  # fmt: skip
 
 
-def build(settings: Settings, domain: Domain | None = None, models: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The whole document as a dict (JSON-ready): rows bounded to ``domain`` (what the served versions know),
-    ``/models/{name}/predict`` to the ``models`` served; without them, what the wire schemas alone say."""
+def _paths(endpoints: Sequence[Endpoint], served: Served) -> dict[str, dict[str, Any]]:
+    """Each endpoint's operation at its path, under each of its methods (one object for all of them)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        if endpoint.operation is not None:
+            operation = endpoint.operation(served)
+            paths.setdefault(endpoint.path, {}).update({method.lower(): operation for method in endpoint.methods})
+    return paths
+
+
+def build(
+    endpoints: Sequence[Endpoint], settings: Settings, domain: Domain | None = None, models: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The whole document as a dict (JSON-ready): the ``endpoints``' operations, rows bounded to ``domain`` (what
+    the served versions know), ``/models/{name}/predict`` to the ``models`` served; without them, what the wire
+    schemas alone say."""
     spec = APISpec(
         title=TITLE,
         version=VERSION,
@@ -334,7 +379,9 @@ def build(settings: Settings, domain: Domain | None = None, models: tuple[str, .
         },
     )
     _, definitions = TypeAdapter.json_schemas(
-        [(name, "validation", adapter) for name, adapter in _ADAPTERS.items()], ref_template=_REF
+        [(name, "validation", adapter) for name, adapter in _ADAPTERS.items()],
+        ref_template=_REF,
+        schema_generator=_ComponentNames,
     )
     definitions["$defs"]["LegacyQuery"]["properties"]["date"] = {
         "type": "string", "format": "date",
@@ -347,6 +394,6 @@ def build(settings: Settings, domain: Domain | None = None, models: tuple[str, .
         _bound_rows(definitions["$defs"], domain)
     for name, schema in definitions["$defs"].items():
         spec.components.schema(name, schema)
-    for path, operations in _paths(settings, domain, models).items():
+    for path, operations in _paths(endpoints, Served(settings, domain, models)).items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()

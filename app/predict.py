@@ -16,17 +16,17 @@ The rows arrive in one of four shapes (:class:`app.schemas.Shape`):
   ``date,store,item,sales``;
 * the legacy form of the Ray Serve service's clients: no body, the three fields in the
   query string (the last of a repeated one), answered as that service answered it
-  (:mod:`app.legacy`): a bare number, a sentinel outside the served version's guardrails,
+  (:mod:`app.legacy_answers`): a bare number, a sentinel outside the served version's guardrails,
   the cap above its ``max_value``, byte for byte.  Where it failed with 500 (an impossible
   date) the answer is our 422.
 
 A batch is read, checked, scored and answered as columns (:mod:`app.rows`), and encoded
-:data:`ANSWER_PIECE_ROWS` rows at a time; an answer of more than :data:`STREAM_ROWS` rows
+:data:`app.answers.ANSWER_PIECE_ROWS` rows at a time; an answer of more than :data:`STREAM_ROWS` rows
 is sent piece by piece as it is encoded, so that a worker never holds more than one
 piece's answer objects.
 
 To add an answer shape: a :class:`~app.schemas.Shape` member, its reading in
-:func:`read_rows`, its answer in :func:`render`.
+:func:`read_rows`, its answer in :func:`app.answers.render`.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import numpy as np
-import orjson
 from pydantic import ValidationError
 from pydantic_core import from_json
 
 from app.access import Report
+from app.answers import render, render_row
 from app.encoding import json_exact, json_line
 from app.errors import (
     ApiError,
@@ -54,17 +54,18 @@ from app.errors import (
     UnsupportedMediaType,
     error_answer,
 )
-from app.legacy import LEGACY_QUERY, LegacyQuery, parse_date
-from app.mule_client import Prediction
-from app.rows import Columns, from_csv, from_json_pieces, from_json_rows, from_validated
+from app.legacy_answers import LEGACY_QUERY, LegacyQuery, parse_date
+from app.prediction import Prediction
+from app.rows import from_csv, from_json_pieces, from_json_rows, from_validated
 from app.schemas import ROW, ROWS, Shape, raise_invalid
 from app.service import ForecastService
+from app.telemetry import request_start
 from forecast.registry import is_model_name
+from serving.columns import Columns
 
 LEGACY_FIELDS = frozenset({"date", "store", "item"})  # the query-string form, for body-less requests only
 BODY_PIECE_BYTES = 1 << 20  # a larger body is read this much at a time (read_body)
 STREAM_ROWS = 50_000  # a larger answer is sent as it is encoded (no Content-Length)
-ANSWER_PIECE_ROWS = 10_000  # answers are encoded this many rows at a time (faster than 50,000 too: measured)
 # The use case's two routes, as Flask declares them (app/views.py): both adapters label the HTTP metrics
 # with the rule of the one a request took, so the same route has one label whichever adapter answered.
 ROUTE = "/predict"  # the default model
@@ -83,6 +84,14 @@ class PredictRequest:
     body: bytes | bytearray  # bytearray: a large body, as read_body reads it
     received_at: float  # when nginx received the request (``X-Request-Start``), in time.time() seconds
     accept: str = ""  # the Accept header, "" when there is none
+    route: str = ROUTE  # the rule of the route it took (ROUTE or NAMED_ROUTE): the HTTP metrics' label
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, Any], model: str, route: str, body: bytes | bytearray) -> PredictRequest:
+        """The request of a WSGI environ whose body the adapter read (:func:`read_body`): both adapters build it
+        here, so they read the same headers the same way."""
+        return cls(model, environ.get("QUERY_STRING", ""), environ.get("CONTENT_TYPE", ""), body,
+                   request_start(environ), environ.get("HTTP_ACCEPT", ""), route)  # fmt: skip
 
     @property
     def large(self) -> bool:
@@ -169,7 +178,7 @@ class PredictUseCase:
         if read.shape is Shape.ROW:  # most requests
             return PredictAnswer(200, render_row(read.columns, prediction), {}, report)
         media = CSV if wants_csv(request.accept) else JSON
-        pieces = render(read, prediction, media)
+        pieces = render(read.columns, read.ids, prediction, media)
         if len(read.columns) > STREAM_ROWS:
             return PredictAnswer(200, b"", {}, report, media, pieces)
         return PredictAnswer(200, b"".join(pieces), {}, report, media)
@@ -299,55 +308,3 @@ def wants_csv(accept: str) -> bool:
     if quality[JSON] == 0.0 and quality["*/*"] > 0:
         quality[JSON] = quality["*/*"]
     return quality[CSV] > quality[JSON]
-
-
-def render_row(columns: Columns, prediction: Prediction) -> bytes:
-    """The answer to one row object: that row's forecast object."""
-    return json_line({"date": columns.date_strings()[0], "store": int(columns.stores[0]),
-                      "item": int(columns.items[0]), "sales": float(prediction.sales[0]),
-                      "model_version": prediction.labels[0]})  # fmt: skip
-
-
-def render(read: ReadRows, prediction: Prediction, media: str) -> Iterator[bytes]:
-    """A batch's answer (rows that came as a list, ``instances`` or CSV), in pieces of at most
-    :data:`ANSWER_PIECE_ROWS` rows: JSON, or CSV for ``media`` ``text/csv``."""
-    columns = read.columns
-    if media == CSV:
-        yield b"id,sales\n" if read.ids is not None else b"date,store,item,sales\n"
-    else:
-        yield b'{"predictions":['
-    for start in range(0, len(columns), ANSWER_PIECE_ROWS):
-        rows = slice(start, start + ANSWER_PIECE_ROWS)
-        if media == CSV:
-            yield _csv_rows(read, prediction, rows)
-        else:
-            yield (b"," if start else b"") + orjson.dumps(_forecasts(columns, prediction, rows))[1:-1]
-    if media != CSV:
-        yield b"]}\n"
-
-
-def _forecasts(columns: Columns, prediction: Prediction, rows: slice) -> list[dict[str, Any]]:
-    """The rows' forecast objects (one dict each: what the JSON answer is made of)."""
-    part = columns.take(rows)
-    versions = prediction.versions_of(rows)
-    return [
-        {"date": date, "store": store, "item": item, "sales": sales, "model_version": version}
-        for date, store, item, sales, version in zip(
-            part.date_strings(), part.stores.tolist(), part.items.tolist(), prediction.sales[rows].tolist(), versions,
-            strict=True)
-    ]  # fmt: skip
-
-
-def _csv_rows(read: ReadRows, prediction: Prediction, rows: slice) -> bytes:
-    """The rows' CSV lines: ``id,sales``, else ``date,store,item,sales``; numbers as JSON writes them (orjson's
-    shortest round-trip form, several times faster than ``repr`` per value)."""
-    sales = orjson.dumps(prediction.sales[rows], option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",")
-    if read.ids is not None:
-        return "".join([f"{key},{value}\n" for key, value in zip(read.ids[rows].tolist(), sales, strict=True)]).encode()
-    columns = read.columns
-    dates = columns.take(rows).date_strings()
-    return "".join([
-        f"{date},{store},{item},{value}\n"
-        for date, store, item, value in zip(dates, columns.stores[rows].tolist(), columns.items[rows].tolist(),
-                                            sales, strict=True)
-    ]).encode()  # fmt: skip

@@ -16,8 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from app.mule_client import Part, Prediction
-from app.rows import Columns
+from app.prediction import Part, Prediction
+from serving.columns import Columns
 from serving.messages import ModelRoute, ShadowJob, encode_predictions, encode_rows
 
 SHADOW_TTL_S = 30  # a shadow job not scored within this is dropped (counted): the pool was busy

@@ -3,7 +3,7 @@
 JSON bodies are validated strictly: ``store`` and ``item`` must be JSON
 integers, ``date`` an ISO ``YYYY-MM-DD`` string naming a real day.  The legacy
 query-string form (``?date=...&store=10&item=23``) is read as the original
-service read it (:mod:`app.legacy`).  Every failure names the offending field.
+service read it (:mod:`app.legacy_answers`).  Every failure names the offending field.
 """
 
 from __future__ import annotations
@@ -110,9 +110,12 @@ class ErrorBody(TypedDict):
     details: NotRequired[list[ErrorDetail]]
 
 
-class MuleState(TypedDict):
+# Named apart from serving.messages.MuleState (a heartbeat's state between processes); the docstring is the
+# document's description.
+class MuleStateBody(TypedDict):
     """A mule's last heartbeat; a mule that never reported has only id, state and age."""
 
+    __pydantic_config__ = ConfigDict(title="MuleState")  # type: ignore[misc]  # the document's name, as before
     id: int
     state: Literal["loading", "ready", "failed", "stale", "unknown"]
     heartbeat_age_s: float | None  # None: the mule never reported
@@ -138,16 +141,18 @@ class Status(TypedDict):
     status: Literal["Alive"]
     ready: bool
     model_version: str | list[str]
-    mules: list[MuleState]
+    mules: list[MuleStateBody]
     rollout: RolloutState | None  # None before the pod's first rollout
 
 
-class NotReady(ErrorBody):
+# Named apart from app.errors.NotReady (the error that carries this body); the docstring is the document's.
+class NotReadyBody(ErrorBody):
     """``GET /status`` when some mule has no model: the error shape plus the mules' states."""
 
+    __pydantic_config__ = ConfigDict(title="NotReady")  # type: ignore[misc]  # the document's name, as before
     ready: bool
     model_version: str | list[str]
-    mules: list[MuleState]
+    mules: list[MuleStateBody]
     rollout: RolloutState | None
 
 
@@ -188,7 +193,7 @@ class Reloaded(TypedDict):
     """The version now served and every mule's state after a rolling reload."""
 
     model_version: str
-    mules: list[MuleState]
+    mules: list[MuleStateBody]
 
 
 class ServiceIndex(TypedDict):

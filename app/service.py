@@ -1,7 +1,7 @@
 """What the endpoints do, apart from HTTP: routes, the served models' domains, prediction, status, reload.
 
-One :class:`ForecastService` lives in each web worker process (on
-``app.extensions["forecast"]``).  It reads registry metadata (plain JSON, never
+One :class:`ForecastService` lives in each web worker process (in its
+:class:`app.services.Services`).  It reads registry metadata (plain JSON, never
 LightGBM) to know each served version's stores, items and dates, routes every
 row to its model's production or canary version by the routes the pod's last
 rollout published (:mod:`app.routing`, :mod:`app.rollout`), judges the mule pool
@@ -17,18 +17,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.domain import Domain, check_domain
+from app.domain import Domain, FieldNames, check_domain
 from app.errors import ModelNotFound, NotReady, Reason, ReloadRefused, Unavailable
-from app.legacy import Guardrails
-from app.mule_client import Part, Prediction
+from app.legacy_answers import Guardrails
 from app.pool import PoolView
+from app.prediction import Part, Prediction
 from app.rollout import Loader, PoolState, Rollout
 from app.routing import parts, shadow_job
-from app.rows import Columns
-from app.schemas import Shape
 from forecast.errors import ForecastError
 from forecast.legacy import import_legacy
 from forecast.registry import DEFAULT_MODEL, Registry
+from serving.columns import Columns
 from serving.messages import ModelRoute, Routes, ShadowJob
 from serving.settings import Settings
 
@@ -80,16 +79,17 @@ class ForecastService:
 
     # -- predict -----------------------------------------------------------
 
-    def predict(self, model: str, columns: Columns, shape: Shape, deadline: float) -> Prediction:
+    def predict(self, model: str, columns: Columns, names: FieldNames, deadline: float) -> Prediction:
         """Check the rows against the model's production version and score them before ``deadline``.
 
-        Raises :class:`ModelNotFound`, :class:`app.errors.InvalidInput` (a value the model does
-        not know), :class:`Unavailable` (no mule serves, at capacity, a mule failed, the model
-        does not load) or :class:`app.errors.DeadlineExceeded`.
+        ``names`` names a row's field in an error as the client sent it.  Raises
+        :class:`ModelNotFound`, :class:`app.errors.InvalidInput` (a value the model does not
+        know), :class:`Unavailable` (no mule serves, at capacity, a mule failed, the model does
+        not load) or :class:`app.errors.DeadlineExceeded`.
         """
         route = self.route(model)
         view = self._admission_view()
-        check_domain(columns, self.model(model, route.production).domain, shape)
+        check_domain(columns, self.model(model, route.production).domain, names)
         if not view.any_serving:
             raise Unavailable("no mule has a model loaded yet", Reason.NOT_READY)
         prediction = self.mules.predict(model, parts(model, route, columns), deadline)

@@ -2,6 +2,8 @@
 
 Thin: each view adapts Flask's request to the service (:mod:`app.service`) or, for
 ``/predict``, to its use case (:mod:`app.predict`), which the fast lane calls too.
+:data:`ENDPOINTS`, at the end, declares each one's route, operation and index entry once
+(:mod:`app.endpoints`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from werkzeug.wsgi import get_current_url
 from app import exposition, openapi
 from app.domain import Domain, span
 from app.encoding import json_exact
+from app.endpoints import Endpoint
 from app.errors import Forbidden, Unauthorized
-from app.legacy import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
+from app.legacy_answers import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
 from app.predict import NAMED_ROUTE, ROUTE, PredictRequest, read_body
 from app.service import ForecastService
-from app.telemetry import RequestMetrics, request_start
+from app.services import services
 from forecast.registry import DEFAULT_MODEL
 from serving.processes import release_freed_memory
 from serving.settings import Settings
@@ -34,11 +37,9 @@ SERVICE_NAME = "store-item sales forecast"
 
 
 def service() -> ForecastService:
-    svc: ForecastService = current_app.extensions["forecast"]
-    return svc
+    return services().forecast
 
 
-@bp.get("/")
 def index() -> ResponseReturnValue:
     if service().settings.legacy_answers:
         return legacy_answer(INDEX_ANSWER)
@@ -46,28 +47,21 @@ def index() -> ResponseReturnValue:
         "service": SERVICE_NAME,
         "message": "Sales Forecast Model is ready!",
         "model_version": service().served_version(),
-        "endpoints": {
-            "status": "GET /status",
-            "reload": "GET or POST /reload",
-            "predict": 'POST /predict {"date": "2018-01-21", "store": 10, "item": 23}',
-        },
+        "endpoints": {endpoint.view.__name__: endpoint.index_entry() for endpoint in ENDPOINTS if endpoint.in_index},
     }
 
 
-@bp.get("/status")
 def status() -> ResponseReturnValue:
     """200 when every mule serves; else the error handler answers :class:`app.errors.NotReady` (503)."""
     body = service().status()
     return legacy_answer(STATUS_ANSWER) if service().settings.legacy_answers else {"status": "Alive", **body}
 
 
-@bp.get("/docs")
 def docs() -> ResponseReturnValue:
     """Swagger UI lives at /docs/ (app/__init__.py); a relative redirect keeps the client's host and port."""
     return redirect("/docs/", 308)
 
 
-@bp.get("/openapi.json")
 def openapi_document() -> Response:
     """The document for the versions served now: their stores, items and dates (app/openapi.py)."""
     svc = service()
@@ -77,21 +71,16 @@ def openapi_document() -> Response:
 
 @functools.lru_cache(maxsize=8)  # a new one when the served versions change
 def _document(settings: Settings, domain: Domain | None, models: tuple[str, ...]) -> dict[str, Any]:
-    return openapi.build(settings, domain, models)
+    return openapi.build(ENDPOINTS, settings, domain, models)
 
 
-@bp.get("/metrics")
 def prometheus_metrics() -> Response:
-    svc = service()
-    recorder: RequestMetrics | None = current_app.extensions["forecast_metrics"]
-    if recorder is not None:
-        recorder.flush()  # this worker's latest requests; the other workers' are at most a flush interval old
-    return Response(
-        exposition.render(current_app.extensions["pool"], svc.settings), content_type=exposition.CONTENT_TYPE
-    )
+    found = services()
+    if found.metrics is not None:
+        found.metrics.flush()  # this worker's latest requests; the other workers' are at most a flush interval old
+    return Response(exposition.render(found.pool, found.settings), content_type=exposition.CONTENT_TYPE)
 
 
-@bp.route("/reload", methods=["GET", "POST"])
 def reload() -> ResponseReturnValue:
     _authorize_admin()
     body = service().reload()
@@ -128,22 +117,18 @@ def legacy_answer(text: str) -> Response:
     return Response(json_exact(text), mimetype="application/json")
 
 
-@bp.get("/models")
 def models() -> dict[str, Any]:
     """Each model, its versions and aliases, what this pod routes to, and which mules hold which version."""
     return service().models()
 
 
-@bp.post(ROUTE)
-@bp.post(NAMED_ROUTE)
 def predict(name: str = DEFAULT_MODEL) -> Response:
     """The Flask adapter of the use case (app/predict.py); the fast lane answers most requests first."""
     length = request.content_length
     body = request.get_data(cache=False) if length is None else read_body(request.input_stream, length)
-    environ = request.environ
-    parts = PredictRequest(name, environ.get("QUERY_STRING", ""), request.content_type or "", body,
-                           request_start(environ), environ.get("HTTP_ACCEPT", ""))  # fmt: skip
-    answer = current_app.extensions["predict"].answer(parts)
+    rule = request.url_rule.rule if request.url_rule is not None else ROUTE  # what the metrics label it
+    parts = PredictRequest.from_environ(request.environ, name, rule, body)
+    answer = services().predict.answer(parts)
     g.report = answer.report
     body_or_stream = answer.stream if answer.stream is not None else answer.body
     response = Response(body_or_stream, answer.status, answer.headers, content_type=answer.content_type)
@@ -165,3 +150,28 @@ def _authorize_admin() -> None:
         loopback = False
     if not loopback:
         raise Forbidden("reload is allowed from loopback only (set FORECAST_ADMIN_TOKEN to allow it remotely)")
+
+
+# Every endpoint, once: its rule and methods (the blueprint's routes, hence the trailing-slash redirects), its
+# OpenAPI operation (the document's paths, in this order) and its line in GET /'s index.
+ENDPOINTS = (
+    Endpoint("/", ("GET",), index, openapi.index_operation),
+    Endpoint("/status", ("GET",), status, openapi.status_operation, in_index=True),
+    Endpoint("/reload", ("GET", "POST"), reload, openapi.reload_operation, in_index=True),
+    Endpoint(ROUTE, ("POST",), predict, openapi.predict_operation, in_index=True,
+             example='{"date": "2018-01-21", "store": 10, "item": 23}'),
+    Endpoint("/models", ("GET",), models, openapi.models_operation),
+    Endpoint(NAMED_ROUTE, ("POST",), predict, openapi.named_predict_operation),
+    Endpoint("/metrics", ("GET",), prometheus_metrics, openapi.metrics_operation),
+    Endpoint("/docs", ("GET",), docs, None),  # the redirect to Swagger UI, which shows the document
+    Endpoint("/openapi.json", ("GET",), openapi_document, None),  # the document itself
+)  # fmt: skip
+
+
+def register(endpoints: tuple[Endpoint, ...]) -> None:
+    """Each endpoint's rule onto the blueprint, with its view and methods (Flask adds HEAD and OPTIONS)."""
+    for endpoint in endpoints:
+        bp.add_url_rule(endpoint.rule, view_func=endpoint.view, methods=endpoint.methods)
+
+
+register(ENDPOINTS)

@@ -65,7 +65,7 @@ MUTANTS = (
     Mutant("jobs are released whatever the outcome", "app/mule_client.py",
            "        finally:\n            self.admission.release(len(spans))",
            "        except BaseException:\n            raise\n        self.admission.release(len(spans))"),
-    Mutant("a load answered by the respawn of the mule asked is that mule's death", "app/mule_client.py",
+    Mutant("a load answered by the respawn of the mule asked is that mule's death", "app/mule_control.py",
            "if pid is not None and result.mule_pid != pid:", "if False:"),
     Mutant("a refused reload rolls back the mules already switched", "app/rollout.py",
            "            _roll_back(mules, switched, before, model)\n            raise ReloadRefused",

@@ -15,12 +15,13 @@ import pytest
 from flask import Flask
 
 from app import create_app, errors, views
-from app.mule_client import Prediction
 from app.pool import PoolView
-from app.rows import Columns
+from app.prediction import Prediction
 from app.schemas import Shape, field_path
 from app.service import ForecastService
+from app.services import EXTENSION
 from forecast.registry import Registry
+from serving.columns import Columns
 from serving.messages import Heartbeat, MuleState
 from serving.settings import Settings
 
@@ -67,8 +68,9 @@ def test_field_path(prefix: str, loc: tuple[int | str, ...], expected: str) -> N
 def reload_app(settings: Settings) -> Flask:
     """The real blueprint and error handlers around a stand-in service (no mules needed)."""
     app = Flask(__name__)
-    app.extensions["forecast"] = SimpleNamespace(settings=settings, reload=lambda: {"model_version": "v9"})
-    errors.init_app(app)
+    service = SimpleNamespace(settings=settings, reload=lambda: {"model_version": "v9"})
+    app.extensions[EXTENSION] = SimpleNamespace(forecast=service, settings=settings)
+    errors.init_app(app, settings.retry_after_s)
     app.register_blueprint(views.bp)
     return app
 
@@ -200,3 +202,38 @@ def test_the_claims_of_who_imports_what_hold() -> None:
     """README and docstrings: LightGBM only in the model runtime and training; uwsgi only in the two entry points."""
     assert modules_importing("lightgbm") == {"forecast.model", "forecast.train"}
     assert modules_importing("uwsgi", "uwsgidecorators") == {"app.main", "mules.loop"}
+
+
+def imports_of(module: str) -> set[str]:
+    """The modules ``module``'s source imports directly (``app.schemas``, ``pydantic``, ...)."""
+    tree = ast.parse((ROOT / module.replace(".", "/")).with_suffix(".py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_types_routing_service_and_transport_share_have_homes_of_their_own() -> None:
+    """Rows and predictions are numpy only; the transport takes no wire schemas; the service no wire shapes."""
+    stdlib = {"__future__", "datetime", "collections.abc", "dataclasses", "typing"}
+    assert imports_of("serving.columns") - stdlib == {"numpy"}
+    assert imports_of("app.prediction") - stdlib == {"numpy", "serving.columns"}
+    for transport in ("app.mule_client", "app.mule_control", "app.mule_channel"):
+        assert not imports_of(transport) & {"pydantic", "app.schemas", "app.rows", "flask"}, transport
+    assert not imports_of("app.service") & {"pydantic", "app.schemas", "app.rows"}
+
+
+MAX_CLASS_LINES = 180  # past it, a class does two jobs: split it along them (the mule client's data and control)
+
+
+def test_no_class_of_the_web_worker_is_longer_than_the_limit() -> None:
+    long = {
+        f"{path.name}:{node.name}": node.end_lineno - node.lineno + 1
+        for path in (ROOT / "app").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.end_lineno and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES
+    }
+    assert long == {}

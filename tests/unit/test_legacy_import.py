@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.domain import Domain
-from app.legacy import Guardrails, LegacyQuery
+from app.legacy_answers import Guardrails, LegacyQuery
 from forecast.data import SalesData
 from forecast.errors import CorruptVersion, ImportRefused, IncompatibleVersion
 from forecast.features import FEATURE_NAMES, LEGACY_FEATURE_VERSION

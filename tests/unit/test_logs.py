@@ -9,7 +9,6 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -87,8 +86,7 @@ def test_the_worker_hands_the_failed_job_to_the_access_line_without_a_second_err
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = Flask(__name__)
-    app.extensions["forecast"] = SimpleNamespace(settings=Settings())
-    errors.init_app(app)
+    errors.init_app(app, Settings().retry_after_s)
     telemetry.init_app(app, None)
 
     @app.post("/predict")
@@ -118,8 +116,7 @@ def restored_logging() -> Iterator[None]:
 @pytest.mark.usefixtures("restored_logging")
 def test_app_log_lines_during_a_request_carry_its_id() -> None:
     app = Flask(__name__)
-    app.extensions["forecast"] = SimpleNamespace(settings=Settings())
-    errors.init_app(app)
+    errors.init_app(app, Settings().retry_after_s)
     telemetry.init_app(app, None)
     configure_logging("INFO", "worker", "text", telemetry.log_context)
     stream = io.StringIO()

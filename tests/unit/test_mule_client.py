@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from app.errors import DeadlineExceeded, Unavailable
-from app.mule_client import MuleClient, Part
-from app.rows import Columns
+from app.mule_client import MuleClient
+from app.prediction import Part
+from serving.columns import Columns
 from serving.messages import (
     NOTICE_CLAIMED,
     NOTICE_DONE,
@@ -110,7 +111,7 @@ def start(mule: ScriptedMule) -> ScriptedMule:
 def client(shared: FakeUwsgi) -> Iterator[MuleClient]:
     client = make_client(shared)
     yield client
-    client._channel().close()
+    client.jobs.channels.mine().close()
 
 
 def columns(stores: list[int]) -> Columns:
@@ -158,7 +159,7 @@ def test_one_death_pushes_one_unclaimed_job_again_however_many_wait(shared: Fake
         threading.Timer(0.05, mule.release.set).start()
         prediction = client.predict(*rows_of([7, 8, 9]), time.time() + 10)
     finally:
-        client._channel().close()
+        client.jobs.channels.mine().close()
     assert prediction.sales.tolist() == [107.0, 108.0, 109.0]
     assert [(job.attempt, decode_rows(job.rows)[0, 1]) for job in mule.seen] == [(1, 7), (1, 8), (1, 9), (2, 7)]
     assert shared.queued() == 0  # nothing else was pushed again
@@ -172,7 +173,7 @@ def test_a_job_the_woken_mule_never_takes_is_taken_by_another_mule_woken_at_the_
     try:
         prediction = client.predict(*rows_of([4]), time.time() + 5)
     finally:
-        client._channel().close()
+        client.jobs.channels.mine().close()
     assert prediction.sales.tolist() == [104.0]
     assert [job.attempt for job in second.seen] == [1]  # the same job, not pushed again
     assert shared.inboxes[1].qsize() >= 2  # mule 1 was woken first, then again with mule 2
@@ -191,7 +192,7 @@ def test_a_request_split_into_jobs_is_reassembled_in_order(shared: FakeUwsgi) ->
     client = make_client(shared, mule_batch_rows=2)  # two rows per job
     start(ScriptedMule(shared, ["answer"] * 3))
     assert client.predict(*rows_of([1, 2, 3, 4, 5]), time.time() + 10).sales.tolist() == [101, 102, 103, 104, 105]
-    client._channel().close()
+    client.jobs.channels.mine().close()
 
 
 def test_rows_of_two_versions_come_back_in_request_order(shared: FakeUwsgi, client: MuleClient) -> None:
@@ -238,7 +239,7 @@ def test_a_request_of_more_jobs_than_half_the_share_is_sent_in_rounds(shared: Fa
     assert client.predict(*rows_of(stores), time.time() + 10).sales.tolist() == [100 + s for s in stores]
     assert held == [7, 7, 2]
     assert client.admission.in_flight == 0
-    client._channel().close()
+    client.jobs.channels.mine().close()
 
 
 def test_jobs_are_released_when_the_wait_gives_up(shared: FakeUwsgi, client: MuleClient) -> None:
@@ -263,7 +264,7 @@ def test_the_queue_never_wraps_under_concurrent_requests(shared: FakeUwsgi) -> N
         except Unavailable as refused:
             outcomes.append(refused.code)
         finally:
-            client._channel().close()
+            client.jobs.channels.mine().close()
 
     threads = [threading.Thread(target=request, args=(store,)) for store in range(1, 2 * limit + 3)]
     for thread in threads:

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from app.mule_client import Channel, MuleClient
+from app.mule_channel import Channel
+from app.mule_client import MuleClient
 from forecast.registry import Registry
 from forecast.train import TrainResult
 from mules.loop import SHADOW_BACKLOG, Mule
@@ -49,7 +50,7 @@ class Worker:
 
     def __init__(self, shared: FakeUwsgi, settings: Settings) -> None:
         self.client = MuleClient(settings, shared)
-        self.channel: Channel = self.client._channel()
+        self.channel: Channel = self.client.jobs.channels.mine()
         self.channel.begin()
 
     def job(self, store: int = 1, deadline_in_s: float = 30, model: str = "default", version: str = "v1") -> Job:
@@ -59,8 +60,8 @@ class Worker:
 
     def send(self, job: Job) -> None:
         """What MuleClient.predict does with a job: push it, then wake a sleeping mule."""
-        self.client._push(job)
-        self.client._wake(1)
+        self.client.jobs._push(job)
+        self.client.jobs._wake(1)
 
 
 def settings_for(registry: Registry, **overrides: int) -> Settings:

@@ -18,14 +18,15 @@ import pytest
 from flask import Flask
 from pydantic_core import from_json
 
+import app.answers
 import app.fastlane
 import app.predict
 import app.views
 from app import create_app
 from app.errors import DeadlineExceeded, Reason, Unavailable
 from app.fastlane import FastLane, lane_request
-from app.mule_client import Part, Prediction
 from app.pool import PoolView
+from app.prediction import Part, Prediction
 from forecast.registry import Registry
 from serving.messages import Heartbeat, MuleState, Result
 from serving.settings import Settings
@@ -339,7 +340,7 @@ def test_a_large_batch_is_sent_in_pieces_and_arrives_whole_and_in_order(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(app.predict, "STREAM_ROWS", 3)
-    monkeypatch.setattr(app.predict, "ANSWER_PIECE_ROWS", 3)
+    monkeypatch.setattr(app.answers, "ANSWER_PIECE_ROWS", 3)
     pairs = [(1 + n % 3, 1 + n % 4) for n in range(10)]
     rows = [{**ROW, "store": store, "item": item} for store, item in pairs]
     parsers: list[Callable[[bytes], list[float]]] = [

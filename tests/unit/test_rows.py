@@ -19,8 +19,9 @@ from app import rows as rows_module
 from app.domain import SMALL_ROWS, Domain, check_domain
 from app.errors import ApiError, InvalidInput, PayloadTooLarge
 from app.predict import PredictRequest, read_rows
-from app.rows import Columns, from_csv, from_json_pieces, from_json_rows, from_validated
+from app.rows import from_csv, from_json_pieces, from_json_rows, from_validated
 from app.schemas import ROWS, Shape
+from serving.columns import Columns
 
 GOOD = {"date": "2018-01-21", "store": 10, "item": 23}
 CANDIDATES: list[Any] = [

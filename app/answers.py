@@ -1,0 +1,116 @@
+"""A forecast's fields in the answer, declared once: the JSON objects and the CSV lines are both written from them.
+
+:data:`FIELDS` lists them in answer order: a name, how to get the rows' values from the
+columns and the prediction, and how CSV writes them (or that it does not).  A new field the
+model computes (an interval, an explanation) is one more :class:`AnswerField` here (its
+example feeds the OpenAPI document), plus its schema (:class:`app.schemas.Forecast`: a test
+compares the two); JSON and CSV cannot drift apart.
+
+A CSV body with an ``id`` column (Kaggle's test.csv) is answered ``id`` and the fields not of
+the request's row (``id,sales``, Kaggle's submission file); without one, every CSV field
+(``date,store,item,sales``).  No Flask, no WSGI: the use case (:mod:`app.predict`) calls these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.encoding import json_line
+from app.prediction import Prediction
+from serving.columns import Columns
+
+ANSWER_PIECE_ROWS = 10_000  # answers are encoded this many rows at a time (faster than 50,000 too: measured)
+CSV = "text/csv"
+
+
+def _texts(values: list[Any]) -> list[str]:
+    return values  # already text (dates, versions)
+
+
+def _numbers(values: list[Any]) -> list[str]:
+    """Numbers as JSON writes them (orjson's shortest round-trip form, several times faster than ``repr`` each)."""
+    return orjson.dumps(values)[1:-1].decode().split(",")
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerField:
+    """One field of a row's forecast, in JSON and in CSV."""
+
+    name: str
+    example: Any  # the OpenAPI document's example value (app/openapi.py FORECAST_EXAMPLE)
+    one: Callable[[Columns, Prediction], Any]  # the value of a single row (the one-row request: no slicing)
+    values: Callable[[Columns, Prediction, slice], list[Any]]  # the rows' values, JSON-ready
+    csv: Callable[[list[Any]], list[str]] | None  # the values as CSV cells; None: JSON only
+    of_row: bool = False  # the request's own (date, store, item): CSV with an id column writes the id instead
+
+
+FIELDS = (
+    AnswerField("date", "2018-01-21", lambda columns, _: columns.date_strings()[0],
+                lambda columns, _, rows: columns.take(rows).date_strings(), _texts, of_row=True),
+    AnswerField("store", 10, lambda columns, _: int(columns.stores[0]),
+                lambda columns, _, rows: columns.stores[rows].tolist(), _numbers, of_row=True),
+    AnswerField("item", 23, lambda columns, _: int(columns.items[0]),
+                lambda columns, _, rows: columns.items[rows].tolist(), _numbers, of_row=True),
+    AnswerField("sales", 72.4, lambda _, prediction: float(prediction.sales[0]),
+                lambda _, prediction, rows: prediction.sales[rows].tolist(), _numbers),
+    AnswerField("model_version", "v2", lambda _, prediction: prediction.labels[0],
+                lambda _, prediction, rows: prediction.versions_of(rows), None),
+)  # fmt: skip
+NAMES = tuple(field.name for field in FIELDS)
+EXAMPLE = {field.name: field.example for field in FIELDS}  # a forecast as the document shows it
+_ONE_ROW = tuple((field.name, field.one) for field in FIELDS)  # pairs: the single row's loop reads no attributes
+
+
+def render_row(columns: Columns, prediction: Prediction) -> bytes:
+    """The answer to one row object: that row's forecast object."""
+    row = {}
+    for name, one in _ONE_ROW:  # a loop, not a comprehension: Python 3.11 makes a frame for one (measured)
+        row[name] = one(columns, prediction)
+    return json_line(row)
+
+
+def render(columns: Columns, ids: np.ndarray | None, prediction: Prediction, media: str) -> Iterator[bytes]:
+    """A batch's answer (rows that came as a list, ``instances`` or CSV, ``ids`` its id column), in pieces of
+    at most :data:`ANSWER_PIECE_ROWS` rows: JSON, or CSV for ``media`` ``text/csv``."""
+    if media == CSV:
+        yield _csv_header(ids is not None)
+    else:
+        yield b'{"predictions":['
+    for start in range(0, len(columns), ANSWER_PIECE_ROWS):
+        rows = slice(start, start + ANSWER_PIECE_ROWS)
+        if media == CSV:
+            yield _csv_rows(columns, ids, prediction, rows)
+        else:
+            yield (b"," if start else b"") + orjson.dumps(_forecasts(columns, prediction, rows))[1:-1]
+    if media != CSV:
+        yield b"]}\n"
+
+
+def _forecasts(columns: Columns, prediction: Prediction, rows: slice) -> list[dict[str, Any]]:
+    """The rows' forecast objects (one dict each: what the JSON answer is made of)."""
+    values = [field.values(columns, prediction, rows) for field in FIELDS]  # each as long as the rows
+    return list(map(dict, map(zip, repeat(NAMES), zip(*values, strict=True))))  # {name: value} per row, no loop
+
+
+def _csv_fields(with_ids: bool) -> list[AnswerField]:
+    return [field for field in FIELDS if field.csv is not None and not (with_ids and field.of_row)]
+
+
+def _csv_header(with_ids: bool) -> bytes:
+    names = (["id"] if with_ids else []) + [field.name for field in _csv_fields(with_ids)]
+    return (",".join(names) + "\n").encode()
+
+
+def _csv_rows(columns: Columns, ids: np.ndarray | None, prediction: Prediction, rows: slice) -> bytes:
+    """The rows' CSV lines: the id (if any) and each CSV field, as :data:`FIELDS` writes them."""
+    cells = [] if ids is None else [list(map(str, ids[rows].tolist()))]  # as the body wrote them (text or digits)
+    for field in _csv_fields(ids is not None):
+        assert field.csv is not None  # _csv_fields keeps those only
+        cells.append(field.csv(field.values(columns, prediction, rows)))
+    return ("\n".join(map(",".join, zip(*cells, strict=True))) + "\n").encode()
