@@ -142,6 +142,7 @@ class Rollout:
             routes = Routes(models, current.generation + 1, _still_named(refused, self.registry))
             if routes.models != current.models or routes.refused != current.refused or current.generation == 0:
                 self.pool.publish(routes)
+                logger.info("routes published (generation %d): %s", routes.generation, _summary(routes))
             return routes
 
     def follow_forever(self) -> None:
@@ -325,3 +326,17 @@ def _still_named(refused: dict[str, str], registry: Registry) -> dict[str, str]:
     """The refusals of versions an alias still names (the others are history)."""
     named = {f"{m}/{v}" for m in registry.models() for v in registry.named(m).aliases().values()}
     return {key: reason for key, reason in refused.items() if key in named}
+
+
+def _summary(routes: Routes) -> str:
+    """``model production [canary c w%] [shadow s w%]`` per model, and the refused versions: one log line."""
+    parts = []
+    for model, route in sorted(routes.models.items()):
+        text = f"{model} {route.production}"
+        if route.canary:
+            text += f" canary {route.canary} {route.canary_weight}%"
+        if route.shadow:
+            text += f" shadow {route.shadow} {route.shadow_weight}%"
+        parts.append(text)
+    refused = f"; refused {', '.join(sorted(routes.refused))}" if routes.refused else ""
+    return (", ".join(parts) or "no model") + refused

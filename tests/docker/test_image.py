@@ -59,7 +59,9 @@ def test_the_image_serves_a_correct_prediction_reaches_healthy_and_logs_on_its_s
     assert re.search(r"\[nginx\] access: request .*method=POST path=/predict status=200 .*rows=4", access), access
     for mule in (1, 2):
         assert re.search(rf"INFO \[mule {mule}\] mules.loop: mule {mule} loaded model v1", stdout), stdout[-3000:]
-    assert re.search(r"INFO \[worker\] app.rollout: rollout of default v1 done", stdout), stdout[-3000:]
+    assert re.search(r"INFO \[worker\] app.rollout: routes published \(generation 1\): default v1", stdout), stdout[
+        -3000:
+    ]
     assert not re.search(r"\[(mule \d+|worker)\]", stderr), stderr[-3000:]
     assert "Traceback" not in stdout + stderr
 

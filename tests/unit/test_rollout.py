@@ -214,3 +214,15 @@ def test_a_pass_checks_every_new_version_of_every_model_in_one_child(
     assert (routes.models["default"].production, routes.models["north"].production) == ("v2", "v1")
     rollout.apply()
     assert len(asked) == 1  # verified once per process
+
+
+def test_each_publish_logs_what_the_pod_now_serves(
+    promoted: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    promoted.set_alias("canary", "v1", weight=10)
+    rollout, _, _ = follower(promoted, tmp_path, tmp_path / "leases")
+    with caplog.at_level("INFO", logger="app.rollout"):
+        rollout.apply()
+        rollout.apply()  # nothing changed: nothing published, nothing logged
+    published = [r.getMessage() for r in caplog.records if r.getMessage().startswith("routes published")]
+    assert published == ["routes published (generation 2): default v2 canary v1 10%"]
