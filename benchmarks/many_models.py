@@ -86,10 +86,13 @@ class Profile:
     repeats: int
     warmup_s: int
     rows_per_model: int  # verification rows per model
+    stores: int = STORES  # the fleet: a model per store and item family
 
 
 FULL = Profile(seconds=20, repeats=3, warmup_s=5, rows_per_model=3)
-SMOKE = Profile(seconds=4, repeats=1, warmup_s=1, rows_per_model=1)
+# The smoke run checks that the scenario runs and answers right: half the fleet is still more models than
+# the mules' budgets hold together (each holds ~20), and training and compiling it is the scenario's cost.
+SMOKE = Profile(seconds=4, repeats=1, warmup_s=1, rows_per_model=1, stores=STORES // 2)
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,9 @@ class Fleet:
                 "text_bytes_total": sum(sizes), "default_model_bytes": self.default_bytes}  # fmt: skip
 
 
-def build_fleet(registry: Path, log: Log) -> Fleet:
-    """Train, register, verify and promote the 100 models into ``registry`` (which holds the default model).
+def build_fleet(registry: Path, log: Log, stores: int = STORES) -> Fleet:
+    """Train, register, verify and promote a model per store (the first ``stores``) and item family into
+    ``registry`` (which holds the default model): 100 of them in the full suite.
 
     One model per process of a pool, a process per core, each training on one thread: the models are
     independent (each its own folder of the registry), and 100 of them one after another took minutes.
@@ -177,7 +181,7 @@ def build_fleet(registry: Path, log: Log) -> Fleet:
             family,
             data.select((rows.stores == store) & np.isin(rows.items, family_items(family))),
         )
-        for store in range(1, STORES + 1)
+        for store in range(1, stores + 1)
         for family in range(1, FAMILIES + 1)
     }
     started = time.perf_counter()
@@ -581,9 +585,10 @@ def measure(
     return out
 
 
-def prepare(registry: Path, log: Log) -> tuple[Fleet, int]:
-    """The 100 models added to ``registry`` (a copy with the default model); the fleet, and how many one mule holds."""
-    fleet = build_fleet(registry, log)
+def prepare(registry: Path, log: Log, stores: int = STORES) -> tuple[Fleet, int]:
+    """The fleet's models (:func:`build_fleet`) added to ``registry`` (a copy with the default model); the fleet,
+    and how many one mule holds."""
+    fleet = build_fleet(registry, log, stores)
     return fleet, fleet.per_process(BUDGET_MB * 2**20)
 
 
@@ -600,7 +605,7 @@ def run(scratch: Path, registry: Path, profile: Profile, listeners: Listeners, l
 
     ``registry`` is the scenario's own copy of the registry, with the default model: the models are added to it.
     """
-    fleet, per_process = prepare(registry, log)
+    fleet, per_process = prepare(registry, log, profile.stores)
     requests = traffic(fleet, REQUESTS, SEED)
     load = workload(fleet, requests, scratch, profile)
     mules = Mules(fleet, scratch / "run-many-models", BUDGET_MB)
