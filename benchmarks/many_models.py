@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import re
 import shutil
@@ -44,7 +43,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,7 +52,7 @@ import numpy as np
 from benchmarks.ray_serve.stack import ROOT, RayStack
 from benchmarks.scenarios import CANNON, answered_2xx, answered_non_2xx
 from benchmarks.systems import DEFAULT_MULES, DEFAULT_POOL, children, free_port, memory_mb
-from forecast.data import SalesData, generate
+from forecast.data import generate
 from forecast.features import Rows
 from forecast.registry import DEFAULT_MODEL, Registry
 from forecast.train import train
@@ -169,45 +167,25 @@ def build_fleet(registry: Path, log: Log, stores: int = STORES) -> Fleet:
     """Train, register, verify and promote a model per store (the first ``stores``) and item family into
     ``registry`` (which holds the default model): 100 of them in the full suite.
 
-    One model per process of a pool, a process per core, each training on one thread: the models are
-    independent (each its own folder of the registry), and 100 of them one after another took minutes.
-    Spawned, not forked: the suite's process has run LightGBM (OpenMP) before this.
+    Each trains on one thread: a model's data is small, and OpenMP's threads spin while they wait, so on
+    a busy machine (or two trainings at once) two threads made a fleet take minutes instead of seconds.
     """
     data = generate()
     rows = data.rows
-    slices = {
-        model_name(store, family): (
-            store,
-            family,
-            data.select((rows.stores == store) & np.isin(rows.items, family_items(family))),
-        )
-        for store in range(1, stores + 1)
-        for family in range(1, FAMILIES + 1)
-    }
+    models, sizes = {}, {}
     started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=context, initializer=_one_thread) as pool:
-        jobs = {name: pool.submit(_build_model, registry, name, mine) for name, (_, _, mine) in slices.items()}
-        sizes = {name: job.result() for name, job in jobs.items()}
-    models = {name: (store, family) for name, (store, family, _) in slices.items()}
+    for store in range(1, stores + 1):
+        for family in range(1, FAMILIES + 1):
+            mine = data.select((rows.stores == store) & np.isin(rows.items, family_items(family)))
+            result = train(mine, rounds=ROUNDS, log=lambda _: None, threads=1)
+            name = model_name(store, family)
+            named = Registry(registry, name)
+            version = named.register(result.model_text, result.metadata)
+            named.set_alias("production", named.verify(version).version)
+            models[name], sizes[name] = (store, family), len(result.model_text.encode())
     log(f"[many-models] {len(models)} models trained and registered in {time.perf_counter() - started:.0f} s")
     default = Registry(registry)
-    default_bytes = default.footprint_bytes(default.resolve("production"), compiled=False)
-    return Fleet(registry, models, sizes, default_bytes)
-
-
-def _one_thread() -> None:
-    """A pool process's LightGBM trains on one thread (OpenMP reads this before its first parallel region)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-
-
-def _build_model(registry: Path, name: str, data: SalesData) -> int:
-    """Train one model of the fleet on ``data``, register, verify and promote it; the size of its model text."""
-    result = train(data, rounds=ROUNDS, log=lambda _: None)
-    named = Registry(registry, name)
-    version = named.register(result.model_text, result.metadata)
-    named.set_alias("production", named.verify(version).version)
-    return len(result.model_text.encode())
+    return Fleet(registry, models, sizes, default.footprint_bytes(default.resolve("production"), compiled=False))
 
 
 # -- the requests ------------------------------------------------------------------------------------

@@ -104,8 +104,10 @@ def scores(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
     return {"smape": round(smape(actual, forecast), 4), "mae": round(float(np.abs(actual - forecast).mean()), 4)}
 
 
-def train(data: SalesData, rounds: int = DEFAULT_ROUNDS, refit: bool = True, log: Any = print) -> TrainResult:
-    """Evaluate on the holdout, then (if ``refit``) refit on everything.
+def train(
+    data: SalesData, rounds: int = DEFAULT_ROUNDS, refit: bool = True, log: Any = print, threads: int = 0
+) -> TrainResult:
+    """Evaluate on the holdout, then (if ``refit``) refit on everything (``threads``: as :func:`fit`).
 
     Returns the model to register with its metadata (minus the fields the
     registry adds: version, checksum, feature names and version).
@@ -113,7 +115,7 @@ def train(data: SalesData, rounds: int = DEFAULT_ROUNDS, refit: bool = True, log
     started = time.perf_counter()
     train_part, holdout = holdout_split(data)
     log(f"training on {len(train_part):,} rows, holdout {len(holdout):,} rows")
-    evaluated = fit(train_part, rounds)
+    evaluated = fit(train_part, rounds, threads)
     actual = holdout.sales.astype(np.float64)
     baseline = seasonal_naive(train_part, holdout)
     known = ~np.isnan(baseline)
@@ -128,7 +130,7 @@ def train(data: SalesData, rounds: int = DEFAULT_ROUNDS, refit: bool = True, log
             "baseline_rows": int(known.sum()),
         }
     }
-    final = fit(data, rounds) if refit else evaluated
+    final = fit(data, rounds, threads) if refit else evaluated
     assert final.booster is not None  # fit() trains LightGBM's trees
     model_text = final.booster.model_to_string()
     metadata: dict[str, Any] = {
