@@ -16,11 +16,13 @@ where it says, so a stale mutant fails the ordinary test run too.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,7 +231,9 @@ def run(snapshot: Path, mutant: Mutant | None, catch: tuple[str, ...] = UNIT) ->
 
 def baseline_failures(snapshot: Path, chosen: list[Mutant]) -> list[str]:
     """Tests that fail in an unbroken copy: a mutant 'caught' by one of them would prove nothing."""
-    return [failed for catch in dict.fromkeys(m.catch for m in chosen) for failed in run(snapshot, None, catch)]
+    catches = list(dict.fromkeys(m.catch for m in chosen))
+    with ThreadPoolExecutor(len(catches) or 1) as pool:
+        return [failed for found in pool.map(lambda catch: run(snapshot, None, catch), catches) for failed in found]
 
 
 def verdict(snapshot: Path, mutant: Mutant) -> tuple[str, str]:
@@ -245,6 +249,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tier", choices=["unit", "stack", "all"], default="unit")
     parser.add_argument("--only", default="", help="run the mutants whose claim contains this")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="mutants judged at once (default: a core each for the unit tier, one at a time with "
+                             "stack tests, which count on deadlines)")  # fmt: skip
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if args.only in m.claim and args.tier in ("all", m.tier)]
     # One snapshot of the checkout, taken now, is what every mutant breaks: edits (a merge, a checkout) made
@@ -258,10 +265,12 @@ def main() -> int:
             print("the unbroken copy fails already, so no mutant can be judged: " + ", ".join(broken))
             return 2
         counts = dict.fromkeys(("caught", "NOT CAUGHT", "STALE"), 0)
-        for mutant in chosen:
-            outcome, detail = verdict(snapshot, mutant)
-            counts[outcome] += 1
-            print(f"- {mutant.claim} ({mutant.path}): {detail}", flush=True)
+        jobs = args.jobs or (os.cpu_count() or 1 if all(m.tier == "unit" for m in chosen) else 1)
+        with ThreadPoolExecutor(jobs) as pool:  # each mutant in its own copy: independent; printed in order
+            verdicts = pool.map(lambda m: verdict(snapshot, m), chosen)
+            for mutant, (outcome, detail) in zip(chosen, verdicts, strict=True):
+                counts[outcome] += 1
+                print(f"- {mutant.claim} ({mutant.path}): {detail}", flush=True)
     print(f"mutants ({args.tier} tier): {len(chosen)} run, {counts['caught']} caught, "
           f"{counts['NOT CAUGHT']} not caught, {counts['STALE']} stale")  # fmt: skip
     return 0 if chosen and counts["caught"] == len(chosen) else 1
