@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mutants import MUTANTS, ROOT, Mutant
+from tests.mutants import MUTANTS, ROOT, Mutant, run
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.claim)
@@ -41,3 +41,19 @@ def test_a_stranded_snippet_is_reported_stale_not_run(tmp_path: Path) -> None:
 def test_tier_follows_the_catching_tests() -> None:
     assert Mutant("c", "p", "a", "b").tier == "unit"
     assert Mutant("c", "p", "a", "b", ("tests/stack/test_api.py",)).tier == "stack"
+
+
+def test_a_mutant_breaks_the_snapshot_not_the_live_checkout(tmp_path: Path) -> None:
+    """``run`` judges a copy of the snapshot it is given: a test that fails there (and not in this checkout)
+    is what it reports, and a mutant's break reaches only its copy."""
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "promise.py").write_text("VALUE = 1\n")
+    (tmp_path / "tests" / "unit" / "test_promise.py").write_text(
+        "import sys, pathlib\nsys.path.insert(0, str(pathlib.Path(__file__).parents[2]))\n"
+        "from promise import VALUE\n\ndef test_value():\n    assert VALUE == 1\n"
+    )
+    catch = ("tests/unit/test_promise.py",)
+    assert run(tmp_path, None, catch) == []
+    broken = Mutant("the value is one", "promise.py", "VALUE = 1", "VALUE = 2", catch)
+    assert run(tmp_path, broken) == ["tests/unit/test_promise.py::test_value"]
+    assert (tmp_path / "promise.py").read_text() == "VALUE = 1\n"  # the snapshot itself unbroken
