@@ -18,6 +18,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from forecast.backtest import DEFAULT_ORIGINS, calibrate
 from forecast.data import SalesData
 from forecast.features import CATEGORICAL_FEATURES, FEATURE_NAMES, Rows, build_features
 from forecast.model import LightGBMScorer, Predictor
@@ -105,9 +106,16 @@ def scores(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
 
 
 def train(
-    data: SalesData, rounds: int = DEFAULT_ROUNDS, refit: bool = True, log: Any = print, threads: int = 0
+    data: SalesData,
+    rounds: int = DEFAULT_ROUNDS,
+    refit: bool = True,
+    log: Any = print,
+    threads: int = 0,
+    backtest_origins: int = DEFAULT_ORIGINS,
 ) -> TrainResult:
-    """Evaluate on the holdout, then (if ``refit``) refit on everything (``threads``: as :func:`fit`).
+    """Evaluate on the holdout, calibrate the intervals on a backtest of ``backtest_origins`` cutoffs
+    (:mod:`forecast.backtest`; 0: none, the version answers without bands), then (if ``refit``) refit on
+    everything (``threads``: as :func:`fit`).
 
     Returns the model to register with its metadata (minus the fields the
     registry adds: version, checksum, feature names and version).
@@ -130,6 +138,7 @@ def train(
             "baseline_rows": int(known.sum()),
         }
     }
+    calibration = calibrate(data, lambda history: fit(history, rounds, threads), backtest_origins, log)
     final = fit(data, rounds, threads) if refit else evaluated
     assert final.booster is not None  # fit() trains LightGBM's trees
     model_text = final.booster.model_to_string()
@@ -150,6 +159,7 @@ def train(
         "trend": final.trend.to_dict() if final.trend is not None else None,  # fit() always sets one
         "training": {"params": DEFAULT_PARAMS, "rounds": rounds, "refit_on_all_data": refit},
         "metrics": metrics,
+        "intervals": calibration.to_dict() if calibration is not None else None,
     }
     metadata["training"]["seconds"] = round(time.perf_counter() - started, 1)
     return TrainResult(final, model_text, metadata)
