@@ -177,7 +177,7 @@ def build_fleet(registry: Path, log: Log, stores: int = STORES) -> Fleet:
     for store in range(1, stores + 1):
         for family in range(1, FAMILIES + 1):
             mine = data.select((rows.stores == store) & np.isin(rows.items, family_items(family)))
-            result = train(mine, rounds=ROUNDS, log=lambda _: None, threads=1)
+            result = train(mine, rounds=ROUNDS, log=lambda _: None, threads=1, backtest_origins=0)
             name = model_name(store, family)
             named = Registry(registry, name)
             version = named.register(result.model_text, result.metadata)

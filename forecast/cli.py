@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.backtest import DEFAULT_ORIGINS
 from forecast.config import ModelSettings
 from forecast.errors import ForecastError
+from forecast.intervals import Calibration
 from forecast.registry import ALIASES, DEFAULT_MODEL, Registry
 from forecast.sources import add_version
 
@@ -43,6 +45,12 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the generated data set")
     for column in ("stores", "items"):
         train.add_argument(f"--{column}", type=numbers, help=f"train on these {column} only, e.g. 1-5,8 (default: all)")
+    train.add_argument(
+        "--backtest-origins",
+        type=int,
+        default=DEFAULT_ORIGINS,
+        help="cutoffs of the backtest the intervals are calibrated on (0: no intervals)",
+    )
     train.add_argument("--no-promote", action="store_true", help="register without moving 'production'")
     train.add_argument("--if-empty", action="store_true", help="do nothing if 'production' is already set")
     train.set_defaults(run=_train)
@@ -68,6 +76,7 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     actions.add_parser("models", help="list the models and their aliases").set_defaults(run=_models)
     show = actions.add_parser("show", parents=[named], help="print a version's metadata")
     show.add_argument("ref", help="version (v3) or alias (production)")
+    show.add_argument("--full", action="store_true", help="the interval calibration's tables too, not its summary")
     show.set_defaults(run=_show)
     verify = actions.add_parser(
         "verify", parents=[named], help="check checksum, compatibility, model text, features, load, both paths"
@@ -118,7 +127,7 @@ def _train(args: argparse.Namespace, registry: Registry) -> int:
         )
         if not len(data):
             raise ForecastError(f"no rows of {args.data} are in --stores {args.stores} --items {args.items}")
-    result = train(data, rounds=args.rounds)
+    result = train(data, rounds=args.rounds, backtest_origins=args.backtest_origins)
     # --no-promote registers without verifying, as before: promote verifies later.
     version = add_version(registry, result.candidate(), promote=not args.no_promote, verify=False,
                           on_registered=lambda new: print(f"registered {new} in {registry.root}")).version  # fmt: skip
@@ -126,6 +135,10 @@ def _train(args: argparse.Namespace, registry: Registry) -> int:
         print(f"production -> {version}")
     holdout = result.metadata["metrics"]["holdout"]
     print(f"holdout SMAPE: model={holdout['model']['smape']:.2f} baseline={holdout['baseline']['smape']:.2f}")
+    coverage = (result.metadata["intervals"] or {}).get("coverage", {}).get("day/series/1")
+    if coverage:
+        print("interval coverage on the newest backtest cutoff (daily):",
+              ", ".join(f"{level}%: {share}%" for level, share in coverage.items()))  # fmt: skip
     return 0
 
 
@@ -187,7 +200,11 @@ def _list(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _show(args: argparse.Namespace, registry: Registry) -> int:
-    print(json.dumps(registry.metadata(args.ref), indent=2))
+    metadata = registry.metadata(args.ref)
+    calibration = Calibration.of_version(metadata)
+    if calibration is not None and not args.full:
+        metadata["intervals"] = calibration.summary()  # its tables are long: --full prints them
+    print(json.dumps(metadata, indent=2))
     return 0
 
 

@@ -165,6 +165,18 @@ class Calibration:
         }
 
     @classmethod
+    def of_version(cls, metadata: dict[str, Any]) -> Calibration | None:
+        """The calibration a version's metadata holds, None for a version without one (trained before
+        calibrations, imported); ``ValueError`` for one this code cannot use."""
+        stored = metadata.get("intervals")
+        return None if stored is None else cls.from_dict(stored)
+
+    def summary(self) -> dict[str, Any]:
+        """What the model card shows: method, cutoffs, held-out coverage, and the errors behind each kind."""
+        errors_per_kind = {key: sum(map(sum, cell.counts)) for key, cell in self.cells.items()}
+        return {"method": METHOD, "origins": list(self.origins), "coverage": self.coverage, "errors": errors_per_kind}
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
         """Read a stored calibration; ``ValueError`` (naming the problem) for one this code cannot use."""
         try:

@@ -24,6 +24,7 @@ from forecast.child_check import check_versions
 from forecast.compiled import CompileReport, Reference, compile_trees, load_compiled
 from forecast.errors import CorruptVersion, IncompatibleVersion, RegistryError
 from forecast.features import FEATURE_SETS, FeatureSet, Rows
+from forecast.intervals import Calibration
 from forecast.modeltext import check_model_text
 from forecast.registry_files import MODEL_FILE, RegistryFiles, sha256_text
 from forecast.trend import Trend
@@ -72,6 +73,10 @@ class Verifier:
             trend = Trend.from_dict(metadata["trend"]) if feature_set.log_target else None
         except (KeyError, TypeError, ValueError) as exc:  # a damaged metadata.json
             raise CorruptVersion(f"version {version}: unreadable trend ({exc.__class__.__name__})") from exc
+        try:
+            Calibration.of_version(metadata)  # its bands are served from the metadata (app/forecasting.py)
+        except ValueError as exc:
+            raise CorruptVersion(f"version {version}: its interval calibration cannot be used: {exc}") from exc
         if compiled:
             checksum = metadata["checksum"][MODEL_FILE]
             trees, why_not = load_compiled(self.files.compiled_paths(version), checksum, feature_set.exact_sum)

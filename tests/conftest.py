@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from forecast.backtest import DEFAULT_ORIGINS
 from forecast.data import SalesData, generate
 from forecast.registry import Registry
 from forecast.train import TrainResult, train
@@ -68,13 +69,14 @@ def registry(tmp_path: Path, small_model: TrainResult) -> Registry:
 
 @pytest.fixture(scope="session")
 def serving_registry(tmp_path_factory: pytest.TempPathFactory, full_data: SalesData) -> Registry:
-    """A registry with v1 (production) and v2, trained on all stores and items of 2015-2016."""
+    """A registry with v1 (production, with its interval calibration) and v2 (without: as a version trained
+    before calibrations), trained on all stores and items of 2015-2016."""
     rows = full_data.rows
     data = full_data.select(rows.dates >= np.datetime64("2015-01-01"))
     data = data.select(data.rows.dates < np.datetime64("2017-01-01"))
     registry = Registry(tmp_path_factory.mktemp("serving") / "registry")
-    for rounds in (SMALL_ROUNDS, SMALL_ROUNDS + 10):
-        result = train(data, rounds=rounds, refit=False, log=lambda _: None)
+    for rounds, origins in ((SMALL_ROUNDS, DEFAULT_ORIGINS), (SMALL_ROUNDS + 10, 0)):
+        result = train(data, rounds=rounds, refit=False, log=lambda _: None, backtest_origins=origins)
         registry.register(result.model_text, result.metadata)
     registry.promote("v1")
     return registry

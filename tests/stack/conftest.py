@@ -22,7 +22,7 @@ def heavy_registry(tmp_path_factory: pytest.TempPathFactory, full_data: SalesDat
     Verified here without compiling its trees: compiled, it would score too fast to catch.
     """
     sample = full_data.select(np.random.default_rng(0).random(len(full_data)) < 0.05)
-    result = train(sample, rounds=1000, refit=False, log=lambda _: None)
+    result = train(sample, rounds=1000, refit=False, log=lambda _: None, backtest_origins=0)
     registry = Registry(tmp_path_factory.mktemp("heavy") / "registry")
     version = registry.register(result.model_text, result.metadata)
     registry.set_alias("production", registry.verify(version, compiled=False).version)

@@ -54,7 +54,7 @@ def named_texts(full_data: SalesData) -> dict[str, tuple[str, dict[str, Any]]]:
     for name, year, rounds in (("alpha", "2016", 20), ("beta", "2015", 35)):
         rows = full_data.rows
         data = full_data.select(rows.dates.astype("datetime64[Y]") == np.datetime64(year, "Y"))
-        result = train(data, rounds=rounds, refit=False, log=lambda _: None)
+        result = train(data, rounds=rounds, refit=False, log=lambda _: None, backtest_origins=0)
         found[name] = (result.model_text, result.metadata)
     return found
 

@@ -1,9 +1,9 @@
 """Calibrated on a backtest, the bands hold what they say on a year the model never saw.
 
 A real model (20 series, trained on 2013-2016 with its backtest) forecasts 2017; the share
-of 2017's actual daily sales and weekly sums inside each band is within a few points of the
-level (weekly sums: within a few points below, up to 15 above: conservative).  The figures are printed (``pytest -s``) and the version's own held-out coverage is
-stored with it.
+of 2017's actual daily sales inside each band is within a few points of the level, and of
+its weekly sums a few points below to 15 above (conservative).  The figures are printed
+(``pytest -s``); the version's own held-out coverage is stored with it.
 """
 
 from __future__ import annotations

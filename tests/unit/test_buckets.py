@@ -36,7 +36,8 @@ def test_sums_are_a_clients_left_to_right_sums_bit_for_bit() -> None:
     stores, items = np.array([2, 1, 2, 1]), np.array([5, 5, 6, 6])
     buckets = date_buckets(day("2018-01-05"), 10, Granularity.WEEK)  # Friday: weeks of 3 and 7 days
     groups = series_groups(stores, items, Totals.STORE)
-    assert groups.stores.tolist() == [1, 2] and groups.items.tolist() == [-1, -1]
+    assert groups.stores.tolist() == [1, 2]
+    assert groups.items.tolist() == [-1, -1]
     got = aggregate(daily, groups, buckets)
     for g, store in enumerate([1, 2]):
         members = [n for n in range(4) if stores[n] == store]
@@ -48,7 +49,8 @@ def test_totals_group_series_by_item_or_all() -> None:
     daily = np.arange(8.0).reshape(4, 2)
     stores, items = np.array([1, 2, 1, 2]), np.array([7, 7, 8, 8])
     by_item = series_groups(stores, items, Totals.ITEM)
-    assert by_item.items.tolist() == [7, 8] and by_item.stores.tolist() == [-1, -1]
+    assert by_item.items.tolist() == [7, 8]
+    assert by_item.stores.tolist() == [-1, -1]
     assert aggregate(daily, by_item, date_buckets(0, 2, Granularity.DAY)).tolist() == [[2.0, 4.0], [10.0, 12.0]]
     everything = series_groups(stores, items, Totals.ALL)
     assert aggregate(daily, everything, date_buckets(0, 2, Granularity.DAY)).tolist() == [[12.0, 16.0]]

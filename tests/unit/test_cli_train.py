@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +14,21 @@ def test_train_command_registers_promotes_and_prints_the_smape_line(tmp_path: Pa
     command = [sys.executable, "-m", "forecast", "--registry", str(registry_dir), "train", "--data", str(csv)]
     result = subprocess.run([*command, "--rounds", "20"], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
-    last = result.stdout.strip().splitlines()[-1]
+    *_, last, coverage = result.stdout.strip().splitlines()
     assert last.startswith("holdout SMAPE: model=")
+    assert coverage.startswith("interval coverage on the newest backtest cutoff (daily): 50%: ")
     assert " baseline=" in last
     model, baseline = (float(part.split("=")[1]) for part in last.removeprefix("holdout SMAPE: ").split())
     assert model < baseline
     registry = Registry(registry_dir)
     assert registry.aliases() == {"production": "v1"}
     assert registry.metadata("v1")["data"]["rows"] == len(small_data)
+    card = subprocess.run([*command[:5], "registry", "show", "v1"], capture_output=True, text=True, check=True)
+    intervals = json.loads(card.stdout)["intervals"]
+    assert set(intervals) == {"method", "origins", "coverage", "errors"}  # the summary: the tables are long
+    assert set(intervals["coverage"]["day/series/1"]) == {"50", "80", "90", "95", "99"}
+    full = subprocess.run([*command[:5], "registry", "show", "v1", "--full"], capture_output=True, text=True, check=True)
+    assert "week/all/7" in json.loads(full.stdout)["intervals"]["cells"]
 
     again = subprocess.run([*command, "--if-empty"], capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0

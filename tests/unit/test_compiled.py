@@ -113,7 +113,7 @@ def test_compiled_trees_of_another_model_are_refused_even_with_consistent_checks
 ) -> None:
     """An artefact whose description was rewritten to match (as a careless copy would) forecasts other numbers."""
     other = Registry(tmp_path / "other")
-    longer = train(small_data, rounds=SMALL_ROUNDS + 20, log=lambda _: None)
+    longer = train(small_data, rounds=SMALL_ROUNDS + 20, log=lambda _: None, backtest_origins=0)
     version = other.register(longer.model_text, longer.metadata)
     other.compile(version)
     library_path, info_path = _artefact(compiled)
@@ -150,7 +150,7 @@ def test_an_artefact_copied_whole_from_another_model_passes_a_mule_but_not_regis
     """Library and reference agree with each other, not with this version's LightGBM: the check before an alias
     names the version (``registry verify``) compares the reference with LightGBM."""
     other = Registry(tmp_path / "other")
-    longer = train(small_data, rounds=SMALL_ROUNDS + 20, log=lambda _: None)
+    longer = train(small_data, rounds=SMALL_ROUNDS + 20, log=lambda _: None, backtest_origins=0)
     version = other.register(longer.model_text, longer.metadata)
     other.compile(version)
     library_path, info_path = _artefact(compiled)

@@ -33,8 +33,10 @@ def test_bands_nest_hold_the_forecast_and_are_never_negative() -> None:
     widths = np.array([[0.2, 0.5], [0.2, 0.5], [0.1, 0.3], [0.05, 0.09]])
     lower, upper = bands(forecasts, widths)
     assert (lower >= 0).all()
-    assert (lower[:, 1] <= lower[:, 0]).all() and (lower[:, 0] <= forecasts).all()
-    assert (upper[:, 1] >= upper[:, 0]).all() and (upper[:, 0] >= forecasts).all()
+    assert (lower[:, 1] <= lower[:, 0]).all()
+    assert (lower[:, 0] <= forecasts).all()
+    assert (upper[:, 1] >= upper[:, 0]).all()
+    assert (upper[:, 0] >= forecasts).all()
     assert upper[2, 0] == pytest.approx(math.expm1(math.log1p(30) + 0.1))
 
 
@@ -67,7 +69,8 @@ def test_a_stored_calibration_reads_back_the_same() -> None:
     read = Calibration.from_dict(calibration.to_dict())
     probe = np.array([1, 50, 99]), np.array([2.0, 20.0, 40.0]), [level_index(80), level_index(99.9)]
     assert np.array_equal(read.cells["day/series/1"].halfwidths(*probe), cell.halfwidths(*probe))
-    assert read.coverage == calibration.coverage and read.origins == ("2017-10-01",)
+    assert read.coverage == calibration.coverage
+    assert read.origins == ("2017-10-01",)
 
 
 def test_a_calibration_whose_bands_would_cross_is_refused() -> None:

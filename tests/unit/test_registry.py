@@ -131,6 +131,17 @@ def test_incompatible_version_is_refused(registry: Registry, field: str, value: 
     assert registry.resolve("production") == "v1"
 
 
+def test_a_version_whose_interval_calibration_would_cross_is_refused(registry: Registry) -> None:
+    clone_version(registry, "v1", "v2")
+    metadata = json.loads(registry.metadata_path("v2").read_text())
+    row = metadata["intervals"]["cells"]["day/series/1"]["quantiles"][0][0]
+    row[0] = row[1] + 1  # the 50% half-width above the 51%'s: those bands would cross
+    registry.metadata_path("v2").write_text(json.dumps(metadata))
+    with pytest.raises(CorruptVersion, match="interval calibration cannot be used: day/series/1: .* shrink"):
+        registry.promote("v2")
+    assert registry.resolve("production") == "v1"
+
+
 def test_missing_and_unreadable_versions(registry: Registry) -> None:
     with pytest.raises(VersionNotFound):
         registry.resolve("v99")
