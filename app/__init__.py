@@ -16,6 +16,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from app import errors, openapi, telemetry, views
 from app.exposition import check_multiprocess_dir
 from app.fastlane import FastLane
+from app.forecasting import ForecastUseCase
 from app.json import OrjsonProvider
 from app.mule_client import MuleClient
 from app.pool import MulePool
@@ -55,7 +56,7 @@ def create_app(settings: Settings, client: MuleClient, pool: MulePool) -> Flask:
     service = ForecastService(settings, client, pool, Registry(settings.registry_dir))
     use_case = PredictUseCase(service)
     recorder = telemetry.RequestMetrics(lambda: client.admission.in_flight) if settings.metrics_enabled else None
-    install(app, Services(service, use_case, pool, recorder))
+    install(app, Services(service, use_case, ForecastUseCase(service), pool, recorder))
     errors.init_app(app, settings.retry_after_s)
     telemetry.init_app(app, recorder)
     add_routes(app)

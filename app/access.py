@@ -21,6 +21,8 @@ class Report:
     error: str | None = None  # the error code of the answer
     job: str | None = None  # the job whose failure the answer reports (also on the mule's log line)
     loaded: bool | None = None  # True: the request waited for a mule to load its model version
+    series: int | None = None  # a forecast's series
+    days: int | None = None  # a forecast's days
 
     def headers(self) -> list[tuple[str, str]]:
         """The response headers that carry this report to nginx's access line."""
@@ -31,5 +33,7 @@ class Report:
             ("X-Forecast-Job", self.job),
             ("X-Forecast-Model", self.model),
             ("X-Forecast-Load", "1" if self.loaded else None),
+            ("X-Forecast-Series", self.series),
+            ("X-Forecast-Days", self.days),
         )
         return [(header, str(value)) for header, value in fields if value is not None]

@@ -32,7 +32,7 @@ def _texts(values: list[Any]) -> list[str]:
     return values  # already text (dates, versions)
 
 
-def _numbers(values: list[Any]) -> list[str]:
+def number_cells(values: list[Any]) -> list[str]:
     """Numbers as JSON writes them (orjson's shortest round-trip form, several times faster than ``repr`` each)."""
     return orjson.dumps(values)[1:-1].decode().split(",")
 
@@ -53,11 +53,11 @@ FIELDS = (
     AnswerField("date", "2018-01-21", lambda columns, _: columns.date_strings()[0],
                 lambda columns, _, rows: columns.take(rows).date_strings(), _texts, of_row=True),
     AnswerField("store", 10, lambda columns, _: int(columns.stores[0]),
-                lambda columns, _, rows: columns.stores[rows].tolist(), _numbers, of_row=True),
+                lambda columns, _, rows: columns.stores[rows].tolist(), number_cells, of_row=True),
     AnswerField("item", 23, lambda columns, _: int(columns.items[0]),
-                lambda columns, _, rows: columns.items[rows].tolist(), _numbers, of_row=True),
+                lambda columns, _, rows: columns.items[rows].tolist(), number_cells, of_row=True),
     AnswerField("sales", 72.4, lambda _, prediction: float(prediction.sales[0]),
-                lambda _, prediction, rows: prediction.sales[rows].tolist(), _numbers),
+                lambda _, prediction, rows: prediction.sales[rows].tolist(), number_cells),
     AnswerField("model_version", "v2", lambda _, prediction: prediction.labels[0],
                 lambda _, prediction, rows: prediction.versions_of(rows), None),
 )  # fmt: skip

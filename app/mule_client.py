@@ -48,6 +48,7 @@ from serving.messages import (
     ASLEEP,
     CONTROL_WAKE,
     FLAGS_AREA,
+    MAX_EXPLAIN_WIDTH,
     NOTICE_CLAIMED,
     RESULT_CACHE,
     STATE_CACHE,
@@ -69,12 +70,13 @@ logger = logging.getLogger(__name__)
 
 
 def _assemble(spans: list[tuple[Part, int, int]], jobs: list[Job], results: dict[bytes, Result]) -> Prediction:
-    """The parts' predictions back in request order, a slice per job."""
-    if len(spans) == len(jobs) == 1 and spans[0][0].positions is None:  # one job, one version: most requests
+    """The parts' predictions back in request order, a slice per job (and their contributions, when explained)."""
+    if len(spans) == len(jobs) == 1 and spans[0][0].positions is None and not jobs[0].explain:  # most requests
         result = results[jobs[0].id]
         return Prediction(result.sales_array(), (result.model_version,), None, result.loaded)
     total = sum(b - a for _, a, b in spans)
     sales = np.empty(total, dtype=np.float64)
+    contributions = _contributions(jobs, results, total)
     version_of = np.empty(total, dtype=np.uint8)  # at most a production, a canary and a reload's new version
     labels: list[str] = []
     loaded = False
@@ -86,7 +88,20 @@ def _assemble(spans: list[tuple[Part, int, int]], jobs: list[Job], results: dict
         places = slice(a, b) if part.positions is None else part.positions[a:b]  # None: the part is every row
         sales[places] = result.sales_array()
         version_of[places] = labels.index(result.model_version)
-    return Prediction(sales, tuple(labels), version_of if len(labels) > 1 else None, loaded)
+        if contributions is not None:
+            contributions[places] = result.contributions_array()
+    return Prediction(sales, tuple(labels), version_of if len(labels) > 1 else None, loaded, contributions)
+
+
+def _contributions(jobs: list[Job], results: dict[bytes, Result], rows: int) -> np.ndarray | None:
+    """Room for the rows' contributions when the jobs asked for them; ``MessageError`` if their versions disagree
+    on how many features they have (a request's rows are explained by one feature set)."""
+    if not jobs[0].explain:
+        return None
+    widths = {results[job.id].width for job in jobs}
+    if len(widths) != 1 or 1 in widths:
+        raise MessageError(f"explained results of {sorted(widths)} values per row in one request")
+    return np.empty((rows, widths.pop() - 1), dtype=np.float64)
 
 
 @dataclass
@@ -141,11 +156,9 @@ class MuleJobs:
         self.alive = alive
         self.channels = channels
         self.mule_ids = list(range(1, settings.mules + 1))
-        self.rows_per_job = min(
-            max_rows_per_job(settings.queue_slot_bytes),
-            max_rows_per_result(settings.result_block_bytes),
-            settings.mule_batch_rows,
-        )
+        block, slot = settings.result_block_bytes, settings.queue_slot_bytes
+        self.rows_per_job = min(max_rows_per_job(slot), max_rows_per_result(block), settings.mule_batch_rows)
+        self.rows_per_explained_job = min(self.rows_per_job, max_rows_per_result(block, width=MAX_EXPLAIN_WIDTH))
         self.admission = Admission(settings.jobs_in_flight_per_worker)
         self.flags = uwsgi.sharedarea_memoryview(FLAGS_AREA)  # the mules' awake flags
         if getattr(uwsgi, "queue_size", None) != settings.queue_slots:
@@ -156,31 +169,32 @@ class MuleJobs:
 
     # -- predictions --------------------------------------------------------
 
-    def predict(self, model: str, parts: list[Part], deadline: float) -> Prediction:
-        """Score a request's rows of ``model``, each part with its version, before ``deadline`` (``time.time()``).
+    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False) -> Prediction:
+        """Score a request's rows of ``model``, each part with its version, before ``deadline`` (``time.time()``);
+        with ``explain``, each row's contributions too (in smaller jobs: their results are wider).
 
         A request of more than half this worker's share of jobs is sent that many jobs at a
         time, each round after the last one's answers: a large batch never takes the whole queue.
         Raises :class:`Unavailable` (at capacity, a mule failed, the model version does not load)
         or :class:`DeadlineExceeded`.
         """
-        size = self.rows_per_job
+        size = self.rows_per_explained_job if explain else self.rows_per_job
         spans = [
             (part, a, min(a + size, len(part.columns))) for part in parts for a in range(0, len(part.columns), size)
         ]
         per_round = max(1, self.admission.limit // 2)
         if len(spans) <= per_round:
-            return _assemble(spans, *self._score(model, spans, deadline))
+            return _assemble(spans, *self._score(model, spans, deadline, explain))
         jobs: list[Job] = []
         results: dict[bytes, Result] = {}
         for start in range(0, len(spans), per_round):
-            sent, answered = self._score(model, spans[start : start + per_round], deadline)
+            sent, answered = self._score(model, spans[start : start + per_round], deadline, explain)
             jobs += sent
             results.update(answered)
         return _assemble(spans, jobs, results)
 
     def _score(
-        self, model: str, spans: list[tuple[Part, int, int]], deadline: float
+        self, model: str, spans: list[tuple[Part, int, int]], deadline: float, explain: bool = False
     ) -> tuple[list[Job], dict[bytes, Result]]:
         """Send one job per span and wait for all their results."""
         if not self.admission.acquire(len(spans)):
@@ -188,7 +202,7 @@ class MuleJobs:
         try:
             channel = self.channels.mine()
             channel.begin()
-            jobs = [self._job(channel, model, part, a, b, deadline) for part, a, b in spans]
+            jobs = [self._job(channel, model, part, a, b, deadline, explain) for part, a, b in spans]
             for job in jobs:
                 self._push(job)
             self._wake(min(len(jobs), len(self.mule_ids)))
@@ -198,10 +212,10 @@ class MuleJobs:
         return jobs, results
 
     @staticmethod
-    def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float) -> Job:
+    def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float, explain: bool) -> Job:
         columns = part.columns
         rows = encode_rows(columns.days[a:b], columns.stores[a:b], columns.items[a:b])
-        return Job(channel.new_job_id(), channel.address, deadline, rows, model, part.version)
+        return Job(channel.new_job_id(), channel.address, deadline, rows, model, part.version, explain=explain)
 
     def _push(self, job: Job) -> None:
         if not self.uwsgi.queue_push(job.encode()):

@@ -41,6 +41,8 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "Instances": TypeAdapter(schemas.Instances),
     "Forecast": TypeAdapter(schemas.Forecast),
     "Forecasts": TypeAdapter(schemas.Forecasts),
+    "ForecastRequest": schemas.FORECAST_BODY,
+    "HorizonForecasts": TypeAdapter(schemas.HorizonForecasts),
     "ErrorBody": TypeAdapter(schemas.ErrorBody),
     "MuleState": TypeAdapter(schemas.MuleStateBody),
     "Status": TypeAdapter(schemas.Status),
@@ -333,6 +335,83 @@ def named_predict_operation(served: Served) -> dict[str, Any]:
         **_predict(served.settings.max_batch_rows, served.domain, served.models),
         "summary": "Forecast daily unit sales with a named model (every form /predict takes)",
     }
+
+
+HORIZON_EXAMPLE = {
+    "model": "default", "model_version": "v3", "granularity": "week", "totals": None,
+    "intervals": {"method": "split conformal on |log1p(actual) - log1p(forecast)|, rolling-origin backtest",
+                  "levels": ["80", "95"]},
+    "forecasts": [{"date": "2018-01-01", "days": 7, "store": 3, "item": 23, "sales": 218.4,
+                   "lower": {"80": 197.1, "95": 186.9}, "upper": {"80": 241.9, "95": 254.8}}],
+}  # fmt: skip
+HORIZON_CSV_EXAMPLE = "date,days,store,item,sales,lower_80,upper_80,lower_95,upper_95\n" \
+                      "2018-01-01,7,3,23,218.4,197.1,241.9,186.9,254.8\n"  # fmt: skip
+
+
+def _horizon(summary: str, max_rows: int, request: dict[str, Any], models: tuple[str, ...] | None) -> dict[str, Any]:
+    """A ``/forecast`` operation: ``request`` is its body or its parameters."""
+    operation = {
+        "summary": summary,
+        "description": "Every series asked (all the model knows when none is), `days` days from `start` (the day "
+        "after the version's training data when omitted), by day or ISO week (Monday to Sunday, clipped to the "
+        "range), per series or summed into store, item or chain totals, each with its bands: split-conformal "
+        "intervals calibrated when the version was trained, on the errors of rows of the same kind and horizon. "
+        f"Daily values are exactly what /predict answers; weeks and totals are their sums. At most {max_rows} "
+        "daily rows (series x days). `Accept: text/csv` answers CSV.",
+        **request,
+        "responses": {
+            "200": {"description": "The forecasts, series by series, date by date.",
+                    "content": {"application/json": {"schema": _ref("HorizonForecasts"),
+                                                     "examples": {"weekly": {"value": HORIZON_EXAMPLE}}},
+                                "text/csv": {"schema": {"type": "string"}, "example": HORIZON_CSV_EXAMPLE}}},
+            **_errors(400, 413, 415, 422, *((404,) if models is not None else ()), 503, 504),
+        },
+    }  # fmt: skip
+    if models is not None:
+        operation["parameters"] = [_model_name(models), *operation.get("parameters", [])]
+    return operation
+
+
+def _horizon_body() -> dict[str, Any]:
+    example = {"series": [{"store": 3, "item": 23}], "start": "2018-01-01", "days": 91, "granularity": "week",
+               "totals": None, "level": [80, 95], "explain": False}  # fmt: skip
+    return {"requestBody": {"required": False, **_json(_ref("ForecastRequest"), weekly=example)}}
+
+
+def _horizon_query() -> dict[str, Any]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+    return {"parameters": [
+        query("store", {"type": "integer", "minimum": 1}, "One store (every store the model knows when absent)."),
+        query("item", {"type": "integer", "minimum": 1}, "One item (every item the model knows when absent)."),
+        query("start", {"type": "string", "format": "date"}, "First day (default: after the training data)."),
+        query("days", {"type": "integer", "minimum": 1, "maximum": schemas.MAX_FORECAST_DAYS}, "Days (default 28)."),
+        query("granularity", {"enum": ["day", "week"]}, "By day (default) or ISO week."),
+        query("totals", {"enum": ["store", "item", "all"]}, "Sum over items, stores, or both."),
+        query("level", {"type": "string"}, "Bands in percent, comma-separated or repeated (default 80,95)."),
+        query("explain", {"type": "boolean"}, "Each daily forecast's factors."),
+    ]}  # fmt: skip
+
+
+def forecast_operation(served: Served) -> dict[str, Any]:
+    return _horizon("Forecast the next days or weeks of series or totals, with bands", served.settings.max_batch_rows,
+                    _horizon_body(), None)  # fmt: skip
+
+
+def forecast_query_operation(served: Served) -> dict[str, Any]:
+    return _horizon("The horizon forecast from a query string (browsers, spreadsheets)",
+                    served.settings.max_batch_rows, _horizon_query(), None)  # fmt: skip
+
+
+def named_forecast_operation(served: Served) -> dict[str, Any]:
+    return _horizon("Forecast a horizon with a named model", served.settings.max_batch_rows, _horizon_body(),
+                    served.models)  # fmt: skip
+
+
+def named_forecast_query_operation(served: Served) -> dict[str, Any]:
+    return _horizon("The horizon forecast of a named model from a query string", served.settings.max_batch_rows,
+                    _horizon_query(), served.models)  # fmt: skip
 
 
 def models_operation(served: Served) -> dict[str, Any]:

@@ -215,7 +215,7 @@ def legacy_query(fields: dict[str, str]) -> LegacyQuery:
     try:
         return LEGACY_QUERY.validate_python(fields)
     except ValidationError as exc:
-        raise_invalid(exc, Shape.QUERY)
+        raise_invalid(exc, Shape.QUERY.prefix)
 
 
 def legacy_row(query: LegacyQuery) -> Columns:
@@ -269,7 +269,7 @@ def rows_from_json(payload: Any, max_rows: int) -> ReadRows:
         try:
             row = ROW.validate_python(payload)
         except ValidationError as exc:
-            raise_invalid(exc, Shape.ROW)
+            raise_invalid(exc, Shape.ROW.prefix)
         return ReadRows(Columns.one(row["date"], row["store"], row["item"]), Shape.ROW)
     raise InvalidInput('body must be a row object, a list of rows, or {"instances": [...]}', field="body")
 
@@ -287,7 +287,7 @@ def _batch(items: list[Any], shape: Shape, max_rows: int) -> Columns:
     try:
         return from_validated(ROWS.validate_python(items))
     except ValidationError as exc:
-        raise_invalid(exc, shape)
+        raise_invalid(exc, shape.prefix)
 
 
 def query_fields(query_string: str) -> dict[str, str]:

@@ -38,6 +38,9 @@ class Prediction:
     labels: tuple[str, ...]
     version_of: np.ndarray | None = None
     loaded: bool = False  # some job waited for its mule to load the model version
+    # Asked for explanations: each row's features' contributions to the trees' raw output, ``(rows, features + 1)``,
+    # the expected value last (LightGBM's pred_contrib layout); None otherwise.
+    contributions: np.ndarray | None = None
 
     @property
     def versions(self) -> list[str]:

@@ -76,6 +76,45 @@ class Shape(Enum):
 ROW = TypeAdapter(PredictRow)
 ROWS = TypeAdapter(list[PredictRow])
 
+# -- /forecast ------------------------------------------------------------------------------
+
+MAX_FORECAST_DAYS = 366
+MAX_LEVELS = 8
+DEFAULT_DAYS = 28
+DEFAULT_LEVELS = (80.0, 95.0)
+ForecastDays = Annotated[int, Strict(), Field(ge=1, le=MAX_FORECAST_DAYS, description="Days from start, 1-366.")]
+Level = Annotated[float, Field(gt=50, lt=99.9, description="A band's coverage in percent, above 50, below 99.9.")]
+
+
+class SeriesRef(TypedDict):
+    """One series: a store and an item."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    store: StoreId
+    item: ItemId
+
+
+class ForecastBody(TypedDict):
+    """``POST /forecast``: which series, from when, for how long, by day or ISO week, which totals and bands.
+
+    ``series`` omitted (or null): every (store, item) the model knows.  ``start`` omitted: the
+    day after the served version's training data.  ``totals``: ``store`` sums over items,
+    ``item`` over stores, ``all`` over both.  ``level``: the bands, in percent.  ``explain``:
+    each daily forecast's factors (daily, per series only).
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    series: NotRequired[Annotated[list[SeriesRef], Field(min_length=1)] | None]
+    start: NotRequired[IsoDate | None]
+    days: NotRequired[ForecastDays]
+    granularity: NotRequired[Literal["day", "week"]]
+    totals: NotRequired[Literal["store", "item", "all"] | None]
+    level: NotRequired[Annotated[list[Level], Field(max_length=MAX_LEVELS)]]
+    explain: NotRequired[Annotated[bool, Strict()]]
+
+
+FORECAST_BODY = TypeAdapter(ForecastBody)
+
 # -- answers (documented in /openapi.json; the views build them) ----------------------------
 
 
@@ -93,6 +132,51 @@ class Forecasts(TypedDict):
     """A batch's forecasts, in the order of its rows."""
 
     predictions: list[Forecast]
+
+
+class ExplanationBody(TypedDict):
+    """Why a daily forecast is what it is: LightGBM's per-feature contributions as factors (or terms).
+
+    ``of`` says how they combine: ``1 + sales`` = base x every factor (our models: log1p space, the
+    trend a factor too), or ``sales`` = base + every term (imported legacy models).
+    """
+
+    of: Literal["1 + sales", "sales"]
+    base: float
+    factors: NotRequired[dict[str, float]]
+    terms: NotRequired[dict[str, float]]
+
+
+class HorizonRow(TypedDict):
+    """One day or ISO week of a series or total: its first date, its days (weeks), the forecast and its bands."""
+
+    date: str
+    days: NotRequired[int]
+    store: int | None  # None in a total over stores
+    item: int | None  # None in a total over items
+    sales: Annotated[float, Field(ge=0)]
+    lower: NotRequired[dict[str, float]]  # level ("80") -> the band's lower edge
+    upper: NotRequired[dict[str, float]]
+    explanation: NotRequired[ExplanationBody]
+
+
+class HorizonIntervals(TypedDict):
+    """How the bands were made (``method``, ``levels``), or why there are none (``none``)."""
+
+    method: NotRequired[str]
+    levels: NotRequired[list[str]]
+    none: NotRequired[str]
+
+
+class HorizonForecasts(TypedDict):
+    """``/forecast``'s answer: the rows in series-then-date order."""
+
+    model: str
+    model_version: str
+    granularity: Literal["day", "week"]
+    totals: Literal["store", "item", "all"] | None
+    intervals: HorizonIntervals
+    forecasts: list[HorizonRow]
 
 
 class ErrorDetail(TypedDict):
@@ -213,8 +297,9 @@ def field_path(prefix: str, loc: Sequence[int | str]) -> str:
     return path or "body"
 
 
-def raise_invalid(error: ValidationError, shape: Shape) -> NoReturn:
-    """Raise :class:`InvalidInput` for a pydantic error, naming every field as the client sent it."""
-    details = [{"field": field_path(shape.prefix, e["loc"]), "message": e["msg"]} for e in error.errors()[:20]]
+def raise_invalid(error: ValidationError, prefix: str = "") -> NoReturn:
+    """Raise :class:`InvalidInput` for a pydantic error, naming every field as the client sent it (under
+    ``prefix``: where the rows sit, a :class:`Shape`'s)."""
+    details = [{"field": field_path(prefix, e["loc"]), "message": e["msg"]} for e in error.errors()[:20]]
     first = details[0]
     raise InvalidInput(f"{first['field']}: {first['message']}", field=first["field"], details=details) from None

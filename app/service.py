@@ -11,6 +11,7 @@ and hands a sample of answered rows to a ``shadow`` version.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -25,8 +26,11 @@ from app.prediction import Part, Prediction
 from app.rollout import Loader, PoolState, Rollout
 from app.routing import parts, shadow_job
 from forecast.errors import ForecastError
+from forecast.features import FEATURE_SETS
+from forecast.intervals import Calibration
 from forecast.legacy import import_legacy
 from forecast.registry import DEFAULT_MODEL, Registry
+from forecast.trend import Trend
 from serving.columns import Columns
 from serving.messages import ModelRoute, Routes, ShadowJob
 from serving.settings import Settings
@@ -40,7 +44,7 @@ ROUTES_TTL_S = 0.25  # how long a worker trusts the routes it read (a rollout pu
 class Mules(Loader, Protocol):
     """The mule client as the service uses it (:class:`app.mule_client.MuleClient`)."""
 
-    def predict(self, model: str, parts: list[Part], deadline: float) -> Prediction: ...
+    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False) -> Prediction: ...
 
     def submit_shadow(self, job: ShadowJob) -> bool: ...
 
@@ -59,6 +63,10 @@ class ServedModel:
     version: str
     domain: Domain
     guardrails: Guardrails
+    trained_through: dt.date  # the last day of its training data: forecasts are so many days ahead of it
+    calibration: Calibration | None  # its interval calibration; None: trained without one, or imported
+    feature_names: tuple[str, ...]  # its trees' features, in order (explanations name them)
+    trend: Trend | None  # its trend (our feature set: the trees predict log1p(sales) around it); None: legacy
 
 
 class ForecastService:
@@ -79,8 +87,11 @@ class ForecastService:
 
     # -- predict -----------------------------------------------------------
 
-    def predict(self, model: str, columns: Columns, names: FieldNames, deadline: float) -> Prediction:
-        """Check the rows against the model's production version and score them before ``deadline``.
+    def predict(
+        self, model: str, columns: Columns, names: FieldNames, deadline: float, explain: bool = False
+    ) -> Prediction:
+        """Check the rows against the model's production version and score them before ``deadline`` (with
+        ``explain``, each row's contributions too: :class:`Prediction`).
 
         ``names`` names a row's field in an error as the client sent it.  Raises
         :class:`ModelNotFound`, :class:`app.errors.InvalidInput` (a value the model does not
@@ -92,7 +103,7 @@ class ForecastService:
         check_domain(columns, self.model(model, route.production).domain, names)
         if not view.any_serving:
             raise Unavailable("no mule has a model loaded yet", Reason.NOT_READY)
-        prediction = self.mules.predict(model, parts(model, route, columns), deadline)
+        prediction = self.mules.predict(model, parts(model, route, columns), deadline, explain)
         shadow = shadow_job(model, route, columns, prediction)
         if shadow is not None:
             self.mules.submit_shadow(shadow)  # scored in a mule's spare time, after this answer
@@ -145,9 +156,20 @@ class ForecastService:
                     metadata = self.registry.named(model).metadata(version)
                 except ForecastError as exc:
                     raise Unavailable(f"model {model!r} cannot be read: {exc.message}", Reason.NOT_READY) from exc
-                domain = Domain.from_metadata(metadata, self.settings.max_horizon_days)
-                self._models[model, version] = ServedModel(model, version, domain, Guardrails.of(metadata, domain))
+                self._models[model, version] = self._served(model, version, metadata)
             return self._models[model, version]
+
+    def _served(self, model: str, version: str, metadata: dict[str, Any]) -> ServedModel:
+        domain = Domain.from_metadata(metadata, self.settings.max_horizon_days)
+        try:  # what a mule refuses to load (registry_checks): this worker may only be reading it first
+            calibration = Calibration.of_version(metadata)
+            trained_through = dt.date.fromisoformat(metadata["data"]["trained_through"])
+            feature_set = FEATURE_SETS[str(metadata["feature_version"])]
+            trend = Trend.from_dict(metadata["trend"]) if feature_set.log_target else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unavailable(f"model {model!r} {version} cannot be served: {exc}", Reason.NOT_READY) from exc
+        return ServedModel(model, version, domain, Guardrails.of(metadata, domain), trained_through, calibration,
+                           feature_set.names, trend)  # fmt: skip
 
     def _admission_view(self) -> PoolView:
         """The pool as the request path sees it.

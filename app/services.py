@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from app.forecasting import ForecastUseCase
 from app.pool import MulePool
 from app.predict import PredictUseCase
 from app.service import ForecastService
@@ -26,6 +27,7 @@ class Services:
 
     forecast: ForecastService  # routes, status, reload, models
     predict: PredictUseCase  # POST /predict (the fast lane holds the same one)
+    horizon: ForecastUseCase  # /forecast
     pool: MulePool  # the mules' heartbeats, for /metrics
     metrics: RequestMetrics | None  # None with FORECAST_METRICS_ENABLED off
 

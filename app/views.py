@@ -1,4 +1,4 @@
-"""The HTTP endpoints: ``/``, ``/status``, ``/reload``, ``/predict``, ``/metrics`` and the API docs.
+"""The HTTP endpoints: ``/``, ``/status``, ``/reload``, ``/predict``, ``/forecast``, ``/metrics`` and the API docs.
 
 Thin: each view adapts Flask's request to the service (:mod:`app.service`) or, for
 ``/predict``, to its use case (:mod:`app.predict`), which the fast lane calls too.
@@ -23,6 +23,9 @@ from app.domain import Domain, span
 from app.encoding import json_exact
 from app.endpoints import Endpoint
 from app.errors import Forbidden, Unauthorized
+from app.forecasting import NAMED_ROUTE as NAMED_HORIZON_ROUTE
+from app.forecasting import ROUTE as HORIZON_ROUTE
+from app.forecasting import ForecastRequest
 from app.legacy_answers import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
 from app.predict import NAMED_ROUTE, ROUTE, PredictRequest, read_body
 from app.service import ForecastService
@@ -137,6 +140,16 @@ def predict(name: str = DEFAULT_MODEL) -> Response:
     return response
 
 
+def forecast(name: str = DEFAULT_MODEL) -> Response:
+    """The Flask adapter of the horizon use case (app/forecasting.py): GET with a query, POST with a JSON body."""
+    rule = request.url_rule.rule if request.url_rule is not None else HORIZON_ROUTE
+    parts = ForecastRequest.from_environ(request.environ, name, rule, request.get_data(cache=False))
+    answer = services().horizon.answer(parts)
+    g.report = answer.report
+    body_or_stream = answer.stream if answer.stream is not None else answer.body
+    return Response(body_or_stream, answer.status, answer.headers, content_type=answer.content_type)
+
+
 def _authorize_admin() -> None:
     token = service().settings.admin_token
     if token is not None:
@@ -160,8 +173,13 @@ ENDPOINTS = (
     Endpoint("/reload", ("GET", "POST"), reload, openapi.reload_operation, in_index=True),
     Endpoint(ROUTE, ("POST",), predict, openapi.predict_operation, in_index=True,
              example='{"date": "2018-01-21", "store": 10, "item": 23}'),
+    Endpoint(HORIZON_ROUTE, ("POST",), forecast, openapi.forecast_operation, in_index=True,
+             example='{"series": [{"store": 3, "item": 23}], "days": 28, "granularity": "week"}'),
+    Endpoint(HORIZON_ROUTE, ("GET",), forecast, openapi.forecast_query_operation),
     Endpoint("/models", ("GET",), models, openapi.models_operation),
     Endpoint(NAMED_ROUTE, ("POST",), predict, openapi.named_predict_operation),
+    Endpoint(NAMED_HORIZON_ROUTE, ("POST",), forecast, openapi.named_forecast_operation),
+    Endpoint(NAMED_HORIZON_ROUTE, ("GET",), forecast, openapi.named_forecast_query_operation),
     Endpoint("/metrics", ("GET",), prometheus_metrics, openapi.metrics_operation),
     Endpoint("/docs", ("GET",), docs, None),  # the redirect to Swagger UI, which shows the document
     Endpoint("/openapi.json", ("GET",), openapi_document, None),  # the document itself

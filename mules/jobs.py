@@ -134,14 +134,16 @@ class JobPath:
         return None
 
     def score(self, batch: list[Job]) -> None:
-        """Score a batch: one LightGBM call per model version in it, each job answered."""
-        groups: dict[Key, list[Job]] = {}
+        """Score a batch: one call per model version in it (and one more for its jobs asking explanations)."""
+        groups: dict[tuple[Key, bool], list[Job]] = {}
         for job in batch:
-            groups.setdefault((job.model, job.version), []).append(job)
-        for key, jobs in groups.items():
-            self.score_group(key, jobs)
+            groups.setdefault(((job.model, job.version), job.explain), []).append(job)
+        for (key, explain), jobs in groups.items():
+            self.score_group(key, jobs, explain)
 
-    def score_group(self, key: Key, jobs: list[Job]) -> None:
+    def score_group(self, key: Key, jobs: list[Job], explain: bool = False) -> None:
+        """Score the jobs of one version, and answer each: its sales, and with ``explain`` each row's contributions
+        after them (the sales are the predictor's either way: an explained forecast is the same number)."""
         try:
             predictor, loaded = self.models.get(key)
         except ModelError as exc:  # that model's requests get a 503 naming it; the others go on
@@ -150,7 +152,10 @@ class JobPath:
                 self.answer(job.id, job.reply_to, failed, job.deadline - time.time())
             return
         try:
-            sales = self.predict(predictor, b"".join(job.rows for job in jobs))
+            rows = b"".join(job.rows for job in jobs)
+            values = self.predict(predictor, rows)
+            if explain:
+                values = np.column_stack([values, self._contributions(key, rows)])
         except Exception as exc:  # answer every job: a failure must reach the waiting workers
             # The one log line of this failure (the workers only name the job on their request lines).
             keys = ",".join(job.key for job in jobs)
@@ -160,18 +165,18 @@ class JobPath:
                 failed = Result(job.id, self.id, self.pid, key[1], error=exc.__class__.__name__)
                 self.answer(job.id, job.reply_to, failed, job.deadline - time.time())
             return
-        start = 0
+        start, width = 0, values.shape[1] if explain else 1
         for job in jobs:
             end = start + job.row_count
-            result = Result(job.id, self.id, self.pid, key[1], encode_predictions(sales[start:end]), loaded=loaded)
+            result = Result(job.id, self.id, self.pid, key[1], encode_predictions(values[start:end]), loaded=loaded,
+                            width=width)  # fmt: skip
             self.answer(job.id, job.reply_to, result, job.deadline - time.time())
             start = end
         self.jobs_done += len(jobs)
 
     def predict(self, predictor: Predictor, rows_bytes: bytes) -> np.ndarray:
         """One LightGBM call under harakiri (a call that hangs gets the mule killed and respawned)."""
-        table = decode_rows(rows_bytes)
-        rows = Rows(table[:, 0].astype("datetime64[D]"), table[:, 1], table[:, 2])
+        rows = _rows(rows_bytes)
         self.uwsgi.set_user_harakiri(self.settings.mule_harakiri_s)
         started = time.perf_counter()
         try:
@@ -181,6 +186,13 @@ class JobPath:
         # Recorded before the answers, so a scrape after an answer sees its rows counted.
         self.metrics.scored(sales, time.perf_counter() - started)
         return sales
+
+    def _contributions(self, key: Key, rows_bytes: bytes) -> np.ndarray:
+        """The rows' contributions (LightGBM's ``pred_contrib``), by the version loaded with LightGBM."""
+        found = self.models.explainer(key).contributions(_rows(rows_bytes))
+        if found is None:  # explainer() gives a LightGBM predictor, which always can
+            raise RuntimeError(f"{key[0]} {key[1]}: no contributions from its LightGBM trees")
+        return found
 
     def keep_shadow(self, job: ShadowJob) -> None:
         if len(self.shadows) >= SHADOW_BACKLOG:
@@ -215,3 +227,8 @@ class JobPath:
         except OSError:
             # The worker is gone (its thread's socket closed): it no longer waits for this job.
             logger.debug("mule %d: worker for job %s is gone", self.id, job_id.hex())
+
+
+def _rows(rows_bytes: bytes) -> Rows:
+    table = decode_rows(rows_bytes)
+    return Rows(table[:, 0].astype("datetime64[D]"), table[:, 1], table[:, 2])

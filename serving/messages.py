@@ -55,14 +55,17 @@ PREDICTION_BYTES = PREDICTION_DTYPE.itemsize
 MAX_ADDRESS_BYTES = 100  # sun_path is 108 bytes, and claims_address() adds 7
 UWSGI_QUEUE_ITEM_HEADER_BYTES = 16  # uWSGI stores size + timestamp in each queue slot
 
-# magic, format, attempt, id, deadline, address length, row count, model name length, version length
-_JOB = struct.Struct("<2sBB16sdHIBB")
-_RESULT = struct.Struct("<2sBB16sHIHB")  # magic, format, ok, id, mule id, mule pid, version length, flags
+# magic, format, attempt, id, deadline, address length, row count, model name length, version length, flags
+_JOB = struct.Struct("<2sBB16sdHIBBB")
+# magic, format, ok, id, mule id, mule pid, version length, flags, values per row
+_RESULT = struct.Struct("<2sBB16sHIHBB")
 _SHADOW = struct.Struct("<2sBdBBBI")  # magic, format, deadline, model length, version length, production length, rows
 _NOTICE = struct.Struct("<c16sI")  # kind, job id, mule pid
-_JOB_MAGIC, _RESULT_MAGIC, _SHADOW_MAGIC, _FORMAT = b"FJ", b"FR", b"FS", 2
+_JOB_MAGIC, _RESULT_MAGIC, _SHADOW_MAGIC, _FORMAT = b"FJ", b"FR", b"FS", 3
 _LOADED = 1  # a Result flag: the mule loaded the job's model version to score it
 _UNLOADABLE = 2  # a Result flag: the error is that the model version does not load
+_EXPLAIN = 1  # a Job flag: answer each row's sales and its features' contributions (Result.width > 1)
+MAX_EXPLAIN_WIDTH = 16  # values per row of an explained result at most: sales, contributions, expected value
 MAX_NAME_BYTES = 64  # a model name or a version, on the wire
 _HEARTBEAT_FORMAT = 1
 
@@ -117,9 +120,9 @@ def max_rows_per_job(queue_slot_bytes: int) -> int:
     return room // ROW_BYTES
 
 
-def max_rows_per_result(cache_block_bytes: int, max_version_bytes: int = 64) -> int:
-    """The most predictions one result may carry so that it fits in one cache block."""
-    return (cache_block_bytes - _RESULT.size - max_version_bytes) // PREDICTION_BYTES
+def max_rows_per_result(cache_block_bytes: int, max_version_bytes: int = 64, width: int = 1) -> int:
+    """The most rows one result may carry so that it fits in one cache block (``width`` values per row)."""
+    return (cache_block_bytes - _RESULT.size - max_version_bytes) // (PREDICTION_BYTES * width)
 
 
 # -- rows and predictions -------------------------------------------------------------------
@@ -176,6 +179,7 @@ class Job:
     model: str
     version: str
     attempt: int = 1
+    explain: bool = False  # answer each row's feature contributions too (LightGBM's pred_contrib)
 
     @property
     def key(self) -> str:
@@ -187,12 +191,13 @@ class Job:
 
     def retried(self) -> Job:
         """The same job, pushed again after the mule holding it died."""
-        return Job(self.id, self.reply_to, self.deadline, self.rows, self.model, self.version, self.attempt + 1)
+        return Job(self.id, self.reply_to, self.deadline, self.rows, self.model, self.version, self.attempt + 1,
+                   self.explain)  # fmt: skip
 
     def encode(self) -> bytes:
         model, version = _name(self.model), _name(self.version)
         header = _JOB.pack(_JOB_MAGIC, _FORMAT, self.attempt, self.id, self.deadline, len(self.reply_to),
-                           self.row_count, len(model), len(version))  # fmt: skip
+                           self.row_count, len(model), len(version), _EXPLAIN if self.explain else 0)  # fmt: skip
         return header + self.reply_to + model + version + self.rows
 
     @classmethod
@@ -200,7 +205,7 @@ class Job:
         """Raises :class:`MessageError` for anything but a whole job."""
         if len(data) < _JOB.size:
             raise MessageError("job: too short")
-        magic, fmt, attempt, job_id, deadline, address_len, rows, model_len, version_len = _JOB.unpack_from(data)
+        magic, fmt, attempt, job_id, deadline, address_len, rows, model_len, version_len, flags = _JOB.unpack_from(data)
         if (magic, fmt) != (_JOB_MAGIC, _FORMAT):
             raise MessageError(f"job: bad magic or format {magic!r}/{fmt}")
         model_at = _JOB.size + address_len
@@ -209,7 +214,8 @@ class Job:
         if len(data) != start + rows * ROW_BYTES:
             raise MessageError("job: length does not match its row count")
         model, version = bytes(data[model_at:version_at]).decode(), bytes(data[version_at:start]).decode()
-        return cls(job_id, bytes(data[_JOB.size : model_at]), deadline, bytes(data[start:]), model, version, attempt)
+        return cls(job_id, bytes(data[_JOB.size : model_at]), deadline, bytes(data[start:]), model, version, attempt,
+                   bool(flags & _EXPLAIN))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -220,23 +226,30 @@ class Result:
     mule_id: int
     mule_pid: int
     model_version: str
-    predictions: bytes = b""  # encode_predictions() output, when ok
+    predictions: bytes = b""  # encode_predictions() output, when ok: ``width`` float64s per row
     error: str = ""  # message safe for clients, when not ok
     loaded: bool = False  # the mule loaded the model version to score this job (the request waited for it)
     unloadable: bool = False  # the error says the model version does not load (not that predict failed)
+    width: int = 1  # values per row: the sales; an explained job's (Job.explain) has its contributions after
 
     @property
     def ok(self) -> bool:
         return not self.error
 
     def sales_array(self) -> np.ndarray:
-        return prediction_array(self.predictions)
+        """Each row's forecast."""
+        values = prediction_array(self.predictions)
+        return values if self.width == 1 else values.reshape(-1, self.width)[:, 0]
+
+    def contributions_array(self) -> np.ndarray:
+        """An explained job's ``(rows, width - 1)`` contributions, the expected value last (pred_contrib's layout)."""
+        return prediction_array(self.predictions).reshape(-1, self.width)[:, 1:]
 
     def encode(self) -> bytes:
         version = self.model_version.encode()
         flags = (_LOADED if self.loaded else 0) | (_UNLOADABLE if self.unloadable else 0)
         header = _RESULT.pack(_RESULT_MAGIC, _FORMAT, self.ok, self.job_id, self.mule_id, self.mule_pid, len(version),
-                              flags)  # fmt: skip
+                              flags, self.width)  # fmt: skip
         return header + version + (self.predictions if self.ok else self.error.encode())
 
     @classmethod
@@ -244,7 +257,7 @@ class Result:
         """Raises :class:`MessageError` for anything but a whole result."""
         if len(data) < _RESULT.size:
             raise MessageError("result: too short")
-        magic, fmt, ok, job_id, mule_id, mule_pid, version_len, flags = _RESULT.unpack_from(data)
+        magic, fmt, ok, job_id, mule_id, mule_pid, version_len, flags, width = _RESULT.unpack_from(data)
         if (magic, fmt) != (_RESULT_MAGIC, _FORMAT):
             raise MessageError(f"result: bad magic or format {magic!r}/{fmt}")
         start = _RESULT.size + version_len
@@ -252,9 +265,9 @@ class Result:
         body = bytes(data[start:])
         loaded = bool(flags & _LOADED)
         if ok:
-            if len(body) % PREDICTION_BYTES:
-                raise MessageError("result: predictions are not whole float64s")
-            return cls(job_id, mule_id, mule_pid, version, predictions=body, loaded=loaded)
+            if width < 1 or len(body) % (PREDICTION_BYTES * width):
+                raise MessageError("result: predictions are not whole rows of float64s")
+            return cls(job_id, mule_id, mule_pid, version, predictions=body, loaded=loaded, width=width)
         error = body.decode(errors="replace") or "unknown error"
         return cls(job_id, mule_id, mule_pid, version, error=error, loaded=loaded, unloadable=bool(flags & _UNLOADABLE))
 

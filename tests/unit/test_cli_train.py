@@ -27,7 +27,9 @@ def test_train_command_registers_promotes_and_prints_the_smape_line(tmp_path: Pa
     intervals = json.loads(card.stdout)["intervals"]
     assert set(intervals) == {"method", "origins", "coverage", "errors"}  # the summary: the tables are long
     assert set(intervals["coverage"]["day/series/1"]) == {"50", "80", "90", "95", "99"}
-    full = subprocess.run([*command[:5], "registry", "show", "v1", "--full"], capture_output=True, text=True, check=True)
+    full = subprocess.run(
+        [*command[:5], "registry", "show", "v1", "--full"], capture_output=True, text=True, check=True
+    )
     assert "week/all/7" in json.loads(full.stdout)["intervals"]["cells"]
 
     again = subprocess.run([*command, "--if-empty"], capture_output=True, text=True, timeout=300, check=False)

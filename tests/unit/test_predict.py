@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from flask import Flask
@@ -64,13 +65,15 @@ class StandInMules:
         self.failure = failure
         self.calls = 0
 
-    def predict(self, model: str, parts: list[Part], deadline: float) -> Prediction:
+    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False) -> Prediction:
         self.calls += 1
         if self.failure is not None:
             raise self.failure
         (part,) = parts  # no canary here: one version
         columns = part.columns
-        return Prediction(10 + columns.stores + columns.items / 100, (part.version,))
+        sales = 10 + columns.stores + columns.items / 100
+        contributions = np.zeros((len(columns), 7)) if explain else None  # six features and the expected value
+        return Prediction(sales, (part.version,), contributions=contributions)
 
     def load(self, mule_id: int, version: str, pid: int | None, model: str = "default") -> Result:
         raise AssertionError("not used here")

@@ -137,7 +137,7 @@ def test_a_version_whose_interval_calibration_would_cross_is_refused(registry: R
     row = metadata["intervals"]["cells"]["day/series/1"]["quantiles"][0][0]
     row[0] = row[1] + 1  # the 50% half-width above the 51%'s: those bands would cross
     registry.metadata_path("v2").write_text(json.dumps(metadata))
-    with pytest.raises(CorruptVersion, match="interval calibration cannot be used: day/series/1: .* shrink"):
+    with pytest.raises(CorruptVersion, match=r"interval calibration cannot be used: day/series/1: .* shrink"):
         registry.promote("v2")
     assert registry.resolve("production") == "v1"
 
