@@ -23,6 +23,7 @@ class Report:
     loaded: bool | None = None  # True: the request waited for a mule to load its model version
     series: int | None = None  # a forecast's series
     days: int | None = None  # a forecast's days
+    granularity: str | None = None  # a forecast's (the metrics count forecasts by it; not on the access line)
 
     def headers(self) -> list[tuple[str, str]]:
         """The response headers that carry this report to nginx's access line."""

@@ -109,6 +109,7 @@ class ForecastUseCase:
         start = ask.start or served.trained_through + dt.timedelta(days=1)
         check_horizon(ask, stores, items, start, served, self.settings.max_batch_rows)
         report.rows, report.series, report.days = len(stores) * ask.days, len(stores), ask.days
+        report.granularity = ask.granularity.value
         first_day = (start - EPOCH).days
         columns = Columns.of(np.tile(first_day + np.arange(ask.days), len(stores)), np.repeat(stores, ask.days),
                              np.repeat(items, ask.days))  # fmt: skip

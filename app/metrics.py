@@ -55,6 +55,12 @@ MODEL_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS_S,
     registry=None,
 )
+HORIZON_REQUESTS = Counter(
+    "forecast_horizon_requests",
+    "/forecast requests answered 200, by model, the version(s) that scored them and granularity (day, week).",
+    ["model", "version", "granularity"],
+    registry=None,
+)
 JOBS_REQUEUED = Counter(
     "forecast_jobs_requeued",
     "Jobs pushed again because the mule holding them died.",

@@ -118,6 +118,7 @@ class RequestMetrics:
             by_model: Counter[tuple[str, str, int]] = Counter()
             model_latencies: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
             rejected: Counter[str] = Counter()
+            horizons: Counter[tuple[str, str, str]] = Counter()
             timed_out = 0
             for _ in range(len(self._pending)):  # what was noted before now; later ones wait
                 endpoint, method, status, seconds, report = self._pending.popleft()
@@ -126,6 +127,8 @@ class RequestMetrics:
                 if report.model is not None:  # a prediction: counted by model and version too
                     by_model[report.model, report.model_version or "", status] += 1
                     model_latencies[report.model, report.model_version or ""].append(seconds)
+                if report.granularity is not None and status == 200:
+                    horizons[report.model or "", report.model_version or "", report.granularity] += 1
                 if status == 503 and report.error:
                     rejected[report.error] += 1
                 elif status == 504:
@@ -138,6 +141,8 @@ class RequestMetrics:
                 metrics.MODEL_REQUESTS.labels(model, version, str(status)).inc(count)
             for (model, version), values in model_latencies.items():
                 observe_many(metrics.MODEL_LATENCY.labels(model, version), np.asarray(values))
+            for labels, count in horizons.items():
+                metrics.HORIZON_REQUESTS.labels(*labels).inc(count)
             for reason, count in rejected.items():
                 metrics.REJECTED.labels(reason).inc(count)
             if timed_out:

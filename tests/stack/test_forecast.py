@@ -14,6 +14,8 @@ from forecast.features import Rows
 from forecast.intervals import Calibration, level_index
 from forecast.registry import Registry
 from launcher.stack import Stack
+from tests.stack.scrape import scrape, scrape_until
+from tests.stack.test_access_log import access_lines
 
 
 def forecast(stack: Stack, body: dict[str, Any] | None = None, query: str = "", **headers: str) -> requests.Response:
@@ -164,3 +166,20 @@ def test_the_query_form_names_its_bad_fields_too(stack: Stack) -> None:
                               timeout=10)  # fmt: skip
     assert malformed.status_code == 400
     assert malformed.json()["code"] == "malformed_json"
+
+
+def test_forecasts_are_counted_by_model_version_and_granularity_and_logged_with_their_size(stack: Stack) -> None:
+    before = scrape(stack.url)
+    ok(forecast(stack, query="store=5&item=5&days=21&granularity=week", **{"X-Request-ID": "horizon-1"}))
+    ok(forecast(stack, {"series": [{"store": 5, "item": 6}], "days": 3}))
+    after = scrape_until(stack.url, lambda now: now.value("forecast_horizon_requests_total", model="default",
+                                                          version="v1", granularity="day")
+                         > before.value("forecast_horizon_requests_total", model="default", version="v1",
+                                        granularity="day"))  # fmt: skip
+    for granularity in ("week", "day"):
+        labels = {"model": "default", "version": "v1", "granularity": granularity}
+        assert after.value("forecast_horizon_requests_total", **labels) == before.value(
+            "forecast_horizon_requests_total", **labels) + 1  # fmt: skip
+    (line,) = access_lines(stack, "request_id=horizon-1")
+    for part in ("method=GET", "path=/forecast", "status=200", "model_version=v1", "rows=21", "series=1", "days=21"):
+        assert part in line, line
