@@ -32,7 +32,7 @@ from app.explain import Explanation, explanation
 from app.forecast_answers import HorizonAnswer, render
 from app.predict import CSV, JSON, STREAM_ROWS, PredictAnswer, wants_csv
 from app.prediction import Prediction
-from app.schemas import DEFAULT_DAYS, DEFAULT_LEVELS, FORECAST_BODY, ForecastBody, raise_invalid
+from app.schemas import DEFAULT_DAYS, DEFAULT_LEVELS, FORECAST_BODY, ID_MAX, ForecastBody, raise_invalid
 from app.service import ForecastService, ServedModel
 from app.telemetry import request_start
 from forecast.buckets import Buckets, Granularity, Groups, Totals, aggregate, date_buckets, series_groups
@@ -128,7 +128,7 @@ class ForecastUseCase:
         version = prediction.labels[0] if len(prediction.labels) == 1 else self.service.route(model).production
         served = self.service.model(model, version)
         lower = upper = None
-        note = _no_bands(served)
+        note = _no_bands(served, ask)
         if note is None:
             lower, upper = band_edges(served, ask, buckets, values)
         return HorizonAnswer(model, prediction.version_label(), ask.granularity, ask.totals, ask.levels, groups,
@@ -159,8 +159,10 @@ def band_edges(served: ServedModel, ask: Ask, buckets: Buckets, values: np.ndarr
     return bands(values.ravel(), widths.reshape(-1, len(indices)))
 
 
-def _no_bands(served: ServedModel) -> str | None:
-    """Why ``served`` answers without bands, or None when it has them."""
+def _no_bands(served: ServedModel, ask: Ask) -> str | None:
+    """Why the answer has no bands, or None when it has them."""
+    if not ask.levels:
+        return "no level was asked for (level: [])"
     if served.calibration is None:
         return (f"version {served.version} has no interval calibration (trained before calibrations, with "
                 "--backtest-origins 0, or imported): forecasts without bands")  # fmt: skip
@@ -221,8 +223,8 @@ def read_ask(request: ForecastRequest) -> Ask:
         fields = body_of_query(request.query_string)
         store, item = fields.pop("store", None), fields.pop("item", None)
         for name, value in (("store", store), ("item", item)):
-            if value is not None and not (isinstance(value, int) and value >= 1):
-                raise InvalidInput(f"{name}: must be a whole number, 1 or more (got {value!r})", field=name)
+            if value is not None and not (isinstance(value, int) and 1 <= value <= ID_MAX):
+                raise InvalidInput(f"{name}: must be a whole number from 1 to {ID_MAX} (got {value!r})", field=name)
         return _validated(fields, store, item)
     mimetype = request.content_type.partition(";")[0].strip().lower()
     if not (mimetype == JSON or (mimetype.startswith("application/") and mimetype.endswith("+json"))):

@@ -41,7 +41,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "Instances": TypeAdapter(schemas.Instances),
     "Forecast": TypeAdapter(schemas.Forecast),
     "Forecasts": TypeAdapter(schemas.Forecasts),
-    "ForecastRequest": schemas.FORECAST_BODY,
+    "ForecastBody": schemas.FORECAST_BODY,
     "HorizonForecasts": TypeAdapter(schemas.HorizonForecasts),
     "ErrorBody": TypeAdapter(schemas.ErrorBody),
     "MuleState": TypeAdapter(schemas.MuleStateBody),
@@ -375,7 +375,7 @@ def _horizon(summary: str, max_rows: int, request: dict[str, Any], models: tuple
 def _horizon_body() -> dict[str, Any]:
     example = {"series": [{"store": 3, "item": 23}], "start": "2018-01-01", "days": 91, "granularity": "week",
                "totals": None, "level": [80, 95], "explain": False}  # fmt: skip
-    return {"requestBody": {"required": False, **_json(_ref("ForecastRequest"), weekly=example)}}
+    return {"requestBody": {"required": False, **_json(_ref("ForecastBody"), weekly=example)}}
 
 
 def _horizon_query() -> dict[str, Any]:
@@ -383,8 +383,10 @@ def _horizon_query() -> dict[str, Any]:
         return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
     return {"parameters": [
-        query("store", {"type": "integer", "minimum": 1}, "One store (every store the model knows when absent)."),
-        query("item", {"type": "integer", "minimum": 1}, "One item (every item the model knows when absent)."),
+        query("store", {"type": "integer", "minimum": 1, "maximum": schemas.ID_MAX},
+              "One store (every store the model knows when absent)."),
+        query("item", {"type": "integer", "minimum": 1, "maximum": schemas.ID_MAX},
+              "One item (every item the model knows when absent)."),
         query("start", {"type": "string", "format": "date"}, "First day (default: after the training data)."),
         query("days", {"type": "integer", "minimum": 1, "maximum": schemas.MAX_FORECAST_DAYS}, "Days (default 28)."),
         query("granularity", {"enum": ["day", "week"]}, "By day (default) or ISO week."),

@@ -11,7 +11,9 @@ from launcher.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "test-results" / "docs.png"
-OPERATIONS = 8  # GET /, /status, /metrics, /models; GET + POST /reload; POST /predict, /models/{name}/predict
+# GET /, /status, /metrics, /models; GET + POST /reload; POST /predict, /models/{name}/predict; GET + POST /forecast
+# and /models/{name}/forecast
+OPERATIONS = 12
 # Headless, as root, on a machine without internet: no sandbox, no background calls to Google.
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -46,7 +48,8 @@ def test_docs_render_every_operation_without_errors_or_outside_requests(stack: S
             browser.close()
     assert errors == []
     assert sorted(operations) == sorted(
-        ["/", "/status", "/reload", "/reload", "/predict", "/metrics", "/models", "/models/{name}/predict"]
+        ["/", "/status", "/reload", "/reload", "/predict", "/forecast", "/forecast", "/metrics", "/models",
+         "/models/{name}/predict", "/models/{name}/forecast", "/models/{name}/forecast"]  # fmt: skip
     )
     assert title.startswith("Store-item sales forecast")
     outside = [url for url in requested if not url.startswith(stack.url)]

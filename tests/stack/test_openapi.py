@@ -43,8 +43,8 @@ def media_examples(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, An
 def test_document_is_valid_openapi_31(document: dict[str, Any]) -> None:
     assert document["openapi"] == "3.1.0"
     validate(document)  # raises on any deviation from the OpenAPI 3.1 schema
-    assert set(document["paths"]) == {"/", "/status", "/reload", "/predict", "/models", "/models/{name}/predict",
-                                      "/metrics"}  # fmt: skip
+    assert set(document["paths"]) == {"/", "/status", "/reload", "/predict", "/forecast", "/models",
+                                      "/models/{name}/predict", "/models/{name}/forecast", "/metrics"}  # fmt: skip
 
 
 def test_every_operation_documents_its_answers_with_examples(document: dict[str, Any]) -> None:
@@ -81,7 +81,8 @@ def api_schema(stack: Stack) -> schemathesis.BaseSchema:
 
 
 OPERATIONS = ("GET /", "GET /status", "GET /reload", "POST /reload", "POST /predict", "GET /models",
-              "POST /models/{name}/predict", "GET /metrics")  # fmt: skip
+              "POST /models/{name}/predict", "GET /metrics", "GET /forecast", "POST /forecast",
+              "GET /models/{name}/forecast", "POST /models/{name}/forecast")  # fmt: skip
 
 
 def test_schemathesis_sees_every_operation(api_schema: schemathesis.BaseSchema) -> None:
@@ -91,10 +92,11 @@ def test_schemathesis_sees_every_operation(api_schema: schemathesis.BaseSchema) 
     assert labels == set(OPERATIONS)
 
 
-# Every operation with valid requests; /predict (the only one that takes input) with invalid ones too.
+# Every operation with valid requests; /predict and /forecast (those that take input) with invalid ones too.
 CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [
-    (label, GenerationMode.NEGATIVE) for label in ("POST /predict", "POST /models/{name}/predict")
-]
+    (label, GenerationMode.NEGATIVE) for label in ("POST /predict", "POST /models/{name}/predict", "POST /forecast",
+                                                   "GET /forecast")
+]  # fmt: skip
 
 
 # schemathesis's pytest plugin does not run under pytest 9 (it reads Item._nodeid); its Python

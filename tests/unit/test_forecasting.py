@@ -71,3 +71,9 @@ def test_totals_have_one_row_per_group_and_bucket(registry: Registry, query: str
     status, body = get(make_app(registry), query)
     assert status == 200, body
     assert len(body["forecasts"]) == rows
+
+
+def test_no_level_asked_is_an_answer_without_bands(registry: Registry) -> None:
+    response = make_app(registry).test_client().post("/forecast", json={"days": 2, "level": []})
+    assert response.status_code == 200
+    assert response.get_json()["intervals"] == {"none": "no level was asked for (level: [])"}
