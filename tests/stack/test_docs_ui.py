@@ -48,8 +48,20 @@ def test_docs_render_every_operation_without_errors_or_outside_requests(stack: S
             browser.close()
     assert errors == []
     assert sorted(operations) == sorted(
-        ["/", "/status", "/reload", "/reload", "/predict", "/forecast", "/forecast", "/metrics", "/models",
-         "/models/{name}/predict", "/models/{name}/forecast", "/models/{name}/forecast"]  # fmt: skip
+        [
+            "/",
+            "/status",
+            "/reload",
+            "/reload",
+            "/predict",
+            "/forecast",
+            "/forecast",
+            "/metrics",
+            "/models",
+            "/models/{name}/predict",
+            "/models/{name}/forecast",
+            "/models/{name}/forecast",
+        ]
     )
     assert title.startswith("Store-item sales forecast")
     outside = [url for url in requested if not url.startswith(stack.url)]
