@@ -120,6 +120,8 @@ def test_explanations_multiply_back_to_the_forecast_and_are_lightgbms_contributi
                                                 "trend"]  # fmt: skip
         product = explanation["base"] * math.prod(explanation["factors"].values())
         assert product == pytest.approx(1 + row["sales"], rel=1e-9)
+    plain = ok(forecast(stack, {"series": [{"store": 4, "item": 9}], "start": "2017-03-01", "days": 14}))
+    assert [r["sales"] for r in answer] == [r["sales"] for r in plain["forecasts"]]  # the same numbers, explained
     lightgbm = serving_registry.load("v1", compiled=False)
     rows = Rows.from_columns([r["date"] for r in answer], [4] * 14, [9] * 14)
     contributions = lightgbm.contributions(rows)

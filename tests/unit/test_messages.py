@@ -130,6 +130,21 @@ def test_result_round_trips_predictions_and_errors() -> None:
     assert Result.decode(flagged.encode()) == flagged
 
 
+def test_an_explained_job_and_its_result_of_several_values_per_row_round_trip() -> None:
+    job = Job(b"j" * 16, b"\0addr", 1.5e9, encode_rows([17000, 17001], [3, 3], [23, 23]), "default", "v2",
+              explain=True)  # fmt: skip
+    assert Job.decode(job.encode()) == job
+    assert Job.decode(job.retried().encode()).explain
+    assert not Job.decode(Job(b"j" * 16, b"\0addr", 1.5e9, b"", "default", "v2").encode()).explain
+    values = np.array([[31.7, 0.1, -0.2, 3.4], [28.0, 0.1, 0.3, 3.4]])  # sales, two contributions, expected
+    result = Result.decode(Result(b"i" * 16, 1, 99, "v2", encode_predictions(values), width=4).encode())
+    assert result.width == 4
+    assert result.sales_array().tolist() == [31.7, 28.0]
+    assert result.contributions_array().tolist() == [[0.1, -0.2, 3.4], [0.1, 0.3, 3.4]]
+    with pytest.raises(MessageError, match="whole rows"):
+        Result.decode(Result(b"i" * 16, 1, 99, "v2", encode_predictions(values[:, :3]), width=4).encode())
+
+
 @pytest.mark.parametrize("damage", ["short", "magic", "format", "half a float"])
 def test_damaged_results_are_refused(damage: str) -> None:
     data = Result(b"i" * 16, 1, 99, "v7", predictions=encode_predictions(np.array([1.25]))).encode()
