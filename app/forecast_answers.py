@@ -9,7 +9,8 @@ column per factor when explained; an empty cell for a total's store or item).  N
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ def render(answer: HorizonAnswer, media: str) -> Iterator[bytes]:
         if media == CSV:
             yield _csv_piece(answer, dates, rows)
         else:
-            yield (b"," if start else b"") + orjson.dumps(_objects(answer, dates, rows))[1:-1]
+            yield (b"," if start else b"") + _json_piece(answer, dates, rows)
     if media != CSV:
         yield b"]}\n"
 
@@ -83,23 +84,79 @@ def _columns(answer: HorizonAnswer, dates: list[str], rows: slice) -> dict[str, 
     return found
 
 
-def _objects(answer: HorizonAnswer, dates: list[str], rows: slice) -> list[dict[str, Any]]:
+def _json_piece(answer: HorizonAnswer, dates: list[str], rows: slice) -> bytes:
+    """The rows' forecast objects as JSON text, comma-separated, written by :func:`_writer` for this answer's
+    fields: each number as orjson writes it (the shortest text that reads back the same double)."""
     columns = _columns(answer, dates, rows)
-    names = list(columns)
-    objects = [dict(zip(names, cells, strict=True)) for cells in zip(*columns.values(), strict=True)]
+    layout: list[tuple[str, Any]] = [(name, TEXT if name == "date" else NUMBER) for name in columns]
+    values = [columns.pop("date"), *(number_cells(v) for v in columns.values())]
     if answer.lower is not None and answer.upper is not None:
         levels = answer.level_names
-        for obj, low, high in zip(objects, answer.lower[rows].tolist(), answer.upper[rows].tolist(), strict=True):
-            obj["lower"] = dict(zip(levels, low, strict=True))
-            obj["upper"] = dict(zip(levels, high, strict=True))
+        for edge, table in (("lower", answer.lower), ("upper", answer.upper)):
+            layout.append((edge, [(level, NUMBER) for level in levels]))
+            values += [number_cells(table[rows, n].tolist()) for n in range(len(levels))]
     explained = answer.explanation
     if explained is not None:
-        kind = "factors" if explained.multiplicative else "terms"
-        of = "1 + sales" if explained.multiplicative else "sales"
-        for obj, base, values in zip(objects, explained.base[rows].tolist(), explained.values[rows].tolist(),
-                                     strict=True):  # fmt: skip
-            obj["explanation"] = {"of": of, "base": base, kind: dict(zip(explained.names, values, strict=True))}
-    return objects
+        kind, of = ("factors", "1 + sales") if explained.multiplicative else ("terms", "sales")
+        names = [(name, NUMBER) for name in explained.names]
+        layout.append(("explanation", [("of", Constant(of)), ("base", NUMBER), (kind, names)]))
+        values.append(number_cells(explained.base[rows].tolist()))
+        values += [number_cells(explained.values[rows, n].tolist()) for n in range(len(explained.names))]
+    return _writer(_freeze(layout))(*values).encode()
+
+
+TEXT, NUMBER = "text", "number"  # a column of strings to quote (safe ones: dates), or of JSON numbers (or null)
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A value written the same in every row."""
+
+    value: str
+
+
+Layout = tuple[tuple[str, Any], ...]  # (key, TEXT | NUMBER | Constant | a nested Layout)
+
+
+def _freeze(layout: list[tuple[str, Any]]) -> Layout:
+    return tuple((key, _freeze(child) if isinstance(child, list) else child) for key, child in layout)
+
+
+@functools.lru_cache(maxsize=64)
+def _writer(layout: Layout) -> Callable[..., str]:
+    """A function from one list of cells per column to the rows' JSON objects, comma-separated: one f-string
+    comprehension over ``zip``, generated for ``layout`` (45,000 rows with two bands: about half the time
+    of building each row's dicts and encoding them, measured).  Keys and constants are JSON-encoded and
+    reach the code as variables, never as source text."""
+    constants: dict[str, str] = {}
+    count = 0
+
+    def literal(text: str) -> str:
+        name = f"k{len(constants)}"
+        constants[name] = orjson.dumps(text).decode()
+        return "{" + name + "}"
+
+    def display(part: Layout) -> str:
+        nonlocal count
+        entries = []
+        for key, child in part:
+            if child in (TEXT, NUMBER):
+                cell = "{c" + str(count) + "}"
+                entries.append(literal(key) + ":" + (f'"{cell}"' if child == TEXT else cell))
+                count += 1
+            elif isinstance(child, Constant):
+                entries.append(literal(key) + ":" + literal(child.value))
+            else:
+                entries.append(literal(key) + ":" + display(child))
+        return "{{" + ",".join(entries) + "}}"
+
+    template = display(layout)
+    cells, columns = ", ".join(f"c{n}" for n in range(count)), ", ".join(f"v{n}" for n in range(count))
+    source = f"def rows({columns}):\n    return ','.join([f{template!r} for {cells} in zip({columns}, strict=True)])\n"
+    namespace: dict[str, Any] = dict(constants)
+    exec(source, namespace)  # the template's text is this function's own; keys and constants are variables
+    rows: Callable[..., str] = namespace["rows"]
+    return rows
 
 
 def _csv_names(answer: HorizonAnswer) -> list[str]:
