@@ -304,8 +304,10 @@ def batch_sales(data: bytes, fmt: str) -> np.ndarray:
     return sales[np.argsort(ids)]  # in id order, whatever order the lines came in
 
 
-def post_raw(url: str, body: bytes, headers: dict[str, str], timeout: float = 300) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"{url}/predict", data=body, headers=headers)
+def post_raw(
+    url: str, body: bytes, headers: dict[str, str], timeout: float = 300, path: str = "/predict"
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"{url}{path}", data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.backtest import DEFAULT_ORIGINS
 from forecast.config import ModelSettings
 from forecast.errors import ForecastError
 from forecast.intervals import Calibration
@@ -48,8 +47,8 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     train.add_argument(
         "--backtest-origins",
         type=int,
-        default=DEFAULT_ORIGINS,
-        help="cutoffs of the backtest the intervals are calibrated on (0: no intervals)",
+        default=settings.backtest_origins,
+        help="cutoffs of the backtest the intervals are calibrated on (0: no intervals; FORECAST_BACKTEST_ORIGINS)",
     )
     train.add_argument("--no-promote", action="store_true", help="register without moving 'production'")
     train.add_argument("--if-empty", action="store_true", help="do nothing if 'production' is already set")
@@ -68,7 +67,7 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     bootstrap.set_defaults(run=_bootstrap, legacy_registry_url=settings.legacy_registry_url,
                            compiled_trees=settings.compiled_trees,
                            rounds=settings.train_rounds, seed=0, stores=None, items=None, no_promote=False,
-                           if_empty=True)  # fmt: skip
+                           if_empty=True, backtest_origins=settings.backtest_origins)  # fmt: skip
 
     registry = commands.add_parser("registry", help="inspect and manage registered versions")
     actions = registry.add_subparsers(required=True, metavar="ACTION")

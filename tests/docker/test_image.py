@@ -103,7 +103,20 @@ def test_a_named_volume_keeps_the_registry_and_a_model_trained_with_the_image_is
     first.wait_ready()
     assert first.status()["model_version"] == "v1"
 
-    output = run_once(first.image, volume, "python", "-m", "forecast", "train", "--rounds", "50", "--seed", "7")
+    output = run_once(
+        first.image,
+        volume,
+        "python",
+        "-m",
+        "forecast",
+        "train",
+        "--rounds",
+        "50",
+        "--seed",
+        "7",
+        "--backtest-origins",
+        "1",
+    )
     assert "registered v2" in output, output
     assert requests.get(f"{first.url}/reload", timeout=30).status_code in (401, 403)
     assert first.status()["model_version"] == "v1"

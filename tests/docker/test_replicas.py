@@ -73,7 +73,20 @@ def update_promote_and_kill(
     measured(f"rolling update of 2 replicas under load: {load.summary()}")
 
     # a promote made by a third container reaches both replicas, which nobody calls
-    output = run_once(third.image, volume, "python", "-m", "forecast", "train", "--rounds", "50", "--seed", "7")
+    output = run_once(
+        third.image,
+        volume,
+        "python",
+        "-m",
+        "forecast",
+        "train",
+        "--rounds",
+        "50",
+        "--seed",
+        "7",
+        "--backtest-origins",
+        "1",
+    )
     assert "production -> v2" in output, output
     wait_for(lambda: third.status()["model_version"] == fourth.status()["model_version"] == "v2", 120)
     load.wait_for_answers(200)
