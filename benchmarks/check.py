@@ -4,7 +4,8 @@
 
 Asserts no speed: only that every system ran every scenario, every model system answered every
 correctness request exactly as the offline model, the systems agree, every batch size was answered
-in full as LightGBM forecasts it, both systems of the "Many models" scenario passed its verification
+in full as LightGBM forecasts it, every answer of the "Forecast horizon" scenario (both sides, every
+form) came back whole and right, both systems of the "Many models" scenario passed its verification
 pass and were timed, and nothing listened beyond loopback.  Exit 1 with the list of problems otherwise.
 """
 
@@ -41,6 +42,8 @@ def problems(results: dict[str, Any], expected_systems: list[str]) -> list[str]:
         found += batch_problems(name, system.get("batch", {}))
     if results.get("agreement", {}).get("max_abs_difference", 1) > TOLERANCE:
         found.append(f"systems disagree: {results.get('agreement')}")
+    if "horizon" in results:  # absent: run with --skip-horizon
+        found += horizon_problems(results["horizon"])
     if "many_models" not in results:  # run with --skip-many-models
         return found
     return found + many_models_problems(results["many_models"].get("systems", {}))
@@ -64,6 +67,21 @@ def batch_problems(name: str, batch: dict[str, Any]) -> list[str]:
                     found.append(f"{name}: the {size}-row {fmt_name} batch was not answered in full ({run})")
                 elif run.get("max_abs_error") is None or run["max_abs_error"] > TOLERANCE:
                     found.append(f"{name}: the {size}-row {fmt_name} batch differs from LightGBM's forecast ({run})")
+    return found
+
+
+def horizon_problems(record: dict[str, Any]) -> list[str]:
+    """A horizon answer that failed or was wrong (its run's ``problems``: rows, order, values, bands), or a
+    system of the scenario that listened beyond loopback. Forms missing are :func:`missing`'s."""
+    found = []
+    for key, form in record.get("forms", {}).items():
+        for side in ("ours", "ray"):
+            for run in form.get(side, {}).get("runs", []):
+                if run["status"] != 200 or run["problems"]:
+                    found.append(f"horizon: {key} ({side}) answered {run['status']}: {run['problems'][:3]}")
+    for name, system in record.get("systems", {}).items():
+        if system.get("non_loopback_listeners"):
+            found.append(f"horizon: {name} listened beyond loopback: {system['non_loopback_listeners']}")
     return found
 
 

@@ -40,6 +40,7 @@ def missing(results: dict[str, Any]) -> list[str]:
         if system.get("only"):  # a variant measured in a few scenarios
             wanted = (*system["only"], "cold_start_s")
         gaps += [f"{name}: {scenario}" for scenario in wanted if scenario not in system]
+    gaps += horizon_gaps(results.get("horizon"))
     if "many_models" not in results:  # --skip-many-models
         return gaps
     many = results["many_models"].get("systems", {})
@@ -53,7 +54,7 @@ def write_report(results: dict[str, Any], path: Path, plot_dir: Path) -> Path:
     lines = [
         *header_section(results),
         *headline_section(systems),
-        *goals_section(systems, results.get("scoring_alone"), results["machine"]["cores"]),
+        *goals_section(systems, results.get("scoring_alone"), results["machine"]["cores"], results.get("horizon")),
         *correctness_section(results),
         *latency_section(systems, link(plots.latency_throughput, path)),
         *batch_section(systems),
@@ -62,6 +63,7 @@ def write_report(results: dict[str, Any], path: Path, plot_dir: Path) -> Path:
         *reload_section(systems, link(plots.reload, path)),
         *memory_section(systems),
         *many_models_section(results.get("many_models")),
+        *horizon_section(results.get("horizon")),
         *closing_section(results),
     ]
     path.write_text("\n".join(lines))
@@ -445,8 +447,12 @@ GOALS_NOTE = (
 )
 
 
-def goals_section(systems: dict[str, Any], scoring_alone: dict[str, Any] | None = None, cores: int = 0) -> list[str]:
-    """The performance goals of issues 17 and 25, each with its measured value, whether it is met, and its bounds."""
+def goals_section(
+    systems: dict[str, Any], scoring_alone: dict[str, Any] | None = None, cores: int = 0,
+    horizon: dict[str, Any] | None = None,
+) -> list[str]:  # fmt: skip
+    """The performance goals of issues 17 and 25, each with its measured value, whether it is met, and its bounds;
+    then the forecast horizon's (:func:`horizon_goal_rows`), when the run has that scenario."""
     lines = ["## Goals (issues 17 and 25): measured in this run", "", GOALS_NOTE, "",
              "| goal | bar | measured | from | met | at best | from | at its CPU | from |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -458,7 +464,7 @@ def goals_section(systems: dict[str, Any], scoring_alone: dict[str, Any] | None 
         own, own_how = goal.at_its_cpu(systems, cores) if goal.at_its_cpu else (None, "-")
         lines.append(f"| {goal.label} | {bar} | {_figure(value)} | {how} | {met} | {_figure(best)} | {best_how} "
                      f"| {_figure(own)} | {own_how} |")  # fmt: skip
-    return [*lines, ""]
+    return [*lines, *horizon_goal_rows(horizon), ""]
 
 
 OVERLOAD_NOTE = (
@@ -630,6 +636,132 @@ def many_models_setup(record: dict[str, Any], ours: dict[str, Any], ray: dict[st
         "`benchmarks/results/latest.json` and rewrites this report; about 8 minutes).",
         "",
     ]
+
+
+HORIZON_NOTE = (
+    "Every series the model knows (10 stores x 50 items) from 2018-01-01, the day after its training data. "
+    "*This stack*: one `POST /forecast` with `level: [80, 95]`, timed from sending it to the answer's last "
+    "byte; the answer is the finished document, bands, weeks and all. *The Ray user*: Ray Serve has no "
+    "such endpoint, so its user builds the grid of every series x day client-side (numpy, then a JSON list "
+    "of rows with orjson, or the Kaggle CSV), posts it to `/predict` in one request (as the batch scenario "
+    "does; CSV where the configuration reads it), and for weeks reads the answer and sums each series' "
+    "days into ISO weeks (numpy); no bands. Timed: all of that (a daily answer is used as it comes, "
+    "unread). *Read too*: both sides also reading the answer into columns (orjson, or numpy for CSV), "
+    "timed apart. Requests interleaved (this stack, Ray; Ray, this stack; ...), medians. Every answer is "
+    "checked outside the timer: rows, their order, each value against this stack's `/predict` of the same "
+    "grid (daily JSON: equal; the rest within 1e-9), this stack's bands present and nested. Server CPU: "
+    "the system's whole process tree during each request (median); peak PSS and RSS: its highest sample "
+    "(every 50 ms) during the scenario's requests of that form."
+)
+
+
+def horizon_forms(record: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The horizon scenario's forms as (label, record): ``90 days by day, JSON``."""
+    if not record:
+        return []
+    return [(f"{form['days']} days by {form['granularity']}, {form['format'].upper()}", form)
+            for form in record.get("forms", {}).values()]  # fmt: skip
+
+
+def horizon_ratio(form: dict[str, Any], key: str = "median_seconds") -> float | None:
+    """The Ray user's median over this stack's for one form (``key``: which median), None when unmeasured."""
+    mine, theirs = form["ours"].get(key), form["ray"].get(key)
+    return theirs / mine if mine and theirs is not None else None
+
+
+def _met(value: float | None, bar: float | None, at_least: bool) -> str:
+    if value is None or bar is None:
+        return "-"
+    return "yes" if (value >= bar if at_least else value < bar) else "no"
+
+
+def horizon_goal_rows(record: dict[str, Any] | None) -> list[str]:
+    """The forecast horizon's goals as rows of the goals table: for each form with a goal (90 days), times
+    faster than the Ray user's way (at least 3), and this stack's seconds (under 0.1)."""
+    rows = []
+    for label, form in horizon_forms(record):
+        if form.get("goal_seconds") is None:
+            continue
+        assert record is not None
+        ratio_of, mine, theirs = horizon_ratio(form), form["ours"]["median_seconds"], form["ray"]["median_seconds"]
+        how = f"{theirs:.3f} s ({record['ray_system']}) / {mine:.3f} s" if ratio_of is not None else "not measured"
+        bar = record["goal_times_faster"]
+        rows.append(f"| forecast horizon, {label}: times faster than the Ray user's way | at least {bar:g} "
+                    f"| {_figure(ratio_of)} | {how} | {_met(ratio_of, bar, True)} | - | - | - | - |")  # fmt: skip
+        goal = form["goal_seconds"]
+        rows.append(f"| forecast horizon, {label}: seconds | under {goal:g} | {_figure(mine)} "
+                    f"| {fmt(mine, 3)} s | {_met(mine, goal, False)} | - | - | - | - |")  # fmt: skip
+    return rows
+
+
+def horizon_section(record: dict[str, Any] | None) -> list[str]:
+    """Section 8: this stack's ``/forecast`` against the Ray user's way, per form: times, ratio, goals, the Ray
+    user's steps, CPU per request and peak memory."""
+    lines = ["", "## 8. Forecast horizon: `POST /forecast` against the Ray Serve user's way", ""]
+    if record is None:
+        return [*lines, "Not run: `.venv/bin/python -m benchmarks.run --only horizon` adds it.", ""]
+    ray, ours = record["ray_system"], next(name for name in record["systems"] if name != record["ray_system"])
+    goal_ratio, goal_s, goal_days = record["goal_times_faster"], record["goal_seconds"], record["goal_days"]
+    lines += [f"Goal: at least {goal_ratio:g}x faster than the Ray user's way, every form, and this stack under "
+              f"{goal_s:g} s for {goal_days} days, on this machine; {max(366, goal_days)} days measured too. "
+              f"This stack: {ours}; Ray: {ray} ({record['systems'][ray]['description']}). {HORIZON_NOTE}", "",
+              f"| form | rows | this stack s | Ray user s | Ray / this stack | at least {goal_ratio:g}x "
+              f"| under {goal_s:g} s | read too: this stack s | Ray s | Ray / this stack |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for label, form in horizon_forms(record):
+        a, b, ratio_of = form["ours"], form["ray"], horizon_ratio(form)
+        goal = form.get("goal_seconds")
+        rows = _horizon_rows(form)
+        read_ratio = horizon_ratio(form, "median_with_read_s")
+        lines.append(f"| {label} | {fmt(rows)} | {fmt(a['median_seconds'], 3)} | {fmt(b['median_seconds'], 3)} "
+                     f"| {_times(ratio_of)} | {_met(ratio_of, goal_ratio if goal else None, True)} "
+                     f"| {_met(a['median_seconds'], goal, False)} | {fmt(a['median_with_read_s'], 3)} "
+                     f"| {fmt(b['median_with_read_s'], 3)} | {_times(read_ratio)} |")  # fmt: skip
+    lines += ["", "Where the time and the resources go (medians; server CPU per request of the system's whole "
+              "tree; peak memory of the whole tree):", "",
+              "| form | Ray: grid s | post s | read s | weeks s | server CPU s per request: this stack | Ray "
+              "| peak PSS MB: this stack | Ray | peak RSS MB: this stack | Ray | answer MB: this stack | Ray |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for label, form in horizon_forms(record):
+        a, b = form["ours"], form["ray"]
+        weeks = fmt(b.get("median_weeks_s"), 4) if form["granularity"] == "week" else "-"
+        lines.append(f"| {label} | {fmt(b.get('median_grid_s'), 3)} | {fmt(b.get('median_post_s'), 3)} "
+                     f"| {fmt(b.get('median_read_s'), 3)} | {weeks} | {fmt(a['median_server_cpu_s'], 3)} "
+                     f"| {fmt(b['median_server_cpu_s'], 3)} | {fmt(a['peak_pss_mb'], 0)} "
+                     f"| {fmt(b['peak_pss_mb'], 0)} | {fmt(a['peak_rss_mb'], 0)} | {fmt(b['peak_rss_mb'], 0)} "
+                     f"| {_answer_mb(a)} | {_answer_mb(b)} |")  # fmt: skip
+    failed = [f"{label} ({side}): {run['problems'][0]}" for label, form in horizon_forms(record)
+              for side in ("ours", "ray") for run in form[side]["runs"] if run["problems"]]  # fmt: skip
+    m = record["machine"]
+    return [*lines, "", "Every answer checked: " + ("all right." if not failed else f"WRONG {failed[:5]}"), "",
+            f"Run {m['date']}, commit `{m['commit']}`, {record['profile']['repeats']} request(s) of each form per "
+            "system after one warm-up each. Alone: `.venv/bin/python -m benchmarks.run --only horizon` (merges "
+            "into `benchmarks/results/latest.json` and rewrites this report; a minute or two).", ""]  # fmt: skip
+
+
+def _horizon_rows(form: dict[str, Any]) -> int | None:
+    rows = [run["rows"] for run in form["ours"]["runs"]]
+    return rows[0] if rows and len(set(rows)) == 1 else None
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}x"
+
+
+def _answer_mb(side: dict[str, Any]) -> str:
+    sizes = [run["answer_mb"] for run in side["runs"] if "answer_mb" in run]
+    return fmt(max(sizes), 1) if sizes else "-"
+
+
+def horizon_gaps(record: dict[str, Any] | None) -> list[str]:
+    """Forms of the horizon scenario a side did not run (none when the scenario was left out)."""
+    if record is None:
+        return []
+    forms = record.get("forms", {})
+    if not forms:
+        return ["horizon: no forms measured"]
+    return [f"horizon: {key} ({side})" for key, form in forms.items() for side in ("ours", "ray")
+            if not form.get(side, {}).get("runs")]  # fmt: skip
 
 
 def spread(median: dict[str, float], key: str, digits: int) -> str:

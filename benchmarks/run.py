@@ -3,12 +3,14 @@
     .venv/bin/python -m benchmarks.run            # full suite (make bench)
     .venv/bin/python -m benchmarks.run --smoke    # a few minutes (make bench-smoke)
     .venv/bin/python -m benchmarks.run --only many-models   # that scenario alone, merged into latest.json
+    .venv/bin/python -m benchmarks.run --only horizon [--smoke] [--out FILE]   # the forecast horizon alone
 
 Systems run one after the other on the same machine with the same load; each gets its own copy of
-the registry (the reload scenario registers and promotes a version). The "Many models" scenario
-(``benchmarks/many_models.py``) starts its own two systems last, and ``--only many-models`` runs it
-alone: its record replaces the ``many_models`` key of the existing results file, and the report is
-written again.
+the registry (the reload scenario registers and promotes a version). The "Forecast horizon"
+(``benchmarks/horizon.py``) and "Many models" (``benchmarks/many_models.py``) scenarios start their
+own two systems last, and ``--only`` runs one alone: its record replaces its key (``horizon``,
+``many_models``) of the results file (a new one if there is none), and the report is written again,
+beside ``--out`` when it is given (``REPORT.md`` or ``results/REPORT-smoke.md`` otherwise).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import many_models, netns, scenarios
+from benchmarks import horizon, many_models, netns, scenarios
 from benchmarks.report import report_path, write_report
 from benchmarks.systems import DEFAULT_MULES, System, make_systems, memory_mb
+from forecast.backtest import DEFAULT_ORIGINS
+from forecast.registry import Registry
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,12 +76,26 @@ def non_loopback_listeners(pids: list[int]) -> list[str]:
 
 
 def registry_copy(scratch: Path, name: str) -> Path:
+    """A copy of the benchmark's registry (``registry/``), trained first if it has no production version, or one
+    without an interval calibration (trained with ``--backtest-origins 0``, or before calibrations): the
+    horizon scenario asks for bands."""
     source = ROOT / "registry"
-    if not (source / "aliases" / "production").exists():
-        subprocess.run([sys.executable, "-m", "forecast", "--registry", str(source), "train"], check=True, cwd=ROOT)
+    if not calibrated(source):
+        log(f"training the benchmark's model into {source} (no calibrated production version)")
+        # The default calibration whatever FORECAST_BACKTEST_ORIGINS says (0 would leave the model without bands).
+        command = ["train", "--backtest-origins", str(DEFAULT_ORIGINS)]
+        subprocess.run([sys.executable, "-m", "forecast", "--registry", str(source), *command], check=True, cwd=ROOT)
     target = scratch / f"registry-{name}"
     shutil.copytree(source, target)
     return target
+
+
+def calibrated(registry: Path) -> bool:
+    """Whether the registry has a production version with an interval calibration."""
+    if not (registry / "aliases" / "production").exists():
+        return False
+    reg = Registry(registry)
+    return bool(reg.metadata(reg.resolve("production")).get("intervals"))
 
 
 def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str, Any]:
@@ -145,13 +163,27 @@ def run_many_models(scratch: Path, smoke: bool) -> dict[str, Any]:
     return {"machine": machine(), **many_models.run(scratch, registry, profile, non_loopback_listeners, log)}
 
 
+def run_horizon(scratch: Path, smoke: bool, ray: str | None, systems: dict[str, Any]) -> dict[str, Any]:
+    """The "Forecast horizon" scenario's record against ``ray`` (None: :func:`horizon.choose_ray` of ``systems``,
+    the run's results), with the machine and commit it ran on."""
+    name = ray or horizon.choose_ray(systems, netns.inside())
+    log(f"[horizon] this stack against {name}")
+    pair = make_systems([horizon.OURS, name], HERE, scratch)
+    profile = horizon.SMOKE if smoke else horizon.FULL
+    record = horizon.run(lambda copy: registry_copy(scratch, copy), pair, profile, non_loopback_listeners, log)
+    return {"machine": machine(), **record}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="short version of every scenario")
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
-    parser.add_argument("--only", choices=["many-models"], help="run this scenario alone, merged into --out")
+    parser.add_argument("--only", choices=["many-models", "horizon"], help="run this scenario alone, merged into --out")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/)")
     parser.add_argument("--skip-many-models", action="store_true", help="leave the many-models scenario out")
+    parser.add_argument("--skip-horizon", action="store_true", help="leave the forecast horizon scenario out")
+    parser.add_argument("--horizon-ray", default=None, help="the Ray system of the horizon scenario (default: the "
+                        "run's fastest 45,000-row batch, else ray-plain)")  # fmt: skip
     parser.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
                         help="run in a loopback-only network namespace (auto: when root)")  # fmt: skip
     args = parser.parse_args()
@@ -160,25 +192,41 @@ def main() -> int:
         netns.reexec_isolated("benchmarks.run", sys.argv[1:])
     if netns.inside():
         netns.bring_loopback_up()
-    out = args.out or HERE / "results" / ("smoke.json" if args.smoke else "latest.json")
+    default_out = HERE / "results" / ("smoke.json" if args.smoke else "latest.json")
+    out = args.out or default_out
     scratch = HERE / "scratch" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     scratch.mkdir(parents=True)
     if args.only:
-        if not out.exists():
-            parser.error(f"--only merges into an existing results file: {out} does not exist")
-        results = json.loads(out.read_text())
-        results["many_models"] = run_many_models(scratch, args.smoke)
+        results = json.loads(out.read_text()) if out.exists() else empty_results(args.smoke)
+        if args.only == "horizon":
+            results["horizon"] = run_horizon(scratch, args.smoke, args.horizon_ray, results["systems"])
+        else:
+            results["many_models"] = run_many_models(scratch, args.smoke)
     else:
-        results = run_suite(args.systems.split(","), args.smoke, scratch, not args.skip_many_models)
+        skip = {"many-models"} if args.skip_many_models else set()
+        skip |= {"horizon"} if args.skip_horizon else set()
+        results = run_suite(args.systems.split(","), args.smoke, scratch, skip, args.horizon_ray)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
-    report = write_report(results, report_path(args.smoke), out.parent)
+    # A results file of its own (--out) gets its report beside it: a trial run never rewrites REPORT.md.
+    mine = out.resolve() == default_out.resolve()
+    report = write_report(results, report_path(args.smoke) if mine else out.with_suffix(".md"), out.parent)
     log(f"results: {out}; report: {report}")
     return 0
 
 
-def run_suite(names: list[str], smoke: bool, scratch: Path, many: bool = True) -> dict[str, Any]:
-    """Every scenario of every system named, then the "Many models" scenario: the results record."""
+def empty_results(smoke: bool) -> dict[str, Any]:
+    """A results record with no system yet, for a scenario run alone (``--only``) into a new file."""
+    profile = scenarios.SMOKE if smoke else scenarios.FULL
+    return {"machine": machine(), "profile": profile.__dict__, "smoke": smoke, "systems": {},
+            "agreement": agreement({})}  # fmt: skip
+
+
+def run_suite(
+    names: list[str], smoke: bool, scratch: Path, skip: set[str] | None = None, horizon_ray: str | None = None
+) -> dict[str, Any]:
+    """Every scenario of every system named, then the "Forecast horizon" and "Many models" scenarios (but those
+    in ``skip``): the results record."""
     profile = scenarios.SMOKE if smoke else scenarios.FULL
     results: dict[str, Any] = {"machine": machine(), "profile": profile.__dict__, "smoke": smoke, "systems": {}}
     if not netns.inside():
@@ -194,7 +242,9 @@ def run_suite(names: list[str], smoke: bool, scratch: Path, many: bool = True) -
         system.registry = registry_copy(scratch, system.name)
         results["systems"][system.name] = run_system(system, profile, log)
     results["agreement"] = agreement(results["systems"])
-    if many:
+    if "horizon" not in (skip or set()):
+        results["horizon"] = run_horizon(scratch, smoke, horizon_ray, results["systems"])
+    if "many-models" not in (skip or set()):
         results["many_models"] = run_many_models(scratch, smoke)
     return results
 
