@@ -271,7 +271,7 @@ def band_problems(table: Table) -> list[str]:
         return [f"bands missing: lower {sorted(table.lower)}, upper {sorted(table.upper)}"]
     edges = [table.lower[name] for name in reversed(names)] + [table.sales] + [table.upper[name] for name in names]
     crossed = sum(int(np.sum(low > high)) for low, high in itertools.pairwise(edges))
-    return [f"{crossed} band edges out of order"] if crossed else []
+    return [f"bands out of order in {crossed} places"] if crossed else []
 
 
 # -- one request each ------------------------------------------------------------------------------------
