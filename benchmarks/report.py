@@ -730,6 +730,7 @@ def horizon_section(record: dict[str, Any] | None) -> list[str]:
                      f"| {fmt(b['median_server_cpu_s'], 3)} | {fmt(a['peak_pss_mb'], 0)} "
                      f"| {fmt(b['peak_pss_mb'], 0)} | {fmt(a['peak_rss_mb'], 0)} | {fmt(b['peak_rss_mb'], 0)} "
                      f"| {_answer_mb(a)} | {_answer_mb(b)} |")  # fmt: skip
+    lines += ["", horizon_memory(record)]
     failed = [f"{label} ({side}): {run['problems'][0]}" for label, form in horizon_forms(record)
               for side in ("ours", "ray") for run in form[side]["runs"] if run["problems"]]  # fmt: skip
     m = record["machine"]
@@ -737,6 +738,20 @@ def horizon_section(record: dict[str, Any] | None) -> list[str]:
             f"Run {m['date']}, commit `{m['commit']}`, {record['profile']['repeats']} request(s) of each form per "
             "system after one warm-up each. Alone: `.venv/bin/python -m benchmarks.run --only horizon` (merges "
             "into `benchmarks/results/latest.json` and rewrites this report; a minute or two).", ""]  # fmt: skip
+
+
+def horizon_memory(record: dict[str, Any]) -> str:
+    """Each system's peak PSS and RSS over the whole scenario, against its idle memory before it."""
+    parts = []
+    for side, name in (("ours", next(n for n in record["systems"] if n != record["ray_system"])),
+                       ("ray", record["ray_system"])):  # fmt: skip
+        forms = [form[side] for form in record.get("forms", {}).values()]
+        idle = record["systems"][name].get("memory_idle", {})
+        pss = max((f["peak_pss_mb"] for f in forms), default=None)
+        rss = max((f["peak_rss_mb"] for f in forms), default=None)
+        parts.append(f"{name} {fmt(pss, 0)} MB PSS, {fmt(rss, 0)} MB RSS (idle before: {fmt(idle.get('pss_mb'), 0)} "
+                     f"and {fmt(idle.get('rss_mb'), 0)} MB)")  # fmt: skip
+    return "Peak memory of the whole process tree over the scenario: " + "; ".join(parts) + "."
 
 
 def _horizon_rows(form: dict[str, Any]) -> int | None:

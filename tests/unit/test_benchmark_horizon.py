@@ -165,6 +165,10 @@ def test_the_report_states_each_forms_ratio_and_whether_the_goals_hold() -> None
     assert "| 90 days by week, CSV | 45,000 | 0.030 | 0.180 | 6.00x | yes | yes | 0.060 | 0.210 | 3.50x |" in lines
     assert "| 366 days by day, CSV | 45,000 | 0.400 | 0.600 | 1.50x | - | - | 0.800 | 0.630 | 0.79x |" in lines
     assert "Every answer checked: all right." in lines
+    found["systems"]["ray-plain"]["memory_idle"] = {"pss_mb": 1000.0, "rss_mb": 1500.0}
+    assert horizon_section(found)[-6] == ("Peak memory of the whole process tree over the scenario: uwsgi-mules 190 MB "
+                                          "PSS, 390 MB RSS (idle before: - and - MB); ray-plain 190 MB PSS, 390 MB "
+                                          "RSS (idle before: 1,000 and 1,500 MB).")  # fmt: skip
     goals = goals_section({}, horizon=found)
     assert ("| forecast horizon, 90 days by day, JSON: times faster than the Ray user's way | at least 3 | 2.500 "
             "| 0.200 s (ray-plain) / 0.080 s | no | - | - | - | - |") in goals  # fmt: skip
