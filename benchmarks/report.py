@@ -702,8 +702,9 @@ def horizon_section(record: dict[str, Any] | None) -> list[str]:
         return [*lines, "Not run: `.venv/bin/python -m benchmarks.run --only horizon` adds it.", ""]
     ray, ours = record["ray_system"], next(name for name in record["systems"] if name != record["ray_system"])
     goal_ratio, goal_s, goal_days = record["goal_times_faster"], record["goal_seconds"], record["goal_days"]
-    lines += [f"Goal: at least {goal_ratio:g}x faster than the Ray user's way, every form, and this stack under "
-              f"{goal_s:g} s for {goal_days} days, on this machine; {max(366, goal_days)} days measured too. "
+    lines += [f"Goal: at least {goal_ratio:g}x faster than the Ray user's way, and this stack under {goal_s:g} s, "
+              f"for {goal_days} days, on this machine; a year (366 days) measured too, its ratio shown against "
+              f"the same {goal_ratio:g}x. "
               f"This stack: {ours}; Ray: {ray} ({record['systems'][ray]['description']}). {HORIZON_NOTE}", "",
               f"| form | rows | this stack s | Ray user s | Ray / this stack | at least {goal_ratio:g}x "
               f"| under {goal_s:g} s | read too: this stack s | Ray s | Ray / this stack |",
@@ -714,7 +715,7 @@ def horizon_section(record: dict[str, Any] | None) -> list[str]:
         rows = _horizon_rows(form)
         read_ratio = horizon_ratio(form, "median_with_read_s")
         lines.append(f"| {label} | {fmt(rows)} | {fmt(a['median_seconds'], 3)} | {fmt(b['median_seconds'], 3)} "
-                     f"| {_times(ratio_of)} | {_met(ratio_of, goal_ratio if goal else None, True)} "
+                     f"| {_times(ratio_of)} | {_met(ratio_of, goal_ratio, True)} "
                      f"| {_met(a['median_seconds'], goal, False)} | {fmt(a['median_with_read_s'], 3)} "
                      f"| {fmt(b['median_with_read_s'], 3)} | {_times(read_ratio)} |")  # fmt: skip
     lines += ["", "Where the time and the resources go (medians; server CPU per request of the system's whole "
