@@ -451,9 +451,9 @@ def goals_section(
     systems: dict[str, Any], scoring_alone: dict[str, Any] | None = None, cores: int = 0,
     horizon: dict[str, Any] | None = None,
 ) -> list[str]:  # fmt: skip
-    """The performance goals of issues 17 and 25, each with its measured value, whether it is met, and its bounds;
+    """The performance goals of issues 17 and 27, each with its measured value, whether it is met, and its bounds;
     then the forecast horizon's (:func:`horizon_goal_rows`), when the run has that scenario."""
-    lines = ["## Goals (issues 17 and 25): measured in this run", "", GOALS_NOTE, "",
+    lines = ["## Goals (issues 17 and 27): measured in this run", "", GOALS_NOTE, "",
              "| goal | bar | measured | from | met | at best | from | at its CPU | from |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for goal in GOALS:
