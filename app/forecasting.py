@@ -123,8 +123,9 @@ class ForecastUseCase:
         return self._answer(model, ask, prediction, groups, buckets, values, explained)
 
     def _answer(self, model: str, ask: Ask, prediction: Prediction, groups: Groups, buckets: Buckets,
-                values: np.ndarray, explanation: Explanation | None) -> HorizonAnswer:  # fmt: skip
-        # One version scores a request but mid-canary: a series' bands are its version's, a total's production's.
+                values: np.ndarray, explained: Explanation | None) -> HorizonAnswer:  # fmt: skip
+        """The answer's rows and their bands, from the calibration of the version that scored the rows: when a
+        canary splits the series between two versions, production's (a total sums both)."""
         version = prediction.labels[0] if len(prediction.labels) == 1 else self.service.route(model).production
         served = self.service.model(model, version)
         lower = upper = None
@@ -132,7 +133,7 @@ class ForecastUseCase:
         if note is None:
             lower, upper = band_edges(served, ask, buckets, values)
         return HorizonAnswer(model, prediction.version_label(), ask.granularity, ask.totals, ask.levels, groups,
-                             buckets, values.ravel(), lower, upper, note, explanation)  # fmt: skip
+                             buckets, values.ravel(), lower, upper, note, explained)  # fmt: skip
 
 
 def band_edges(served: ServedModel, ask: Ask, buckets: Buckets, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
