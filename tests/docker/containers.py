@@ -87,6 +87,10 @@ class Container:
             docker("rm", "-f", "-v", self.id, check=False)
 
 
+# A second model, small and quick to train in a container (one backtest cutoff): a new version for rollouts.
+TRAIN_A_SMALL_MODEL = ("python", "-m", "forecast", "train", "--rounds", "50", "--seed", "7", "--backtest-origins", "1")
+
+
 def run_once(image: str, volume: str, *command: str, env: dict[str, str] | None = None) -> str:
     """``docker run --rm`` a command of the image on the registry volume; its output (raises on failure)."""
     options = [arg for name, value in (env or {}).items() for arg in ("-e", f"{name}={value}")]

@@ -13,7 +13,7 @@ import requests
 from forecast.features import Rows
 from forecast.registry import Registry
 from tests.docker.conftest import measured, tmp_registry_copy
-from tests.docker.containers import Fleet, run_once
+from tests.docker.containers import TRAIN_A_SMALL_MODEL, Fleet, run_once
 from tests.docker.engine import docker
 from tests.docker.load import Load
 from tests.helpers import wait_for
@@ -103,20 +103,7 @@ def test_a_named_volume_keeps_the_registry_and_a_model_trained_with_the_image_is
     first.wait_ready()
     assert first.status()["model_version"] == "v1"
 
-    output = run_once(
-        first.image,
-        volume,
-        "python",
-        "-m",
-        "forecast",
-        "train",
-        "--rounds",
-        "50",
-        "--seed",
-        "7",
-        "--backtest-origins",
-        "1",
-    )
+    output = run_once(first.image, volume, *TRAIN_A_SMALL_MODEL)
     assert "registered v2" in output, output
     assert requests.get(f"{first.url}/reload", timeout=30).status_code in (401, 403)
     assert first.status()["model_version"] == "v1"

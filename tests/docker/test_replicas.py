@@ -12,7 +12,7 @@ import pytest
 
 from tests.docker.balancer import Balancer
 from tests.docker.conftest import measured
-from tests.docker.containers import Container, Fleet, run_once
+from tests.docker.containers import TRAIN_A_SMALL_MODEL, Container, Fleet, run_once
 from tests.docker.load import REFUSED, Load, Outcome
 from tests.helpers import wait_for
 
@@ -73,20 +73,7 @@ def update_promote_and_kill(
     measured(f"rolling update of 2 replicas under load: {load.summary()}")
 
     # a promote made by a third container reaches both replicas, which nobody calls
-    output = run_once(
-        third.image,
-        volume,
-        "python",
-        "-m",
-        "forecast",
-        "train",
-        "--rounds",
-        "50",
-        "--seed",
-        "7",
-        "--backtest-origins",
-        "1",
-    )
+    output = run_once(third.image, volume, *TRAIN_A_SMALL_MODEL)
     assert "production -> v2" in output, output
     wait_for(lambda: third.status()["model_version"] == fourth.status()["model_version"] == "v2", 120)
     load.wait_for_answers(200)
