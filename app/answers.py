@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -23,6 +23,9 @@ import orjson
 from app.encoding import json_line
 from app.prediction import Prediction
 from serving.columns import Columns
+
+if TYPE_CHECKING:
+    from app.bands import Bands
 
 ANSWER_PIECE_ROWS = 10_000  # answers are encoded this many rows at a time (faster than 50,000 too: measured)
 CSV = "text/csv"
@@ -62,31 +65,51 @@ FIELDS = (
                 lambda _, prediction, rows: prediction.versions_of(rows), None),
 )  # fmt: skip
 NAMES = tuple(field.name for field in FIELDS)
+ASKED_FIELDS = ("lower", "upper", "intervals")  # written only for rows that ask for bands (``level``): _add_bands
 EXAMPLE = {field.name: field.example for field in FIELDS}  # a forecast as the document shows it
 _ONE_ROW = tuple((field.name, field.one) for field in FIELDS)  # pairs: the single row's loop reads no attributes
 
 
-def render_row(columns: Columns, prediction: Prediction) -> bytes:
-    """The answer to one row object: that row's forecast object."""
+def render_row(columns: Columns, prediction: Prediction, bands: Bands | None = None) -> bytes:
+    """The answer to one row object: that row's forecast object (with its bands, when it asked for them)."""
     row = {}
     for name, one in _ONE_ROW:  # a loop, not a comprehension: Python 3.11 makes a frame for one (measured)
         row[name] = one(columns, prediction)
+    if bands is not None:
+        _add_bands([row], bands, slice(0, 1))
     return json_line(row)
 
 
-def render(columns: Columns, ids: np.ndarray | None, prediction: Prediction, media: str) -> Iterator[bytes]:
+def _add_bands(objects: list[dict[str, Any]], bands: Bands, rows: slice) -> None:
+    """Each object's ``lower`` and ``upper`` (level -> edge), or ``intervals.none`` saying why there are none."""
+    if bands.lower is None or bands.upper is None:
+        for obj in objects:
+            obj["intervals"] = {"none": bands.note}
+        return
+    names = bands.level_names
+    for obj, low, high in zip(objects, bands.lower[rows].tolist(), bands.upper[rows].tolist(), strict=True):
+        obj["lower"] = dict(zip(names, low, strict=True))
+        obj["upper"] = dict(zip(names, high, strict=True))
+
+
+def render(columns: Columns, ids: np.ndarray | None, prediction: Prediction, media: str,
+           bands: Bands | None = None) -> Iterator[bytes]:  # fmt: skip
     """A batch's answer (rows that came as a list, ``instances`` or CSV, ``ids`` its id column), in pieces of
-    at most :data:`ANSWER_PIECE_ROWS` rows: JSON, or CSV for ``media`` ``text/csv``."""
+    at most :data:`ANSWER_PIECE_ROWS` rows: JSON, or CSV for ``media`` ``text/csv``; with the rows' ``bands``
+    when they asked for them (CSV: ``lower_80,upper_80,...`` columns after the fields)."""
     if media == CSV:
-        yield _csv_header(ids is not None)
+        yield _csv_header(ids is not None, bands)
     else:
         yield b'{"predictions":['
     for start in range(0, len(columns), ANSWER_PIECE_ROWS):
         rows = slice(start, start + ANSWER_PIECE_ROWS)
         if media == CSV:
-            yield _csv_rows(columns, ids, prediction, rows)
+            yield _csv_rows(columns, ids, prediction, rows, bands)
         else:
-            yield (b"," if start else b"") + orjson.dumps(_forecasts(columns, prediction, rows))[1:-1]
+            objects = _forecasts(columns, prediction, rows)
+            if bands is not None:
+                _add_bands(objects, bands, rows)
+            yield (b"," if start else b"") + orjson.dumps(objects)[1:-1]
     if media != CSV:
         yield b"]}\n"
 
@@ -120,15 +143,21 @@ def _csv_fields(with_ids: bool) -> list[AnswerField]:
     return [field for field in FIELDS if field.csv is not None and not (with_ids and field.of_row)]
 
 
-def _csv_header(with_ids: bool) -> bytes:
+def _csv_header(with_ids: bool, bands: Bands | None) -> bytes:
     names = (["id"] if with_ids else []) + [field.name for field in _csv_fields(with_ids)]
+    if bands is not None and bands.lower is not None:
+        names += [f"{edge}_{level}" for level in bands.level_names for edge in ("lower", "upper")]
     return (",".join(names) + "\n").encode()
 
 
-def _csv_rows(columns: Columns, ids: np.ndarray | None, prediction: Prediction, rows: slice) -> bytes:
-    """The rows' CSV lines: the id (if any) and each CSV field, as :data:`FIELDS` writes them."""
+def _csv_rows(columns: Columns, ids: np.ndarray | None, prediction: Prediction, rows: slice,
+              bands: Bands | None = None) -> bytes:  # fmt: skip
+    """The rows' CSV lines: the id (if any), each CSV field, as :data:`FIELDS` writes them, and the bands."""
     cells = [] if ids is None else [list(map(str, ids[rows].tolist()))]  # as the body wrote them (text or digits)
     for field in _csv_fields(ids is not None):
         assert field.csv is not None  # _csv_fields keeps those only
         cells.append(field.csv(field.values(columns, prediction, rows)))
+    if bands is not None and bands.lower is not None and bands.upper is not None:
+        for n in range(len(bands.level_names)):
+            cells += [number_cells(bands.lower[rows, n].tolist()), number_cells(bands.upper[rows, n].tolist())]
     return ("\n".join(map(",".join, zip(*cells, strict=True))) + "\n").encode()

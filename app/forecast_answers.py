@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from app.answers import ANSWER_PIECE_ROWS, CSV, number_cells
+from app.bands import level_names
 from app.explain import Explanation
 from forecast.buckets import Buckets, Granularity, Groups, Totals
 from forecast.intervals import METHOD
@@ -46,7 +47,7 @@ class HorizonAnswer:
 
     @property
     def level_names(self) -> list[str]:
-        return [f"{level:g}" for level in self.levels]
+        return level_names(self.levels)
 
     def header(self) -> dict[str, Any]:
         intervals = {"method": METHOD, "levels": self.level_names} if self.note is None else {"none": self.note}

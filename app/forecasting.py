@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from app.access import Report
+from app.bands import half_widths, horizons, no_bands
 from app.encoding import json_line
 from app.errors import ApiError, InvalidInput, MalformedJson, PayloadTooLarge, UnsupportedMediaType, error_answer
 from app.explain import Explanation, explanation
@@ -36,7 +37,7 @@ from app.schemas import DEFAULT_DAYS, DEFAULT_LEVELS, FORECAST_BODY, ID_MAX, For
 from app.service import ForecastService, ServedModel
 from app.telemetry import request_start
 from forecast.buckets import Buckets, Granularity, Groups, Totals, aggregate, date_buckets, series_groups
-from forecast.intervals import LEVEL_GRID, bands, kind_key, level_index
+from forecast.intervals import bands, kind_key
 from forecast.registry import is_model_name
 from serving.columns import EPOCH, Columns
 
@@ -129,7 +130,7 @@ class ForecastUseCase:
         version = prediction.labels[0] if len(prediction.labels) == 1 else self.service.route(model).production
         served = self.service.model(model, version)
         lower = upper = None
-        note = _no_bands(served, ask)
+        note = no_bands(served, ask.levels)
         if note is None:
             lower, upper = band_edges(served, ask, buckets, values)
         return HorizonAnswer(model, prediction.version_label(), ask.granularity, ask.totals, ask.levels, groups,
@@ -137,37 +138,18 @@ class ForecastUseCase:
 
 
 def band_edges(served: ServedModel, ask: Ask, buckets: Buckets, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper), ``(rows, levels)``, from ``served``'s calibration of rows of this kind; 422 naming
-    ``level`` for a level its errors cannot support."""
-    assert served.calibration is not None  # _no_bands said so
-    indices = [level_index(level) for level in ask.levels]
-    horizons = np.maximum(buckets.last_days - (served.trained_through - EPOCH).days, 1)
-    widths = np.empty((*values.shape, len(indices)))
+    """(lower, upper), ``(rows, levels)``, from ``served``'s calibration of rows of this kind (a week's of weeks of
+    its length, a total's of totals); 422 naming ``level`` for a level its errors cannot support."""
+    ahead = horizons(served, buckets.last_days)
+    widths = np.empty((*values.shape, len(ask.levels)))
     for length in np.unique(buckets.lengths).tolist():
-        key = kind_key(ask.granularity, ask.totals, length)
-        cell = served.calibration.cell(key)
         chosen = buckets.lengths == length
-        if cell is None:
-            raise InvalidInput(f"version {served.version} has no calibration for {key} rows", field="level")
         shape = (values.shape[0], int(chosen.sum()))
-        found = cell.halfwidths(np.broadcast_to(horizons[chosen], shape).ravel(), values[:, chosen].ravel(), indices)
-        widths[:, chosen] = found.reshape(*shape, len(indices))
-        for n, level in enumerate(ask.levels):
-            if np.isinf(found[:, n]).any():
-                raise InvalidInput(f"level {level:g}: version {served.version}'s backtest has too few errors of "
-                                   f"{key} rows for a {LEVEL_GRID[indices[n]]:g}% band; ask for a lower level",
-                                   field="level")  # fmt: skip
-    return bands(values.ravel(), widths.reshape(-1, len(indices)))
-
-
-def _no_bands(served: ServedModel, ask: Ask) -> str | None:
-    """Why the answer has no bands, or None when it has them."""
-    if not ask.levels:
-        return "no level was asked for (level: [])"
-    if served.calibration is None:
-        return (f"version {served.version} has no interval calibration (trained before calibrations, with "
-                "--backtest-origins 0, or imported): forecasts without bands")  # fmt: skip
-    return None
+        key = kind_key(ask.granularity, ask.totals, length)
+        found = half_widths(served, key, np.broadcast_to(ahead[chosen], shape).ravel(), values[:, chosen].ravel(),
+                            ask.levels)  # fmt: skip
+        widths[:, chosen] = found.reshape(*shape, len(ask.levels))
+    return bands(values.ravel(), widths.reshape(-1, len(ask.levels)))
 
 
 class _SeriesFields:

@@ -43,6 +43,7 @@ from pydantic_core import from_json
 
 from app.access import Report
 from app.answers import render, render_row
+from app.bands import Bands, row_bands
 from app.encoding import json_exact, json_line
 from app.errors import (
     ApiError,
@@ -107,6 +108,7 @@ class ReadRows:
     columns: Columns
     shape: Shape
     ids: np.ndarray | None = None
+    levels: tuple[float, ...] | None = None  # the bands the rows ask for (``level``); None: no bands asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,17 +173,23 @@ class PredictUseCase:
                                      {}, report)  # fmt: skip
             read = read_rows(request, fields, self.settings.max_batch_rows)
             prediction = self._predict(request.model, read, deadline, report)
+            bands = None if read.levels is None else self._bands(request.model, read, prediction)
         except ApiError as error:
             report.error, report.job = error.code, error.job
             status, payload, headers = error_answer(error, self.settings.retry_after_s)
             return PredictAnswer(status, json_line(payload), headers, report)
         if read.shape is Shape.ROW:  # most requests
-            return PredictAnswer(200, render_row(read.columns, prediction), {}, report)
+            return PredictAnswer(200, render_row(read.columns, prediction, bands), {}, report)
         media = CSV if wants_csv(request.accept) else JSON
-        pieces = render(read.columns, read.ids, prediction, media)
+        pieces = render(read.columns, read.ids, prediction, media, bands)
         if len(read.columns) > STREAM_ROWS:
             return PredictAnswer(200, b"", {}, report, media, pieces)
         return PredictAnswer(200, b"".join(pieces), {}, report, media)
+
+    def _bands(self, model: str, read: ReadRows, prediction: Prediction) -> Bands:
+        """The bands the rows asked for; 422 naming ``level`` for one the calibration cannot support."""
+        assert read.levels is not None
+        return row_bands(prediction, read.columns, read.levels, lambda v: self.service.model(model, v))
 
     def _predict(self, model: str, read: ReadRows, deadline: float, report: Report) -> Prediction:
         report.rows = len(read.columns)
@@ -262,32 +270,39 @@ def rows_from_json(payload: Any, max_rows: int) -> ReadRows:
     if isinstance(payload, dict) and "instances" in payload:
         if set(payload) != {"instances"} or not isinstance(payload["instances"], list):
             raise InvalidInput('"instances" must be the only field, and a list of rows', field="instances")
-        return ReadRows(_batch(payload["instances"], Shape.INSTANCES, max_rows), Shape.INSTANCES)
+        return _batch(payload["instances"], Shape.INSTANCES, max_rows)
     if isinstance(payload, list):
-        return ReadRows(_batch(payload, Shape.LIST, max_rows), Shape.LIST)
+        return _batch(payload, Shape.LIST, max_rows)
     if isinstance(payload, dict):
         try:
             row = ROW.validate_python(payload)
         except ValidationError as exc:
             raise_invalid(exc, Shape.ROW.prefix)
-        return ReadRows(Columns.one(row["date"], row["store"], row["item"]), Shape.ROW)
+        levels = tuple(sorted(set(row["level"]))) if "level" in row else None
+        return ReadRows(Columns.one(row["date"], row["store"], row["item"]), Shape.ROW, levels=levels)
     raise InvalidInput('body must be a row object, a list of rows, or {"instances": [...]}', field="body")
 
 
-def _batch(items: list[Any], shape: Shape, max_rows: int) -> Columns:
+def _batch(items: list[Any], shape: Shape, max_rows: int) -> ReadRows:
     """A batch's rows as columns: read whole-column when every row is well formed, else validated by pydantic,
-    which names the first bad field (the rows accepted are the same)."""
+    which names the first bad field (the rows accepted are the same); rows asking for bands (``level``) all ask
+    for the same ones (422 naming the first row that does not)."""
     if not items:
         raise InvalidInput("a batch needs at least one row", field=shape.prefix or "body")
     if len(items) > max_rows:
         raise PayloadTooLarge(f"a batch may have at most {max_rows} rows; this one has {len(items)}")
     columns = from_json_rows(items)
     if columns is not None:
-        return columns
+        return ReadRows(columns, shape)
     try:
-        return from_validated(ROWS.validate_python(items))
+        rows = ROWS.validate_python(items)
     except ValidationError as exc:
         raise_invalid(exc, shape.prefix)
+    asked = [tuple(sorted(set(row["level"]))) if "level" in row else None for row in rows]
+    for index, levels in enumerate(asked):
+        if levels != asked[0]:
+            raise InvalidInput("every row of a batch asks for the same levels, or none", shape.field(index, "level"))
+    return ReadRows(from_validated(rows), shape, levels=asked[0])
 
 
 def query_fields(query_string: str) -> dict[str, str]:

@@ -31,13 +31,19 @@ StoreId = Annotated[int, Strict(), Field(ge=1, le=ID_MAX, description="Store id,
 ItemId = Annotated[int, Strict(), Field(ge=1, le=ID_MAX, description="Item id, 1-50 for the default model.")]
 
 
+MAX_LEVELS = 8
+Level = Annotated[float, Field(gt=50, lt=99.9, description="A band's coverage in percent, above 50, below 99.9.")]
+Levels = Annotated[list[Level], Field(max_length=MAX_LEVELS)]
+
+
 class PredictRow(TypedDict):
-    """One (date, store, item) to forecast."""
+    """One (date, store, item) to forecast; ``level`` asks for its bands (in a batch: the same for every row)."""
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     date: IsoDate
     store: StoreId
     item: ItemId
+    level: NotRequired[Levels]
 
 
 class Instances(TypedDict):
@@ -79,11 +85,9 @@ ROWS = TypeAdapter(list[PredictRow])
 # -- /forecast ------------------------------------------------------------------------------
 
 MAX_FORECAST_DAYS = 366
-MAX_LEVELS = 8
 DEFAULT_DAYS = 28
 DEFAULT_LEVELS = (80.0, 95.0)
 ForecastDays = Annotated[int, Strict(), Field(ge=1, le=MAX_FORECAST_DAYS, description="Days from start, 1-366.")]
-Level = Annotated[float, Field(gt=50, lt=99.9, description="A band's coverage in percent, above 50, below 99.9.")]
 
 
 class SeriesRef(TypedDict):
@@ -109,7 +113,7 @@ class ForecastBody(TypedDict):
     days: NotRequired[ForecastDays]
     granularity: NotRequired[Literal["day", "week"]]
     totals: NotRequired[Literal["store", "item", "all"] | None]
-    level: NotRequired[Annotated[list[Level], Field(max_length=MAX_LEVELS)]]
+    level: NotRequired[Levels]
     explain: NotRequired[Annotated[bool, Strict()]]
 
 
@@ -118,14 +122,26 @@ FORECAST_BODY = TypeAdapter(ForecastBody)
 # -- answers (documented in /openapi.json; the views build them) ----------------------------
 
 
+class HorizonIntervals(TypedDict):
+    """How the bands were made (``method``, ``levels``), or why there are none (``none``)."""
+
+    method: NotRequired[str]
+    levels: NotRequired[list[str]]
+    none: NotRequired[str]
+
+
 class Forecast(TypedDict):
-    """One row's forecast: the request's fields, the predicted unit sales and the model version."""
+    """One row's forecast: the request's fields, the predicted unit sales and the model version; with ``level``
+    asked, its bands (``lower``/``upper``: level -> edge), or ``intervals.none`` saying why there are none."""
 
     date: str
     store: int
     item: int
     sales: Annotated[float, Field(ge=0)]
     model_version: str
+    lower: NotRequired[dict[str, float]]
+    upper: NotRequired[dict[str, float]]
+    intervals: NotRequired[HorizonIntervals]
 
 
 class Forecasts(TypedDict):
@@ -158,14 +174,6 @@ class HorizonRow(TypedDict):
     lower: NotRequired[dict[str, float]]  # level ("80") -> the band's lower edge
     upper: NotRequired[dict[str, float]]
     explanation: NotRequired[ExplanationBody]
-
-
-class HorizonIntervals(TypedDict):
-    """How the bands were made (``method``, ``levels``), or why there are none (``none``)."""
-
-    method: NotRequired[str]
-    levels: NotRequired[list[str]]
-    none: NotRequired[str]
 
 
 class HorizonForecasts(TypedDict):

@@ -185,3 +185,14 @@ def test_forecasts_are_counted_by_model_version_and_granularity_and_logged_with_
     (line,) = access_lines(stack, "request_id=horizon-1")
     for part in ("method=GET", "path=/forecast", "status=200", "model_version=v1", "rows=21", "series=1", "days=21"):
         assert part in line, line
+
+
+def test_a_predict_row_asking_for_bands_gets_the_forecasts_own(stack: Stack) -> None:
+    horizon = ok(forecast(stack, {"series": [{"store": 6, "item": 7}], "start": "2017-05-01", "days": 3,
+                                  "level": [80, 95]}))["forecasts"]  # fmt: skip
+    rows = [{"date": r["date"], "store": 6, "item": 7, "level": [80, 95]} for r in horizon]
+    predicted = requests.post(f"{stack.url}/predict", json=rows, timeout=10).json()["predictions"]
+    for mine, theirs in zip(predicted, horizon, strict=True):
+        assert (mine["sales"], mine["lower"], mine["upper"]) == (theirs["sales"], theirs["lower"], theirs["upper"])
+    single = requests.post(f"{stack.url}/predict", json=rows[0], timeout=10).json()
+    assert single["upper"] == horizon[0]["upper"]

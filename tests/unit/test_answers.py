@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from app import openapi
-from app.answers import FIELDS, render, render_row
+from app.answers import ASKED_FIELDS, FIELDS, render, render_row
 from app.prediction import Prediction
 from app.views import ENDPOINTS
 from serving.columns import Columns
@@ -44,5 +44,5 @@ def test_the_schema_of_a_forecast_names_the_fields_the_answer_writes() -> None:
     the document's example is made of the fields' examples, so it validates against the schema."""
     document = openapi.build(ENDPOINTS, Settings())
     schema = document["components"]["schemas"]["Forecast"]
-    assert list(schema["properties"]) == [field.name for field in FIELDS]
+    assert list(schema["properties"]) == [field.name for field in FIELDS] + list(ASKED_FIELDS)
     assert jsonschema.Draft202012Validator(schema).is_valid(openapi.FORECAST_EXAMPLE)

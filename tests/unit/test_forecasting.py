@@ -77,3 +77,34 @@ def test_no_level_asked_is_an_answer_without_bands(registry: Registry) -> None:
     response = make_app(registry).test_client().post("/forecast", json={"days": 2, "level": []})
     assert response.status_code == 200
     assert response.get_json()["intervals"] == {"none": "no level was asked for (level: [])"}
+
+
+def test_a_predict_row_may_ask_for_its_bands_a_batch_for_the_same_ones(registry: Registry) -> None:
+    client = make_app(registry).test_client()
+    row = {"date": "2015-01-05", "store": 2, "item": 3, "level": [95, 80]}
+    one = client.post("/predict", json=row).get_json()
+    assert list(one) == ["date", "store", "item", "sales", "model_version", "lower", "upper"]
+    assert list(one["lower"]) == ["80", "95"]
+    assert one["lower"]["95"] <= one["lower"]["80"] <= one["sales"] <= one["upper"]["80"] <= one["upper"]["95"]
+    batch = client.post("/predict", json=[row, {**row, "item": 4}]).get_json()["predictions"]
+    assert batch[0] == one
+    csv = client.post("/predict", json=[row], headers={"Accept": "text/csv"}).get_data(as_text=True)
+    assert csv.splitlines()[0] == "date,store,item,sales,lower_80,upper_80,lower_95,upper_95"
+    mixed = client.post("/predict", json={"instances": [row, {**row, "level": [80]}]})
+    assert mixed.status_code == 422
+    assert mixed.get_json()["field"] == "instances[1].level"
+    plain = client.post("/predict", json={"date": "2015-01-05", "store": 2, "item": 3}).get_json()
+    assert "lower" not in plain
+
+
+def test_a_predict_row_of_a_version_without_calibration_says_why_it_has_no_bands(registry: Registry) -> None:
+    clone_version(registry, "v1", "v2")
+    path = registry.metadata_path("v2")
+    metadata = json.loads(path.read_text())
+    metadata["intervals"] = None
+    path.write_text(json.dumps(metadata))
+    registry.set_alias("production", "v2")
+    row = {"date": "2015-01-05", "store": 2, "item": 3, "level": [80]}
+    answer = make_app(registry).test_client().post("/predict", json=row).get_json()
+    assert "has no interval calibration" in answer["intervals"]["none"]
+    assert "lower" not in answer
