@@ -42,6 +42,7 @@ from forecast.registry import is_model_name
 from serving.columns import EPOCH, Columns
 
 ROUTE = "/forecast"
+MAX_EXPLAINED_ROWS = 10_000  # daily rows explained in one request (LightGBM's pred_contrib in a mule: ~20 us each)
 NAMED_ROUTE = "/models/<name>/forecast"
 
 
@@ -195,6 +196,9 @@ def check_horizon(ask: Ask, stores: np.ndarray, items: np.ndarray, start: dt.dat
     if ask.explain and (ask.granularity is not Granularity.DAY or ask.totals is not None):
         raise InvalidInput("explanations are given for daily forecasts of single series: ask for granularity "
                            '"day" and no totals', field="explain")  # fmt: skip
+    if ask.explain and rows > MAX_EXPLAINED_ROWS:
+        raise PayloadTooLarge(f"a forecast may explain at most {MAX_EXPLAINED_ROWS} daily rows (series x days); "
+                              f"this one has {len(stores)} x {ask.days} = {rows}")  # fmt: skip
 
 
 # -- reading the request --------------------------------------------------------------------
@@ -209,11 +213,13 @@ def read_ask(request: ForecastRequest) -> Ask:
             if value is not None and not (isinstance(value, int) and 1 <= value <= ID_MAX):
                 raise InvalidInput(f"{name}: must be a whole number from 1 to {ID_MAX} (got {value!r})", field=name)
         return _validated(fields, store, item)
+    if not request.body:
+        return _validated({})  # every default: the next 28 days of every series
     mimetype = request.content_type.partition(";")[0].strip().lower()
     if not (mimetype == JSON or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
         raise UnsupportedMediaType(f"send the forecast request as JSON (got {mimetype or 'none'!r})")
     try:
-        payload = from_json(request.body) if request.body else {}
+        payload = from_json(request.body)
     except ValueError as exc:
         raise MalformedJson(f"request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
@@ -255,14 +261,14 @@ def body_of_query(query_string: str) -> dict[str, Any]:
     for name, value in parse_qsl(query_string, keep_blank_values=True):
         if name not in QUERY_FIELDS:
             raise InvalidInput(f"unknown query parameter {name!r} (known: {', '.join(QUERY_FIELDS)})", field=name)
-        if name == "level":
-            fields.setdefault("level", []).extend(_number(part) for part in value.split(","))
+        if name == "level":  # empty: no bands
+            fields.setdefault("level", []).extend(_number(part) for part in value.split(",") if value)
         elif name == "explain":
             fields[name] = {"true": True, "1": True, "false": False, "0": False}.get(value.lower(), value)
         elif name in ("store", "item", "days"):
             fields[name] = int(value) if value.isdigit() else value
         else:
-            fields[name] = value or None
+            fields[name] = value
     return fields
 
 

@@ -28,6 +28,7 @@ from app import answers, legacy_answers, schemas
 from app.domain import Domain
 from app.endpoints import Endpoint, Served
 from app.errors import error_body
+from app.forecasting import MAX_EXPLAINED_ROWS
 from serving.settings import Settings
 
 TITLE = "Store-item sales forecast"
@@ -267,11 +268,19 @@ def _ids(values: frozenset[int], what: str) -> dict[str, Any]:
 
 
 def _bound_rows(definitions: dict[str, Any], domain: Domain) -> None:
-    """A row's fields as the served versions know them (what check_domain enforces), in place."""
+    """A row's fields, a forecast's series and start, as the served versions know them (what check_domain and
+    check_horizon enforce), in place."""
     row = definitions["PredictRow"]["properties"]
-    row["store"] = _ids(domain.stores, "Store")
-    row["item"] = _ids(domain.items, "Item")
-    row["date"] = {
+    series = definitions["SeriesRef"]["properties"]
+    row["store"] = series["store"] = _ids(domain.stores, "Store")
+    row["item"] = series["item"] = _ids(domain.items, "Item")
+    row["date"] = _day(domain)
+    definitions["ForecastBody"]["properties"]["start"] = {"anyOf": [_day(domain), {"type": "null"}]}
+
+
+def _day(domain: Domain) -> dict[str, Any]:
+    """A date property bounded to the served versions' range."""
+    return {
         "type": "string", "pattern": date_pattern(domain.first_date, domain.last_date),
         "description": f"A day from {domain.first_date} to {domain.last_date} (the served version's range), "
                        "YYYY-MM-DD.",
@@ -357,7 +366,7 @@ def _horizon(summary: str, max_rows: int, request: dict[str, Any], models: tuple
         "range), per series or summed into store, item or chain totals, each with its bands: split-conformal "
         "intervals calibrated when the version was trained, on the errors of rows of the same kind and horizon. "
         f"Daily values are exactly what /predict answers; weeks and totals are their sums. At most {max_rows} "
-        "daily rows (series x days). `Accept: text/csv` answers CSV.",
+        f"daily rows (series x days), {MAX_EXPLAINED_ROWS} explained ones. `Accept: text/csv` answers CSV.",
         **request,
         "responses": {
             "200": {"description": "The forecasts, series by series, date by date.",
@@ -378,20 +387,23 @@ def _horizon_body() -> dict[str, Any]:
     return {"requestBody": {"required": False, **_json(_ref("ForecastBody"), weekly=example)}}
 
 
-def _horizon_query() -> dict[str, Any]:
+def _horizon_query(domain: Domain | None) -> dict[str, Any]:
     def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
         return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
+    any_id = {"type": "integer", "minimum": 1, "maximum": schemas.ID_MAX}
+    stores, items = (_ids(domain.stores, "Store"), _ids(domain.items, "Item")) if domain else (any_id, any_id)
+    start = _day(domain) if domain else {"type": "string", "format": "date"}
     return {"parameters": [
-        query("store", {"type": "integer", "minimum": 1, "maximum": schemas.ID_MAX},
-              "One store (every store the model knows when absent)."),
-        query("item", {"type": "integer", "minimum": 1, "maximum": schemas.ID_MAX},
-              "One item (every item the model knows when absent)."),
-        query("start", {"type": "string", "format": "date"}, "First day (default: after the training data)."),
+        query("store", stores, "One store (every store the model knows when absent)."),
+        query("item", items, "One item (every item the model knows when absent)."),
+        query("start", start, "First day (default: after the training data)."),
         query("days", {"type": "integer", "minimum": 1, "maximum": schemas.MAX_FORECAST_DAYS}, "Days (default 28)."),
         query("granularity", {"enum": ["day", "week"]}, "By day (default) or ISO week."),
         query("totals", {"enum": ["store", "item", "all"]}, "Sum over items, stores, or both."),
-        query("level", {"type": "string"}, "Bands in percent, comma-separated or repeated (default 80,95)."),
+        query("level", {"type": "array", "maxItems": schemas.MAX_LEVELS,
+                        "items": {"type": "number", "exclusiveMinimum": 50, "exclusiveMaximum": 99.9}},
+              "Bands in percent, repeated (`level=80&level=95`) or comma-separated (default 80,95; empty: none)."),
         query("explain", {"type": "boolean"}, "Each daily forecast's factors."),
     ]}  # fmt: skip
 
@@ -403,7 +415,7 @@ def forecast_operation(served: Served) -> dict[str, Any]:
 
 def forecast_query_operation(served: Served) -> dict[str, Any]:
     return _horizon("The horizon forecast from a query string (browsers, spreadsheets)",
-                    served.settings.max_batch_rows, _horizon_query(), None)  # fmt: skip
+                    served.settings.max_batch_rows, _horizon_query(served.domain), None)  # fmt: skip
 
 
 def named_forecast_operation(served: Served) -> dict[str, Any]:
@@ -413,7 +425,7 @@ def named_forecast_operation(served: Served) -> dict[str, Any]:
 
 def named_forecast_query_operation(served: Served) -> dict[str, Any]:
     return _horizon("The horizon forecast of a named model from a query string", served.settings.max_batch_rows,
-                    _horizon_query(), served.models)  # fmt: skip
+                    _horizon_query(served.domain), served.models)  # fmt: skip
 
 
 def models_operation(served: Served) -> dict[str, Any]:
