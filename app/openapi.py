@@ -44,6 +44,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "Forecasts": TypeAdapter(schemas.Forecasts),
     "ForecastBody": schemas.FORECAST_BODY,
     "HorizonForecasts": TypeAdapter(schemas.HorizonForecasts),
+    "ActualsLoaded": TypeAdapter(schemas.ActualsLoaded),
     "ErrorBody": TypeAdapter(schemas.ErrorBody),
     "MuleState": TypeAdapter(schemas.MuleStateBody),
     "Status": TypeAdapter(schemas.Status),
@@ -426,6 +427,29 @@ def named_forecast_operation(served: Served) -> dict[str, Any]:
 def named_forecast_query_operation(served: Served) -> dict[str, Any]:
     return _horizon("The horizon forecast of a named model from a query string", served.settings.max_batch_rows,
                     _horizon_query(served.domain), served.models)  # fmt: skip
+
+
+def actuals_operation(served: Served) -> dict[str, Any]:
+    csv = "date,store,item,sales\n2018-01-01,1,1,13\n2018-01-02,1,1,11\n"
+    return {
+        "summary": "Store actual sales: a date,store,item,sales CSV (any column order) or JSON rows",
+        "description": "A row for a (date, store, item) already stored replaces its sales: loading the same rows "
+        "twice changes nothing. A bad line refuses the whole request, naming the line and field, and nothing is "
+        "stored. Needs `Authorization: Bearer <token>` when FORECAST_ADMIN_TOKEN is set, else loopback only.",
+        "requestBody": {"required": True, "content": {
+            "text/csv": {"schema": {"type": "string"}, "example": csv},
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}},
+                                 "example": [{"date": "2018-01-01", "store": 1, "item": 1, "sales": 13}]}}},
+        "responses": {
+            "200": {"description": "Stored.", **_json(_ref("ActualsLoaded"), loaded={
+                "added": 2, "replaced": 0, "unchanged": 0})},
+            **_errors(400, 401, 403, 415),
+            "422": _error("A bad line: nothing was stored.", 422, "invalid_input",
+                          "line 7.sales: '-3' is not a number of units sold (a whole number, 0 or more)",
+                          field="line 7.sales"),
+            **_errors(503),
+        },
+    }  # fmt: skip
 
 
 def models_operation(served: Served) -> dict[str, Any]:

@@ -187,6 +187,14 @@ class HorizonForecasts(TypedDict):
     forecasts: list[HorizonRow]
 
 
+class ActualsLoaded(TypedDict):
+    """What ``POST /actuals`` stored: rows new to the store, rows whose sales changed, rows it held as they were."""
+
+    added: int
+    replaced: int
+    unchanged: int
+
+
 class ErrorDetail(TypedDict):
     field: str
     message: str

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from app.actuals import ActualsUseCase
 from app.forecasting import ForecastUseCase
 from app.pool import MulePool
 from app.predict import PredictUseCase
@@ -28,6 +29,7 @@ class Services:
     forecast: ForecastService  # routes, status, reload, models
     predict: PredictUseCase  # POST /predict (the fast lane holds the same one)
     horizon: ForecastUseCase  # /forecast
+    actuals: ActualsUseCase  # POST /actuals
     pool: MulePool  # the mules' heartbeats, for /metrics
     metrics: RequestMetrics | None  # None with FORECAST_METRICS_ENABLED off
 

@@ -85,7 +85,7 @@ def prometheus_metrics() -> Response:
 
 
 def reload() -> ResponseReturnValue:
-    _authorize_admin()
+    _authorize_admin("reload")
     body = service().reload()
     return legacy_answer(RELOAD_ANSWER) if service().settings.legacy_answers else body
 
@@ -140,6 +140,12 @@ def predict(name: str = DEFAULT_MODEL) -> Response:
     return response
 
 
+def actuals() -> ResponseReturnValue:
+    """Actual sales in (app/actuals.py), for the admin: the token, or loopback without one."""
+    _authorize_admin("actuals")
+    return services().actuals.load(request.content_type or "", request.get_data(cache=False))
+
+
 def forecast(name: str = DEFAULT_MODEL) -> Response:
     """The Flask adapter of the horizon use case (app/forecasting.py): GET with a query, POST with a JSON body."""
     rule = request.url_rule.rule if request.url_rule is not None else HORIZON_ROUTE
@@ -150,19 +156,19 @@ def forecast(name: str = DEFAULT_MODEL) -> Response:
     return Response(body_or_stream, answer.status, answer.headers, content_type=answer.content_type)
 
 
-def _authorize_admin() -> None:
+def _authorize_admin(endpoint: str) -> None:
     token = service().settings.admin_token
     if token is not None:
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(supplied.encode(), token.get_secret_value().encode()):
-            raise Unauthorized("reload needs Authorization: Bearer <FORECAST_ADMIN_TOKEN>")
+            raise Unauthorized(f"{endpoint} needs Authorization: Bearer <FORECAST_ADMIN_TOKEN>")
         return
     try:
         loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
     except ValueError:
         loopback = False
     if not loopback:
-        raise Forbidden("reload is allowed from loopback only (set FORECAST_ADMIN_TOKEN to allow it remotely)")
+        raise Forbidden(f"{endpoint} is allowed from loopback only (set FORECAST_ADMIN_TOKEN to allow it remotely)")
 
 
 # Every endpoint, once: its rule and methods (the blueprint's routes, hence the trailing-slash redirects), its
@@ -176,6 +182,8 @@ ENDPOINTS = (
     Endpoint(HORIZON_ROUTE, ("POST",), forecast, openapi.forecast_operation, in_index=True,
              example='{"series": [{"store": 3, "item": 23}], "days": 28, "granularity": "week"}'),
     Endpoint(HORIZON_ROUTE, ("GET",), forecast, openapi.forecast_query_operation),
+    Endpoint("/actuals", ("POST",), actuals, openapi.actuals_operation, in_index=True,
+             example="date,store,item,sales CSV (text/csv)"),
     Endpoint("/models", ("GET",), models, openapi.models_operation),
     Endpoint(NAMED_ROUTE, ("POST",), predict, openapi.named_predict_operation),
     Endpoint(NAMED_HORIZON_ROUTE, ("POST",), forecast, openapi.named_forecast_operation),

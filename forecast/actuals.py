@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from forecast.errors import ForecastError
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 SQLITE_FILE = "actuals.sqlite3"  # beside the registry directory
@@ -42,6 +44,12 @@ class Actuals:
 
     def __len__(self) -> int:
         return len(self.days)
+
+
+class StoreUnavailable(ForecastError):
+    """The store's database cannot be reached, or stayed locked past :data:`BUSY_TIMEOUT_S` (retry later)."""
+
+    code = "actuals_store_unavailable"
 
 
 @dataclass(frozen=True)
@@ -95,17 +103,25 @@ class ActualsStore:
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        """A new connection (closed after); a transaction is begun by the first statement."""
-        if self.postgres:
-            import psycopg  # deferred: only a PostgreSQL store needs the driver
+        """A new connection (closed after); :class:`StoreUnavailable` when the database cannot be reached or
+        stays locked, whatever the statement."""
+        unreachable: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+        try:
+            if self.postgres:
+                import psycopg  # deferred: only a PostgreSQL store needs the driver
 
-            connection: Connection = psycopg.connect(self.url)
-        else:
-            path = self.url.removeprefix("sqlite:///")
-            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")  # readers never wait for a load
+                unreachable += (psycopg.OperationalError,)
+                connection: Connection = psycopg.connect(self.url, connect_timeout=BUSY_TIMEOUT_S)
+            else:
+                path = self.url.removeprefix("sqlite:///")
+                connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                connection.execute("PRAGMA journal_mode=WAL")  # readers never wait for a load
+        except unreachable as exc:
+            raise StoreUnavailable(f"the actuals store cannot be reached: {exc}") from exc
         try:
             yield connection
+        except unreachable as exc:
+            raise StoreUnavailable(f"the actuals store failed: {exc}") from exc
         finally:
             connection.close()
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.actuals import ActualsStore
+from forecast.actuals_input import BadActuals
+from forecast.actuals_input import from_csv as actuals_from_csv
 from forecast.config import ModelSettings
 from forecast.errors import ForecastError
 from forecast.intervals import Calibration
@@ -68,6 +71,11 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
                            compiled_trees=settings.compiled_trees,
                            rounds=settings.train_rounds, seed=0, stores=None, items=None, no_promote=False,
                            if_empty=True, backtest_origins=settings.backtest_origins)  # fmt: skip
+
+    actuals = commands.add_parser("actuals", help="actual sales: load a date,store,item,sales CSV into the store")
+    actuals.add_argument("action", choices=["load"], help="load: store FILE's rows (replacing those held)")
+    actuals.add_argument("file", type=Path, help="a date,store,item,sales CSV (the Kaggle train file's columns)")
+    actuals.set_defaults(run=_actuals, actuals_url=settings.actuals_url)
 
     registry = commands.add_parser("registry", help="inspect and manage registered versions")
     actions = registry.add_subparsers(required=True, metavar="ACTION")
@@ -153,6 +161,18 @@ def numbers(text: str) -> list[int]:
     if not found:
         raise argparse.ArgumentTypeError(f"{text!r} names nothing")
     return found
+
+
+def _actuals(args: argparse.Namespace, registry: Registry) -> int:
+    """Load a CSV of actual sales, checked against the stores and items of the default model's production."""
+    domain = registry.metadata("production")["domain"] if "production" in registry.aliases() else {}
+    try:
+        actuals = actuals_from_csv(args.file.read_text(), domain.get("stores"), domain.get("items"))
+    except BadActuals as exc:
+        raise ForecastError(f"{args.file}: {exc.message}; nothing was stored") from None
+    loaded = ActualsStore.beside(args.registry, args.actuals_url).load(actuals)
+    print(f"added {loaded.added}, replaced {loaded.replaced}, unchanged {loaded.unchanged}")
+    return 0
 
 
 def _import_legacy(args: argparse.Namespace, registry: Registry) -> int:

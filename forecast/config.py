@@ -32,6 +32,11 @@ class ModelSettings(BaseSettings):
         description="Compile a version's trees to native code when it is verified for an alias, and score with them "
         "(lleaves); false: LightGBM scores every version.",
     )
+    actuals_url: str | None = Field(
+        None,
+        description="Where actual sales are stored: postgresql://user:password@host/db for a fleet's shared store; "
+        "unset: a SQLite file beside the registry directory.",
+    )
     legacy_registry_url: str | None = Field(
         None,
         description="The Ray Serve service's model_registry.json (URL or path): /reload imports the model it names "
