@@ -45,6 +45,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "ForecastBody": schemas.FORECAST_BODY,
     "HorizonForecasts": TypeAdapter(schemas.HorizonForecasts),
     "ActualsLoaded": TypeAdapter(schemas.ActualsLoaded),
+    "ActualRow": TypeAdapter(schemas.ActualRow),
     "ErrorBody": TypeAdapter(schemas.ErrorBody),
     "MuleState": TypeAdapter(schemas.MuleStateBody),
     "Status": TypeAdapter(schemas.Status),
@@ -438,7 +439,7 @@ def actuals_operation(served: Served) -> dict[str, Any]:
         "stored. Needs `Authorization: Bearer <token>` when FORECAST_ADMIN_TOKEN is set, else loopback only.",
         "requestBody": {"required": True, "content": {
             "text/csv": {"schema": {"type": "string"}, "example": csv},
-            "application/json": {"schema": {"type": "array", "items": {"type": "object"}},
+            "application/json": {"schema": {"type": "array", "minItems": 1, "items": _ref("ActualRow")},
                                  "example": [{"date": "2018-01-01", "store": 1, "item": 1, "sales": 13}]}}},
         "responses": {
             "200": {"description": "Stored.", **_json(_ref("ActualsLoaded"), loaded={

@@ -187,6 +187,16 @@ class HorizonForecasts(TypedDict):
     forecasts: list[HorizonRow]
 
 
+class ActualRow(TypedDict):
+    """One day's actual sales of a series (``POST /actuals`` as JSON)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    date: IsoDate
+    store: StoreId
+    item: ItemId
+    sales: Annotated[int, Strict(), Field(ge=0, description="Units sold that day.")]
+
+
 class ActualsLoaded(TypedDict):
     """What ``POST /actuals`` stored: rows new to the store, rows whose sales changed, rows it held as they were."""
 

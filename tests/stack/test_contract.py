@@ -255,6 +255,11 @@ EXPLAINED = (
               "the highest level a band can have depends on how many backtest errors the served version's calibration "
               "holds for the kind of row asked (its metadata, not the document)",
               lambda f: f.status == 422 and f.error_field() == "level" and b"too few errors" in f.body),
+    Explained("positive_data_acceptance", ("POST /actuals",),
+              "a CSV body's header and lines, a row's date that exists, a store or item the served models know and a "
+              "row repeated: what the lines hold, which JSON Schema cannot state of a text body (or of the rows' "
+              "relations)",
+              lambda f: f.status == 422 and f.error_field() is not None),
     Explained("not_a_server_error", FORECAST,
               "a forecast of many series, days and levels can take longer than FORECAST_DEADLINE_MS on 2 busy cores: "
               "504 deadline_exceeded, documented",
