@@ -113,7 +113,7 @@ system-deps:
 # What the tests drive besides the stack: a real Prometheus (and promtool), Chromium for /docs, and gdb
 # (to stop a process inside a uWSGI lock, tests/stack/test_locks.py).
 test-system-deps:
-	$(call debian,make test,prometheus:prometheus chromium:chromium gdb:gdb)
+	$(call debian,make test,prometheus:prometheus chromium:chromium gdb:gdb pg_ctlcluster:postgresql)
 
 # A Docker engine (started by the tests when none runs) and debootstrap (the base image's stand-in).
 docker-deps:

@@ -11,6 +11,7 @@ enough to train in about a second.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from forecast.backtest import DEFAULT_ORIGINS
 from forecast.data import SalesData, generate
 from forecast.registry import Registry
 from forecast.train import TrainResult, train
+from tests.postgres import postgres_server
 
 SMALL_ROUNDS = 40
 TESTS = Path(__file__).resolve().parent
@@ -39,6 +41,13 @@ def _clean_forecast_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FORECAST_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server for the session (tests/postgres.py); its URL."""
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
