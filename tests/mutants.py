@@ -223,8 +223,6 @@ MUTANTS = (
            'obj["lower"] = dict(zip(names, low, strict=True))', 'obj["lower"] = dict(zip(names, high, strict=True))'),
     Mutant("a batch's rows ask for the same levels", "app/predict.py",
            "        if levels != asked[0]:\n", "        if False:\n"),
-    Mutant("a load that fails stores nothing", "forecast/actuals.py",
-           'self._end(connection, cursor, "ROLLBACK")', 'self._end(connection, cursor, "COMMIT")'),
     Mutant("loading the same actuals twice changes nothing, new sales replace", "forecast/actuals.py",
            '"WHERE actuals.sales <> excluded.sales")', '"WHERE false")'),
     Mutant("two rows of one (date, store, item) in one load are refused", "forecast/actuals_input.py",
