@@ -20,6 +20,16 @@ def make_app(registry: Registry, max_rows: int = 100_000) -> Flask:
     return create_app(settings, StandInMules(), StandInPool())
 
 
+def serve_a_version_without_calibration(registry: Registry) -> None:
+    """v2: v1 as a version trained without a backtest (or before calibrations), made production."""
+    clone_version(registry, "v1", "v2")
+    path = registry.metadata_path("v2")
+    metadata = json.loads(path.read_text())
+    metadata["intervals"] = None
+    path.write_text(json.dumps(metadata))
+    registry.set_alias("production", "v2")
+
+
 def get(app: Flask, query: str) -> tuple[int, Any]:
     response = app.test_client().get(f"/forecast?{query}")
     return response.status_code, response.get_json()
@@ -43,12 +53,7 @@ def test_the_get_forms_store_alone_means_its_every_item_from_the_day_after_train
 
 
 def test_a_version_without_a_calibration_answers_without_bands_and_says_why(registry: Registry) -> None:
-    clone_version(registry, "v1", "v2")
-    path = registry.metadata_path("v2")
-    metadata = json.loads(path.read_text())
-    metadata["intervals"] = None
-    path.write_text(json.dumps(metadata))
-    registry.set_alias("production", "v2")
+    serve_a_version_without_calibration(registry)
     status, body = get(make_app(registry), "store=1&item=1&days=2")
     assert status == 200, body
     assert "has no interval calibration" in body["intervals"]["none"]
@@ -98,12 +103,7 @@ def test_a_predict_row_may_ask_for_its_bands_a_batch_for_the_same_ones(registry:
 
 
 def test_a_predict_row_of_a_version_without_calibration_says_why_it_has_no_bands(registry: Registry) -> None:
-    clone_version(registry, "v1", "v2")
-    path = registry.metadata_path("v2")
-    metadata = json.loads(path.read_text())
-    metadata["intervals"] = None
-    path.write_text(json.dumps(metadata))
-    registry.set_alias("production", "v2")
+    serve_a_version_without_calibration(registry)
     row = {"date": "2015-01-05", "store": 2, "item": 3, "level": [80]}
     answer = make_app(registry).test_client().post("/predict", json=row).get_json()
     assert "has no interval calibration" in answer["intervals"]["none"]
