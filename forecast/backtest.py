@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecast.buckets import Granularity, Totals, aggregate, date_buckets, series_groups
+from forecast.config import ModelSettings
 from forecast.data import SalesData
 from forecast.features import Rows
 from forecast.intervals import Calibration, Cell, coverage, errors, kind_key
@@ -30,7 +31,7 @@ from forecast.model import Predictor
 SPACING_DAYS = 91
 MAX_HORIZON_DAYS = 366
 MIN_HISTORY_DAYS = 365
-DEFAULT_ORIGINS = 4
+DEFAULT_ORIGINS: int = ModelSettings.model_fields["backtest_origins"].default  # one default: the setting's
 COVERAGE_LEVELS = (50.0, 80.0, 90.0, 95.0, 99.0)
 
 Fit = Callable[[SalesData], Predictor]
