@@ -11,6 +11,12 @@ enough to train in about a second.
 from __future__ import annotations
 
 import os
+
+# One OpenMP thread per LightGBM fit, set before lightgbm loads: the tests run in one worker per core
+# beside stacks, and OpenMP's spinning threads on a busy machine once made a 1-second fit outlast
+# the 300-second test timeout in CI.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from collections.abc import Iterator
 from pathlib import Path
 

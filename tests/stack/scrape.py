@@ -45,3 +45,21 @@ def scrape_until(url: str, condition: Callable[[Scrape], bool], timeout_s: float
         if condition(current) or time.monotonic() >= deadline:
             return current
         time.sleep(FLUSH_INTERVAL_S / 5)  # polling interval of a wait-for-condition loop
+
+
+def settled_scrape(url: str, name: str, timeout_s: float = 10) -> Scrape:
+    """A scrape in which the samples named ``name`` have stopped moving: earlier tests' requests written.
+
+    Other workers write their requests up to ``FLUSH_INTERVAL_S`` late (later on a loaded machine), so
+    a count taken just after another test's requests may still grow by them.  Two scrapes a few flush
+    intervals apart that agree on every ``name`` sample are taken as settled; after ``timeout_s``, the
+    last one.
+    """
+    deadline = time.monotonic() + timeout_s
+    previous = scrape(url)
+    while True:
+        time.sleep(4 * FLUSH_INTERVAL_S)  # polling interval: long enough for every worker's flusher to run
+        current = scrape(url)
+        if current.matching(name) == previous.matching(name) or time.monotonic() >= deadline:
+            return current
+        previous = current

@@ -14,7 +14,7 @@ from forecast.features import Rows
 from forecast.intervals import Calibration, level_index
 from forecast.registry import Registry
 from launcher.stack import Stack
-from tests.stack.scrape import scrape, scrape_until
+from tests.stack.scrape import scrape_until, settled_scrape
 from tests.stack.test_access_log import access_lines
 
 
@@ -171,7 +171,7 @@ def test_the_query_form_names_its_bad_fields_too(stack: Stack) -> None:
 
 
 def test_forecasts_are_counted_by_model_version_and_granularity_and_logged_with_their_size(stack: Stack) -> None:
-    before = scrape(stack.url)
+    before = settled_scrape(stack.url, "forecast_horizon_requests_total")  # earlier tests' forecasts counted
     ok(forecast(stack, query="store=5&item=5&days=21&granularity=week", **{"X-Request-ID": "horizon-1"}))
     ok(forecast(stack, {"series": [{"store": 5, "item": 6}], "days": 3}))
     after = scrape_until(stack.url, lambda now: now.value("forecast_horizon_requests_total", model="default",
