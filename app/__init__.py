@@ -14,6 +14,7 @@ from flask import Flask
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from app import errors, openapi, telemetry, views
+from app.accuracy import AccuracyUseCase
 from app.actuals import ActualsUseCase
 from app.exposition import check_multiprocess_dir
 from app.fastlane import FastLane
@@ -57,7 +58,9 @@ def create_app(settings: Settings, client: MuleClient, pool: MulePool) -> Flask:
     service = ForecastService(settings, client, pool, Registry(settings.registry_dir))
     use_case = PredictUseCase(service)
     recorder = telemetry.RequestMetrics(lambda: client.admission.in_flight) if settings.metrics_enabled else None
-    install(app, Services(service, use_case, ForecastUseCase(service), ActualsUseCase(service), pool, recorder))
+    actuals = ActualsUseCase(service)
+    install(app, Services(service, use_case, ForecastUseCase(service), actuals, AccuracyUseCase(service, actuals),
+                          pool, recorder))  # fmt: skip
     errors.init_app(app, settings.retry_after_s)
     telemetry.init_app(app, recorder)
     add_routes(app)

@@ -169,9 +169,11 @@ class MuleJobs:
 
     # -- predictions --------------------------------------------------------
 
-    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False) -> Prediction:
+    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False,
+                spare: bool = False) -> Prediction:  # fmt: skip
         """Score a request's rows of ``model``, each part with its version, before ``deadline`` (``time.time()``);
-        with ``explain``, each row's contributions too (in smaller jobs: their results are wider).
+        with ``explain``, each row's contributions too (in smaller jobs: their results are wider); with
+        ``spare``, in the mules' spare time (after every job sent without it).
 
         A request of more than half this worker's share of jobs is sent that many jobs at a
         time, each round after the last one's answers: a large batch never takes the whole queue.
@@ -184,17 +186,22 @@ class MuleJobs:
         ]
         per_round = max(1, self.admission.limit // 2)
         if len(spans) <= per_round:
-            return _assemble(spans, *self._score(model, spans, deadline, explain))
+            return _assemble(spans, *self._score(model, spans, deadline, explain, spare))
         jobs: list[Job] = []
         results: dict[bytes, Result] = {}
         for start in range(0, len(spans), per_round):
-            sent, answered = self._score(model, spans[start : start + per_round], deadline, explain)
+            sent, answered = self._score(model, spans[start : start + per_round], deadline, explain, spare)
             jobs += sent
             results.update(answered)
         return _assemble(spans, jobs, results)
 
     def _score(
-        self, model: str, spans: list[tuple[Part, int, int]], deadline: float, explain: bool = False
+        self,
+        model: str,
+        spans: list[tuple[Part, int, int]],
+        deadline: float,
+        explain: bool = False,
+        spare: bool = False,
     ) -> tuple[list[Job], dict[bytes, Result]]:
         """Send one job per span and wait for all their results."""
         if not self.admission.acquire(len(spans)):
@@ -202,7 +209,7 @@ class MuleJobs:
         try:
             channel = self.channels.mine()
             channel.begin()
-            jobs = [self._job(channel, model, part, a, b, deadline, explain) for part, a, b in spans]
+            jobs = [self._job(channel, model, part, a, b, deadline, explain, spare) for part, a, b in spans]
             for job in jobs:
                 self._push(job)
             self._wake(min(len(jobs), len(self.mule_ids)))
@@ -212,10 +219,12 @@ class MuleJobs:
         return jobs, results
 
     @staticmethod
-    def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float, explain: bool) -> Job:
+    def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float, explain: bool,
+             spare: bool) -> Job:  # fmt: skip
         columns = part.columns
         rows = encode_rows(columns.days[a:b], columns.stores[a:b], columns.items[a:b])
-        return Job(channel.new_job_id(), channel.address, deadline, rows, model, part.version, explain=explain)
+        return Job(channel.new_job_id(), channel.address, deadline, rows, model, part.version, explain=explain,
+                   spare=spare)  # fmt: skip
 
     def _push(self, job: Job) -> None:
         if not self.uwsgi.queue_push(job.encode()):

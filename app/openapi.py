@@ -46,6 +46,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "HorizonForecasts": TypeAdapter(schemas.HorizonForecasts),
     "ActualsLoaded": TypeAdapter(schemas.ActualsLoaded),
     "ActualRow": TypeAdapter(schemas.ActualRow),
+    "Accuracy": TypeAdapter(schemas.Accuracy),
     "ErrorBody": TypeAdapter(schemas.ErrorBody),
     "MuleState": TypeAdapter(schemas.MuleStateBody),
     "Status": TypeAdapter(schemas.Status),
@@ -449,6 +450,44 @@ def actuals_operation(served: Served) -> dict[str, Any]:
                           "line 7.sales: '-3' is not a number of units sold (a whole number, 0 or more)",
                           field="line 7.sales"),
             **_errors(503),
+        },
+    }  # fmt: skip
+
+
+ACCURACY_EXAMPLE = {
+    "model": "default", "start": "2017-12-04", "end": "2017-12-31", "granularity": "day", "by": None,
+    "versions": [{"version": "v3", "aliases": ["production"], "rows": 14000, "smape": 12.91, "mae": 4.12,
+                  "bias": -0.31, "coverage": {"80": 0.81, "95": 0.95},
+                  "baseline": {"rows": 14000, "smape": 18.04, "mae": 5.93, "bias": 0.42}}],
+}  # fmt: skip
+
+
+def accuracy_operation(served: Served) -> dict[str, Any]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+    day = {"type": "string", "format": "date"}
+    return {
+        "summary": "How each served version's forecasts did against the stored actuals, beside a seasonal-naive "
+        "baseline",
+        "description": "SMAPE (Kaggle's), MAE, bias (mean of forecast - actual) and the share of actuals inside "
+        "each band, per version (production, canary, shadow and any asked for), over a window of days (default: "
+        "the last 28 days with actuals), and the same for the seasonal-naive forecast (same store, item and "
+        "weekday 364 days earlier). Scored in the mules' spare time; kept until new actuals arrive for the window.",
+        "parameters": [
+            query("model", {"type": "string", "enum": list(served.models) or ["default"]}, "The model (default)."),
+            query("start", day, "First day of the window (default: 27 days before its end)."),
+            query("end", day, "Last day of the window (default: the last day with actuals)."),
+            query("granularity", {"enum": ["day", "week"]}, "Days, or complete ISO weeks as weekly sums."),
+            query("by", {"enum": ["store", "item"]}, "A breakdown by store or item beside the whole."),
+            query("version", {"type": "string", "pattern": r"^v[0-9]+$"}, "Another version to judge (repeatable)."),
+        ],
+        "responses": {
+            "200": {"description": "Each version's scores.", **_json(_ref("Accuracy"), accuracy=ACCURACY_EXAMPLE)},
+            **_errors(404),
+            "422": _error("A parameter it cannot read.", 422, "invalid_input", "by: store or item (got 'day')",
+                          field="by"),
+            **_errors(503, 504),
         },
     }  # fmt: skip
 

@@ -205,6 +205,44 @@ class ActualsLoaded(TypedDict):
     unchanged: int
 
 
+class AccuracyScores(TypedDict):
+    """Errors of ``rows`` forecasts against the actuals (``null`` each when ``rows`` is 0)."""
+
+    rows: int
+    smape: float | None
+    mae: float | None
+    bias: float | None
+    coverage: NotRequired[dict[str, float]]
+
+
+class AccuracyGroup(AccuracyScores):
+    """A breakdown row (``by=store`` or ``by=item``): its store or item, its scores and the baseline's."""
+
+    store: NotRequired[int]
+    item: NotRequired[int]
+    baseline: AccuracyScores
+
+
+class AccuracyVersion(AccuracyScores):
+    """One version's realised accuracy over the window, the seasonal-naive baseline's beside it."""
+
+    version: str
+    aliases: list[str]
+    baseline: AccuracyScores
+    breakdown: NotRequired[list[AccuracyGroup]]
+
+
+class Accuracy(TypedDict):
+    """``GET /accuracy``: the window judged (``null`` when no actuals are stored) and each version's entry."""
+
+    model: str
+    start: str | None
+    end: str | None
+    granularity: Literal["day", "week"]
+    by: Literal["store", "item"] | None
+    versions: list[AccuracyVersion]
+
+
 class ErrorDetail(TypedDict):
     field: str
     message: str

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from app.domain import Domain, FieldNames, check_domain
 from app.errors import ModelNotFound, NotReady, Reason, ReloadRefused, Unavailable
 from app.legacy_answers import Guardrails
@@ -44,7 +46,8 @@ ROUTES_TTL_S = 0.25  # how long a worker trusts the routes it read (a rollout pu
 class Mules(Loader, Protocol):
     """The mule client as the service uses it (:class:`app.mule_client.MuleClient`)."""
 
-    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False) -> Prediction: ...
+    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False,
+                spare: bool = False) -> Prediction: ...  # fmt: skip
 
     def submit_shadow(self, job: ShadowJob) -> bool: ...
 
@@ -108,6 +111,15 @@ class ForecastService:
         if shadow is not None:
             self.mules.submit_shadow(shadow)  # scored in a mule's spare time, after this answer
         return prediction
+
+    def score(self, model: str, version: str, columns: Columns, deadline: float) -> np.ndarray:
+        """The forecasts of ``model``'s ``version`` for ``columns``, scored in the mules' spare time (after every
+        live request's jobs) before ``deadline``: what realised accuracy compares with actuals.  Raises as
+        :meth:`predict` does (no domain check: the caller asks for rows the version knows)."""
+        if not self._admission_view().any_serving:
+            raise Unavailable("no mule has a model loaded yet", Reason.NOT_READY)
+        sales: np.ndarray = self.mules.predict(model, [Part(version, columns)], deadline, spare=True).sales
+        return sales
 
     def route(self, model: str) -> ModelRoute:
         """Where ``model``'s rows go; raises :class:`ModelNotFound`, or :class:`Unavailable` before its rollout."""

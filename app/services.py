@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from app.accuracy import AccuracyUseCase
 from app.actuals import ActualsUseCase
 from app.forecasting import ForecastUseCase
 from app.pool import MulePool
@@ -30,6 +31,7 @@ class Services:
     predict: PredictUseCase  # POST /predict (the fast lane holds the same one)
     horizon: ForecastUseCase  # /forecast
     actuals: ActualsUseCase  # POST /actuals
+    accuracy: AccuracyUseCase  # GET /accuracy, and the realised-accuracy gauges
     pool: MulePool  # the mules' heartbeats, for /metrics
     metrics: RequestMetrics | None  # None with FORECAST_METRICS_ENABLED off
 

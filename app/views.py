@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.wsgi import get_current_url
 
 from app import exposition, openapi
+from app.accuracy import ROUTE as ACCURACY_ROUTE
 from app.domain import Domain, span
 from app.encoding import json_exact
 from app.endpoints import Endpoint
@@ -146,6 +147,11 @@ def actuals() -> ResponseReturnValue:
     return services().actuals.load(request.content_type or "", request.get_data(cache=False))
 
 
+def accuracy() -> ResponseReturnValue:
+    """Realised accuracy of the served versions against the stored actuals (app/accuracy.py)."""
+    return services().accuracy.answer(request.query_string.decode("latin-1"))
+
+
 def forecast(name: str = DEFAULT_MODEL) -> Response:
     """The Flask adapter of the horizon use case (app/forecasting.py): GET with a query, POST with a JSON body."""
     rule = request.url_rule.rule if request.url_rule is not None else HORIZON_ROUTE
@@ -184,6 +190,8 @@ ENDPOINTS = (
     Endpoint(HORIZON_ROUTE, ("GET",), forecast, openapi.forecast_query_operation),
     Endpoint("/actuals", ("POST",), actuals, openapi.actuals_operation, in_index=True,
              example="date,store,item,sales CSV (text/csv)"),
+    Endpoint(ACCURACY_ROUTE, ("GET",), accuracy, openapi.accuracy_operation, in_index=True,
+             example="?model=default&start=2017-12-01&end=2017-12-28"),
     Endpoint("/models", ("GET",), models, openapi.models_operation),
     Endpoint(NAMED_ROUTE, ("POST",), predict, openapi.named_predict_operation),
     Endpoint(NAMED_HORIZON_ROUTE, ("POST",), forecast, openapi.named_forecast_operation),

@@ -170,6 +170,10 @@ class ActualsStore:
                                "FROM staging s JOIN actuals a ON a.day = s.day AND a.store = s.store AND "
                                "a.item = s.item")  # fmt: skip
                 held, unchanged = (int(value) for value in cursor.fetchone())
+                cursor.execute("INSERT INTO actuals_days SELECT DISTINCT s.day, 1 FROM staging s LEFT JOIN actuals a "
+                               "ON a.day = s.day AND a.store = s.store AND a.item = s.item "
+                               "WHERE a.sales IS NULL OR a.sales <> s.sales "
+                               "ON CONFLICT (day) DO UPDATE SET changes = actuals_days.changes + 1")  # fmt: skip
                 cursor.execute("INSERT INTO actuals SELECT day, store, item, sales FROM staging WHERE true "
                                "ON CONFLICT (day, store, item) DO UPDATE SET sales = excluded.sales "
                                "WHERE actuals.sales <> excluded.sales")  # fmt: skip
@@ -188,6 +192,23 @@ class ActualsStore:
                            f"{self.mark} ORDER BY store, item, day", (first_day, last_day))  # fmt: skip
             table = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 4)
         return Actuals(table[:, 0], table[:, 1], table[:, 2], table[:, 3])
+
+    def stamp(self, first_day: int, last_day: int) -> int:
+        """How many times loads changed the actuals of days ``first_day``..``last_day``: it grows with every load
+        that adds or changes one of them, so a result computed from those days holds while it stays the same."""
+        with self.connection() as connection:
+            cursor = connection.cursor()
+            cursor.execute(f"SELECT COALESCE(SUM(changes), 0) FROM actuals_days WHERE day BETWEEN {self.mark} AND "
+                           f"{self.mark}", (first_day, last_day))  # fmt: skip
+            return int(cursor.fetchone()[0])
+
+    def last_day(self) -> int | None:
+        """The latest day with an actual (days since 1970-01-01), or None when the store is empty."""
+        with self.connection() as connection:
+            cursor = connection.cursor()
+            cursor.execute("SELECT MAX(day) FROM actuals_days")
+            found = cursor.fetchone()[0]
+            return None if found is None else int(found)
 
     def count(self) -> int:
         with self.connection() as connection:

@@ -18,6 +18,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from forecast.accuracy import SEASON_DAYS, smape_terms
 from forecast.backtest import DEFAULT_ORIGINS, calibrate
 from forecast.data import SalesData
 from forecast.features import CATEGORICAL_FEATURES, FEATURE_NAMES, Rows, build_features
@@ -26,7 +27,6 @@ from forecast.sources import Candidate
 from forecast.trend import fit_trend
 
 HOLDOUT_MONTHS = 3
-SEASONAL_LAG_DAYS = 364  # 52 weeks: same weekday one year earlier
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "regression",  # L2 on log1p(sales): relative error, as SMAPE
     "learning_rate": 0.1,
@@ -87,7 +87,7 @@ def seasonal_naive(history: SalesData, target: SalesData) -> np.ndarray:
     history_keys = keys(history.rows, 0)
     order = np.argsort(history_keys)
     sorted_keys = history_keys[order]
-    wanted = keys(target.rows, SEASONAL_LAG_DAYS)
+    wanted = keys(target.rows, SEASON_DAYS)
     position = np.clip(np.searchsorted(sorted_keys, wanted), 0, len(sorted_keys) - 1)
     found = sorted_keys[position] == wanted
     lagged: np.ndarray = np.where(found, history.sales[order][position], np.nan)
@@ -95,10 +95,8 @@ def seasonal_naive(history: SalesData, target: SalesData) -> np.ndarray:
 
 
 def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
-    """Symmetric MAPE in percent, 0 where both are 0 (Kaggle's definition)."""
-    denominator = np.abs(actual) + np.abs(forecast)
-    ratio = np.divide(2 * np.abs(forecast - actual), denominator, out=np.zeros_like(denominator), where=denominator > 0)
-    return float(100 * ratio.mean())
+    """Symmetric MAPE in percent, 0 where both are 0 (Kaggle's definition: :func:`forecast.accuracy.smape_terms`)."""
+    return float(smape_terms(forecast, actual).mean())
 
 
 def scores(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
@@ -134,7 +132,7 @@ def train(
             "rows": len(holdout),
             "model": scores(actual, evaluated.predict(holdout.rows)),
             "baseline": scores(actual[known], baseline[known]),
-            "baseline_name": f"seasonal naive (same store, item and weekday {SEASONAL_LAG_DAYS} days earlier)",
+            "baseline_name": f"seasonal naive (same store, item and weekday {SEASON_DAYS} days earlier)",
             "baseline_rows": int(known.sum()),
         }
     }

@@ -7,8 +7,9 @@ the versions, loading one on first use).  For every job it sends the waiting wor
 "claimed" notice (so a worker can tell when this mule dies holding its job) and a "done"
 notice once the result is in the cache.  Jobs whose deadline has passed are dropped unscored:
 nobody waits for them.  A job of a version this mule does not hold, which another mule holds,
-is forwarded to that mule (``mule_msg``).  Shadow jobs are scored only when the caller finds
-the queue empty: production first, always.  Not thread-safe: a mule has one thread.
+is forwarded to that mule (``mule_msg``).  Spare jobs (``Job.spare``: realised accuracy) and
+then shadow jobs are scored only when the caller finds the queue empty: live requests first,
+always.  Not thread-safe: a mule has one thread.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class JobPath:
         self.notices.setblocking(False)
         self.forwarded: list[Job] = []  # jobs other mules sent here because this mule holds their model
         self.shadows: deque[ShadowJob] = deque()
+        self.spare: deque[Job] = deque()  # jobs to score when no other waits (Job.spare), oldest first
 
     def take(self, message: bytes) -> None:
         """Keep the job (forwarded by another mule) or shadow job a mule message carries, for a batch."""
@@ -103,6 +105,9 @@ class JobPath:
             if job.deadline <= time.time():
                 logger.warning("mule %d dropped job %s: deadline passed before it was scored", self.id, job.key)
                 self.metrics.expired()
+                continue
+            if job.spare:  # after the live jobs: drain() scores it when the queue is empty
+                self.spare.append(job)
                 continue
             if self.forward(job):
                 continue
@@ -193,6 +198,15 @@ class JobPath:
         if found is None:  # explainer() gives a LightGBM predictor, which always can
             raise RuntimeError(f"{key[0]} {key[1]}: no contributions from its LightGBM trees")
         return found
+
+    def score_spare(self) -> None:
+        """Score the oldest spare job (dropped, counted, when its deadline has passed: nobody waits for it)."""
+        job = self.spare.popleft()
+        if job.deadline <= time.time():
+            logger.warning("mule %d dropped spare job %s: deadline passed before it was scored", self.id, job.key)
+            self.metrics.expired()
+            return
+        self.score_group((job.model, job.version), [job])
 
     def keep_shadow(self, job: ShadowJob) -> None:
         if len(self.shadows) >= SHADOW_BACKLOG:

@@ -182,22 +182,27 @@ class Mule:
     # -- jobs ----------------------------------------------------------------
 
     def drain(self) -> None:
-        """Score queued jobs until the queue is empty (or a reload waits), then shadows in the spare time."""
+        """Score queued jobs until the queue is empty (or a reload waits), then in the spare time the spare jobs
+        (realised accuracy), one at a time, then shadows."""
         self.set_flag(AWAKE)
         while True:
             while not self.deferred and (batch := self.pull_batch()):
                 self.jobs.score(batch)
                 if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
                     self.heartbeat()
+            if self.jobs.spare and not self.deferred:
+                self.jobs.score_spare()  # nothing queued: spare time, for jobs a worker waits on first
+                continue  # and look at the queue again before the next one
             if self.jobs.shadows and not self.deferred:
                 self.jobs.score_shadow(self.jobs.shadows.popleft())  # nothing queued: spare time
-                continue  # and look at the queue again before the next one
+                continue
             self.set_flag(ASLEEP)
             # queue_pull takes the queue's lock: a syscall after the flag's store, so a worker that
             # pushed before it read the flag as AWAKE has its job found here.
-            if self.deferred or not (batch := self.pull_batch()):
+            batch = [] if self.deferred else self.pull_batch()
+            if not batch and not (self.jobs.spare and not self.deferred):
                 return
-            self.set_flag(AWAKE)  # a job arrived while we were deciding to sleep
+            self.set_flag(AWAKE)  # a job arrived while we were deciding to sleep (a spare one waits in the loop)
             self.jobs.score(batch)
 
     def set_flag(self, value: int) -> None:

@@ -61,10 +61,11 @@ _JOB = struct.Struct("<2sBB16sdHIBBB")
 _RESULT = struct.Struct("<2sBB16sHIHBB")
 _SHADOW = struct.Struct("<2sBdBBBI")  # magic, format, deadline, model length, version length, production length, rows
 _NOTICE = struct.Struct("<c16sI")  # kind, job id, mule pid
-_JOB_MAGIC, _RESULT_MAGIC, _SHADOW_MAGIC, _FORMAT = b"FJ", b"FR", b"FS", 3
+_JOB_MAGIC, _RESULT_MAGIC, _SHADOW_MAGIC, _FORMAT = b"FJ", b"FR", b"FS", 4
 _LOADED = 1  # a Result flag: the mule loaded the job's model version to score it
 _UNLOADABLE = 2  # a Result flag: the error is that the model version does not load
 _EXPLAIN = 1  # a Job flag: answer each row's sales and its features' contributions (Result.width > 1)
+_SPARE = 2  # a Job flag: score it only when no other job waits (realised accuracy: app/accuracy.py)
 MAX_EXPLAIN_WIDTH = 16  # values per row of an explained result at most: sales, contributions, expected value
 MAX_NAME_BYTES = 64  # a model name or a version, on the wire
 _HEARTBEAT_FORMAT = 1
@@ -180,6 +181,7 @@ class Job:
     version: str
     attempt: int = 1
     explain: bool = False  # answer each row's feature contributions too (LightGBM's pred_contrib)
+    spare: bool = False  # score it in the mule's spare time: after every job without this flag
 
     @property
     def key(self) -> str:
@@ -192,12 +194,13 @@ class Job:
     def retried(self) -> Job:
         """The same job, pushed again after the mule holding it died."""
         return Job(self.id, self.reply_to, self.deadline, self.rows, self.model, self.version, self.attempt + 1,
-                   self.explain)  # fmt: skip
+                   self.explain, self.spare)  # fmt: skip
 
     def encode(self) -> bytes:
         model, version = _name(self.model), _name(self.version)
         header = _JOB.pack(_JOB_MAGIC, _FORMAT, self.attempt, self.id, self.deadline, len(self.reply_to),
-                           self.row_count, len(model), len(version), _EXPLAIN if self.explain else 0)  # fmt: skip
+                           self.row_count, len(model), len(version),
+                           (_EXPLAIN if self.explain else 0) | (_SPARE if self.spare else 0))  # fmt: skip
         return header + self.reply_to + model + version + self.rows
 
     @classmethod
@@ -215,7 +218,7 @@ class Job:
             raise MessageError("job: length does not match its row count")
         model, version = bytes(data[model_at:version_at]).decode(), bytes(data[version_at:start]).decode()
         return cls(job_id, bytes(data[_JOB.size : model_at]), deadline, bytes(data[start:]), model, version, attempt,
-                   bool(flags & _EXPLAIN))  # fmt: skip
+                   bool(flags & _EXPLAIN), bool(flags & _SPARE))  # fmt: skip
 
 
 @dataclass(frozen=True)

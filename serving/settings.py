@@ -112,6 +112,18 @@ class Settings(ModelSettings):
     metrics_enabled: bool = Field(
         True, description="Record Prometheus metrics (GET /metrics); `false` only to measure their cost."
     )
+    accuracy_refresh_s: int = Field(
+        300,
+        ge=0,
+        description="How often one web worker recomputes the realised-accuracy gauges (the last 7 and 28 days of "
+        "actuals, every served version); 0: never.",
+    )
+    accuracy_alert_factor: float = Field(
+        1.25,
+        gt=1,
+        description="ForecastAccuracyDegraded fires when production's 28-day realised SMAPE exceeds its holdout "
+        "SMAPE times this (a gauge the alert reads).",
+    )
     metrics_dir: Path = Field(
         Path("/tmp/forecast-metrics"),
         description="prometheus_client multiprocess directory, emptied at start (the launcher uses its run dir).",

@@ -1,0 +1,247 @@
+"""``GET /accuracy``: how each served version's forecasts did against the stored actuals, and the baseline's.
+
+One use case, no Flask.  For a model and a window of days (by default the last
+:data:`DEFAULT_WINDOW_DAYS` days with actuals), each version that is ``production``,
+``canary`` or ``shadow`` (and any asked for by ``version=``) scores the window's
+(date, store, item) cells that have an actual, through the mules in their **spare time**
+(:meth:`app.service.ForecastService.score`: after every live request's jobs).  Its forecast
+for a cell is deterministic, so no prediction log is needed: what production, canary and
+shadow would have said is recomputed.  The arithmetic is :mod:`forecast.accuracy`'s;
+bands are the version's own calibration (:mod:`app.bands`), as ``/forecast`` answers them.
+
+A version's entry is kept per (model, version, window, granularity, breakdown) until new
+actuals arrive for the window or the year before it (:meth:`forecast.actuals.ActualsStore.stamp`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from app.actuals import ActualsUseCase
+from app.bands import half_widths, horizons, level_names
+from app.errors import ApiError, InvalidInput
+from app.schemas import DEFAULT_LEVELS
+from app.service import ForecastService, ServedModel
+from forecast.accuracy import SEASON_DAYS, Compared, Grid, Scores, compare, score
+from forecast.actuals import ActualsStore
+from forecast.buckets import Granularity
+from forecast.intervals import bands, kind_key
+from forecast.registry import DEFAULT_MODEL
+from serving.columns import EPOCH, Columns
+
+ROUTE = "/accuracy"
+DEFAULT_WINDOW_DAYS = 28
+MAX_WINDOW_DAYS = 366
+BREAKDOWNS = ("store", "item")
+SERVED_ALIASES = ("production", "canary", "shadow")
+CACHED_ENTRIES = 256  # version entries kept, least recently used dropped
+QUERY_FIELDS = ("model", "start", "end", "granularity", "by", "version")
+
+
+@dataclass(frozen=True)
+class AccuracyQuery:
+    """What ``/accuracy`` is asked: a model, a window (None: the last days with actuals), how rows are compared."""
+
+    model: str = DEFAULT_MODEL
+    start: dt.date | None = None
+    end: dt.date | None = None
+    granularity: Granularity = Granularity.DAY
+    by: str | None = None  # "store" or "item": a breakdown beside the whole
+    versions: tuple[str, ...] = ()  # asked for beside the served ones
+
+
+@dataclass(frozen=True)
+class Window:
+    """Days ``first_day``..``last_day`` (since 1970-01-01), both included."""
+
+    first_day: int
+    last_day: int
+
+    @property
+    def days(self) -> int:
+        return self.last_day - self.first_day + 1
+
+    def date(self, day: int) -> str:
+        return str(EPOCH + dt.timedelta(days=day))
+
+
+class AccuracyUseCase:
+    """Answers ``/accuracy``; one per web worker, thread-safe."""
+
+    def __init__(self, service: ForecastService, actuals: ActualsUseCase) -> None:
+        self.service = service
+        self.actuals = actuals
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[int, dict[str, Any]]] = OrderedDict()
+
+    def answer(self, query_string: str) -> dict[str, Any]:
+        """``GET /accuracy``'s body; raises an :class:`app.errors.ApiError` (4xx naming the field, 503, 504)."""
+        query = read_query(query_string)
+        self.service.route(query.model)  # 404 for a model that does not exist, before the store is opened
+        store = self.actuals.store()
+        window = self.window(store, query.start, query.end)
+        versions = self.versions(query.model, query.versions)
+        deadline = time.time() + self.service.settings.deadline_s
+        entries = [self.entry(store, query, window, version, aliases, deadline) for version, aliases in versions]
+        return {
+            "model": query.model,
+            "start": window.date(window.first_day) if window else None,
+            "end": window.date(window.last_day) if window else None,
+            "granularity": query.granularity.value,
+            "by": query.by,
+            "versions": entries,
+        }
+
+    def window(self, store: ActualsStore, start: dt.date | None, end: dt.date | None) -> Window | None:
+        """The days asked, or the last :data:`DEFAULT_WINDOW_DAYS` days ending on the last day with actuals
+        (None when nothing is stored and no end was given)."""
+        if end is None:
+            last = store.last_day()
+            if last is None:
+                return None
+        else:
+            last = (end - EPOCH).days
+        first = (start - EPOCH).days if start is not None else last - DEFAULT_WINDOW_DAYS + 1
+        if first > last:
+            raise InvalidInput(f"start {start} is after end {EPOCH + dt.timedelta(days=last)}", field="start")
+        if last - first + 1 > MAX_WINDOW_DAYS:
+            raise InvalidInput(f"a window may span at most {MAX_WINDOW_DAYS} days; this one has {last - first + 1}",
+                               field="start")  # fmt: skip
+        return Window(first, last)
+
+    def versions(self, model: str, asked: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+        """Each version to judge, with the aliases naming it: production, canary, shadow, then those asked for."""
+        route = self.service.route(model)
+        registry = self.service.registry.named(model)
+        table = registry.alias_table()
+        served = [route.production, route.canary, route.shadow]
+        found: list[str] = []
+        for version in [*served, *[table[name].version for name in SERVED_ALIASES if name in table], *asked]:
+            if version and version not in found:
+                found.append(version)
+        known = set(registry.versions())
+        for version in asked:
+            if version not in known:
+                raise InvalidInput(f"model {model!r} has no version {version!r}", field="version")
+        return [(version, [name for name, alias in table.items() if alias.version == version]) for version in found]
+
+    def entry(self, store: ActualsStore, query: AccuracyQuery, window: Window | None, version: str,
+              aliases: list[str], deadline: float) -> dict[str, Any]:  # fmt: skip
+        """One version's entry, from the cache while no actuals arrived for its days."""
+        if window is None:
+            return {"version": version, "aliases": aliases, **_scores(Scores(0, None, None, None)),
+                    "baseline": _scores(Scores(0, None, None, None))}  # fmt: skip
+        key = (query.model, version, window, query.granularity, query.by)
+        stamp = store.stamp(window.first_day - SEASON_DAYS, window.last_day)
+        with self._lock:
+            cached = self._entries.get(key)
+            if cached is not None and cached[0] == stamp:
+                self._entries.move_to_end(key)
+                return {**cached[1], "aliases": aliases}
+        stored = store.read(window.first_day - SEASON_DAYS, window.last_day)
+        grid = Grid.of(stored, window.first_day, window.days)
+        found = self.judge(query, grid, self.service.model(query.model, version), deadline)
+        with self._lock:
+            self._entries[key] = (stamp, found)
+            while len(self._entries) > CACHED_ENTRIES:
+                self._entries.popitem(last=False)
+        return {**found, "aliases": aliases}
+
+    def judge(self, query: AccuracyQuery, grid: Grid, served: ServedModel, deadline: float) -> dict[str, Any]:
+        """``served``'s scores on the cells of ``grid`` it can forecast (its stores, items and dates)."""
+        domain = served.domain
+        days = grid.first_day + np.arange(grid.days)
+        grid = grid.keep(np.isin(grid.stores, list(domain.stores)) & np.isin(grid.items, list(domain.items)),
+                         (days >= domain.first_day) & (days <= domain.last_day))  # fmt: skip
+        cells = grid.cells()
+        scored = np.empty(0)
+        if len(cells[0]):
+            scored = self.service.score(query.model, served.version, Columns.of(*cells), deadline)
+        compared = compare(grid, grid.forecasts(scored), query.granularity)
+        inside = coverage_flags(served, query.granularity, compared)
+        entry: dict[str, Any] = {"version": served.version, **_judged(compared, inside)}
+        if query.by is not None:
+            labels = (grid.stores if query.by == "store" else grid.items)[compared.series]
+            entry["breakdown"] = [
+                {query.by: value, **_judged(compared.select(labels == value), _select(inside, labels == value))}
+                for value in np.unique(labels).tolist()
+            ]
+        return entry
+
+
+def coverage_flags(served: ServedModel, granularity: Granularity, compared: Compared) -> dict[str, np.ndarray] | None:
+    """Per level name, whether each compared actual lies inside ``served``'s band at that level (its calibration
+    for rows of that kind); None when the version has no bands for them."""
+    if served.calibration is None:
+        return None
+    ahead = horizons(served, compared.last_days)
+    inside = np.empty((len(compared.actual), len(DEFAULT_LEVELS)), dtype=bool)
+    for length in np.unique(compared.lengths).tolist():
+        rows = compared.lengths == length
+        try:
+            widths = half_widths(served, kind_key(granularity, None, length), ahead[rows], compared.forecast[rows],
+                                 DEFAULT_LEVELS)  # fmt: skip
+        except ApiError:  # a kind or level its backtest cannot support: no coverage rather than a wrong one
+            return None
+        lower, upper = bands(compared.forecast[rows], widths)
+        actual = compared.actual[rows][:, None]
+        inside[rows] = (lower <= actual) & (actual <= upper)
+    return {name: inside[:, n] for n, name in enumerate(level_names(DEFAULT_LEVELS))}
+
+
+def _judged(compared: Compared, inside: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    return {**_scores(score(compared.forecast, compared.actual, inside)),
+            "baseline": _scores(compared.baseline_scores())}  # fmt: skip
+
+
+def _select(inside: dict[str, np.ndarray] | None, rows: np.ndarray) -> dict[str, np.ndarray] | None:
+    return None if inside is None else {name: flags[rows] for name, flags in inside.items()}
+
+
+def _scores(scores: Scores) -> dict[str, Any]:
+    found: dict[str, Any] = {"rows": scores.rows, "smape": scores.smape, "mae": scores.mae, "bias": scores.bias}
+    if scores.coverage is not None:
+        found["coverage"] = scores.coverage
+    return found
+
+
+# -- reading the query ----------------------------------------------------------------------
+
+
+def read_query(query_string: str) -> AccuracyQuery:
+    """The query string's :class:`AccuracyQuery`; 422 naming the parameter for anything it cannot read."""
+    fields: dict[str, Any] = {}
+    versions: list[str] = []
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name not in QUERY_FIELDS:
+            raise InvalidInput(f"unknown query parameter {name!r} (known: {', '.join(QUERY_FIELDS)})", field=name)
+        if name == "version":
+            versions.append(value)
+        elif name in ("start", "end"):
+            fields[name] = _date(name, value)
+        elif name == "granularity":
+            if value not in {g.value for g in Granularity}:
+                raise InvalidInput(f"granularity: day or week (got {value!r})", field=name)
+            fields[name] = Granularity(value)
+        elif name == "by":
+            if value not in BREAKDOWNS:
+                raise InvalidInput(f"by: store or item (got {value!r})", field=name)
+            fields[name] = value
+        else:
+            fields[name] = value
+    return AccuracyQuery(**fields, versions=tuple(versions))
+
+
+def _date(name: str, value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name}: a date as YYYY-MM-DD (got {value!r})", field=name) from None
