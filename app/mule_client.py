@@ -144,6 +144,15 @@ class MuleClient:
         self.submit_shadow = self.control.submit_shadow
 
 
+def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float, explain: bool,
+         spare: bool) -> Job:  # fmt: skip
+    """The job of rows ``a:b`` of ``part``, answered to ``channel``."""
+    columns = part.columns
+    rows = encode_rows(columns.days[a:b], columns.stores[a:b], columns.items[a:b])
+    return Job(channel.new_job_id(), channel.address, deadline, rows, model, part.version, explain=explain,
+               spare=spare)  # fmt: skip
+
+
 class MuleJobs:
     """The data path: submit a request's jobs to the mules and wait for their results; see the module docstring.
 
@@ -209,7 +218,7 @@ class MuleJobs:
         try:
             channel = self.channels.mine()
             channel.begin()
-            jobs = [self._job(channel, model, part, a, b, deadline, explain, spare) for part, a, b in spans]
+            jobs = [_job(channel, model, part, a, b, deadline, explain, spare) for part, a, b in spans]
             for job in jobs:
                 self._push(job)
             self._wake(min(len(jobs), len(self.mule_ids)))
@@ -217,14 +226,6 @@ class MuleJobs:
         finally:
             self.admission.release(len(spans))  # the jobs-in-flight gauge samples this (app/telemetry.py)
         return jobs, results
-
-    @staticmethod
-    def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float, explain: bool,
-             spare: bool) -> Job:  # fmt: skip
-        columns = part.columns
-        rows = encode_rows(columns.days[a:b], columns.stores[a:b], columns.items[a:b])
-        return Job(channel.new_job_id(), channel.address, deadline, rows, model, part.version, explain=explain,
-                   spare=spare)  # fmt: skip
 
     def _push(self, job: Job) -> None:
         if not self.uwsgi.queue_push(job.encode()):

@@ -71,6 +71,20 @@ class ServedModel:
     feature_names: tuple[str, ...]  # its trees' features, in order (explanations name them)
     trend: Trend | None  # its trend (our feature set: the trees predict log1p(sales) around it); None: legacy
 
+    @classmethod
+    def of(cls, model: str, version: str, metadata: dict[str, Any], horizon_days: int) -> ServedModel:
+        """From the version's registry metadata; :class:`Unavailable` when it lacks what serving needs."""
+        domain = Domain.from_metadata(metadata, horizon_days)
+        try:  # what a mule refuses to load (registry_checks): this worker may only be reading it first
+            calibration = Calibration.of_version(metadata)
+            trained_through = dt.date.fromisoformat(metadata["data"]["trained_through"])
+            feature_set = FEATURE_SETS[str(metadata["feature_version"])]
+            trend = Trend.from_dict(metadata["trend"]) if feature_set.log_target else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unavailable(f"model {model!r} {version} cannot be served: {exc}", Reason.NOT_READY) from exc
+        return cls(model, version, domain, Guardrails.of(metadata, domain), trained_through, calibration,
+                   feature_set.names, trend)  # fmt: skip
+
 
 class ForecastService:
     """Per-process service object; thread-safe."""
@@ -113,13 +127,11 @@ class ForecastService:
         return prediction
 
     def score(self, model: str, version: str, columns: Columns, deadline: float) -> np.ndarray:
-        """The forecasts of ``model``'s ``version`` for ``columns``, scored in the mules' spare time (after every
-        live request's jobs) before ``deadline``: what realised accuracy compares with actuals.  Raises as
-        :meth:`predict` does (no domain check: the caller asks for rows the version knows)."""
+        """``version``'s forecasts for ``columns`` (rows it knows), scored in the mules' spare time (after every
+        live request's jobs) before ``deadline``: what realised accuracy compares with actuals; raises as predict."""
         if not self._admission_view().any_serving:
             raise Unavailable("no mule has a model loaded yet", Reason.NOT_READY)
-        sales: np.ndarray = self.mules.predict(model, [Part(version, columns)], deadline, spare=True).sales
-        return sales
+        return self.mules.predict(model, [Part(version, columns)], deadline, spare=True).sales
 
     def route(self, model: str) -> ModelRoute:
         """Where ``model``'s rows go; raises :class:`ModelNotFound`, or :class:`Unavailable` before its rollout."""
@@ -168,20 +180,8 @@ class ForecastService:
                     metadata = self.registry.named(model).metadata(version)
                 except ForecastError as exc:
                     raise Unavailable(f"model {model!r} cannot be read: {exc.message}", Reason.NOT_READY) from exc
-                self._models[model, version] = self._served(model, version, metadata)
+                self._models[model, version] = ServedModel.of(model, version, metadata, self.settings.max_horizon_days)
             return self._models[model, version]
-
-    def _served(self, model: str, version: str, metadata: dict[str, Any]) -> ServedModel:
-        domain = Domain.from_metadata(metadata, self.settings.max_horizon_days)
-        try:  # what a mule refuses to load (registry_checks): this worker may only be reading it first
-            calibration = Calibration.of_version(metadata)
-            trained_through = dt.date.fromisoformat(metadata["data"]["trained_through"])
-            feature_set = FEATURE_SETS[str(metadata["feature_version"])]
-            trend = Trend.from_dict(metadata["trend"]) if feature_set.log_target else None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise Unavailable(f"model {model!r} {version} cannot be served: {exc}", Reason.NOT_READY) from exc
-        return ServedModel(model, version, domain, Guardrails.of(metadata, domain), trained_through, calibration,
-                           feature_set.names, trend)  # fmt: skip
 
     def _admission_view(self) -> PoolView:
         """The pool as the request path sees it.

@@ -160,7 +160,7 @@ class JobPath:
             rows = b"".join(job.rows for job in jobs)
             values = self.predict(predictor, rows)
             if explain:
-                values = np.column_stack([values, self._contributions(key, rows)])
+                values = np.column_stack([values, contributions(self.models, key, rows)])
         except Exception as exc:  # answer every job: a failure must reach the waiting workers
             # The one log line of this failure (the workers only name the job on their request lines).
             keys = ",".join(job.key for job in jobs)
@@ -192,21 +192,13 @@ class JobPath:
         self.metrics.scored(sales, time.perf_counter() - started)
         return sales
 
-    def _contributions(self, key: Key, rows_bytes: bytes) -> np.ndarray:
-        """The rows' contributions (LightGBM's ``pred_contrib``), by the version loaded with LightGBM."""
-        found = self.models.explainer(key).contributions(_rows(rows_bytes))
-        if found is None:  # explainer() gives a LightGBM predictor, which always can
-            raise RuntimeError(f"{key[0]} {key[1]}: no contributions from its LightGBM trees")
-        return found
-
-    def score_spare(self) -> None:
-        """Score the oldest spare job (dropped, counted, when its deadline has passed: nobody waits for it)."""
-        job = self.spare.popleft()
-        if job.deadline <= time.time():
-            logger.warning("mule %d dropped spare job %s: deadline passed before it was scored", self.id, job.key)
-            self.metrics.expired()
-            return
-        self.score_group((job.model, job.version), [job])
+    def score_spare_time(self) -> None:
+        """One piece of spare-time work: the oldest spare job (dropped when nobody waits for it any more), else the
+        oldest shadow job."""
+        if not self.spare:
+            self.score_shadow(self.shadows.popleft())
+        elif (job := self.spare.popleft()).deadline > time.time():
+            self.score_group((job.model, job.version), [job])
 
     def keep_shadow(self, job: ShadowJob) -> None:
         if len(self.shadows) >= SHADOW_BACKLOG:
@@ -241,6 +233,14 @@ class JobPath:
         except OSError:
             # The worker is gone (its thread's socket closed): it no longer waits for this job.
             logger.debug("mule %d: worker for job %s is gone", self.id, job_id.hex())
+
+
+def contributions(models: ModelCache, key: Key, rows_bytes: bytes) -> np.ndarray:
+    """The rows' contributions (LightGBM's ``pred_contrib``), by ``key``'s version loaded with LightGBM."""
+    found = models.explainer(key).contributions(_rows(rows_bytes))
+    if found is None:  # explainer() gives a LightGBM predictor, which always can
+        raise RuntimeError(f"{key[0]} {key[1]}: no contributions from its LightGBM trees")
+    return found
 
 
 def _rows(rows_bytes: bytes) -> Rows:

@@ -190,12 +190,9 @@ class Mule:
                 self.jobs.score(batch)
                 if time.time() - self.last_heartbeat >= self.settings.mule_heartbeat_s:
                     self.heartbeat()
-            if self.jobs.spare and not self.deferred:
-                self.jobs.score_spare()  # nothing queued: spare time, for jobs a worker waits on first
+            if (self.jobs.spare or self.jobs.shadows) and not self.deferred:
+                self.jobs.score_spare_time()  # nothing queued: spare time
                 continue  # and look at the queue again before the next one
-            if self.jobs.shadows and not self.deferred:
-                self.jobs.score_shadow(self.jobs.shadows.popleft())  # nothing queued: spare time
-                continue
             self.set_flag(ASLEEP)
             # queue_pull takes the queue's lock: a syscall after the flag's store, so a worker that
             # pushed before it read the flag as AWAKE has its job found here.

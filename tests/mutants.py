@@ -50,7 +50,7 @@ class Mutant:
 
 MUTANTS = (
     Mutant("a job pushed while the mule decides to sleep is still scored", "mules/loop.py",
-           "if self.deferred or not (batch := self.pull_batch()):", "if True:"),
+           "if not batch and not (self.jobs.spare and not self.deferred):", "if True:"),
     Mutant("a reload met while draining is kept for the main loop", "mules/loop.py",
            "self.deferred.append(message)", "pass"),
     Mutant("jobs whose deadline passed are dropped unscored", "mules/jobs.py",
@@ -217,8 +217,8 @@ MUTANTS = (
     Mutant("a week's or total's band comes from its own kind's errors", "app/forecasting.py",
            "key = kind_key(ask.granularity, ask.totals, length)", "key = kind_key(Granularity.DAY, None, 1)"),
     Mutant("an explained job's flag crosses to the mule", "serving/messages.py",
-           "self.row_count, len(model), len(version), _EXPLAIN if self.explain else 0)",
-           "self.row_count, len(model), len(version), 0)"),
+           "(_EXPLAIN if self.explain else 0) | (_SPARE if self.spare else 0))",
+           "(0) | (_SPARE if self.spare else 0))"),
     Mutant("a /predict row asking for bands gets its lower and upper edges", "app/answers.py",
            'obj["lower"] = dict(zip(names, low, strict=True))', 'obj["lower"] = dict(zip(names, high, strict=True))'),
     Mutant("a batch's rows ask for the same levels", "app/predict.py",
@@ -233,8 +233,8 @@ MUTANTS = (
            "return np.exp(expected), np.exp(np.column_stack([per_feature, version.trend.offset(days)]))",
            "return np.exp(expected), np.exp(per_feature)", ("tests/stack/test_forecast.py",)),
     Mutant("a daily forecast is /predict's number, also when explained", "mules/jobs.py",
-           "values = np.column_stack([values, self._contributions(key, rows)])",
-           "values = np.column_stack([values * (1 + 1e-12), self._contributions(key, rows)])",
+           "values = np.column_stack([values, contributions(self.models, key, rows)])",
+           "values = np.column_stack([values * (1 + 1e-12), contributions(self.models, key, rows)])",
            ("tests/stack/test_forecast.py",)),
 )  # fmt: skip
 

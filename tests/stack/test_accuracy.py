@@ -25,12 +25,13 @@ from tests.stack.scrape import scrape
 from tests.stack.stacks import start_stack
 
 CSV = {"Content-Type": "text/csv"}
+Sold = list[tuple[str, int, int, int]]  # (date, store, item, sales) rows
 WINDOW = "start=2017-01-02&end=2017-02-26"  # eight ISO weeks, Monday to Sunday
 pytestmark = pytest.mark.xdist_group("accuracy")  # its stacks and loads are costly: one worker
 
 
 @pytest.fixture(scope="module")
-def actuals(full_data: SalesData) -> list[tuple[str, int, int, int]]:
+def actuals(full_data: SalesData) -> Sold:
     """(date, store, item, sales) of stores 1-3 x items 1-10, 2016-01-01..2017-03-31."""
     rows = full_data.rows
     chosen = full_data.select((rows.stores <= 3) & (rows.items <= 10) & (rows.dates >= np.datetime64("2016-01-01"))
@@ -40,7 +41,7 @@ def actuals(full_data: SalesData) -> list[tuple[str, int, int, int]]:
                     strict=True))  # fmt: skip
 
 
-def as_csv(rows: list[tuple[str, int, int, int]]) -> bytes:
+def as_csv(rows: Sold) -> bytes:
     return ("date,store,item,sales\n" + "".join(f"{d},{s},{i},{n}\n" for d, s, i, n in rows)).encode()
 
 
@@ -49,7 +50,7 @@ def own_registry(serving_registry: Registry, where: Path) -> Registry:
     return Registry(where / "registry")
 
 
-def loaded_stack(where: Path, serving_registry: Registry, rows: list[tuple[str, int, int, int]],
+def loaded_stack(where: Path, serving_registry: Registry, rows: Sold,
                  **env: str) -> Stack:  # fmt: skip
     stack = start_stack(where, own_registry(serving_registry, where), **env)
     answer = requests.post(f"{stack.url}/actuals", data=as_csv(rows), headers=CSV, timeout=120)
@@ -59,7 +60,7 @@ def loaded_stack(where: Path, serving_registry: Registry, rows: list[tuple[str, 
 
 @pytest.fixture(scope="module")
 def sqlite_stack(tmp_path_factory: pytest.TempPathFactory, serving_registry: Registry,
-                 actuals: list[tuple[str, int, int, int]]) -> Iterator[Stack]:  # fmt: skip
+                 actuals: Sold) -> Iterator[Stack]:  # fmt: skip
     stack = loaded_stack(tmp_path_factory.mktemp("accuracy"), serving_registry, actuals)
     yield stack
     stack.stop()
@@ -73,17 +74,19 @@ def accuracy(stack: Stack, query: str) -> dict[str, Any]:
 
 
 def entry(body: dict[str, Any], version: str) -> dict[str, Any]:
-    (found,) = [e for e in body["versions"] if e["version"] == version]
-    return found
+    found: list[dict[str, Any]] = [e for e in body["versions"] if e["version"] == version]
+    assert len(found) == 1, body
+    return found[0]
 
 
-def independent(stack: Stack, rows: list[tuple[str, int, int, int]], first: str, last: str,
+def independent(stack: Stack, rows: Sold, first: str, last: str,
                 version: str) -> dict[str, Any]:  # fmt: skip
     """The window's scores from /predict (pinned to ``version`` through a named route when not production) and
     the loaded rows, by the definitions in docs/accuracy.md."""
     window = [r for r in rows if first <= r[0] <= last]
     wanted = [{"date": d, "store": s, "item": i, "level": [80, 95]} for d, s, i, _ in window]
-    answer = requests.post(f"{stack.url}/predict", json=wanted, timeout=60).json()["predictions"]
+    answer: list[dict[str, Any]] = requests.post(f"{stack.url}/predict", json=wanted, timeout=60).json()[
+        "predictions"]  # fmt: skip
     assert {p["model_version"] for p in answer} == {version}
     forecast = np.array([p["sales"] for p in answer])
     actual = np.array([n for *_, n in window], dtype=float)
@@ -97,7 +100,8 @@ def independent(stack: Stack, rows: list[tuple[str, int, int, int]], first: str,
         return {"smape": float(np.mean(terms)), "mae": float(np.mean(np.abs(f - a))), "bias": float(np.mean(f - a))}
 
     coverage = {level: float(np.mean([p["lower"][level] <= a <= p["upper"][level]
-                                      for p, a in zip(answer, actual, strict=True)])) for level in ("80", "95")}  # fmt: skip
+                                      for p, a in zip(answer, actual, strict=True)]))
+                for level in ("80", "95")}  # fmt: skip
     return {"rows": len(window), **scores(forecast, actual), "coverage": coverage,
             "baseline": {"rows": int(has.sum()), **scores(baseline[has], actual[has])}}  # fmt: skip
 
@@ -111,7 +115,7 @@ def close(found: dict[str, Any], expected: dict[str, Any]) -> None:
 
 
 def test_production_s_accuracy_is_what_predict_and_the_actuals_give(sqlite_stack: Stack,
-                                                                    actuals: list[tuple[str, int, int, int]]) -> None:  # fmt: skip
+                                                                    actuals: Sold) -> None:  # fmt: skip
     body = accuracy(sqlite_stack, WINDOW)
     assert (body["model"], body["start"], body["end"], body["granularity"]) == ("default", "2017-01-02",
                                                                                   "2017-02-26", "day")  # fmt: skip
@@ -126,14 +130,16 @@ def test_a_version_asked_for_is_judged_and_one_without_bands_has_no_coverage(sql
     body = accuracy(sqlite_stack, WINDOW + "&version=v2")
     assert [e["version"] for e in body["versions"]] == ["v1", "v2"]
     v2 = entry(body, "v2")
-    assert v2["aliases"] == [] and "coverage" not in v2
-    assert v2["rows"] == 30 * 56 and v2["smape"] != entry(body, "v1")["smape"]
+    assert v2["aliases"] == []
+    assert "coverage" not in v2
+    assert v2["rows"] == 30 * 56
+    assert v2["smape"] != entry(body, "v1")["smape"]
     unknown = requests.get(f"{sqlite_stack.url}/accuracy?version=v9", timeout=30)
     assert (unknown.status_code, unknown.json()["field"]) == (422, "version")
 
 
 def test_weekly_accuracy_compares_weekly_sums_and_breaks_down_by_store(sqlite_stack: Stack,
-                                                                       actuals: list[tuple[str, int, int, int]]) -> None:  # fmt: skip
+                                                                       actuals: Sold) -> None:  # fmt: skip
     body = accuracy(sqlite_stack, WINDOW + "&granularity=week&by=store")
     v1 = entry(body, "v1")
     assert v1["rows"] == 30 * 8
@@ -156,7 +162,7 @@ def test_weekly_accuracy_compares_weekly_sums_and_breaks_down_by_store(sqlite_st
 
 
 def test_answers_are_kept_until_actuals_arrive_for_their_window(sqlite_stack: Stack,
-                                                                actuals: list[tuple[str, int, int, int]]) -> None:  # fmt: skip
+                                                                actuals: Sold) -> None:  # fmt: skip
     query = "start=2017-03-06&end=2017-03-19"
     first = accuracy(sqlite_stack, query)
     scored = scrape(sqlite_stack.url).value("forecast_mule_batch_rows_sum")
@@ -191,7 +197,7 @@ def test_the_default_window_is_the_last_28_days_with_actuals_and_bad_queries_are
 
 
 def test_a_restart_loses_no_actuals_and_answers_the_same(tmp_path: Path, serving_registry: Registry,
-                                                         actuals: list[tuple[str, int, int, int]]) -> None:  # fmt: skip
+                                                         actuals: Sold) -> None:  # fmt: skip
     stack = loaded_stack(tmp_path, serving_registry, actuals[:3000])
     try:
         before = accuracy(stack, "start=2016-03-01&end=2016-03-28")
@@ -206,7 +212,7 @@ def test_a_restart_loses_no_actuals_and_answers_the_same(tmp_path: Path, serving
 
 
 def test_postgresql_answers_what_sqlite_answers(tmp_path: Path, serving_registry: Registry, postgres: str,
-                                                sqlite_stack: Stack, actuals: list[tuple[str, int, int, int]]) -> None:  # fmt: skip
+                                                sqlite_stack: Stack, actuals: Sold) -> None:  # fmt: skip
     stack = loaded_stack(tmp_path, serving_registry, actuals, FORECAST_ACTUALS_URL=new_database(postgres))
     try:
         for query in (WINDOW, WINDOW + "&granularity=week&by=item"):

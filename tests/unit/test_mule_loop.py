@@ -8,6 +8,7 @@ Nothing here waits on time: a mule that would sleep raises ``MuleIdle`` instead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from serving.messages import (
     AWAKE,
     CONTROL_WAKE,
     NOTICE_CLAIMED,
+    RESULT_CACHE,
     Job,
     LoadRequest,
     Result,
@@ -33,6 +35,7 @@ from serving.messages import (
     encode_rows,
 )
 from serving.settings import Settings
+from tests.helpers import wait_for
 from tests.unit.fake_uwsgi import FakeUwsgi, MuleIdle
 
 DAY = 16_161  # 2014-04-01: inside the small model's data
@@ -245,6 +248,36 @@ def test_production_jobs_go_before_shadow_jobs_and_a_busy_mule_drops_shadows(
     assert scored.count("shadow") == SHADOW_BACKLOG  # what the backlog kept (the expired one is dropped there)
     assert sorted(dropped) == ["backlog"] * 4 + ["expired"]
     assert all(result(shared, job.id).ok for job in jobs)
+
+
+def test_spare_jobs_wait_for_every_live_job_and_go_before_shadows(mule: Mule, shared: FakeUwsgi,
+                                                                   worker: Worker) -> None:  # fmt: skip
+    """A spare job (realised accuracy) pushed first is scored after the live jobs pushed after it, one at a time,
+    before shadow work; it is answered like any job, and one nobody waits for any more is dropped unscored."""
+    scored: list[str] = []
+    score_group = mule.jobs.score_group
+
+    def noted(key: tuple[str, str], jobs: list[Job], explain: bool = False) -> None:
+        scored.extend("spare" if job.spare else "job" for job in jobs)
+        score_group(key, jobs, explain)
+
+    mule.jobs.score_group = noted  # type: ignore[method-assign]
+    score_shadow = mule.jobs.score_shadow
+    mule.jobs.score_shadow = lambda job: scored.append("shadow") or score_shadow(job)  # type: ignore[method-assign,func-returns-value]
+    spare = dataclasses.replace(worker.job(store=4), spare=True)
+    expired = dataclasses.replace(worker.job(store=5, deadline_in_s=0.3), spare=True)
+    for job in (spare, expired):
+        worker.send(job)
+    shared.mule_msg(shadow_of(worker).encode(), 1)
+    live = [worker.job(store) for store in (1, 2, 3)]
+    for job in live:
+        worker.send(job)
+    wait_for(lambda: expired.deadline < time.time())  # it waits in the mule, as it would behind live traffic
+    mule.step()
+    assert scored == ["job", "job", "job", "spare", "shadow"]
+    assert result(shared, spare.id).ok
+    assert all(result(shared, job.id).ok for job in live)
+    assert not shared.cache_exists(expired.key, RESULT_CACHE)
 
 
 def test_a_mule_whose_socket_is_full_refuses_a_shadow_job_at_once(registry: Registry) -> None:
