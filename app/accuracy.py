@@ -9,16 +9,17 @@ for a cell is deterministic, so no prediction log is needed: what production, ca
 shadow would have said is recomputed.  The arithmetic is :mod:`forecast.accuracy`'s;
 bands are the version's own calibration (:mod:`app.bands`), as ``/forecast`` answers them.
 
-A version's entry is kept per (model, version, window, granularity, breakdown) until new
-actuals arrive for the window or the year before it (:meth:`forecast.actuals.ActualsStore.stamp`).
+A version's entry is kept in the actuals store, per (model, version, window, granularity,
+breakdown), until new actuals arrive for the window or the year before it
+(:meth:`forecast.actuals.ActualsStore.stamp`): every worker (and every pod sharing a PostgreSQL
+store) finds what one computed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
+import json
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -42,7 +43,6 @@ DEFAULT_WINDOW_DAYS = 28
 MAX_WINDOW_DAYS = 366
 BREAKDOWNS = ("store", "item")
 SERVED_ALIASES = ("production", "canary", "shadow")
-CACHED_ENTRIES = 256  # version entries kept, least recently used dropped
 QUERY_FIELDS = ("model", "start", "end", "granularity", "by", "version")
 
 
@@ -74,17 +74,18 @@ class Window:
 
 
 class AccuracyUseCase:
-    """Answers ``/accuracy``; one per web worker, thread-safe."""
+    """Answers ``/accuracy``; one per web worker, thread-safe (each store call has its own connection)."""
 
     def __init__(self, service: ForecastService, actuals: ActualsUseCase) -> None:
         self.service = service
         self.actuals = actuals
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[Any, ...], tuple[int, dict[str, Any]]] = OrderedDict()
 
     def answer(self, query_string: str) -> dict[str, Any]:
         """``GET /accuracy``'s body; raises an :class:`app.errors.ApiError` (4xx naming the field, 503, 504)."""
-        query = read_query(query_string)
+        return self.report(read_query(query_string))
+
+    def report(self, query: AccuracyQuery) -> dict[str, Any]:
+        """The body for ``query`` (:meth:`answer`'s, and what the gauges are set from)."""
         self.service.route(query.model)  # 404 for a model that does not exist, before the store is opened
         store = self.actuals.store()
         window = self.window(store, query.start, query.end)
@@ -139,20 +140,15 @@ class AccuracyUseCase:
         if window is None:
             return {"version": version, "aliases": aliases, **_scores(Scores(0, None, None, None)),
                     "baseline": _scores(Scores(0, None, None, None))}  # fmt: skip
-        key = (query.model, version, window, query.granularity, query.by)
+        key = f"{query.model}/{version}/{window.first_day}-{window.last_day}/{query.granularity}/{query.by}"
         stamp = store.stamp(window.first_day - SEASON_DAYS, window.last_day)
-        with self._lock:
-            cached = self._entries.get(key)
-            if cached is not None and cached[0] == stamp:
-                self._entries.move_to_end(key)
-                return {**cached[1], "aliases": aliases}
+        cached = store.cached(key, stamp)
+        if cached is not None:
+            return {**json.loads(cached), "aliases": aliases}
         stored = store.read(window.first_day - SEASON_DAYS, window.last_day)
         grid = Grid.of(stored, window.first_day, window.days)
         found = self.judge(query, grid, self.service.model(query.model, version), deadline)
-        with self._lock:
-            self._entries[key] = (stamp, found)
-            while len(self._entries) > CACHED_ENTRIES:
-                self._entries.popitem(last=False)
+        store.keep(key, stamp, json.dumps(found))
         return {**found, "aliases": aliases}
 
     def judge(self, query: AccuracyQuery, grid: Grid, served: ServedModel, deadline: float) -> dict[str, Any]:

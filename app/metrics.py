@@ -66,3 +66,49 @@ JOBS_REQUEUED = Counter(
     "Jobs pushed again because the mule holding them died.",
     registry=None,
 )
+
+# Realised accuracy (app/accuracy_gauges.py): written by one web worker every FORECAST_ACCURACY_REFRESH_S, NaN for
+# a window without actuals or a version no longer served; "livemax": a dead worker's values go with it.
+_ACCURACY_LABELS = ["model", "version", "alias", "window"]
+REALISED_SMAPE = Gauge(
+    "forecast_realised_smape",
+    "SMAPE (percent, Kaggle's) of a served version's forecasts against the stored actuals of the last 7 or 28 days "
+    "with actuals.",
+    _ACCURACY_LABELS,
+    multiprocess_mode="livemax",
+    registry=None,
+)
+REALISED_MAE = Gauge("forecast_realised_mae", "Mean absolute error (units) over the window.", _ACCURACY_LABELS,
+                     multiprocess_mode="livemax", registry=None)  # fmt: skip
+REALISED_BIAS = Gauge("forecast_realised_bias", "Mean of forecast - actual (units) over the window.",
+                      _ACCURACY_LABELS, multiprocess_mode="livemax", registry=None)  # fmt: skip
+REALISED_ROWS = Gauge("forecast_realised_rows", "Actuals the window's scores are computed on.", _ACCURACY_LABELS,
+                      multiprocess_mode="livemax", registry=None)  # fmt: skip
+REALISED_COVERAGE = Gauge(
+    "forecast_realised_coverage",
+    "Share of the window's actuals inside the version's band at each level (NaN: the version has no bands).",
+    [*_ACCURACY_LABELS, "level"],
+    multiprocess_mode="livemax",
+    registry=None,
+)
+BASELINE_SMAPE = Gauge(
+    "forecast_realised_baseline_smape",
+    "SMAPE of the seasonal-naive forecast (same store, item and weekday 364 days earlier) over the same window.",
+    _ACCURACY_LABELS,
+    multiprocess_mode="livemax",
+    registry=None,
+)
+HOLDOUT_SMAPE = Gauge("forecast_holdout_smape", "A served version's SMAPE on its training holdout.",
+                      ["model", "version"], multiprocess_mode="livemax", registry=None)  # fmt: skip
+ACCURACY_ALERT_FACTOR = Gauge(
+    "forecast_accuracy_alert_factor",
+    "FORECAST_ACCURACY_ALERT_FACTOR: ForecastAccuracyDegraded fires above the holdout SMAPE times this.",
+    multiprocess_mode="livemax",
+    registry=None,
+)
+ACCURACY_REFRESHED = Gauge(
+    "forecast_accuracy_refreshed_timestamp_seconds",
+    "When the realised-accuracy gauges were last computed (Unix time).",
+    multiprocess_mode="livemax",
+    registry=None,
+)

@@ -31,6 +31,7 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 SQLITE_FILE = "actuals.sqlite3"  # beside the registry directory
 LOAD_PIECE_ROWS = 20_000  # rows handed to the driver at a time
 BUSY_TIMEOUT_S = 30  # how long a load waits for another load's write lock before it fails
+CACHE_KEPT_S = 7 * 86_400  # an accuracy result nobody computed again for a week is dropped
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,28 @@ class ActualsStore:
             cursor.execute(f"SELECT COALESCE(SUM(changes), 0) FROM actuals_days WHERE day BETWEEN {self.mark} AND "
                            f"{self.mark}", (first_day, last_day))  # fmt: skip
             return int(cursor.fetchone()[0])
+
+    def cached(self, key: str, stamp: int) -> str | None:
+        """The result kept under ``key`` if it was computed at ``stamp`` (:meth:`stamp` of its days), else None."""
+        with self.connection() as connection:
+            cursor = connection.cursor()
+            cursor.execute(f"SELECT entry FROM accuracy_cache WHERE key = {self.mark} AND stamp = {self.mark}",
+                           (key, stamp))  # fmt: skip
+            found = cursor.fetchone()
+            return None if found is None else str(found[0])
+
+    def keep(self, key: str, stamp: int, entry: str) -> None:
+        """Keep ``entry`` under ``key`` for ``stamp``; entries not computed for :data:`CACHE_KEPT_S` are dropped."""
+        now = time.time()
+        with self.connection() as connection:
+            cursor = connection.cursor()
+            self._begin(cursor, write=True)
+            marks = ", ".join([self.mark] * 4)
+            cursor.execute(f"INSERT INTO accuracy_cache VALUES ({marks}) ON CONFLICT (key) DO UPDATE SET "
+                           "stamp = excluded.stamp, entry = excluded.entry, computed_at = excluded.computed_at",
+                           (key, stamp, entry, now))  # fmt: skip
+            cursor.execute(f"DELETE FROM accuracy_cache WHERE computed_at < {self.mark}", (now - CACHE_KEPT_S,))
+            self._end(connection, cursor, "COMMIT")
 
     def last_day(self) -> int | None:
         """The latest day with an actual (days since 1970-01-01), or None when the store is empty."""

@@ -113,10 +113,10 @@ class Settings(ModelSettings):
         True, description="Record Prometheus metrics (GET /metrics); `false` only to measure their cost."
     )
     accuracy_refresh_s: int = Field(
-        300,
+        60,
         ge=0,
-        description="How often one web worker recomputes the realised-accuracy gauges (the last 7 and 28 days of "
-        "actuals, every served version); 0: never.",
+        description="How often one web worker brings the realised-accuracy gauges up to date (the last 7 and 28 "
+        "days of actuals, every served version; scored again only when actuals arrived); 0: never.",
     )
     accuracy_alert_factor: float = Field(
         1.25,

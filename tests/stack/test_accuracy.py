@@ -21,7 +21,7 @@ from forecast.data import SalesData
 from forecast.registry import Registry
 from launcher.stack import Stack
 from tests.postgres import new_database
-from tests.stack.scrape import scrape
+from tests.stack.scrape import scrape, scrape_until
 from tests.stack.stacks import start_stack
 
 CSV = {"Content-Type": "text/csv"}
@@ -61,7 +61,9 @@ def loaded_stack(where: Path, serving_registry: Registry, rows: Sold,
 @pytest.fixture(scope="module")
 def sqlite_stack(tmp_path_factory: pytest.TempPathFactory, serving_registry: Registry,
                  actuals: Sold) -> Iterator[Stack]:  # fmt: skip
-    stack = loaded_stack(tmp_path_factory.mktemp("accuracy"), serving_registry, actuals)
+    # No gauges here: what the mules score is the tests'.
+    stack = loaded_stack(tmp_path_factory.mktemp("accuracy"), serving_registry, actuals,
+                         FORECAST_ACCURACY_REFRESH_S="0")  # fmt: skip
     yield stack
     stack.stop()
 
@@ -219,3 +221,28 @@ def test_postgresql_answers_what_sqlite_answers(tmp_path: Path, serving_registry
             assert accuracy(stack, query) == accuracy(sqlite_stack, query)
     finally:
         stack.stop()
+
+
+def test_the_gauges_hold_production_s_last_7_and_28_days(tmp_path: Path, serving_registry: Registry,
+                                                         actuals: Sold) -> None:  # fmt: skip
+    stack = loaded_stack(tmp_path, serving_registry, actuals, FORECAST_ACCURACY_REFRESH_S="1")
+    try:
+        gauges_match(stack)
+    finally:
+        stack.stop()
+
+
+def gauges_match(stack: Stack) -> None:
+    for window, start in (("7d", "2017-03-25"), ("28d", "2017-03-04")):
+        expected = entry(accuracy(stack, f"start={start}&end=2017-03-31"), "v1")
+        labels = {"model": "default", "version": "v1", "alias": "production", "window": window}
+        found = scrape_until(stack.url, lambda now, labels=labels, expected=expected: now.value(
+            "forecast_realised_rows", **labels) == expected["rows"], timeout_s=30)  # fmt: skip
+        assert found.value("forecast_realised_smape", **labels) == pytest.approx(expected["smape"], abs=1e-9)
+        assert found.value("forecast_realised_bias", **labels) == pytest.approx(expected["bias"], abs=1e-9)
+        assert found.value("forecast_realised_baseline_smape", **labels) == pytest.approx(
+            expected["baseline"]["smape"], abs=1e-9)  # fmt: skip
+        assert found.value("forecast_realised_coverage", **labels, level="80") == pytest.approx(
+            expected["coverage"]["80"], abs=1e-9)  # fmt: skip
+    assert found.value("forecast_holdout_smape", model="default", version="v1") > 0
+    assert found.value("forecast_accuracy_alert_factor") == 1.25
