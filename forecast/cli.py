@@ -20,6 +20,7 @@ from forecast.actuals_input import from_csv as actuals_from_csv
 from forecast.config import ModelSettings
 from forecast.errors import ForecastError
 from forecast.intervals import Calibration
+from forecast.promotion import DEFAULT_DAYS, DEFAULT_MIN_ROWS, judge
 from forecast.registry import ALIASES, DEFAULT_MODEL, Registry
 from forecast.sources import add_version
 
@@ -107,7 +108,12 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     promote.add_argument("ref")
     promote.add_argument("--alias", choices=ALIASES, default="production")
     promote.add_argument("--weight", type=int, help="canary: percent of rows it scores; shadow: percent it samples")
-    promote.set_defaults(run=_promote)
+    promote.add_argument("--if-better", action="store_true",
+                         help="only if its SMAPE on the last --days days of actuals beats production's")  # fmt: skip
+    promote.add_argument("--days", type=int, default=DEFAULT_DAYS, help="--if-better: days of actuals judged on")
+    promote.add_argument("--min-rows", type=int, default=DEFAULT_MIN_ROWS,
+                         help="--if-better: fewer actuals than this is no evidence: refused")  # fmt: skip
+    promote.set_defaults(run=_promote, actuals_url=settings.actuals_url)
     rollback = actions.add_parser(
         "rollback", parents=[named], help="production back to its previous version; canary or shadow removed"
     )
@@ -286,6 +292,9 @@ def _compile(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _promote(args: argparse.Namespace, registry: Registry) -> int:
+    if args.if_better:
+        store = ActualsStore.beside(args.registry, args.actuals_url)
+        print(judge(registry, store, args.ref, args.days, args.min_rows).summary())
     version = registry.promote(args.ref, args.alias, args.weight)
     weight = "" if args.weight is None else f" ({args.weight}% of rows)"
     print(f"{registry.model}: {args.alias} -> {version}{weight}")

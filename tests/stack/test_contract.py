@@ -260,6 +260,10 @@ EXPLAINED = (
               "row repeated: what the lines hold, which JSON Schema cannot state of a text body (or of the rows' "
               "relations)",
               lambda f: f.status == 422 and f.error_field() is not None),
+    Explained("positive_data_acceptance", ("GET /accuracy",),
+              "a version the model has, and a window whose start is not after its end and that spans at most 366 days: "
+              "what the registry holds and how two parameters relate, which a parameter's schema cannot state",
+              lambda f: f.status == 422 and f.error_field() in ("version", "start")),
     Explained("not_a_server_error", FORECAST,
               "a forecast of many series, days and levels can take longer than FORECAST_DEADLINE_MS on 2 busy cores: "
               "504 deadline_exceeded, documented",

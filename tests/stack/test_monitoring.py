@@ -36,7 +36,7 @@ def binary(name: str) -> str:
 def dashboard_queries() -> list[str]:
     """Every panel's PromQL, with Grafana's interval variable replaced as Grafana would."""
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [target["expr"].replace("$__rate_interval", "1m") for panel in panels for target in panel["targets"]]
+    return [target["expr"].replace("$__rate_interval", "1m") for panel in panels for target in panel.get("targets", [])]
 
 
 def alert_queries() -> list[str]:

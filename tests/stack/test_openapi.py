@@ -43,7 +43,8 @@ def media_examples(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, An
 def test_document_is_valid_openapi_31(document: dict[str, Any]) -> None:
     assert document["openapi"] == "3.1.0"
     validate(document)  # raises on any deviation from the OpenAPI 3.1 schema
-    assert set(document["paths"]) == {"/", "/status", "/reload", "/predict", "/forecast", "/actuals", "/models",
+    assert set(document["paths"]) == {"/", "/status", "/reload", "/predict", "/forecast", "/actuals", "/accuracy",
+                                      "/models",
                                       "/models/{name}/predict", "/models/{name}/forecast", "/metrics"}  # fmt: skip
 
 
@@ -82,7 +83,8 @@ def api_schema(stack: Stack) -> schemathesis.BaseSchema:
 
 OPERATIONS = ("GET /", "GET /status", "GET /reload", "POST /reload", "POST /predict", "GET /models",
               "POST /models/{name}/predict", "GET /metrics", "GET /forecast", "POST /forecast",
-              "GET /models/{name}/forecast", "POST /models/{name}/forecast", "POST /actuals")  # fmt: skip
+              "GET /models/{name}/forecast", "POST /models/{name}/forecast", "POST /actuals",
+              "GET /accuracy")  # fmt: skip
 
 
 def test_schemathesis_sees_every_operation(api_schema: schemathesis.BaseSchema) -> None:
