@@ -136,6 +136,10 @@ def test_an_explained_job_and_its_result_of_several_values_per_row_round_trip() 
     assert Job.decode(job.encode()) == job
     assert Job.decode(job.retried().encode()).explain
     assert not Job.decode(Job(b"j" * 16, b"\0addr", 1.5e9, b"", "default", "v2").encode()).explain
+    spare = Job(b"j" * 16, b"\0addr", 1.5e9, b"", "default", "v2", spare=True)
+    assert Job.decode(spare.encode()).spare
+    assert Job.decode(spare.retried().encode()).spare
+    assert not Job.decode(Job(b"j" * 16, b"\0addr", 1.5e9, b"", "default", "v2").encode()).spare
     values = np.array([[31.7, 0.1, -0.2, 3.4], [28.0, 0.1, 0.3, 3.4]])  # sales, two contributions, expected
     result = Result.decode(Result(b"i" * 16, 1, 99, "v2", encode_predictions(values), width=4).encode())
     assert result.width == 4
