@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+import yaml
 
 from forecast.data import SalesData
 from forecast.registry import Registry
 from launcher.stack import Stack
+from tests.helpers import wait_for
 from tests.postgres import new_database
-from tests.stack.scrape import scrape, scrape_until
+from tests.stack.prometheus import PROMETHEUS_DIR, prometheus_of, results
+from tests.stack.scrape import Scrape, scrape, scrape_until
 from tests.stack.stacks import start_stack
 
 CSV = {"Content-Type": "text/csv"}
@@ -236,8 +239,12 @@ def gauges_match(stack: Stack) -> None:
     for window, start in (("7d", "2017-03-25"), ("28d", "2017-03-04")):
         expected = entry(accuracy(stack, f"start={start}&end=2017-03-31"), "v1")
         labels = {"model": "default", "version": "v1", "alias": "production", "window": window}
-        found = scrape_until(stack.url, lambda now, labels=labels, expected=expected: now.value(
-            "forecast_realised_rows", **labels) == expected["rows"], timeout_s=30)  # fmt: skip
+        rows = expected["rows"]
+
+        def written(now: Scrape, labels: dict[str, str] = labels, rows: int = rows) -> bool:
+            return now.value("forecast_realised_rows", **labels) == rows
+
+        found = scrape_until(stack.url, written, timeout_s=30)
         assert found.value("forecast_realised_smape", **labels) == pytest.approx(expected["smape"], abs=1e-9)
         assert found.value("forecast_realised_bias", **labels) == pytest.approx(expected["bias"], abs=1e-9)
         assert found.value("forecast_realised_baseline_smape", **labels) == pytest.approx(
@@ -246,3 +253,35 @@ def gauges_match(stack: Stack) -> None:
             expected["coverage"]["80"], abs=1e-9)  # fmt: skip
     assert found.value("forecast_holdout_smape", model="default", version="v1") > 0
     assert found.value("forecast_accuracy_alert_factor") == 1.25
+
+
+def alert_expr(name: str) -> str:
+    groups = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+    (expr,) = [rule["expr"] for group in groups for rule in group["rules"] if rule.get("alert") == name]
+    return str(expr)
+
+
+def test_the_accuracy_alert_fires_in_prometheus_when_one_store_sells_40_percent_more(
+    tmp_path: Path, serving_registry: Registry, actuals: Sold
+) -> None:
+    """The committed rules (their ``for:`` at 0s) in a real Prometheus scraping a stack whose gauges refresh
+    every second: quiet on the actuals as generated, firing for production once store 1's last 28 days are
+    +40%."""
+    (tmp_path / "prometheus").mkdir()
+    stack = loaded_stack(tmp_path, serving_registry, actuals, FORECAST_ACCURACY_REFRESH_S="1")
+    try:
+        with prometheus_of(stack, tmp_path / "prometheus", without_for=True) as prometheus:
+            production = '{alias="production", window="28d"}'
+            wait_for(lambda: results(prometheus, f"forecast_realised_smape{production} > 0"), 60)
+            wait_for(lambda: results(prometheus, "forecast_accuracy_alert_factor"), 30)
+            assert results(prometheus, alert_expr("ForecastAccuracyDegraded")) == []  # its condition: false
+            assert results(prometheus, 'ALERTS{alertname="ForecastAccuracyDegraded"}') == []
+            shifted = [(d, s, i, round(n * 1.4)) for d, s, i, n in actuals if d >= "2017-03-04" and s == 1]
+            loaded = requests.post(f"{stack.url}/actuals", data=as_csv(shifted), headers=CSV, timeout=60)
+            assert loaded.json()["replaced"] > 0.9 * len(shifted)
+            firing = 'ALERTS{alertname="ForecastAccuracyDegraded", alertstate="firing"}'
+            wait_for(lambda: results(prometheus, firing), 60, lambda: str(results(prometheus, "ALERTS")))
+            (alert,) = results(prometheus, firing)
+            assert (alert["metric"]["model"], alert["metric"]["version"]) == ("default", "v1")
+    finally:
+        stack.stop()

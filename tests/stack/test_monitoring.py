@@ -4,33 +4,23 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 import yaml
 
 from launcher.stack import Stack
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
+from tests.stack.prometheus import PROMETHEUS_DIR, ROOT, binary, prometheus_of, query
 from tests.stack.scrape import scrape
 
 # One xdist worker runs this module whole (make test: --dist loadgroup), so that
 # its module fixture (a Prometheus scraping the shared stack) is started once.
 pytestmark = pytest.mark.xdist_group("test_monitoring")
 
-ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS_DIR = ROOT / "monitoring" / "prometheus"
 DASHBOARD = ROOT / "monitoring" / "grafana" / "forecast-dashboard.json"
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name)
-    assert path, f"{name} is needed (Debian: apt-get install prometheus; `make test` installs it)"
-    return path
 
 
 def dashboard_queries() -> list[str]:
@@ -63,39 +53,8 @@ def test_dashboard_and_alerts_use_only_metrics_the_server_exports(stack: Stack) 
 @pytest.fixture(scope="module")
 def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Prometheus scraping the shared stack every second, with our alert rules loaded."""
-    work = tmp_path_factory.mktemp("prometheus")
-    shutil.copy(PROMETHEUS_DIR / "alerts.yml", work / "alerts.yml")
-    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{stack.port}"]}]
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (work / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [binary("prometheus"), f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _ready(url), 60, lambda: (work / "prometheus.log").read_text())
+    with prometheus_of(stack, tmp_path_factory.mktemp("prometheus")) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
-
-
-def query(prometheus: str, expr: str) -> dict[str, Any]:
-    body: dict[str, Any] = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
-    return body
 
 
 def test_prometheus_scrapes_every_process_of_the_stack(prometheus: str, stack: Stack) -> None:
