@@ -8,7 +8,9 @@ The schema is the project's: versioned migrations (``forecast/migrations/NNNN_na
 in order, each in its own transaction, recorded in ``schema_migrations``; :meth:`ActualsStore.migrate`
 runs the ones a database lacks (every open does).  A load is one transaction: it stores every row or
 none (a killed load leaves the store as before it), concurrent loads serialise on the database's
-write lock and lose nothing, and loading the same rows twice changes nothing.  No Flask, no LightGBM.
+write lock (SQLite's, or an exclusive lock on the table in PostgreSQL, which readers pass) so none is
+lost and each one's counts are exact, and loading the same rows twice changes nothing.  No Flask, no
+LightGBM.
 """
 
 from __future__ import annotations
@@ -160,6 +162,8 @@ class ActualsStore:
             cursor = connection.cursor()
             try:
                 self._begin(cursor, write=True)
+                if self.postgres:  # loads one at a time, as SQLite's write lock makes them: exact counts
+                    cursor.execute("LOCK TABLE actuals IN EXCLUSIVE MODE")  # readers go on
                 cursor.execute("CREATE TEMP TABLE staging (day INTEGER, store INTEGER, item INTEGER, sales INTEGER)")
                 values = ", ".join([self.mark] * 4)
                 for start in range(0, len(actuals), LOAD_PIECE_ROWS):  # a piece's Python rows at a time
