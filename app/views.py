@@ -1,4 +1,5 @@
-"""The HTTP endpoints: ``/``, ``/status``, ``/reload``, ``/predict``, ``/forecast``, ``/metrics`` and the API docs.
+"""The HTTP endpoints: ``/``, ``/status``, ``/reload``, ``/predict``, ``/forecast``, ``/actuals``, ``/accuracy``,
+``/models``, ``/metrics`` and the API docs.
 
 Thin: each view adapts Flask's request to the service (:mod:`app.service`) or, for
 ``/predict``, to its use case (:mod:`app.predict`), which the fast lane calls too.

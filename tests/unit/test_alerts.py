@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS_DIR = ROOT / "monitoring" / "prometheus"
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name)
-    assert path, f"{name} is needed (Debian: apt-get install prometheus; `make test` installs it)"
-    return path
+from tests.stack.prometheus import PROMETHEUS_DIR, binary
 
 
 def test_alert_rules_are_valid_and_pass_their_unit_tests() -> None:
