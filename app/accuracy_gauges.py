@@ -41,13 +41,16 @@ class AccuracyGauges:
 
     def refresh(self) -> None:
         """Compute every served version's windows and set their gauges; what was set before and is not now reads
-        NaN.  A model whose accuracy cannot be computed now (its mules busy, the store down) is logged and its
-        gauges kept until the next refresh."""
+        NaN.  When the store cannot be reached, or a model's accuracy cannot be computed now (its mules busy),
+        that is logged and the gauges kept until the next refresh."""
         metrics.ACCURACY_ALERT_FACTOR.set(self.settings.accuracy_alert_factor)
-        service = self.use_case.service
+        try:
+            last = self.use_case.actuals.store().last_day()
+        except (ApiError, ForecastError) as exc:  # the store cannot be reached: the gauges wait for it
+            logger.warning("realised accuracy not computed: %s", getattr(exc, "message", exc))
+            return
         now: set[Labelled] = set()
-        last = self.use_case.actuals.store().last_day()
-        for model in service.routes().models:
+        for model in self.use_case.service.routes().models:
             try:
                 now |= self._model(model, last)
             except (ApiError, ForecastError) as exc:
