@@ -5,8 +5,9 @@
 Asserts no speed: only that every system ran every scenario, every model system answered every
 correctness request exactly as the offline model, the systems agree, every batch size was answered
 in full as LightGBM forecasts it, every answer of the "Forecast horizon" scenario (both sides, every
-form) came back whole and right, both systems of the "Many models" scenario passed its verification
-pass and were timed, and nothing listened beyond loopback.  Exit 1 with the list of problems otherwise.
+form) came back whole and right, every answer of "Actuals and accuracy" (when it ran) counted right,
+both systems of the "Many models" scenario passed its verification pass and were timed, and nothing
+listened beyond loopback.  Exit 1 with the list of problems otherwise.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def problems(results: dict[str, Any], expected_systems: list[str]) -> list[str]:
         found.append(f"systems disagree: {results.get('agreement')}")
     if "horizon" in results:  # absent: run with --skip-horizon
         found += horizon_problems(results["horizon"])
+    if "accuracy" in results:  # absent: the smoke version, or --skip-accuracy
+        found += accuracy_problems(results["accuracy"])
     if "many_models" not in results:  # run with --skip-many-models
         return found
     return found + many_models_problems(results["many_models"].get("systems", {}))
@@ -82,6 +85,15 @@ def horizon_problems(record: dict[str, Any]) -> list[str]:
     for name, system in record.get("systems", {}).items():
         if system.get("non_loopback_listeners"):
             found.append(f"horizon: {name} listened beyond loopback: {system['non_loopback_listeners']}")
+    return found
+
+
+def accuracy_problems(record: dict[str, Any]) -> list[str]:
+    """The accuracy scenario's wrong answers (its record's ``problems``: a load's counts, an accuracy answer without
+    three versions of 14,000 rows), or its system listening beyond loopback. Parts missing are :func:`missing`'s."""
+    found = [f"accuracy: {problem}" for problem in record.get("problems", [])]
+    if record.get("non_loopback_listeners"):
+        found.append(f"accuracy: listened beyond loopback: {record['non_loopback_listeners']}")
     return found
 
 

@@ -40,7 +40,7 @@ def missing(results: dict[str, Any]) -> list[str]:
         if system.get("only"):  # a variant measured in a few scenarios
             wanted = (*system["only"], "cold_start_s")
         gaps += [f"{name}: {scenario}" for scenario in wanted if scenario not in system]
-    gaps += horizon_gaps(results.get("horizon"))
+    gaps += horizon_gaps(results.get("horizon")) + accuracy_gaps(results.get("accuracy"))
     if "many_models" not in results:  # --skip-many-models
         return gaps
     many = results["many_models"].get("systems", {})
@@ -64,6 +64,7 @@ def write_report(results: dict[str, Any], path: Path, plot_dir: Path) -> Path:
         *memory_section(systems),
         *many_models_section(results.get("many_models")),
         *horizon_section(results.get("horizon")),
+        *accuracy_section(results.get("accuracy")),
         *closing_section(results),
     ]
     path.write_text("\n".join(lines))
@@ -778,6 +779,125 @@ def horizon_gaps(record: dict[str, Any] | None) -> list[str]:
         return ["horizon: no forms measured"]
     return [f"horizon: {key} ({side})" for key, form in forms.items() for side in ("ours", "ray")
             if not form.get(side, {}).get("runs")]  # fmt: skip
+
+
+ACCURACY_NOTE = (
+    "Canary and shadow are the production model registered again (same trees): the cost of judging three "
+    "versions is measured, not a difference between them. A year of actuals is every series (10 stores x 50 "
+    "items) for 365 days of the generated data, as `date,store,item,sales` CSV in one `POST /actuals`, into the "
+    "stack's SQLite store, empty at start (the baseline's year, 2016, loaded first and not timed); each year new "
+    "to the store, then the same file again. `GET /accuracy` asks for the last 28 days of 2017 (14,000 rows per "
+    "version, each with its seasonal-naive baseline): cold after one day of the window's actuals was replaced "
+    "(the cached entries no longer hold), then the same call again, cached. Timed: the request to its answer; "
+    "server CPU: the whole process tree's during it (threads' scheduler time), and of it the mules' (scoring; "
+    "the rest is nginx and the web worker: parsing, the store, the arithmetic); memory: the tree's PSS just "
+    "before it and its highest PSS and RSS sampled every 50 ms during it. `/predict`: single rows at a fixed "
+    "rate from the open-loop client (latency from each request's scheduled time), in phases of equal length, "
+    "the order rotated round by round: alone; while a thread asks for cold accuracy back to back (one day's "
+    "actuals replaced before each call); while a thread loads a year back to back (every row replaced, its "
+    "sales alternately +1 and as generated). p50 and p99: medians over the phase's runs."
+)
+
+
+def accuracy_section(record: dict[str, Any] | None) -> list[str]:
+    """Section 9: loading a year of actuals and the 28-day accuracy of three versions (seconds, CPU, peak memory),
+    and single-row ``/predict`` latency alone, during cold accuracy calls and during loads."""
+    lines = ["", "## 9. Actuals and accuracy: a year loaded, 28 days judged for three versions, /predict meanwhile",
+             ""]  # fmt: skip
+    if record is None:
+        return [*lines, "Not run: `.venv/bin/python -m benchmarks.run --only accuracy` adds it.", ""]
+    versions = ", ".join(f"{alias} {version}" for alias, version in record["versions"].items())
+    lines += [f"This stack alone ({record['description']}) but for the accuracy gauges' refresh, off "
+              f"(`{' '.join(f'{k}={v}' for k, v in record.get('env', {}).items())}`: it would score the measured "
+              "window in the background every minute and turn a cold call into a cached one); its registry serves "
+              f"three versions of the default model: {versions} (canary and shadow at {record['weight']}% of rows). "
+              f"{ACCURACY_NOTE}", "",
+              "| request | rows | median s (min-max) | server CPU s | of which mules | tree PSS before MB "
+              "| peak PSS MB | peak RSS MB | requests |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    first = record["accuracy_first"]
+    for label, part in (
+        (f"`POST /actuals`, a year new to the store ({_accuracy_body_mb(record)} MB)", record["load_new"]),
+        ("`POST /actuals`, the same year again (all unchanged)", record["load_again"]),
+        ("`GET /accuracy`, 28 days x 3 versions, cold", record["accuracy_cold"]),
+        ("`GET /accuracy`, the same again, cached", record["accuracy_cached"]),
+        ("`GET /accuracy`, the first after start (not in the medians above)", _accuracy_one(first)),
+    ):
+        cells = [_accuracy_rows(part["runs"]), _seconds_spread(part), fmt(part["median_server_cpu_s"], 2),
+                 fmt(part.get("median_mules_cpu_s"), 2),
+                 *(fmt(part[key], 0) for key in ("median_pss_before_mb", "peak_pss_mb", "peak_rss_mb"))]  # fmt: skip
+        lines.append(f"| {label} | {' | '.join(cells)} | {len(part['runs'])} |")
+    predict = record["predict"]
+    phases, ratios_of = predict["phases"], predict["ratios"]
+    lines += ["", f"`/predict`, single rows at {predict['rate']} req/s, {len(phases['alone']['runs'])} run(s) of "
+              f"{predict['phase_s']:g} s per phase:", "",
+              "| phase | p50 ms | p99 ms | p50 / alone | p99 / alone | requests | failed | meanwhile |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    meanwhile = {"alone": "nothing", "during_accuracy": "cold `GET /accuracy` calls",
+                 "during_load": f"loads of a year ({fmt(_year_rows(record))} rows replaced)"}  # fmt: skip
+    labels = {"alone": "alone", "during_accuracy": "during cold accuracy", "during_load": "during loads"}
+    for name, phase in phases.items():
+        ratio_of = ratios_of.get(name, {})
+        done = meanwhile.get(name, name)
+        if phase["background_calls"]:
+            done = f"{phase['background_calls']} {done}, median {fmt(phase['background_median_s'], 2)} s"
+        lines.append(f"| {labels.get(name, name)} | {fmt(phase['p50_ms'], 2)} | {fmt(phase['p99_ms'], 2)} "
+                     f"| {_times(ratio_of.get('p50_ms'))} | {_times(ratio_of.get('p99_ms'))} "
+                     f"| {fmt(phase['requests'])} | {fmt(phase['failed'])} | {done} |")  # fmt: skip
+    problems = record.get("problems", [])
+    m, profile = record["machine"], record["profile"]
+    verdict = "all right." if not problems else f"WRONG {problems[:5]}"
+    return [*lines, "", "Every answer checked (a load's added, replaced and unchanged counts; three versions, each "
+            f"with 14,000 rows and 14,000 baseline rows): {verdict}",
+            "", f"Run {m['date']}, commit `{m['commit']}`: years loaded new {', '.join(map(str, profile['years']))}, "
+            f"{profile['accuracy_repeats']} cold and cached accuracy call(s), {profile['rounds']} round(s) of the "
+            "phases after a warm-up. Alone: `.venv/bin/python -m benchmarks.run --only accuracy` (merges into "
+            "`benchmarks/results/latest.json` and rewrites this report; about 4 minutes).", ""]  # fmt: skip
+
+
+def _accuracy_one(run: dict[str, Any]) -> dict[str, Any]:
+    """One run as a summary of its own (the first accuracy call after start)."""
+    ok = run["status"] == 200 and not run["problems"]
+    return {"median_seconds": run["seconds"] if ok else None, "min_seconds": None, "max_seconds": None,
+            "median_server_cpu_s": run["server_cpu_s"], "median_mules_cpu_s": run.get("mules_cpu_s"),
+            "median_pss_before_mb": run["pss_before_mb"],
+            "peak_pss_mb": run["peak_pss_mb"], "peak_rss_mb": run["peak_rss_mb"], "runs": [run]}  # fmt: skip
+
+
+def _seconds_spread(part: dict[str, Any]) -> str:
+    median, low, high = part["median_seconds"], part.get("min_seconds"), part.get("max_seconds")
+    if median is None:
+        return "-"
+    return f"{median:.3f}" if low is None or len(part["runs"]) < 2 else f"{median:.3f} ({low:.3f}-{high:.3f})"
+
+
+def _accuracy_rows(runs: list[dict[str, Any]]) -> str:
+    """A load's rows, or an accuracy answer's rows per version (``3 x 14,000``); "-" when runs differ."""
+    found = {(len(r["versions"]), r["versions"][0]["rows"]) if r.get("versions") else r.get("rows") for r in runs}
+    if len(found) != 1:
+        return "-"
+    (rows,) = found
+    return f"{rows[0]} x {fmt(rows[1])}" if isinstance(rows, tuple) else fmt(rows)
+
+
+def _accuracy_body_mb(record: dict[str, Any]) -> str:
+    sizes = [run["body_mb"] for run in record["load_new"]["runs"] if "body_mb" in run]
+    return fmt(max(sizes), 1) if sizes else "-"
+
+
+def _year_rows(record: dict[str, Any]) -> int | None:
+    """The rows of the year the load phase replaces (the profile's first)."""
+    rows: int | None = record.get("rows_per_year", {}).get(str(record["profile"]["years"][0]))
+    return rows
+
+
+ACCURACY_PARTS = ("load_new", "load_again", "accuracy_first", "accuracy_cold", "accuracy_cached", "predict")
+
+
+def accuracy_gaps(record: dict[str, Any] | None) -> list[str]:
+    """Parts of the accuracy scenario's record missing (none when the scenario was left out)."""
+    if record is None:
+        return []
+    return [f"accuracy: {part}" for part in ACCURACY_PARTS if part not in record]
 
 
 def spread(median: dict[str, float], key: str, digits: int) -> str:

@@ -4,13 +4,16 @@
     .venv/bin/python -m benchmarks.run --smoke    # a few minutes (make bench-smoke)
     .venv/bin/python -m benchmarks.run --only many-models   # that scenario alone, merged into latest.json
     .venv/bin/python -m benchmarks.run --only horizon [--smoke] [--out FILE]   # the forecast horizon alone
+    .venv/bin/python -m benchmarks.run --only accuracy [--smoke] [--out FILE]  # actuals and accuracy alone
 
 Systems run one after the other on the same machine with the same load; each gets its own copy of
 the registry (the reload scenario registers and promotes a version). The "Forecast horizon"
 (``benchmarks/horizon.py``) and "Many models" (``benchmarks/many_models.py``) scenarios start their
-own two systems last, and ``--only`` runs one alone: its record replaces its key (``horizon``,
-``many_models``) of the results file (a new one if there is none), and the report is written again,
-beside ``--out`` when it is given (``REPORT.md`` or ``results/REPORT-smoke.md`` otherwise).
+own two systems last, then "Actuals and accuracy" (``benchmarks/accuracy.py``) starts this stack once more
+(full suite only: the smoke version leaves it out, CI's time budget); ``--only`` runs one alone: its record
+replaces its key (``horizon``, ``many_models``, ``accuracy``) of the results file (a new one if there is none),
+and the report is written again, beside ``--out`` when it is given (``REPORT.md`` or ``results/REPORT-smoke.md``
+otherwise).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import horizon, many_models, netns, scenarios
+from benchmarks import accuracy, horizon, many_models, netns, scenarios
 from benchmarks.report import report_path, write_report
 from benchmarks.systems import DEFAULT_MULES, System, make_systems, memory_mb
 from forecast.backtest import DEFAULT_ORIGINS
@@ -174,14 +177,25 @@ def run_horizon(scratch: Path, smoke: bool, ray: str | None, systems: dict[str, 
     return {"machine": machine(), **record}
 
 
+def run_accuracy(scratch: Path, smoke: bool) -> dict[str, Any]:
+    """The "Actuals and accuracy" scenario's record, with the machine and commit it ran on. Its registry copy in a
+    directory of its own: the SQLite actuals store it gets beside it starts empty."""
+    (system,) = make_systems([accuracy.OURS], HERE, scratch)
+    registry = registry_copy(scratch / "accuracy", "accuracy")
+    profile = accuracy.SMOKE if smoke else accuracy.FULL
+    return {"machine": machine(), **accuracy.run(registry, system, profile, non_loopback_listeners, log)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="short version of every scenario")
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
-    parser.add_argument("--only", choices=["many-models", "horizon"], help="run this scenario alone, merged into --out")
+    parser.add_argument("--only", choices=["many-models", "horizon", "accuracy"],
+                        help="run this scenario alone, merged into --out")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/)")
     parser.add_argument("--skip-many-models", action="store_true", help="leave the many-models scenario out")
     parser.add_argument("--skip-horizon", action="store_true", help="leave the forecast horizon scenario out")
+    parser.add_argument("--skip-accuracy", action="store_true", help="leave the actuals and accuracy scenario out")
     parser.add_argument("--horizon-ray", default=None, help="the Ray system of the horizon scenario (default: the "
                         "run's fastest 45,000-row batch, else ray-plain)")  # fmt: skip
     parser.add_argument("--netns", choices=["auto", "on", "off"], default="auto",
@@ -200,11 +214,14 @@ def main() -> int:
         results = json.loads(out.read_text()) if out.exists() else empty_results(args.smoke)
         if args.only == "horizon":
             results["horizon"] = run_horizon(scratch, args.smoke, args.horizon_ray, results["systems"])
+        elif args.only == "accuracy":
+            results["accuracy"] = run_accuracy(scratch, args.smoke)
         else:
             results["many_models"] = run_many_models(scratch, args.smoke)
     else:
         skip = {"many-models"} if args.skip_many_models else set()
         skip |= {"horizon"} if args.skip_horizon else set()
+        skip |= {"accuracy"} if args.skip_accuracy or args.smoke else set()  # smoke: CI's time budget
         results = run_suite(args.systems.split(","), args.smoke, scratch, skip, args.horizon_ray)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
@@ -225,8 +242,8 @@ def empty_results(smoke: bool) -> dict[str, Any]:
 def run_suite(
     names: list[str], smoke: bool, scratch: Path, skip: set[str] | None = None, horizon_ray: str | None = None
 ) -> dict[str, Any]:
-    """Every scenario of every system named, then the "Forecast horizon" and "Many models" scenarios (but those
-    in ``skip``): the results record."""
+    """Every scenario of every system named, then the "Forecast horizon", "Many models" and "Actuals and accuracy"
+    scenarios (but those in ``skip``): the results record."""
     profile = scenarios.SMOKE if smoke else scenarios.FULL
     results: dict[str, Any] = {"machine": machine(), "profile": profile.__dict__, "smoke": smoke, "systems": {}}
     if not netns.inside():
@@ -246,6 +263,8 @@ def run_suite(
         results["horizon"] = run_horizon(scratch, smoke, horizon_ray, results["systems"])
     if "many-models" not in (skip or set()):
         results["many_models"] = run_many_models(scratch, smoke)
+    if "accuracy" not in (skip or set()):
+        results["accuracy"] = run_accuracy(scratch, smoke)
     return results
 
 
