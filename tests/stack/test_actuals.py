@@ -68,7 +68,15 @@ def year_csv(full_data: SalesData) -> str:
     return "date,store,item,sales\n" + "\n".join(lines) + "\n"
 
 
-def test_a_year_of_actuals_loads_once_and_again_changes_nothing(served: Served, year_csv: str) -> None:
+def cli_load(served: Served, csv: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m forecast actuals load CSV`` into the served stack's store, as a Job would run it."""
+    command = [sys.executable, "-m", "forecast", "--registry", str(served.registry.root), "actuals", "load", str(csv)]
+    env = {**os.environ, **({"FORECAST_ACTUALS_URL": served.url} if served.url else {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+def test_a_year_of_actuals_loads_once_and_again_changes_nothing(served: Served, year_csv: str,
+                                                                tmp_path: Path) -> None:  # fmt: skip
     stack = served.stack
     first = requests.post(f"{stack.url}/actuals", data=year_csv.encode(), headers=CSV, timeout=120)
     assert first.status_code == 200, first.text
@@ -78,6 +86,9 @@ def test_a_year_of_actuals_loads_once_and_again_changes_nothing(served: Served, 
     stored = served.store().read(17167, 17531)  # 2017-01-01..2017-12-31
     assert len(stored) == 182_500
     assert int(stored.sales.sum()) == sum(int(line.rsplit(",", 1)[1]) for line in year_csv.splitlines()[1:])
+    (tmp_path / "2017.csv").write_text(year_csv)
+    by_cli = cli_load(served, tmp_path / "2017.csv")  # the same year from a shell or a Job: nothing new
+    assert (by_cli.returncode, by_cli.stdout.strip()) == (0, "added 0, replaced 0, unchanged 182500"), by_cli.stderr
 
 
 def test_a_bad_line_at_the_end_stores_nothing_and_is_named(served: Served) -> None:
@@ -98,9 +109,7 @@ def test_json_rows_and_the_cli_load_into_the_same_store(served: Served, tmp_path
     assert answer.json() == {"added": 2, "replaced": 0, "unchanged": 0}
     csv = tmp_path / "may.csv"
     csv.write_text("date,store,item,sales\n2016-05-02,2,3,12\n2016-05-03,2,3,8\n")
-    command = [sys.executable, "-m", "forecast", "--registry", str(served.registry.root), "actuals", "load", str(csv)]
-    env = {**os.environ, **({"FORECAST_ACTUALS_URL": served.url} if served.url else {})}
-    loaded = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
+    loaded = cli_load(served, csv)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == "added 1, replaced 1, unchanged 0"
     stored = served.store().read(16922, 16924)  # 2016-05-01..03
