@@ -9,8 +9,9 @@ for a cell is deterministic, so no prediction log is needed: what production, ca
 shadow would have said is recomputed.  The arithmetic is :mod:`forecast.accuracy`'s;
 bands are the version's own calibration (:mod:`app.bands`), as ``/forecast`` answers them.
 
-A version's entry is kept in the actuals store, per (model, version, window, granularity,
-breakdown), until new actuals arrive for the window or the year before it
+The window's actuals and the baseline's (the same days 364 days earlier) are read once per
+request, if some version needs them.  A version's entry is kept in the actuals store, per (model,
+version, window, granularity, breakdown), until new actuals arrive for those days
 (:meth:`forecast.actuals.ActualsStore.stamp`): every worker (and every pod sharing a PostgreSQL
 store) finds what one computed.
 """
@@ -18,8 +19,10 @@ store) finds what one computed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -91,7 +94,13 @@ class AccuracyUseCase:
         window = self.window(store, query.start, query.end)
         versions = self.versions(query.model, query.versions)
         deadline = time.time() + self.service.settings.deadline_s
-        entries = [self.entry(store, query, window, version, aliases, deadline) for version, aliases in versions]
+        if window is None:  # nothing stored yet
+            entries = [{"version": version, "aliases": aliases, **_scores(Scores(0, None, None, None)),
+                        "baseline": _scores(Scores(0, None, None, None))} for version, aliases in versions]  # fmt: skip
+        else:
+            grid = functools.cache(lambda: window_grid(store, window))  # read once, if some version needs it
+            entries = [self.entry(store, query, window, version, aliases, grid, deadline)
+                       for version, aliases in versions]  # fmt: skip
         return {
             "model": query.model,
             "start": window.date(window.first_day) if window else None,
@@ -134,20 +143,16 @@ class AccuracyUseCase:
                 raise InvalidInput(f"model {model!r} has no version {version!r}", field="version")
         return [(version, [name for name, alias in table.items() if alias.version == version]) for version in found]
 
-    def entry(self, store: ActualsStore, query: AccuracyQuery, window: Window | None, version: str,
-              aliases: list[str], deadline: float) -> dict[str, Any]:  # fmt: skip
-        """One version's entry, from the cache while no actuals arrived for its days."""
-        if window is None:
-            return {"version": version, "aliases": aliases, **_scores(Scores(0, None, None, None)),
-                    "baseline": _scores(Scores(0, None, None, None))}  # fmt: skip
+    def entry(self, store: ActualsStore, query: AccuracyQuery, window: Window, version: str, aliases: list[str],
+              grid: Callable[[], Grid], deadline: float) -> dict[str, Any]:  # fmt: skip
+        """One version's entry, from the cache while no actuals arrived for its days (``grid``: the window's
+        actuals, read on the first call)."""
         key = f"{query.model}/{version}/{window.first_day}-{window.last_day}/{query.granularity}/{query.by}"
-        stamp = store.stamp(window.first_day - SEASON_DAYS, window.last_day)
+        stamp = store.stamp(window.first_day, window.last_day, SEASON_DAYS)
         cached = store.cached(key, stamp)
         if cached is not None:
             return {**json.loads(cached), "aliases": aliases}
-        stored = store.read(window.first_day - SEASON_DAYS, window.last_day)
-        grid = Grid.of(stored, window.first_day, window.days)
-        found = self.judge(query, grid, self.service.model(query.model, version), deadline)
+        found = self.judge(query, grid(), self.service.model(query.model, version), deadline)
         store.keep(key, stamp, json.dumps(found))
         return {**found, "aliases": aliases}
 
@@ -171,6 +176,11 @@ class AccuracyUseCase:
                 for value in np.unique(labels).tolist()
             ]
         return entry
+
+
+def window_grid(store: ActualsStore, window: Window) -> Grid:
+    """The window's actuals on a grid, beside the baseline's (the same days :data:`SEASON_DAYS` earlier)."""
+    return Grid.of(store.read(window.first_day, window.last_day, SEASON_DAYS), window.first_day, window.days)
 
 
 def coverage_flags(served: ServedModel, granularity: Granularity, compared: Compared) -> dict[str, np.ndarray] | None:

@@ -189,23 +189,28 @@ class ActualsStore:
                 raise
         return Loaded(len(actuals) - held, held - unchanged, unchanged)
 
-    def read(self, first_day: int, last_day: int) -> Actuals:
-        """The actuals of days ``first_day``..``last_day`` (days since 1970-01-01), ordered by store, item, day."""
+    def read(self, first_day: int, last_day: int, lag_days: int = 0) -> Actuals:
+        """The actuals of days ``first_day``..``last_day`` (days since 1970-01-01), and with ``lag_days`` those of
+        the same days that many days earlier, ordered by store, item, day."""
         with self.connection() as connection:
             cursor = connection.cursor()
-            cursor.execute(f"SELECT day, store, item, sales FROM actuals WHERE day BETWEEN {self.mark} AND "
-                           f"{self.mark} ORDER BY store, item, day", (first_day, last_day))  # fmt: skip
+            cursor.execute(f"SELECT day, store, item, sales FROM actuals WHERE {self._days()} ORDER BY store, item, "
+                           "day", (first_day, last_day, first_day - lag_days, last_day - lag_days))  # fmt: skip
             table = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 4)
         return Actuals(table[:, 0], table[:, 1], table[:, 2], table[:, 3])
 
-    def stamp(self, first_day: int, last_day: int) -> int:
-        """How many times loads changed the actuals of days ``first_day``..``last_day``: it grows with every load
+    def stamp(self, first_day: int, last_day: int, lag_days: int = 0) -> int:
+        """How many times loads changed the actuals :meth:`read` gives for the same days: it grows with every load
         that adds or changes one of them, so a result computed from those days holds while it stays the same."""
         with self.connection() as connection:
             cursor = connection.cursor()
-            cursor.execute(f"SELECT COALESCE(SUM(changes), 0) FROM actuals_days WHERE day BETWEEN {self.mark} AND "
-                           f"{self.mark}", (first_day, last_day))  # fmt: skip
+            cursor.execute(f"SELECT COALESCE(SUM(changes), 0) FROM actuals_days WHERE {self._days()}",
+                           (first_day, last_day, first_day - lag_days, last_day - lag_days))  # fmt: skip
             return int(cursor.fetchone()[0])
+
+    def _days(self) -> str:
+        """The condition on ``day`` of :meth:`read` and :meth:`stamp`: in a range, or in the same range lagged."""
+        return f"(day BETWEEN {self.mark} AND {self.mark} OR day BETWEEN {self.mark} AND {self.mark})"
 
     def cached(self, key: str, stamp: int) -> str | None:
         """The result kept under ``key`` if it was computed at ``stamp`` (:meth:`stamp` of its days), else None."""

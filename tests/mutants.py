@@ -255,7 +255,7 @@ MUTANTS = (
     Mutant("--if-better refuses with too few actuals", "forecast/promotion.py",
            "    if len(actual) < min_rows:\n", "    if False:\n"),
     Mutant("an accuracy answer is kept only while no actuals arrived for its days", "app/accuracy.py",
-           "stamp = store.stamp(window.first_day - SEASON_DAYS, window.last_day)", "stamp = 0",
+           "stamp = store.stamp(window.first_day, window.last_day, SEASON_DAYS)", "stamp = 0",
            ("tests/stack/test_accuracy.py",)),
     Mutant("coverage counts actuals inside both edges of a band", "app/accuracy.py",
            "inside[rows] = (lower <= actual) & (actual <= upper)", "inside[rows] = actual <= upper",
