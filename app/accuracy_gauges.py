@@ -70,10 +70,9 @@ class AccuracyGauges:
                 alias = next((name for name in SERVED_ALIASES if name in entry["aliases"]), "")
                 if alias:
                     found |= _set_entry(model, entry, alias, window, last is not None)
-        for _, labels in list(found):
-            version = labels[1]
-            holdout = self.use_case.service.registry.named(model).metadata(version).get("metrics", {})
-            smape = holdout.get("holdout", {}).get("model", {}).get("smape", math.nan)
+        for version in {labels[1] for _, labels in found}:
+            recorded = self.use_case.service.registry.named(model).metadata(version).get("metrics", {})
+            smape = recorded.get("holdout", {}).get("model", {}).get("smape", math.nan)
             metrics.HOLDOUT_SMAPE.labels(model, version).set(smape)
             found.add((metrics.HOLDOUT_SMAPE, (model, version)))
         return found

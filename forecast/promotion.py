@@ -16,6 +16,7 @@ import numpy as np
 
 from forecast.accuracy import Scores, score
 from forecast.actuals import ActualsStore
+from forecast.actuals_input import EPOCH
 from forecast.errors import ForecastError
 from forecast.features import Rows
 from forecast.registry import Registry
@@ -64,9 +65,8 @@ def judge(registry: Registry, store: ActualsStore, candidate: str, days: int = D
     rows = Rows(stored.days[known].astype("datetime64[D]"), stored.stores[known], stored.items[known])
     actual = stored.sales[known].astype(np.float64)
     found = [score(registry.load(version).predict(rows), actual) for version in (candidate, production)]
-    epoch = dt.date(1970, 1, 1)
-    judgement = Judgement(candidate, production, epoch + dt.timedelta(days=last - days + 1),
-                          epoch + dt.timedelta(days=last), *found)  # fmt: skip
+    judgement = Judgement(candidate, production, EPOCH + dt.timedelta(days=last - days + 1),
+                          EPOCH + dt.timedelta(days=last), *found)  # fmt: skip
     if len(actual) < min_rows:
         raise NotBetter(f"too few actuals to judge {candidate}: {len(actual)} in the last {days} days, "
                         f"fewer than --min-rows {min_rows}")  # fmt: skip
