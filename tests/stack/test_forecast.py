@@ -14,7 +14,7 @@ from forecast.features import Rows
 from forecast.intervals import Calibration, level_index
 from forecast.registry import Registry
 from launcher.stack import Stack
-from tests.stack.scrape import scrape_until, settled_scrape
+from tests.stack.scrape import Scrape, scrape_until, settled_scrape
 from tests.stack.test_access_log import access_lines
 
 
@@ -174,10 +174,13 @@ def test_forecasts_are_counted_by_model_version_and_granularity_and_logged_with_
     before = settled_scrape(stack.url, "forecast_horizon_requests_total")  # earlier tests' forecasts counted
     ok(forecast(stack, query="store=5&item=5&days=21&granularity=week", **{"X-Request-ID": "horizon-1"}))
     ok(forecast(stack, {"series": [{"store": 5, "item": 6}], "days": 3}))
-    after = scrape_until(stack.url, lambda now: now.value("forecast_horizon_requests_total", model="default",
-                                                          version="v1", granularity="day")
-                         > before.value("forecast_horizon_requests_total", model="default", version="v1",
-                                        granularity="day"))  # fmt: skip
+
+    def both_counted(now: Scrape) -> bool:  # each request may be written by another worker's flusher
+        return all(now.value("forecast_horizon_requests_total", model="default", version="v1", granularity=g)
+                   > before.value("forecast_horizon_requests_total", model="default", version="v1", granularity=g)
+                   for g in ("day", "week"))  # fmt: skip
+
+    after = scrape_until(stack.url, both_counted)
     for granularity in ("week", "day"):
         labels = {"model": "default", "version": "v1", "granularity": granularity}
         assert after.value("forecast_horizon_requests_total", **labels) == before.value(
