@@ -376,7 +376,9 @@ def _horizon(summary: str, max_rows: int, request: dict[str, Any], models: tuple
                     "content": {"application/json": {"schema": _ref("HorizonForecasts"),
                                                      "examples": {"weekly": {"value": HORIZON_EXAMPLE}}},
                                 "text/csv": {"schema": {"type": "string"}, "example": HORIZON_CSV_EXAMPLE}}},
-            **_errors(400, 413, 415, 422, *((404,) if models is not None else ()), 503, 504),
+            # a query form's request line can outgrow nginx's 8 KB
+            **_errors(400, 413, *((414,) if "parameters" in request else ()), 415, 422,
+                      *((404,) if models is not None else ()), 503, 504),
         },
     }  # fmt: skip
     if models is not None:
@@ -484,7 +486,7 @@ def accuracy_operation(served: Served) -> dict[str, Any]:
         ],
         "responses": {
             "200": {"description": "Each version's scores.", **_json(_ref("Accuracy"), accuracy=ACCURACY_EXAMPLE)},
-            **_errors(404),
+            **_errors(404, 414),
             "422": _error("A parameter it cannot read.", 422, "invalid_input", "by: store or item (got 'day')",
                           field="by"),
             **_errors(503, 504),
