@@ -109,7 +109,8 @@ def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str
         system.wait_ready()
         time.sleep(1)
         out["memory_idle"] = memory_mb(system.tree_pids())
-        out["idle_cpu_cores"] = scenarios.idle_cpu(system)  # its background work, before any traffic
+        # its background work, before any traffic
+        out["idle_cpu_cores"] = scenarios.idle_cpu(system, profile.idle_seconds)
         out["non_loopback_listeners"] = non_loopback_listeners(system.tree_pids())
         if system.kind == "model":
             log(f"[{system.name}] correctness")
@@ -121,7 +122,7 @@ def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str
         settle("closed_loop")
         log(f"[{system.name}] closed loop")
         out["closed_loop"] = scenarios.closed_loop(system, profile)
-        out["memory_load"] = scenarios.memory_under_load(system, max(4, profile.seconds))
+        out["memory_load"] = scenarios.memory_under_load(system, profile.memory_seconds)
         if system.kind != "model":
             return out
         if system.only:  # a variant: its own scenarios, no more
