@@ -95,10 +95,9 @@ def registry_copy(scratch: Path, name: str) -> Path:
 
 def calibrated(registry: Path) -> bool:
     """Whether the registry has a production version with an interval calibration."""
-    if not (registry / "aliases" / "production").exists():
-        return False
     reg = Registry(registry)
-    return bool(reg.metadata(reg.resolve("production")).get("intervals"))
+    production = reg.alias("production") if registry.exists() else None
+    return production is not None and bool(reg.metadata(production.version).get("intervals"))
 
 
 def run_system(system: System, profile: scenarios.Profile, log: Any) -> dict[str, Any]:
