@@ -94,4 +94,7 @@ def serving_registry(tmp_path_factory: pytest.TempPathFactory, full_data: SalesD
         result = train(data, rounds=rounds, refit=False, log=lambda _: None, backtest_origins=origins)
         registry.register(result.model_text, result.metadata)
     registry.promote("v1")
+    # v2's compiled trees too, once: every test that copies this registry and promotes v2 would compile it again
+    # (seconds each, on a loaded machine; what compiling does is tests/unit/test_compiled.py's).
+    registry.check("v2")
     return registry
