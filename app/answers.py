@@ -2,9 +2,11 @@
 
 :data:`FIELDS` lists them in answer order: a name, how to get the rows' values from the
 columns and the prediction, and how CSV writes them (or that it does not).  A new field the
-model computes (an interval, an explanation) is one more :class:`AnswerField` here (its
-example feeds the OpenAPI document), plus its schema (:class:`app.schemas.Forecast`: a test
-compares the two); JSON and CSV cannot drift apart.
+model computes is one more :class:`AnswerField` here naming the model's per-row ``output`` it
+reads (``Prediction.outputs``; the mules compute each one :data:`OUTPUTS` names for every
+request: ``forecast.scoring.Scorer.output``), plus its schema (:class:`app.schemas.Forecast`:
+a test compares the two); its example feeds the OpenAPI document.  JSON and CSV cannot drift
+apart.
 
 A CSV body with an ``id`` column (Kaggle's test.csv) is answered ``id`` and the fields not of
 the request's row (``id,sales``, Kaggle's submission file); without one, every CSV field
@@ -50,6 +52,7 @@ class AnswerField:
     values: Callable[[Columns, Prediction, slice], list[Any]]  # the rows' values, JSON-ready
     csv: Callable[[list[Any]], list[str]] | None  # the values as CSV cells; None: JSON only
     of_row: bool = False  # the request's own (date, store, item): CSV with an id column writes the id instead
+    output: str | None = None  # the model's per-row output it reads (Prediction.outputs), if any
 
 
 FIELDS = (
@@ -65,6 +68,7 @@ FIELDS = (
                 lambda _, prediction, rows: prediction.versions_of(rows), None),
 )  # fmt: skip
 NAMES = tuple(field.name for field in FIELDS)
+OUTPUTS = tuple(field.output for field in FIELDS if field.output is not None)  # what the mules compute per request
 ASKED_FIELDS = ("lower", "upper", "intervals")  # written only for rows that ask for bands (``level``): _add_bands
 EXAMPLE = {field.name: field.example for field in FIELDS}  # a forecast as the document shows it
 _ONE_ROW = tuple((field.name, field.one) for field in FIELDS)  # pairs: the single row's loop reads no attributes

@@ -1,7 +1,7 @@
 """A forecast's explanation: LightGBM's own per-feature contributions, as factors a planner reads.
 
-The mules return each row's contributions to the trees' raw output (``pred_contrib``: one per
-feature, the expected value last; :class:`app.prediction.Prediction`).  For a version of our
+The mules return each row's contributions to the trees' raw output (the model's :data:`OUTPUT`,
+``pred_contrib``: one per feature, the expected value last; :class:`app.prediction.Prediction`).  For a version of our
 feature set the trees predict ``log1p(sales)`` minus the version's trend, so
 
 ``1 + sales = base x product(factors)``, with ``base = exp(expected value)``, one factor
@@ -23,6 +23,8 @@ from app.prediction import Prediction
 from app.service import ServedModel
 from serving.columns import Columns
 
+OUTPUT = "contributions"  # the model's per-row output an explanation reads (forecast.scoring.Scorer.output)
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -37,8 +39,7 @@ class Explanation:
 def explanation(prediction: Prediction, columns: Columns, served: Callable[[str], ServedModel]) -> Explanation:
     """The rows' explanations from ``prediction``'s contributions, read with the version each row had
     (``served``: a version's :class:`ServedModel`)."""
-    contributions = prediction.contributions
-    assert contributions is not None  # asked for with explain
+    contributions = prediction.outputs[OUTPUT]  # asked for with explain
     versions = [served(label) for label in prediction.labels]
     first = versions[0]
     width = len(first.feature_names) + (1 if first.trend is not None else 0)

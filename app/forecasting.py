@@ -29,6 +29,7 @@ from app.access import Report
 from app.bands import half_widths, horizons, no_bands
 from app.encoding import json_line
 from app.errors import ApiError, InvalidInput, MalformedJson, PayloadTooLarge, UnsupportedMediaType, error_answer
+from app.explain import OUTPUT as explained_output
 from app.explain import Explanation, explanation
 from app.forecast_answers import HorizonAnswer, render
 from app.predict import CSV, JSON, STREAM_ROWS, PredictAnswer, wants_csv
@@ -117,7 +118,8 @@ class ForecastUseCase:
         first_day = (start - EPOCH).days
         columns = Columns.of(np.tile(first_day + np.arange(ask.days), len(stores)), np.repeat(stores, ask.days),
                              np.repeat(items, ask.days))  # fmt: skip
-        prediction = self.service.predict(model, columns, _SeriesFields(ask.days), deadline, ask.explain)
+        outputs = (explained_output,) if ask.explain else ()
+        prediction = self.service.predict(model, columns, _SeriesFields(ask.days), deadline, outputs)
         report.model_version, report.loaded = prediction.version_label(), prediction.loaded or None
         daily = prediction.sales.reshape(len(stores), ask.days)
         buckets = date_buckets(first_day, ask.days, ask.granularity)

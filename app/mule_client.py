@@ -48,7 +48,7 @@ from serving.messages import (
     ASLEEP,
     CONTROL_WAKE,
     FLAGS_AREA,
-    MAX_EXPLAIN_WIDTH,
+    MAX_OUTPUTS_WIDTH,
     NOTICE_CLAIMED,
     RESULT_CACHE,
     STATE_CACHE,
@@ -70,13 +70,13 @@ logger = logging.getLogger(__name__)
 
 
 def _assemble(spans: list[tuple[Part, int, int]], jobs: list[Job], results: dict[bytes, Result]) -> Prediction:
-    """The parts' predictions back in request order, a slice per job (and their contributions, when explained)."""
-    if len(spans) == len(jobs) == 1 and spans[0][0].positions is None and not jobs[0].explain:  # most requests
+    """The parts' predictions back in request order, a slice per job (and their outputs, when asked for)."""
+    if len(spans) == len(jobs) == 1 and spans[0][0].positions is None and not jobs[0].outputs:  # most requests
         result = results[jobs[0].id]
         return Prediction(result.sales_array(), (result.model_version,), None, result.loaded)
     total = sum(b - a for _, a, b in spans)
     sales = np.empty(total, dtype=np.float64)
-    contributions = _contributions(jobs, results, total)
+    outputs = _room_for_outputs(jobs, results, total)
     version_of = np.empty(total, dtype=np.uint8)  # at most a production, a canary and a reload's new version
     labels: list[str] = []
     loaded = False
@@ -88,20 +88,19 @@ def _assemble(spans: list[tuple[Part, int, int]], jobs: list[Job], results: dict
         places = slice(a, b) if part.positions is None else part.positions[a:b]  # None: the part is every row
         sales[places] = result.sales_array()
         version_of[places] = labels.index(result.model_version)
-        if contributions is not None:
-            contributions[places] = result.contributions_array()
-    return Prediction(sales, tuple(labels), version_of if len(labels) > 1 else None, loaded, contributions)
+        for name, values in result.output_arrays(job.outputs).items():
+            outputs[name][places] = values
+    return Prediction(sales, tuple(labels), version_of if len(labels) > 1 else None, loaded, outputs)
 
 
-def _contributions(jobs: list[Job], results: dict[bytes, Result], rows: int) -> np.ndarray | None:
-    """Room for the rows' contributions when the jobs asked for them; ``MessageError`` if their versions disagree
-    on how many features they have (a request's rows are explained by one feature set)."""
-    if not jobs[0].explain:
-        return None
-    widths = {results[job.id].width for job in jobs}
-    if len(widths) != 1 or 1 in widths:
-        raise MessageError(f"explained results of {sorted(widths)} values per row in one request")
-    return np.empty((rows, widths.pop() - 1), dtype=np.float64)
+def _room_for_outputs(jobs: list[Job], results: dict[bytes, Result], rows: int) -> dict[str, np.ndarray]:
+    """Room for the rows' outputs the jobs asked for; ``MessageError`` if their results disagree on an output's width
+    (a request's rows are scored with one feature set)."""
+    widths = {results[job.id].widths for job in jobs}
+    if len(widths) != 1:
+        raise MessageError(f"results of outputs {sorted(widths)} values wide in one request")
+    return {name: np.empty((rows, width), dtype=np.float64) for name, width in zip(jobs[0].outputs, widths.pop(),
+                                                                                   strict=True)}  # fmt: skip
 
 
 @dataclass
@@ -144,12 +143,12 @@ class MuleClient:
         self.submit_shadow = self.control.submit_shadow
 
 
-def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float, explain: bool,
+def _job(channel: Channel, model: str, part: Part, a: int, b: int, deadline: float, outputs: tuple[str, ...],
          spare: bool) -> Job:  # fmt: skip
     """The job of rows ``a:b`` of ``part``, answered to ``channel``."""
     columns = part.columns
     rows = encode_rows(columns.days[a:b], columns.stores[a:b], columns.items[a:b])
-    return Job(channel.new_job_id(), channel.address, deadline, rows, model, part.version, explain=explain,
+    return Job(channel.new_job_id(), channel.address, deadline, rows, model, part.version, outputs=outputs,
                spare=spare)  # fmt: skip
 
 
@@ -167,7 +166,7 @@ class MuleJobs:
         self.mule_ids = list(range(1, settings.mules + 1))
         block, slot = settings.result_block_bytes, settings.queue_slot_bytes
         self.rows_per_job = min(max_rows_per_job(slot), max_rows_per_result(block), settings.mule_batch_rows)
-        self.rows_per_explained_job = min(self.rows_per_job, max_rows_per_result(block, width=MAX_EXPLAIN_WIDTH))
+        self.rows_per_job_with_outputs = min(self.rows_per_job, max_rows_per_result(block, width=MAX_OUTPUTS_WIDTH))
         self.admission = Admission(settings.jobs_in_flight_per_worker)
         self.flags = uwsgi.sharedarea_memoryview(FLAGS_AREA)  # the mules' awake flags
         if getattr(uwsgi, "queue_size", None) != settings.queue_slots:
@@ -178,28 +177,28 @@ class MuleJobs:
 
     # -- predictions --------------------------------------------------------
 
-    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False,
+    def predict(self, model: str, parts: list[Part], deadline: float, outputs: tuple[str, ...] = (),
                 spare: bool = False) -> Prediction:  # fmt: skip
         """Score a request's rows of ``model``, each part with its version, before ``deadline`` (``time.time()``);
-        with ``explain``, each row's contributions too (in smaller jobs: their results are wider); with
-        ``spare``, in the mules' spare time (after every job sent without it).
+        each row's ``outputs`` too (in smaller jobs: a result holds ``MAX_OUTPUTS_WIDTH`` values per row at most);
+        with ``spare``, in the mules' spare time (after every job sent without it).
 
         A request of more than half this worker's share of jobs is sent that many jobs at a
         time, each round after the last one's answers: a large batch never takes the whole queue.
         Raises :class:`Unavailable` (at capacity, a mule failed, the model version does not load)
         or :class:`DeadlineExceeded`.
         """
-        size = self.rows_per_explained_job if explain else self.rows_per_job
+        size = self.rows_per_job_with_outputs if outputs else self.rows_per_job
         spans = [
             (part, a, min(a + size, len(part.columns))) for part in parts for a in range(0, len(part.columns), size)
         ]
         per_round = max(1, self.admission.limit // 2)
         if len(spans) <= per_round:
-            return _assemble(spans, *self._score(model, spans, deadline, explain, spare))
+            return _assemble(spans, *self._score(model, spans, deadline, outputs, spare))
         jobs: list[Job] = []
         results: dict[bytes, Result] = {}
         for start in range(0, len(spans), per_round):
-            sent, answered = self._score(model, spans[start : start + per_round], deadline, explain, spare)
+            sent, answered = self._score(model, spans[start : start + per_round], deadline, outputs, spare)
             jobs += sent
             results.update(answered)
         return _assemble(spans, jobs, results)
@@ -209,7 +208,7 @@ class MuleJobs:
         model: str,
         spans: list[tuple[Part, int, int]],
         deadline: float,
-        explain: bool = False,
+        outputs: tuple[str, ...] = (),
         spare: bool = False,
     ) -> tuple[list[Job], dict[bytes, Result]]:
         """Send one job per span and wait for all their results."""
@@ -218,7 +217,7 @@ class MuleJobs:
         try:
             channel = self.channels.mine()
             channel.begin()
-            jobs = [_job(channel, model, part, a, b, deadline, explain, spare) for part, a, b in spans]
+            jobs = [_job(channel, model, part, a, b, deadline, outputs, spare) for part, a, b in spans]
             for job in jobs:
                 self._push(job)
             self._wake(min(len(jobs), len(self.mule_ids)))

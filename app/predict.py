@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from app.access import Report
-from app.answers import render, render_row
+from app.answers import OUTPUTS, render, render_row
 from app.bands import Bands, row_bands
 from app.encoding import json_exact, json_line
 from app.errors import (
@@ -193,7 +193,7 @@ class PredictUseCase:
 
     def _predict(self, model: str, read: ReadRows, deadline: float, report: Report) -> Prediction:
         report.rows = len(read.columns)
-        prediction = self.service.predict(model, read.columns, read.shape, deadline)
+        prediction = self.service.predict(model, read.columns, read.shape, deadline, OUTPUTS)
         report.model_version, report.loaded = prediction.version_label(), prediction.loaded or None
         return prediction
 

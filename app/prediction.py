@@ -7,7 +7,8 @@ reads :class:`Prediction` s; none of them imports another for these types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,9 +39,9 @@ class Prediction:
     labels: tuple[str, ...]
     version_of: np.ndarray | None = None
     loaded: bool = False  # some job waited for its mule to load the model version
-    # Asked for explanations: each row's features' contributions to the trees' raw output, ``(rows, features + 1)``,
-    # the expected value last (LightGBM's pred_contrib layout); None otherwise.
-    contributions: np.ndarray | None = None
+    # The model's per-row outputs asked for (forecast.scoring.Scorer.output), by name: ``(rows, width)`` each, in
+    # request order (``contributions``: each feature's contribution to the trees' raw output, the expected value last).
+    outputs: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def versions(self) -> list[str]:

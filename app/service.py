@@ -46,7 +46,7 @@ ROUTES_TTL_S = 0.25  # how long a worker trusts the routes it read (a rollout pu
 class Mules(Loader, Protocol):
     """The mule client as the service uses it (:class:`app.mule_client.MuleClient`)."""
 
-    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False,
+    def predict(self, model: str, parts: list[Part], deadline: float, outputs: tuple[str, ...] = (),
                 spare: bool = False) -> Prediction: ...  # fmt: skip
 
     def submit_shadow(self, job: ShadowJob) -> bool: ...
@@ -105,10 +105,10 @@ class ForecastService:
     # -- predict -----------------------------------------------------------
 
     def predict(
-        self, model: str, columns: Columns, names: FieldNames, deadline: float, explain: bool = False
+        self, model: str, columns: Columns, names: FieldNames, deadline: float, outputs: tuple[str, ...] = ()
     ) -> Prediction:
-        """Check the rows against the model's production version and score them before ``deadline`` (with
-        ``explain``, each row's contributions too: :class:`Prediction`).
+        """Check the rows against the model's production version and score them before ``deadline`` (with each
+        row's ``outputs`` too: :class:`Prediction`).
 
         ``names`` names a row's field in an error as the client sent it.  Raises
         :class:`ModelNotFound`, :class:`app.errors.InvalidInput` (a value the model does not
@@ -120,7 +120,7 @@ class ForecastService:
         check_domain(columns, self.model(model, route.production).domain, names)
         if not view.any_serving:
             raise Unavailable("no mule has a model loaded yet", Reason.NOT_READY)
-        prediction = self.mules.predict(model, parts(model, route, columns), deadline, explain)
+        prediction = self.mules.predict(model, parts(model, route, columns), deadline, outputs)
         shadow = shadow_job(model, route, columns, prediction)
         if shadow is not None:
             self.mules.submit_shadow(shadow)  # scored in a mule's spare time, after this answer

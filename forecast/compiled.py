@@ -189,7 +189,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 class CompiledTrees:
     """A loaded artefact, a :class:`forecast.scoring.Scorer`: ``predict`` scores a feature matrix on this thread;
-    no per-feature ``contributions`` (lleaves compiles the sums only).
+    no other per-row ``output`` (lleaves compiles the sums only).
 
     Not thread-safe in the sense that matters here (one per process, as in a mule); the
     native call releases the GIL.  The library stays loaded for the life of the process
@@ -220,8 +220,8 @@ class CompiledTrees:
         self._entry(data.ctypes.data, out.ctypes.data, 0, len(data))
         return out
 
-    def contributions(self, features: np.ndarray) -> np.ndarray | None:
-        """None: compiled trees cannot say what each feature contributed (the caller asks LightGBM)."""
+    def output(self, name: str, features: np.ndarray) -> np.ndarray | None:
+        """None: compiled trees compute the sums only, no other output (the caller asks LightGBM)."""
         return None
 
 

@@ -11,7 +11,8 @@ OpenMP region, and merely loading a model runs one.
 from __future__ import annotations
 
 import ctypes
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -75,10 +76,11 @@ class Predictor:
             return np.empty(0, dtype=np.float64)
         return self._sales(rows, self.scorer.predict(self.feature_set.build(rows)))
 
-    def contributions(self, rows: Rows) -> np.ndarray | None:
-        """Each feature's contribution to each row's raw output, and the expected value last (:class:`Scorer`);
-        None when this version's engine cannot compute them (compiled trees): load it with LightGBM for them."""
-        return self.scorer.contributions(self.feature_set.build(rows))
+    def output(self, name: str, rows: Rows) -> np.ndarray | None:
+        """The rows' per-row output ``name`` (:meth:`Scorer.output`: ``contributions``, each feature's contribution
+        to each row's raw output and the expected value last); None when this version's engine cannot compute it
+        (compiled trees): load it with LightGBM for it."""
+        return self.scorer.output(name, self.feature_set.build(rows))
 
     def predict_both_paths(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
         """LightGBM's (one C call per row, one batch call): what verification compares; ``ValueError`` without it."""
@@ -116,8 +118,14 @@ class LightGBMScorer:
             return self._single_row.predict(features)
         return self._batch(features)
 
-    def contributions(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(features, pred_contrib=True, num_threads=1))
+    # The per-row outputs beyond the raw score, by name (Scorer.output): each a (rows, width) float64 matrix.
+    OUTPUTS: ClassVar[dict[str, Callable[[lgb.Booster, np.ndarray], object]]] = {
+        "contributions": lambda booster, features: booster.predict(features, pred_contrib=True, num_threads=1),
+    }
+
+    def output(self, name: str, features: np.ndarray) -> np.ndarray | None:
+        compute = self.OUTPUTS.get(name)
+        return None if compute is None else np.asarray(compute(self.booster, features), dtype=np.float64)
 
     def both_paths(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(single-row path, batch path) raw outputs of ``features``; the batch path twice without the C path."""

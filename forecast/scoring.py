@@ -11,8 +11,10 @@ holds.  Two engines implement it:
 
 Loading is each engine's own constructor, called by the registry's verifier
 (:mod:`forecast.registry_checks`), the one place that knows where a version's files are.
-A new per-row output the trees compute (e.g. prediction intervals) is a method here, then
-one per engine, then on ``Predictor``.  No LightGBM import here.
+A per-row output beyond the raw score (LightGBM's per-feature contributions, say) is asked for by
+name (:meth:`Scorer.output`): a new one is an entry of ``LightGBMScorer.OUTPUTS`` (and of any other
+engine that can compute it); the mule, the job and result messages and the web worker carry
+outputs by name and width, whatever they are.  No LightGBM import here.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ class Scorer(Protocol):
         """The trees' raw output (float64), one per row of a float64 ``(n, features)`` matrix, on this thread."""
         ...
 
-    def contributions(self, features: np.ndarray) -> np.ndarray | None:
-        """Per-feature contributions to the raw output, ``(n, features + 1)`` (the last column: the expected value),
-        as LightGBM's ``Booster.predict(pred_contrib=True)``; None when this engine cannot (the caller then asks
-        LightGBM: load the version with ``compiled=False``)."""
+    def output(self, name: str, features: np.ndarray) -> np.ndarray | None:
+        """The per-row output ``name`` of a float64 ``(n, features)`` matrix, float64 ``(n, width)`` (``contributions``:
+        LightGBM's ``pred_contrib``, each feature's contribution to the raw output and the expected value last);
+        None when this engine cannot compute it (the caller then asks LightGBM: the version loaded with
+        ``compiled=False``)."""
         ...

@@ -139,16 +139,16 @@ class JobPath:
         return None
 
     def score(self, batch: list[Job]) -> None:
-        """Score a batch: one call per model version in it (and one more for its jobs asking explanations)."""
-        groups: dict[tuple[Key, bool], list[Job]] = {}
+        """Score a batch: one call per model version in it (and one more per other set of outputs asked)."""
+        groups: dict[tuple[Key, tuple[str, ...]], list[Job]] = {}
         for job in batch:
-            groups.setdefault(((job.model, job.version), job.explain), []).append(job)
-        for (key, explain), jobs in groups.items():
-            self.score_group(key, jobs, explain)
+            groups.setdefault(((job.model, job.version), job.outputs), []).append(job)
+        for (key, outputs), jobs in groups.items():
+            self.score_group(key, jobs, outputs)
 
-    def score_group(self, key: Key, jobs: list[Job], explain: bool = False) -> None:
-        """Score the jobs of one version, and answer each: its sales, and with ``explain`` each row's contributions
-        after them (the sales are the predictor's either way: an explained forecast is the same number)."""
+    def score_group(self, key: Key, jobs: list[Job], outputs: tuple[str, ...] = ()) -> None:
+        """Score the jobs of one version, and answer each: its sales, and each row's ``outputs`` after them (the
+        sales are the predictor's either way: an explained forecast is the same number)."""
         try:
             predictor, loaded = self.models.get(key)
         except ModelError as exc:  # that model's requests get a 503 naming it; the others go on
@@ -159,8 +159,8 @@ class JobPath:
         try:
             rows = b"".join(job.rows for job in jobs)
             values = self.predict(predictor, rows)
-            if explain:
-                values = np.column_stack([values, contributions(self.models, key, rows)])
+            blocks = [model_output(self.models, key, name, rows) for name in outputs]
+            values = np.column_stack([values, *blocks]) if blocks else values
         except Exception as exc:  # answer every job: a failure must reach the waiting workers
             # The one log line of this failure (the workers only name the job on their request lines).
             keys = ",".join(job.key for job in jobs)
@@ -170,11 +170,11 @@ class JobPath:
                 failed = Result(job.id, self.id, self.pid, key[1], error=exc.__class__.__name__)
                 self.answer(job.id, job.reply_to, failed, job.deadline - time.time())
             return
-        start, width = 0, values.shape[1] if explain else 1
+        start, widths = 0, tuple(block.shape[1] for block in blocks)
         for job in jobs:
             end = start + job.row_count
             result = Result(job.id, self.id, self.pid, key[1], encode_predictions(values[start:end]), loaded=loaded,
-                            width=width)  # fmt: skip
+                            widths=widths)  # fmt: skip
             self.answer(job.id, job.reply_to, result, job.deadline - time.time())
             start = end
         self.jobs_done += len(jobs)
@@ -235,11 +235,16 @@ class JobPath:
             logger.debug("mule %d: worker for job %s is gone", self.id, job_id.hex())
 
 
-def contributions(models: ModelCache, key: Key, rows_bytes: bytes) -> np.ndarray:
-    """The rows' contributions (LightGBM's ``pred_contrib``), by ``key``'s version loaded with LightGBM."""
-    found = models.explainer(key).contributions(_rows(rows_bytes))
-    if found is None:  # explainer() gives a LightGBM predictor, which always can
-        raise RuntimeError(f"{key[0]} {key[1]}: no contributions from its LightGBM trees")
+def model_output(models: ModelCache, key: Key, name: str, rows_bytes: bytes) -> np.ndarray:
+    """The rows' output ``name`` (``forecast.scoring.Scorer.output``), ``(rows, width)``: from the version as held, or
+    loaded with LightGBM when its engine cannot compute it.  Raises ``RuntimeError`` when neither can."""
+    rows = _rows(rows_bytes)
+    predictor, _ = models.get(key)
+    found = predictor.output(name, rows)
+    if found is None and predictor.engine != "lightgbm":
+        found = models.with_lightgbm(key).output(name, rows)
+    if found is None:
+        raise RuntimeError(f"{key[0]} {key[1]}: no output {name!r}")
     return found
 
 

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 FAILED_RETRY_S = 10  # a version that failed to load is not tried again before this
 PER_MODEL_OVERHEAD_BYTES = 32 * 1024  # a loaded Booster beyond its text: ~25 KB measured, rounded up
-EXPLAINERS_KEPT = 2  # versions loaded with LightGBM for explanations only (outside the budget: a canary's, say)
+LIGHTGBM_KEPT = 2  # versions loaded with LightGBM for outputs only (outside the budget: a canary's, say)
 
 Key = tuple[str, str]  # (model, version)
 
@@ -69,7 +69,7 @@ class ModelCache:
         self.pinned: Key | None = None
         self._held: OrderedDict[Key, Held] = OrderedDict()
         self._failed: dict[Key, tuple[str, float]] = {}
-        self._explainers: OrderedDict[Key, Predictor] = OrderedDict()
+        self._lightgbm: OrderedDict[Key, Predictor] = OrderedDict()
 
     def held(self) -> tuple[Key, ...]:
         return tuple(self._held)
@@ -85,25 +85,26 @@ class ModelCache:
             return held.predictor, False
         return self._load(key), True
 
-    def explainer(self, key: Key) -> Predictor:
-        """A predictor of ``key`` that gives contributions: the one held when LightGBM scores it, else the version
-        loaded with LightGBM (compiled trees cannot), kept for the last :data:`EXPLAINERS_KEPT` versions asked.
+    def with_lightgbm(self, key: Key) -> Predictor:
+        """A predictor of ``key`` run by LightGBM, for an output its compiled trees cannot compute (contributions):
+        the one held when LightGBM scores it, else the version loaded with LightGBM, kept for the last
+        :data:`LIGHTGBM_KEPT` versions asked.
 
-        Only explanations load LightGBM into a mule of compiled trees.  Raises :class:`ModelError`.
+        Only such outputs load LightGBM into a mule of compiled trees.  Raises :class:`ModelError`.
         """
         held = self._held.get(key)
         if held is not None and held.predictor.engine == "lightgbm":
             return held.predictor
-        if key not in self._explainers:
+        if key not in self._lightgbm:
             model, version = key
             try:
-                self._explainers[key] = self.registry.named(model).verify(version, compiled=False)
+                self._lightgbm[key] = self.registry.named(model).verify(version, compiled=False)
             except ForecastError as exc:
-                raise ModelError(f"model {model!r} version {version} cannot explain: {exc.message}") from exc
-            while len(self._explainers) > EXPLAINERS_KEPT:
-                self._explainers.popitem(last=False)
-        self._explainers.move_to_end(key)
-        return self._explainers[key]
+                raise ModelError(f"model {model!r} version {version} cannot load with LightGBM: {exc.message}") from exc
+            while len(self._lightgbm) > LIGHTGBM_KEPT:
+                self._lightgbm.popitem(last=False)
+        self._lightgbm.move_to_end(key)
+        return self._lightgbm[key]
 
     def pin(self, key: Key) -> Predictor:
         """Load ``key`` if needed and keep it whatever the budget (the default model's served version)."""

@@ -55,19 +55,20 @@ PREDICTION_BYTES = PREDICTION_DTYPE.itemsize
 MAX_ADDRESS_BYTES = 100  # sun_path is 108 bytes, and claims_address() adds 7
 UWSGI_QUEUE_ITEM_HEADER_BYTES = 16  # uWSGI stores size + timestamp in each queue slot
 
-# magic, format, attempt, id, deadline, address length, row count, model name length, version length, flags
-_JOB = struct.Struct("<2sBB16sdHIBBB")
-# magic, format, ok, id, mule id, mule pid, version length, flags, values per row
+# magic, format, attempt, id, deadline, address length, row count, model name length, version length, flags,
+# outputs length
+_JOB = struct.Struct("<2sBB16sdHIBBBB")
+# magic, format, ok, id, mule id, mule pid, version length, flags, output count (a uint16 width each follows)
 _RESULT = struct.Struct("<2sBB16sHIHBB")
+_WIDTH = struct.Struct("<H")
 _SHADOW = struct.Struct("<2sBdBBBI")  # magic, format, deadline, model length, version length, production length, rows
 _NOTICE = struct.Struct("<c16sI")  # kind, job id, mule pid
-_JOB_MAGIC, _RESULT_MAGIC, _SHADOW_MAGIC, _FORMAT = b"FJ", b"FR", b"FS", 4
+_JOB_MAGIC, _RESULT_MAGIC, _SHADOW_MAGIC, _FORMAT = b"FJ", b"FR", b"FS", 5
 _LOADED = 1  # a Result flag: the mule loaded the job's model version to score it
 _UNLOADABLE = 2  # a Result flag: the error is that the model version does not load
-_EXPLAIN = 1  # a Job flag: answer each row's sales and its features' contributions (Result.width > 1)
 _SPARE = 2  # a Job flag: score it only when no other job waits (realised accuracy: app/accuracy.py)
-MAX_EXPLAIN_WIDTH = 16  # values per row of an explained result at most: sales, contributions, expected value
-MAX_NAME_BYTES = 64  # a model name or a version, on the wire
+MAX_OUTPUTS_WIDTH = 16  # values per row of a result with outputs (Job.outputs) at most, the sales included
+MAX_NAME_BYTES = 64  # a model name, a version or a job's outputs (their names joined by commas), on the wire
 _HEARTBEAT_FORMAT = 1
 
 NOTICE_CLAIMED = b"C"
@@ -117,13 +118,15 @@ class MessageError(ValueError):
 
 def max_rows_per_job(queue_slot_bytes: int) -> int:
     """The most rows one job may carry so that it fits in one uWSGI queue slot."""
-    room = queue_slot_bytes - UWSGI_QUEUE_ITEM_HEADER_BYTES - _JOB.size - MAX_ADDRESS_BYTES - 2 * MAX_NAME_BYTES
+    room = queue_slot_bytes - UWSGI_QUEUE_ITEM_HEADER_BYTES - _JOB.size - MAX_ADDRESS_BYTES - 3 * MAX_NAME_BYTES
     return room // ROW_BYTES
 
 
 def max_rows_per_result(cache_block_bytes: int, max_version_bytes: int = 64, width: int = 1) -> int:
-    """The most rows one result may carry so that it fits in one cache block (``width`` values per row)."""
-    return (cache_block_bytes - _RESULT.size - max_version_bytes) // (PREDICTION_BYTES * width)
+    """The most rows one result may carry so that it fits in one cache block (``width`` values per row: the sales
+    and at most ``width - 1`` outputs, a uint16 width each in the header)."""
+    header = _RESULT.size + max_version_bytes + _WIDTH.size * (width - 1)
+    return (cache_block_bytes - header) // (PREDICTION_BYTES * width)
 
 
 # -- rows and predictions -------------------------------------------------------------------
@@ -180,7 +183,8 @@ class Job:
     model: str
     version: str
     attempt: int = 1
-    explain: bool = False  # answer each row's feature contributions too (LightGBM's pred_contrib)
+    # The model's per-row outputs to answer after the sales, by name (forecast.scoring.Scorer.output), in order.
+    outputs: tuple[str, ...] = ()
     spare: bool = False  # score it in the mule's spare time: after every job without this flag
 
     @property
@@ -194,31 +198,36 @@ class Job:
     def retried(self) -> Job:
         """The same job, pushed again after the mule holding it died."""
         return Job(self.id, self.reply_to, self.deadline, self.rows, self.model, self.version, self.attempt + 1,
-                   self.explain, self.spare)  # fmt: skip
+                   self.outputs, self.spare)  # fmt: skip
 
     def encode(self) -> bytes:
         model, version = _name(self.model), _name(self.version)
+        outputs = _name(",".join(self.outputs)) if self.outputs else b""
         header = _JOB.pack(_JOB_MAGIC, _FORMAT, self.attempt, self.id, self.deadline, len(self.reply_to),
-                           self.row_count, len(model), len(version),
-                           (_EXPLAIN if self.explain else 0) | (_SPARE if self.spare else 0))  # fmt: skip
-        return header + self.reply_to + model + version + self.rows
+                           self.row_count, len(model), len(version), _SPARE if self.spare else 0,
+                           len(outputs))  # fmt: skip
+        return header + self.reply_to + model + version + outputs + self.rows
 
     @classmethod
     def decode(cls, data: bytes) -> Job:
         """Raises :class:`MessageError` for anything but a whole job."""
         if len(data) < _JOB.size:
             raise MessageError("job: too short")
-        magic, fmt, attempt, job_id, deadline, address_len, rows, model_len, version_len, flags = _JOB.unpack_from(data)
+        magic, fmt, attempt, job_id, deadline, address_len, rows, model_len, version_len, flags, outputs_len = (
+            _JOB.unpack_from(data)
+        )
         if (magic, fmt) != (_JOB_MAGIC, _FORMAT):
             raise MessageError(f"job: bad magic or format {magic!r}/{fmt}")
         model_at = _JOB.size + address_len
         version_at = model_at + model_len
-        start = version_at + version_len
+        outputs_at = version_at + version_len
+        start = outputs_at + outputs_len
         if len(data) != start + rows * ROW_BYTES:
             raise MessageError("job: length does not match its row count")
-        model, version = bytes(data[model_at:version_at]).decode(), bytes(data[version_at:start]).decode()
+        model, version = bytes(data[model_at:version_at]).decode(), bytes(data[version_at:outputs_at]).decode()
+        outputs = tuple(bytes(data[outputs_at:start]).decode().split(",")) if outputs_len else ()
         return cls(job_id, bytes(data[_JOB.size : model_at]), deadline, bytes(data[start:]), model, version, attempt,
-                   bool(flags & _EXPLAIN), bool(flags & _SPARE))  # fmt: skip
+                   outputs, bool(flags & _SPARE))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -233,44 +242,58 @@ class Result:
     error: str = ""  # message safe for clients, when not ok
     loaded: bool = False  # the mule loaded the model version to score this job (the request waited for it)
     unloadable: bool = False  # the error says the model version does not load (not that predict failed)
-    width: int = 1  # values per row: the sales; an explained job's (Job.explain) has its contributions after
+    widths: tuple[int, ...] = ()  # values per row of each of the job's outputs (Job.outputs), after the sales
 
     @property
     def ok(self) -> bool:
         return not self.error
 
+    @property
+    def width(self) -> int:
+        """Values per row: the sales, then each output's."""
+        return 1 + sum(self.widths)
+
     def sales_array(self) -> np.ndarray:
         """Each row's forecast."""
         values = prediction_array(self.predictions)
-        return values if self.width == 1 else values.reshape(-1, self.width)[:, 0]
+        return values if not self.widths else values.reshape(-1, self.width)[:, 0]
 
-    def contributions_array(self) -> np.ndarray:
-        """An explained job's ``(rows, width - 1)`` contributions, the expected value last (pred_contrib's layout)."""
-        return prediction_array(self.predictions).reshape(-1, self.width)[:, 1:]
+    def output_arrays(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The job's outputs (``names``: its ``Job.outputs``), each ``(rows, its width)``.
+
+        Raises :class:`MessageError` when the result does not hold as many outputs as ``names``."""
+        if len(names) != len(self.widths):
+            raise MessageError(f"result: {len(self.widths)} outputs for the {len(names)} asked ({','.join(names)})")
+        values = prediction_array(self.predictions).reshape(-1, self.width)
+        edges = np.cumsum((1, *self.widths)).tolist()
+        return {name: values[:, a:b] for name, a, b in zip(names, edges[:-1], edges[1:], strict=True)}
 
     def encode(self) -> bytes:
         version = self.model_version.encode()
         flags = (_LOADED if self.loaded else 0) | (_UNLOADABLE if self.unloadable else 0)
         header = _RESULT.pack(_RESULT_MAGIC, _FORMAT, self.ok, self.job_id, self.mule_id, self.mule_pid, len(version),
-                              flags, self.width)  # fmt: skip
-        return header + version + (self.predictions if self.ok else self.error.encode())
+                              flags, len(self.widths))  # fmt: skip
+        widths = b"".join(_WIDTH.pack(width) for width in self.widths)
+        return header + version + widths + (self.predictions if self.ok else self.error.encode())
 
     @classmethod
     def decode(cls, data: bytes) -> Result:
         """Raises :class:`MessageError` for anything but a whole result."""
         if len(data) < _RESULT.size:
             raise MessageError("result: too short")
-        magic, fmt, ok, job_id, mule_id, mule_pid, version_len, flags, width = _RESULT.unpack_from(data)
+        magic, fmt, ok, job_id, mule_id, mule_pid, version_len, flags, outputs = _RESULT.unpack_from(data)
         if (magic, fmt) != (_RESULT_MAGIC, _FORMAT):
             raise MessageError(f"result: bad magic or format {magic!r}/{fmt}")
-        start = _RESULT.size + version_len
-        version = bytes(data[_RESULT.size : start]).decode()
+        widths_at = _RESULT.size + version_len
+        start = widths_at + outputs * _WIDTH.size
+        version = bytes(data[_RESULT.size : widths_at]).decode()
+        widths = tuple(width for (width,) in _WIDTH.iter_unpack(data[widths_at:start])) if outputs else ()
         body = bytes(data[start:])
         loaded = bool(flags & _LOADED)
         if ok:
-            if width < 1 or len(body) % (PREDICTION_BYTES * width):
+            if len(widths) != outputs or 0 in widths or len(body) % (PREDICTION_BYTES * (1 + sum(widths))):
                 raise MessageError("result: predictions are not whole rows of float64s")
-            return cls(job_id, mule_id, mule_pid, version, predictions=body, loaded=loaded, width=width)
+            return cls(job_id, mule_id, mule_pid, version, predictions=body, loaded=loaded, widths=widths)
         error = body.decode(errors="replace") or "unknown error"
         return cls(job_id, mule_id, mule_pid, version, error=error, loaded=loaded, unloadable=bool(flags & _UNLOADABLE))
 

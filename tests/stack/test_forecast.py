@@ -124,7 +124,7 @@ def test_explanations_multiply_back_to_the_forecast_and_are_lightgbms_contributi
     assert [r["sales"] for r in answer] == [r["sales"] for r in plain["forecasts"]]  # the same numbers, explained
     lightgbm = serving_registry.load("v1", compiled=False)
     rows = Rows.from_columns([r["date"] for r in answer], [4] * 14, [9] * 14)
-    contributions = lightgbm.contributions(rows)
+    contributions = lightgbm.output("contributions", rows)
     assert contributions is not None
     got = np.array([[math.log(f) for f in list(r["explanation"]["factors"].values())[:6]] for r in answer])
     assert np.allclose(got, contributions[:, :-1], rtol=0, atol=1e-12)

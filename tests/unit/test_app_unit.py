@@ -132,7 +132,7 @@ def test_a_mule_reloading_still_holds_a_model(registry: Registry) -> None:
 def test_no_model_is_503_and_never_trusted_for_later_requests(registry: Registry) -> None:
     pool = StandInPool(view((LOADING, None, 0.5)), view((READY, "v1", 0.5)))
     scored = Prediction(np.array([1.0]), ("v1",))
-    svc = make_service(pool, registry, mules=SimpleNamespace(predict=lambda model, parts, deadline, explain: scored))
+    svc = make_service(pool, registry, mules=SimpleNamespace(predict=lambda model, parts, deadline, outputs: scored))
     row = Columns.one(dt.date(2014, 3, 1), 1, 1)
     with pytest.raises(errors.Unavailable) as refused:
         svc.predict("default", row, Shape.ROW, time.time() + 5)

@@ -41,7 +41,7 @@ def test_compiled_trees_forecast_what_lightgbm_does_over_the_whole_domain(compil
     assert predictor.engine == "compiled"
     assert predictor.booster is None  # loaded without LightGBM
     assert predictor.compiled is not None
-    assert predictor.contributions(domain_rows(compiled.metadata("v1"))) is None  # LightGBM's job (Scorer)
+    assert predictor.output("contributions", domain_rows(compiled.metadata("v1"))) is None  # LightGBM's job (Scorer)
     rows = domain_rows(compiled.metadata("v1"))
     assert len(rows) == 3 * 4 * 8  # every store and item of the small model, on 8 dates
     reference = predictor.compiled.reference  # what loading checked them against

@@ -29,7 +29,7 @@ def test_our_models_factors_multiply_to_one_plus_sales_with_the_trend_as_a_facto
     columns = Columns.of([17100, 17400], [1, 1], [1, 1])
     contributions = np.array([[0.1, -0.2, 0.05], [0.3, 0.0, 0.05]])  # store, item, expected value
     raw = contributions.sum(axis=1) + trend.offset(columns.days)
-    prediction = Prediction(np.expm1(raw), ("v1",), contributions=contributions)
+    prediction = Prediction(np.expm1(raw), ("v1",), outputs={"contributions": contributions})
     found = explanation(prediction, columns, lambda v: served(v, trend))
     assert found.multiplicative
     assert found.names == ("store", "item", "trend")
@@ -41,7 +41,7 @@ def test_our_models_factors_multiply_to_one_plus_sales_with_the_trend_as_a_facto
 def test_a_legacy_models_terms_add_up_to_the_sales() -> None:
     columns = Columns.of([17100], [1], [1])
     contributions = np.array([[2.5, -1.0, 30.0]])
-    prediction = Prediction(np.array([31.5]), ("v1",), contributions=contributions)
+    prediction = Prediction(np.array([31.5]), ("v1",), outputs={"contributions": contributions})
     found = explanation(prediction, columns, lambda v: served(v, None))
     assert not found.multiplicative
     assert found.names == NAMES
@@ -53,6 +53,8 @@ def test_each_row_is_read_with_the_version_that_scored_it() -> None:
     columns = Columns.of([17100, 17100], [1, 1], [1, 1])
     contributions = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
     trends = {"v1": Trend((17000.0,), (1.0,)), "v2": Trend((17000.0,), (2.0,))}
-    prediction = Prediction(np.zeros(2), ("v1", "v2"), np.array([0, 1], dtype=np.uint8), contributions=contributions)
+    prediction = Prediction(
+        np.zeros(2), ("v1", "v2"), np.array([0, 1], dtype=np.uint8), outputs={"contributions": contributions}
+    )
     found = explanation(prediction, columns, lambda v: served(v, trends[v]))
     assert found.values[:, 2].tolist() == [math.exp(1.0), math.exp(2.0)]

@@ -14,6 +14,7 @@ from serving.messages import (
     AWAKE,
     MAX_ADDRESS_BYTES,
     MAX_NAME_BYTES,
+    MAX_OUTPUTS_WIDTH,
     NOT_SERVING,
     NOTICE_CLAIMED,
     NOTICE_DONE,
@@ -75,10 +76,13 @@ def test_a_full_job_fits_one_queue_slot() -> None:
     for slot in (8192, 65536):
         rows = max_rows_per_job(slot)
         names = "m" * MAX_NAME_BYTES, "v" * MAX_NAME_BYTES
-        biggest = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * rows, [1] * rows, [1] * rows), *names)
+        outputs = ("o" * (MAX_NAME_BYTES - 2), "p")
+        biggest = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * rows, [1] * rows, [1] * rows), *names,
+                      outputs=outputs)  # fmt: skip
         assert len(biggest.encode()) + UWSGI_QUEUE_ITEM_HEADER_BYTES <= slot
         over = rows + 1
-        one_more = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * over, [1] * over, [1] * over), *names)
+        one_more = Job(b"i" * 16, longest_address, 0.0, encode_rows([1] * over, [1] * over, [1] * over), *names,
+                       outputs=outputs)  # fmt: skip
         assert len(one_more.encode()) + UWSGI_QUEUE_ITEM_HEADER_BYTES > slot
 
 
@@ -86,6 +90,10 @@ def test_a_full_result_fits_one_cache_block() -> None:
     rows = max_rows_per_result(65536)
     result = Result(os.urandom(16), 2, 4242, "v" * 64, predictions=encode_predictions(np.full(rows, 1.5)))
     assert len(result.encode()) <= 65536
+    rows = max_rows_per_result(65536, width=MAX_OUTPUTS_WIDTH)  # as many one-wide outputs as fit
+    values = encode_predictions(np.full((rows, MAX_OUTPUTS_WIDTH), 1.5))
+    widest = Result(os.urandom(16), 2, 4242, "v" * 64, predictions=values, widths=(1,) * (MAX_OUTPUTS_WIDTH - 1))
+    assert len(widest.encode()) <= 65536
 
 
 @pytest.mark.parametrize("damage", ["truncate", "magic", "format", "extra"])
@@ -130,23 +138,28 @@ def test_result_round_trips_predictions_and_errors() -> None:
     assert Result.decode(flagged.encode()) == flagged
 
 
-def test_an_explained_job_and_its_result_of_several_values_per_row_round_trip() -> None:
+def test_a_job_asking_outputs_and_its_result_of_several_values_per_row_round_trip() -> None:
     job = Job(b"j" * 16, b"\0addr", 1.5e9, encode_rows([17000, 17001], [3, 3], [23, 23]), "default", "v2",
-              explain=True)  # fmt: skip
+              outputs=("contributions", "leaves"))  # fmt: skip
     assert Job.decode(job.encode()) == job
-    assert Job.decode(job.retried().encode()).explain
-    assert not Job.decode(Job(b"j" * 16, b"\0addr", 1.5e9, b"", "default", "v2").encode()).explain
+    assert Job.decode(job.retried().encode()).outputs == ("contributions", "leaves")
+    assert Job.decode(Job(b"j" * 16, b"\0addr", 1.5e9, b"", "default", "v2").encode()).outputs == ()
     spare = Job(b"j" * 16, b"\0addr", 1.5e9, b"", "default", "v2", spare=True)
     assert Job.decode(spare.encode()).spare
     assert Job.decode(spare.retried().encode()).spare
     assert not Job.decode(Job(b"j" * 16, b"\0addr", 1.5e9, b"", "default", "v2").encode()).spare
-    values = np.array([[31.7, 0.1, -0.2, 3.4], [28.0, 0.1, 0.3, 3.4]])  # sales, two contributions, expected
-    result = Result.decode(Result(b"i" * 16, 1, 99, "v2", encode_predictions(values), width=4).encode())
-    assert result.width == 4
+    # sales, two contributions and the expected value, a leaf
+    values = np.array([[31.7, 0.1, -0.2, 3.4, 7.0], [28.0, 0.1, 0.3, 3.4, 9.0]])
+    result = Result.decode(Result(b"i" * 16, 1, 99, "v2", encode_predictions(values), widths=(3, 1)).encode())
+    assert (result.widths, result.width) == ((3, 1), 5)
     assert result.sales_array().tolist() == [31.7, 28.0]
-    assert result.contributions_array().tolist() == [[0.1, -0.2, 3.4], [0.1, 0.3, 3.4]]
+    outputs = result.output_arrays(("contributions", "leaves"))
+    assert outputs["contributions"].tolist() == [[0.1, -0.2, 3.4], [0.1, 0.3, 3.4]]
+    assert outputs["leaves"].tolist() == [[7.0], [9.0]]
+    with pytest.raises(MessageError, match="2 outputs for the 1 asked"):
+        result.output_arrays(("contributions",))
     with pytest.raises(MessageError, match="whole rows"):
-        Result.decode(Result(b"i" * 16, 1, 99, "v2", encode_predictions(values[:, :3]), width=4).encode())
+        Result.decode(Result(b"i" * 16, 1, 99, "v2", encode_predictions(values[:, :4]), widths=(3, 1)).encode())
 
 
 @pytest.mark.parametrize("damage", ["short", "magic", "format", "half a float"])

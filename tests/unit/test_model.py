@@ -48,7 +48,7 @@ def test_lightgbm_contributions_add_up_to_its_raw_output(small_model: TrainResul
     """One column per feature and the expected value last (``pred_contrib``), summing to what the trees say."""
     scorer = predictor(small_model).scorer
     features = build_features(random_rows(50))
-    contributions = scorer.contributions(features)
+    contributions = scorer.output("contributions", features)
     assert contributions is not None
     assert contributions.shape == (50, features.shape[1] + 1)
     assert np.allclose(contributions.sum(axis=1), scorer.predict(features))

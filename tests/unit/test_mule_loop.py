@@ -257,9 +257,9 @@ def test_spare_jobs_wait_for_every_live_job_and_go_before_shadows(mule: Mule, sh
     scored: list[str] = []
     score_group = mule.jobs.score_group
 
-    def noted(key: tuple[str, str], jobs: list[Job], explain: bool = False) -> None:
+    def noted(key: tuple[str, str], jobs: list[Job], outputs: tuple[str, ...] = ()) -> None:
         scored.extend("spare" if job.spare else "job" for job in jobs)
-        score_group(key, jobs, explain)
+        score_group(key, jobs, outputs)
 
     mule.jobs.score_group = noted  # type: ignore[method-assign]
     score_shadow = mule.jobs.score_shadow

@@ -65,15 +65,15 @@ class StandInMules:
         self.failure = failure
         self.calls = 0
 
-    def predict(self, model: str, parts: list[Part], deadline: float, explain: bool = False) -> Prediction:
+    def predict(self, model: str, parts: list[Part], deadline: float, outputs: tuple[str, ...] = ()) -> Prediction:
         self.calls += 1
         if self.failure is not None:
             raise self.failure
         (part,) = parts  # no canary here: one version
         columns = part.columns
         sales = 10 + columns.stores + columns.items / 100
-        contributions = np.zeros((len(columns), 7)) if explain else None  # six features and the expected value
-        return Prediction(sales, (part.version,), contributions=contributions)
+        # six features and the expected value
+        return Prediction(sales, (part.version,), outputs={name: np.zeros((len(columns), 7)) for name in outputs})
 
     def load(self, mule_id: int, version: str, pid: int | None, model: str = "default") -> Result:
         raise AssertionError("not used here")
