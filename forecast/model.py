@@ -118,14 +118,16 @@ class LightGBMScorer:
             return self._single_row.predict(features)
         return self._batch(features)
 
-    # The per-row outputs beyond the raw score, by name (Scorer.output): each a (rows, width) float64 matrix.
+    # The per-row outputs beyond the prediction, by name (Scorer.output): each (rows, width) or one value a row.
     OUTPUTS: ClassVar[dict[str, Callable[[lgb.Booster, np.ndarray], object]]] = {
         "contributions": lambda booster, features: booster.predict(features, pred_contrib=True, num_threads=1),
     }
 
     def output(self, name: str, features: np.ndarray) -> np.ndarray | None:
         compute = self.OUTPUTS.get(name)
-        return None if compute is None else np.asarray(compute(self.booster, features), dtype=np.float64)
+        if compute is None:
+            return None
+        return np.asarray(compute(self.booster, features), dtype=np.float64).reshape(len(features), -1)  # one a row
 
     def both_paths(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(single-row path, batch path) raw outputs of ``features``; the batch path twice without the C path."""
