@@ -78,7 +78,11 @@ lint: venv
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed app/ui/static/vendor/VERSION
+
+# The planner page's chart library, from its pinned npm package (checked against its published hash).
+app/ui/static/vendor/VERSION: app/ui/vendor.py | $(VENV)/.installed
+	$(PY) -m app.ui.vendor
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt | $(UV)
 	@test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
@@ -120,4 +124,4 @@ docker-deps:
 	$(call debian,make docker-test (as root),dockerd:docker.io debootstrap:debootstrap)
 
 clean:
-	rm -rf $(VENV) .tools data registry run site test-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools data registry run site test-results .pytest_cache .mypy_cache .ruff_cache app/ui/static/vendor

@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from app.actuals import ActualsUseCase
+from app.actuals import ActualsUseCase, Window, read_date, window_of
 from app.bands import half_widths, horizons, level_names
 from app.errors import ApiError, InvalidInput
 from app.schemas import DEFAULT_LEVELS
@@ -39,11 +39,10 @@ from forecast.actuals import ActualsStore
 from forecast.buckets import Granularity
 from forecast.intervals import bands, kind_key
 from forecast.registry import DEFAULT_MODEL
-from serving.columns import EPOCH, Columns
+from serving.columns import Columns
 
 ROUTE = "/accuracy"
 DEFAULT_WINDOW_DAYS = 28
-MAX_WINDOW_DAYS = 366
 BREAKDOWNS = ("store", "item")
 SERVED_ALIASES = ("production", "canary", "shadow")
 QUERY_FIELDS = ("model", "start", "end", "granularity", "by", "version")
@@ -61,21 +60,6 @@ class AccuracyQuery:
     versions: tuple[str, ...] = ()  # asked for beside the served ones
 
 
-@dataclass(frozen=True)
-class Window:
-    """Days ``first_day``..``last_day`` (since 1970-01-01), both included."""
-
-    first_day: int
-    last_day: int
-
-    @property
-    def days(self) -> int:
-        return self.last_day - self.first_day + 1
-
-    def date(self, day: int) -> str:
-        return str(EPOCH + dt.timedelta(days=day))
-
-
 class AccuracyUseCase:
     """Answers ``/accuracy``; one per web worker, thread-safe (each store call has its own connection)."""
 
@@ -91,7 +75,7 @@ class AccuracyUseCase:
         """The body for ``query`` (:meth:`answer`'s, and what the gauges are set from)."""
         self.service.route(query.model)  # 404 for a model that does not exist, before the store is opened
         store = self.actuals.store()
-        window = self.window(store, query.start, query.end)
+        window = window_of(store, query.start, query.end, DEFAULT_WINDOW_DAYS)
         versions = self.versions(query.model, query.versions)
         deadline = time.time() + self.service.settings.deadline_s
         if window is None:  # nothing stored yet
@@ -109,23 +93,6 @@ class AccuracyUseCase:
             "by": query.by,
             "versions": entries,
         }
-
-    def window(self, store: ActualsStore, start: dt.date | None, end: dt.date | None) -> Window | None:
-        """The days asked, or the last :data:`DEFAULT_WINDOW_DAYS` days ending on the last day with actuals
-        (None when nothing is stored and no end was given)."""
-        if end is None:
-            last = store.last_day()
-            if last is None:
-                return None
-        else:
-            last = (end - EPOCH).days
-        first = (start - EPOCH).days if start is not None else last - DEFAULT_WINDOW_DAYS + 1
-        if first > last:
-            raise InvalidInput(f"start {start} is after end {EPOCH + dt.timedelta(days=last)}", field="start")
-        if last - first + 1 > MAX_WINDOW_DAYS:
-            raise InvalidInput(f"a window may span at most {MAX_WINDOW_DAYS} days; this one has {last - first + 1}",
-                               field="start")  # fmt: skip
-        return Window(first, last)
 
     def versions(self, model: str, asked: tuple[str, ...]) -> list[tuple[str, list[str]]]:
         """Each version to judge, with the aliases naming it: production, canary, shadow, then those asked for."""
@@ -232,7 +199,7 @@ def read_query(query_string: str) -> AccuracyQuery:
         if name == "version":
             versions.append(value)
         elif name in ("start", "end"):
-            fields[name] = _date(name, value)
+            fields[name] = read_date(name, value)
         elif name == "granularity":
             if value not in {g.value for g in Granularity}:
                 raise InvalidInput(f"granularity: day or week (got {value!r})", field=name)
@@ -244,10 +211,3 @@ def read_query(query_string: str) -> AccuracyQuery:
         else:
             fields[name] = value
     return AccuracyQuery(**fields, versions=tuple(versions))
-
-
-def _date(name: str, value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{name}: a date as YYYY-MM-DD (got {value!r})", field=name) from None

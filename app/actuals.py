@@ -1,16 +1,23 @@
-"""``POST /actuals``: actual sales in (CSV or JSON), stored in the actuals store; no Flask.
+"""``/actuals``: actual sales in (``POST``, CSV or JSON) and out (``GET``), in the actuals store; no Flask.
 
 The rows are read and checked whole before anything is stored (:mod:`forecast.actuals_input`: a bad
 line refuses the request with 422 naming it, and nothing is stored), against the stores and items
 the served models know, then loaded in one transaction (:class:`forecast.actuals.ActualsStore`).
-The store is opened on first use: a worker starts even when PostgreSQL does not answer yet.
+``GET`` answers a window's stored rows (by default the last :data:`HISTORY_DAYS` days with actuals),
+of one store, one item or both: what a planner draws beside the forecast (``/ui``).  The store is
+opened on first use: a worker starts even when PostgreSQL does not answer yet.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import threading
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
+import numpy as np
 from pydantic_core import from_json
 
 from app.domain import span
@@ -20,6 +27,52 @@ from forecast.actuals import ActualsStore, Loaded, StoreUnavailable
 from forecast.actuals_input import BadActuals
 from forecast.actuals_input import from_csv as actuals_from_csv
 from forecast.actuals_input import from_json as actuals_from_json
+from serving.columns import EPOCH
+
+MAX_WINDOW_DAYS = 366  # the longest window /actuals and /accuracy read at once
+HISTORY_DAYS = 56  # GET /actuals without a start: the last 8 weeks
+QUERY_FIELDS = ("start", "end", "store", "item")
+MAX_ID = 2**31 - 1  # a store or item number the query reads (the store keeps them as 32-bit integers)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Days ``first_day``..``last_day`` (since 1970-01-01), both included."""
+
+    first_day: int
+    last_day: int
+
+    @property
+    def days(self) -> int:
+        return self.last_day - self.first_day + 1
+
+    def date(self, day: int) -> str:
+        return str(EPOCH + dt.timedelta(days=day))
+
+
+def window_of(store: ActualsStore, start: dt.date | None, end: dt.date | None, default_days: int) -> Window | None:
+    """The days asked, or the last ``default_days`` days ending on the last day with actuals (None when nothing is
+    stored and no end was given); 422 naming ``start`` for a window backwards or over :data:`MAX_WINDOW_DAYS`."""
+    if end is None:
+        last = store.last_day()
+        if last is None:
+            return None
+    else:
+        last = (end - EPOCH).days
+    first = (start - EPOCH).days if start is not None else last - default_days + 1
+    if first > last:
+        raise InvalidInput(f"start {start} is after end {EPOCH + dt.timedelta(days=last)}", field="start")
+    if last - first + 1 > MAX_WINDOW_DAYS:
+        raise InvalidInput(f"a window may span at most {MAX_WINDOW_DAYS} days; this one has {last - first + 1}",
+                           field="start")  # fmt: skip
+    return Window(first, last)
+
+
+def read_date(name: str, value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name}: a date as YYYY-MM-DD (got {value!r})", field=name) from None
 
 
 class ActualsUseCase:
@@ -60,6 +113,43 @@ class ActualsUseCase:
         except StoreUnavailable as exc:
             raise Unavailable(exc.message, Reason.UNAVAILABLE) from exc
         return {"added": loaded.added, "replaced": loaded.replaced, "unchanged": loaded.unchanged}
+
+    def history(self, query_string: str) -> dict[str, Any]:
+        """``GET /actuals``: ``{"start", "end", "actuals": [{"date", "store", "item", "sales"}, ...]}``, by store, item
+        and date (``start`` and ``end`` None when nothing is stored); 422 naming the parameter it cannot read."""
+        asked = _history_query(query_string)
+        store = self.store()
+        try:
+            window = window_of(store, asked.get("start"), asked.get("end"), HISTORY_DAYS)
+            found = store.read(window.first_day, window.last_day) if window is not None else None
+        except StoreUnavailable as exc:
+            raise Unavailable(exc.message, Reason.UNAVAILABLE) from exc
+        if window is None or found is None:
+            return {"start": None, "end": None, "actuals": []}
+        keep = np.ones(len(found), dtype=bool)
+        for name, column in (("store", found.stores), ("item", found.items)):
+            if name in asked:
+                keep &= column == asked[name]
+        dates = found.days[keep].astype("datetime64[D]").astype(str).tolist()  # days since 1970-01-01
+        rows = zip(dates, found.stores[keep].tolist(), found.items[keep].tolist(), found.sales[keep].tolist(),
+                   strict=True)  # fmt: skip
+        return {"start": window.date(window.first_day), "end": window.date(window.last_day),
+                "actuals": [{"date": d, "store": s, "item": i, "sales": n} for d, s, i, n in rows]}  # fmt: skip
+
+
+def _history_query(query_string: str) -> dict[str, Any]:
+    """``start``, ``end`` (dates), ``store`` and ``item`` (whole numbers) of ``GET /actuals``, those given."""
+    asked: dict[str, Any] = {}
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name not in QUERY_FIELDS:
+            raise InvalidInput(f"unknown query parameter {name!r} (known: {', '.join(QUERY_FIELDS)})", field=name)
+        if name in ("start", "end"):
+            asked[name] = read_date(name, value)
+        elif re.fullmatch("[0-9]{1,10}", value) and int(value) <= MAX_ID:
+            asked[name] = int(value)
+        else:
+            raise InvalidInput(f"{name}: a whole number from 0 to {MAX_ID} (got {value!r})", field=name)
+    return asked
 
 
 def _json(body: bytes) -> Any:

@@ -45,6 +45,7 @@ _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "ForecastBody": schemas.FORECAST_BODY,
     "HorizonForecasts": TypeAdapter(schemas.HorizonForecasts),
     "ActualsLoaded": TypeAdapter(schemas.ActualsLoaded),
+    "StoredActuals": TypeAdapter(schemas.StoredActuals),
     "ActualRow": TypeAdapter(schemas.ActualRow),
     "Accuracy": TypeAdapter(schemas.Accuracy),
     "ErrorBody": TypeAdapter(schemas.ErrorBody),
@@ -81,11 +82,15 @@ MODELS_EXAMPLE = {
             "aliases": {"production": {"version": "v2", "weight": None}, "canary": {"version": "v3", "weight": 10}},
             "routes": {"production": "v2", "canary": "v3", "canary_weight": 10, "shadow": None, "shadow_weight": 0},
             "mules": {"v2": [1, 2], "v3": [1]},
+            "serves": {"stores": [1, 2, 3], "items": [1, 2, 3], "first_date": "2013-01-01", "last_date": "2018-12-31",
+                       "trained_through": "2017-12-31"},
         },
         "store-3": {
             "versions": ["v1"], "aliases": {"production": {"version": "v1", "weight": None}},
             "routes": {"production": "v1", "canary": None, "canary_weight": 0, "shadow": None, "shadow_weight": 0},
             "mules": {"v1": [2]},
+            "serves": {"stores": [3], "items": [1, 2], "first_date": "2013-01-01", "last_date": "2018-12-31",
+                       "trained_through": "2017-12-31"},
         },
     },
     "refused": {},
@@ -451,6 +456,39 @@ def actuals_operation(served: Served) -> dict[str, Any]:
             "422": _error("A bad line: nothing was stored.", 422, "invalid_input",
                           "line 7.sales: '-3' is not a number of units sold (a whole number, 0 or more)",
                           field="line 7.sales"),
+            **_errors(503),
+        },
+    }  # fmt: skip
+
+
+def actuals_read_operation(served: Served) -> dict[str, Any]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+    day = {"type": "string", "format": "date"}
+    stored = {
+        "start": "2018-01-01",
+        "end": "2018-01-02",
+        "actuals": [
+            {"date": "2018-01-01", "store": 3, "item": 23, "sales": 31},
+            {"date": "2018-01-02", "store": 3, "item": 23, "sales": 27},
+        ],
+    }
+    return {
+        "summary": "The stored actual sales of a window: a series, a store, an item or all",
+        "description": "By store, item and date; by default the last 56 days with actuals (at most 366). What the "
+        "planner page (/ui) draws beside the forecast.",
+        "parameters": [
+            query("start", day, "First day (default: 55 days before the end)."),
+            query("end", day, "Last day (default: the last day with actuals)."),
+            query("store", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, "Only this store."),
+            query("item", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, "Only this item."),
+        ],
+        "responses": {
+            "200": {"description": "The rows stored.", **_json(_ref("StoredActuals"), stored=stored)},
+            **_errors(414),
+            "422": _error("A parameter it cannot read.", 422, "invalid_input",
+                          "store: a whole number from 0 to 2147483647 (got 'x')", field="store"),
             **_errors(503),
         },
     }  # fmt: skip

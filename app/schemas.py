@@ -205,6 +205,15 @@ class ActualsLoaded(TypedDict):
     unchanged: int
 
 
+class StoredActuals(TypedDict):
+    """``GET /actuals``: the window read (``null`` when nothing is stored) and its stored rows, by store, item and
+    date."""
+
+    start: str | None
+    end: str | None
+    actuals: list[ActualRow]
+
+
 class AccuracyScores(TypedDict):
     """Errors of ``rows`` forecasts against the actuals (``null`` each when ``rows`` is 0)."""
 
@@ -321,13 +330,26 @@ class RouteState(TypedDict):
     shadow_weight: int
 
 
+class ServedDomain(TypedDict):
+    """What the production version this pod routes to forecasts: its stores, items and dates, and the last day of
+    its training data (a forecast's ``start`` defaults to the day after)."""
+
+    stores: list[int]
+    items: list[int]
+    first_date: str
+    last_date: str
+    trained_through: str
+
+
 class ModelState(TypedDict):
-    """One model: its versions and aliases in the registry, this pod's routes, the mules holding each version."""
+    """One model: its versions and aliases in the registry, this pod's routes, the mules holding each version, and
+    what its production version forecasts."""
 
     versions: list[str]
     aliases: dict[str, AliasState]
     routes: RouteState | None  # None: not rolled out on this pod (yet, or its production was refused)
     mules: dict[str, list[int]]  # version -> ids of the serving mules that hold it
+    serves: ServedDomain | None  # None: not rolled out on this pod
 
 
 class Models(TypedDict):

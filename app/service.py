@@ -85,6 +85,12 @@ class ServedModel:
         return cls(model, version, domain, Guardrails.of(metadata, domain), trained_through, calibration,
                    feature_set.names, trend)  # fmt: skip
 
+    def serves(self) -> dict[str, Any]:
+        """What it forecasts, as ``GET /models`` says (:class:`app.schemas.ServedDomain`)."""
+        return {"stores": sorted(self.domain.stores), "items": sorted(self.domain.items),
+                "first_date": self.domain.first_date.isoformat(), "last_date": self.domain.last_date.isoformat(),
+                "trained_through": self.trained_through.isoformat()}  # fmt: skip
+
 
 class ForecastService:
     """Per-process service object; thread-safe."""
@@ -229,6 +235,7 @@ class ForecastService:
                 "aliases": {name: vars(alias) for name, alias in registry.alias_table().items()},
                 "routes": vars(route) if route else None,
                 "mules": view.holders(model),
+                "serves": self.model(model, route.production).serves() if route else None,
             }
         return {"models": found, "refused": routes.refused or {}}
 

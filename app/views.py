@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, request, send_file, send_from_directory
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.wsgi import get_current_url
@@ -32,6 +32,8 @@ from app.legacy_answers import INDEX_ANSWER, RELOAD_ANSWER, STATUS_ANSWER
 from app.predict import NAMED_ROUTE, ROUTE, PredictRequest, read_body
 from app.service import ForecastService
 from app.services import services
+from app.ui import PAGE as UI_PAGE
+from app.ui import STATIC as UI_STATIC
 from forecast.registry import DEFAULT_MODEL
 from serving.processes import release_freed_memory
 from serving.settings import Settings
@@ -148,6 +150,21 @@ def actuals() -> ResponseReturnValue:
     return services().actuals.load(request.content_type or "", request.get_data(cache=False))
 
 
+def actuals_read() -> ResponseReturnValue:
+    """The stored actual sales of a window (app/actuals.py): what the planner page draws beside the forecast."""
+    return services().actuals.history(request.query_string.decode("latin-1"))
+
+
+def ui() -> ResponseReturnValue:
+    """The planner page (app/ui): what it shows, its script fetches from the API."""
+    return send_file(UI_PAGE, mimetype="text/html")
+
+
+def ui_asset(asset: str) -> ResponseReturnValue:
+    """The page's script, style and chart library (app/ui/static; a missing one is a 404)."""
+    return send_from_directory(UI_STATIC, asset)
+
+
 def accuracy() -> ResponseReturnValue:
     """Realised accuracy of the served versions against the stored actuals (app/accuracy.py)."""
     return services().accuracy.answer(request.query_string.decode("latin-1"))
@@ -191,6 +208,7 @@ ENDPOINTS = (
     Endpoint(HORIZON_ROUTE, ("GET",), forecast, openapi.forecast_query_operation),
     Endpoint("/actuals", ("POST",), actuals, openapi.actuals_operation, in_index=True,
              example="date,store,item,sales CSV (text/csv)"),
+    Endpoint("/actuals", ("GET",), actuals_read, openapi.actuals_read_operation),
     Endpoint(ACCURACY_ROUTE, ("GET",), accuracy, openapi.accuracy_operation, in_index=True,
              example="?model=default&start=2017-12-01&end=2017-12-28"),
     Endpoint("/models", ("GET",), models, openapi.models_operation),
@@ -200,6 +218,8 @@ ENDPOINTS = (
     Endpoint("/metrics", ("GET",), prometheus_metrics, openapi.metrics_operation),
     Endpoint("/docs", ("GET",), docs, None),  # the redirect to Swagger UI, which shows the document
     Endpoint("/openapi.json", ("GET",), openapi_document, None),  # the document itself
+    Endpoint("/ui", ("GET",), ui, None, in_index=True),  # the planner page, a client of the API
+    Endpoint("/ui/<path:asset>", ("GET",), ui_asset, None),  # its files
 )  # fmt: skip
 
 

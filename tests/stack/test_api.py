@@ -27,7 +27,8 @@ def test_root_names_the_service_version_and_endpoints(stack: Stack) -> None:
     body = response.json()
     assert body["service"] == "store-item sales forecast"
     assert body["model_version"] == "v1"
-    assert set(body["endpoints"]) == {"status", "reload", "predict", "forecast", "actuals", "accuracy"}
+    assert set(body["endpoints"]) == {"status", "reload", "predict", "forecast", "actuals", "accuracy", "ui"}
+    assert body["endpoints"]["ui"] == "GET /ui"
 
 
 def test_status_reports_every_mule(stack: Stack) -> None:

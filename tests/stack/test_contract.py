@@ -28,7 +28,8 @@ from launcher.stack import Stack
 from tests.stack.scrape import Scrape, scrape, scrape_until
 
 ROW = {"date": "2016-03-01", "store": 2, "item": 3}
-SAMPLES = {"name": DEFAULT_MODEL, "path": "index.html", "filename": "x"}  # a value for each rule's argument
+# a value for each rule's argument
+SAMPLES = {"name": DEFAULT_MODEL, "path": "index.html", "filename": "x", "asset": "ui.js"}
 
 
 def routes_app() -> Flask:

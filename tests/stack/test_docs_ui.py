@@ -12,8 +12,8 @@ from launcher.stack import Stack
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "test-results" / "docs.png"
 # GET /, /status, /metrics, /models; GET + POST /reload; POST /predict, /models/{name}/predict; GET + POST /forecast
-# and /models/{name}/forecast; POST /actuals; GET /accuracy
-OPERATIONS = 14
+# and /models/{name}/forecast; GET + POST /actuals; GET /accuracy
+OPERATIONS = 15
 # Headless, as root, on a machine without internet: no sandbox, no background calls to Google.
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -56,6 +56,7 @@ def test_docs_render_every_operation_without_errors_or_outside_requests(stack: S
             "/predict",
             "/forecast",
             "/forecast",
+            "/actuals",
             "/actuals",
             "/accuracy",
             "/metrics",
