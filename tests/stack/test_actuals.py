@@ -3,6 +3,7 @@ real PostgreSQL database: the same tests against each."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,3 +141,28 @@ def test_two_loads_at_once_lose_nothing(served: Served) -> None:
     stored = served.store().read(16071, 16101)  # 2014-01-01..31
     assert len(stored) == 31 * 20
     assert (stored.sales == stored.stores + stored.items).all()
+
+
+def test_stored_actuals_read_back_by_series_item_and_window(served: Served) -> None:
+    stack = served.stack
+    body = "date,store,item,sales\n2016-06-01,4,7,11\n2016-06-02,4,7,12\n2016-06-02,5,7,13\n2016-06-02,4,8,14\n"
+    assert requests.post(f"{stack.url}/actuals", data=body, headers=CSV, timeout=30).status_code == 200
+
+    def read(query: str) -> Any:
+        answer = requests.get(f"{stack.url}/actuals?{query}", timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    series = read("store=4&item=7&start=2016-06-01&end=2016-06-02")
+    assert series == {"start": "2016-06-01", "end": "2016-06-02", "actuals": [
+        {"date": "2016-06-01", "store": 4, "item": 7, "sales": 11},
+        {"date": "2016-06-02", "store": 4, "item": 7, "sales": 12}]}  # fmt: skip
+    by_item = read("item=7&start=2016-06-02&end=2016-06-02")["actuals"]
+    assert [(row["store"], row["sales"]) for row in by_item] == [(4, 12), (5, 13)]
+    assert len(read("start=2016-06-02&end=2016-06-02")["actuals"]) >= 3  # all series (other tests' days aside)
+    default = read("store=4&item=7")  # the last 56 days with actuals
+    assert (dt.date.fromisoformat(default["end"]) - dt.date.fromisoformat(default["start"])).days == 55
+    for query, field in (("store=x", "store"), ("start=2016-06-03&end=2016-06-01", "start"), ("bogus=1", "bogus"),
+                         ("end=June", "end"), ("item=99999999999", "item")):  # fmt: skip
+        refused = requests.get(f"{stack.url}/actuals?{query}", timeout=30)
+        assert (refused.status_code, refused.json()["field"]) == (422, field), query
