@@ -29,6 +29,7 @@ pytestmark = pytest.mark.xdist_group("ui")
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "test-results"
+DOCS_IMAGE = ROOT / "docs" / "images" / "planner.png"
 SERIES = "store=3&item=23&weeks=13&granularity=week"
 
 
@@ -36,7 +37,12 @@ SERIES = "store=3&item=23&weeks=13&granularity=week"
 def ui_stack(tmp_path_factory: pytest.TempPathFactory, serving_registry: Registry) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("ui")
     shutil.copytree(serving_registry.root, root / "registry")
-    stack = start_stack(root / "run", Registry(root / "registry"), FORECAST_MAX_HORIZON_DAYS="200")
+    registry = Registry(root / "registry")
+    # "plain": v2's trees as a model of their own, trained without an interval calibration: no bands
+    metadata = {k: v for k, v in registry.metadata("v2").items() if k not in ("version", "checksum")}
+    plain = registry.named("plain")
+    plain.set_alias("production", plain.verify(plain.register(registry.model_path("v2").read_text(), metadata)).version)
+    stack = start_stack(root / "run", registry, FORECAST_MAX_HORIZON_DAYS="200")
     yield stack
     stack.stop()
 
@@ -140,6 +146,8 @@ def test_the_page_draws_the_forecast_the_api_answers(visit: Visit) -> None:
     assert any(url.endswith("/ui/vendor/uPlot.iife.min.js") for url in visit.requested)
     RESULTS.mkdir(exist_ok=True)
     visit.page.screenshot(path=str(RESULTS / "ui.png"), full_page=True)
+    DOCS_IMAGE.parent.mkdir(exist_ok=True)  # the docs' planner page shows it (docs/planner-page.md)
+    shutil.copyfile(RESULTS / "ui.png", DOCS_IMAGE)
     print(f"\ntime to first chart (navigation start to the chart drawn, this machine): {ui['firstChartMs']} ms")
 
 
@@ -217,6 +225,23 @@ def test_an_error_from_the_api_is_shown_to_the_user(visit: Visit) -> None:
     assert direct.status_code == 422
     assert direct.json()["message"] in shown
     assert visit.page.locator("#message").get_attribute("role") == "alert"
+
+
+def test_a_version_without_bands_says_so_and_plots_the_forecast(visit: Visit) -> None:
+    visit.open(f"model=plain&{SERIES}")
+    ui = visit.ui()
+    assert ui["request"]["path"] == "/models/plain/forecast"
+    answer = api_forecast(visit.stack, ui["request"]).json()
+    assert "none" in answer["intervals"]
+    assert (
+        visit.page.locator("#message")
+        .inner_text()
+        .startswith(f"No bands for this version: {answer['intervals']['none']}")
+    )
+    plotted = ui["plotted"]
+    assert [v for v in plotted["sales"] if v is not None] == [f["sales"] for f in answer["forecasts"]]
+    assert set(plotted["lower80"]) == {None}
+    assert visit.inked_pixels() > 2_000
 
 
 def test_the_pickers_are_labelled_controls_reachable_by_keyboard(visit: Visit) -> None:
