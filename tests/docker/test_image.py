@@ -48,6 +48,12 @@ def test_the_image_serves_a_correct_prediction_reaches_healthy_and_logs_on_its_s
     date, store, item = ROWS[0]
     legacy = requests.post(f"{container.url}/predict", params={"date": date, "store": store, "item": item}, timeout=10)
     assert float(legacy.text) == sales[0]
+    # the planner page and its chart library are in the image (app/ui/vendor.py fetched it at build)
+    page, library = (
+        requests.get(f"{container.url}{path}", timeout=10) for path in ("/ui", "/ui/vendor/uPlot.iife.min.js")
+    )
+    assert (page.status_code, library.status_code) == (200, 200)
+    assert "uPlot" in library.text
 
     # the image's own HEALTHCHECK (interval 10 s), as Docker runs it
     wait_for(lambda: container.state()["Health"]["Status"] == "healthy", 60, container.logs)
