@@ -39,7 +39,8 @@ COPY uwsgi.ini nginx.conf prestart.sh /app/
 COPY forecast /app/forecast
 COPY app /app/app
 # The planner page's chart library from its pinned npm package (a no-op when the build context has it).
-RUN cd /app && python -m app.ui.vendor
+WORKDIR /app
+RUN python -m app.ui.vendor
 COPY mules /app/mules
 COPY serving /app/serving
 

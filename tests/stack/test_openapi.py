@@ -92,7 +92,7 @@ def api_schema(stack: Stack) -> schemathesis.BaseSchema:
 
 OPERATIONS = ("GET /", "GET /status", "GET /reload", "POST /reload", "POST /predict", "GET /models",
               "POST /models/{name}/predict", "GET /metrics", "GET /forecast", "POST /forecast",
-              "GET /models/{name}/forecast", "POST /models/{name}/forecast", "POST /actuals",
+              "GET /models/{name}/forecast", "POST /models/{name}/forecast", "POST /actuals", "GET /actuals",
               "GET /accuracy")  # fmt: skip
 
 
