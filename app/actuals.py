@@ -4,8 +4,10 @@ The rows are read and checked whole before anything is stored (:mod:`forecast.ac
 line refuses the request with 422 naming it, and nothing is stored), against the stores and items
 the served models know, then loaded in one transaction (:class:`forecast.actuals.ActualsStore`).
 ``GET`` answers a window's stored rows (by default the last :data:`HISTORY_DAYS` days with actuals),
-of one store, one item or both: what a planner draws beside the forecast (``/ui``).  The store is
-opened on first use: a worker starts even when PostgreSQL does not answer yet.
+of one store, one item or both: what a planner draws beside the forecast (``/ui``); with nothing
+stored yet, the last weeks of the production version's training data, which the version keeps
+(``source`` says which).  The store is opened on first use: a worker starts even when PostgreSQL
+does not answer yet.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from forecast.actuals import ActualsStore, Loaded, StoreUnavailable
 from forecast.actuals_input import BadActuals
 from forecast.actuals_input import from_csv as actuals_from_csv
 from forecast.actuals_input import from_json as actuals_from_json
+from forecast.registry import DEFAULT_MODEL
 from serving.columns import EPOCH
 
 MAX_WINDOW_DAYS = 366  # the longest window /actuals and /accuracy read at once
 HISTORY_DAYS = 56  # GET /actuals without a start: the last 8 weeks
-QUERY_FIELDS = ("start", "end", "store", "item")
+QUERY_FIELDS = ("model", "start", "end", "store", "item")
 MAX_ID = 2**31 - 1  # a store or item number the query reads (the store keeps them as 32-bit integers)
 
 
@@ -118,6 +121,7 @@ class ActualsUseCase:
         """``GET /actuals``: ``{"start", "end", "actuals": [{"date", "store", "item", "sales"}, ...]}``, by store, item
         and date (``start`` and ``end`` None when nothing is stored); 422 naming the parameter it cannot read."""
         asked = _history_query(query_string)
+        self.service.route(asked.get("model", DEFAULT_MODEL))  # 404 for a model it does not have, whatever answers
         store = self.store()
         try:
             window = window_of(store, asked.get("start"), asked.get("end"), HISTORY_DAYS)
@@ -125,7 +129,7 @@ class ActualsUseCase:
         except StoreUnavailable as exc:
             raise Unavailable(exc.message, Reason.UNAVAILABLE) from exc
         if window is None or found is None:
-            return {"start": None, "end": None, "actuals": []}
+            return self.training_weeks(asked)
         keep = np.ones(len(found), dtype=bool)
         for name, column in (("store", found.stores), ("item", found.items)):
             if name in asked:
@@ -133,8 +137,24 @@ class ActualsUseCase:
         dates = found.days[keep].astype("datetime64[D]").astype(str).tolist()  # days since 1970-01-01
         rows = zip(dates, found.stores[keep].tolist(), found.items[keep].tolist(), found.sales[keep].tolist(),
                    strict=True)  # fmt: skip
-        return {"start": window.date(window.first_day), "end": window.date(window.last_day),
+        return {"start": window.date(window.first_day), "end": window.date(window.last_day), "source": "actuals",
                 "actuals": [{"date": d, "store": s, "item": i, "sales": n} for d, s, i, n in rows]}  # fmt: skip
+
+    def training_weeks(self, asked: dict[str, Any]) -> dict[str, Any]:
+        """``GET /actuals`` with nothing stored: the last weeks of the model's production version's training data
+        (``forecast.train.recent_sales``), of the series asked; none for a version trained without them."""
+        model = asked.get("model", DEFAULT_MODEL)
+        served = self.service.model(model, self.service.route(model).production)  # 404 for a model it does not have
+        recent = served.recent
+        if recent is None:
+            return {"start": None, "end": None, "source": "actuals", "actuals": []}
+        first = dt.date.fromisoformat(recent["first_date"])
+        rows = [{"date": str(first + dt.timedelta(days=offset)), "store": store, "item": item, "sales": sold}
+                for store, item, sales in recent["series"]
+                if asked.get("store", store) == store and asked.get("item", item) == item
+                for offset, sold in enumerate(sales) if sold is not None]  # fmt: skip
+        return {"start": recent["first_date"], "end": recent["last_date"],
+                "source": f"training data of {model} {served.version}", "actuals": rows}  # fmt: skip
 
 
 def _history_query(query_string: str) -> dict[str, Any]:
@@ -143,7 +163,9 @@ def _history_query(query_string: str) -> dict[str, Any]:
     for name, value in parse_qsl(query_string, keep_blank_values=True):
         if name not in QUERY_FIELDS:
             raise InvalidInput(f"unknown query parameter {name!r} (known: {', '.join(QUERY_FIELDS)})", field=name)
-        if name in ("start", "end"):
+        if name == "model":
+            asked[name] = value
+        elif name in ("start", "end"):
             asked[name] = read_date(name, value)
         elif re.fullmatch("[0-9]{1,10}", value) and int(value) <= MAX_ID:
             asked[name] = int(value)

@@ -469,6 +469,7 @@ def actuals_read_operation(served: Served) -> dict[str, Any]:
     stored = {
         "start": "2018-01-01",
         "end": "2018-01-02",
+        "source": "actuals",
         "actuals": [
             {"date": "2018-01-01", "store": 3, "item": 23, "sales": 31},
             {"date": "2018-01-02", "store": 3, "item": 23, "sales": 27},
@@ -476,17 +477,20 @@ def actuals_read_operation(served: Served) -> dict[str, Any]:
     }
     return {
         "summary": "The stored actual sales of a window: a series, a store, an item or all",
-        "description": "By store, item and date; by default the last 56 days with actuals (at most 366). What the "
-        "planner page (/ui) draws beside the forecast.",
+        "description": "By store, item and date; by default the last 56 days with actuals (at most 366). With nothing "
+        "stored yet, the last 56 days of the model's production version's training data (`source` says which). "
+        "What the planner page (/ui) draws beside the forecast.",
         "parameters": [
+            query("model", {"type": "string", "enum": list(served.models) or ["default"]},
+                  "Whose training data answers while nothing is stored (default)."),
             query("start", day, "First day (default: 55 days before the end)."),
             query("end", day, "Last day (default: the last day with actuals)."),
             query("store", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, "Only this store."),
             query("item", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, "Only this item."),
         ],
         "responses": {
-            "200": {"description": "The rows stored.", **_json(_ref("StoredActuals"), stored=stored)},
-            **_errors(414),
+            "200": {"description": "The rows.", **_json(_ref("StoredActuals"), stored=stored)},
+            **_errors(404, 414),
             "422": _error("A parameter it cannot read.", 422, "invalid_input",
                           "store: a whole number from 0 to 2147483647 (got 'x')", field="store"),
             **_errors(503),

@@ -211,6 +211,7 @@ class StoredActuals(TypedDict):
 
     start: str | None
     end: str | None
+    source: str  # "actuals", or "training data of <model> <version>" while nothing is stored
     actuals: list[ActualRow]
 
 

@@ -70,6 +70,7 @@ class ServedModel:
     calibration: Calibration | None  # its interval calibration; None: trained without one, or imported
     feature_names: tuple[str, ...]  # its trees' features, in order (explanations name them)
     trend: Trend | None  # its trend (our feature set: the trees predict log1p(sales) around it); None: legacy
+    recent: dict[str, Any] | None = None  # its training data's last weeks (forecast.train.recent_sales); None: none
 
     @classmethod
     def of(cls, model: str, version: str, metadata: dict[str, Any], horizon_days: int) -> ServedModel:
@@ -83,7 +84,7 @@ class ServedModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise Unavailable(f"model {model!r} {version} cannot be served: {exc}", Reason.NOT_READY) from exc
         return cls(model, version, domain, Guardrails.of(metadata, domain), trained_through, calibration,
-                   feature_set.names, trend)  # fmt: skip
+                   feature_set.names, trend, metadata.get("recent"))  # fmt: skip
 
     def serves(self) -> dict[str, Any]:
         """What it forecasts, as ``GET /models`` says (:class:`app.schemas.ServedDomain`)."""

@@ -103,6 +103,27 @@ def scores(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
     return {"smape": round(smape(actual, forecast), 4), "mae": round(float(np.abs(actual - forecast).mean()), 4)}
 
 
+RECENT_DAYS = 56  # the training data's last days a version keeps: what the planner page draws before any actuals
+
+
+def recent_sales(data: SalesData, through: str) -> dict[str, Any]:
+    """The last :data:`RECENT_DAYS` days of ``data`` through ``through`` (a date), per series: ``{"first_date",
+    "last_date", "series": [[store, item, [units sold each day, null where the data has no row]], ...]}``."""
+    last = np.datetime64(through, "D")
+    first = last - (RECENT_DAYS - 1)
+    rows = data.rows
+    inside = (rows.dates >= first) & (rows.dates <= last)
+    stores, items = rows.stores[inside], rows.items[inside]
+    offsets, sales = (rows.dates[inside] - first).astype(np.int64), data.sales[inside]
+    found: dict[tuple[int, int], list[int | None]] = {}
+    for store, item, offset, sold in zip(
+        stores.tolist(), items.tolist(), offsets.tolist(), sales.tolist(), strict=True
+    ):
+        found.setdefault((store, item), [None] * RECENT_DAYS)[offset] = sold
+    series = [[store, item, found[store, item]] for store, item in sorted(found)]
+    return {"first_date": str(first), "last_date": str(last), "series": series}
+
+
 def train(
     data: SalesData,
     rounds: int = DEFAULT_ROUNDS,
@@ -159,5 +180,6 @@ def train(
         "metrics": metrics,
         "intervals": calibration.to_dict() if calibration is not None else None,
     }
+    metadata["recent"] = recent_sales(data, metadata["data"]["trained_through"])
     metadata["training"]["seconds"] = round(time.perf_counter() - started, 1)
     return TrainResult(final, model_text, metadata)

@@ -154,7 +154,7 @@ def test_stored_actuals_read_back_by_series_item_and_window(served: Served) -> N
         return answer.json()
 
     series = read("store=4&item=7&start=2016-06-01&end=2016-06-02")
-    assert series == {"start": "2016-06-01", "end": "2016-06-02", "actuals": [
+    assert series == {"start": "2016-06-01", "end": "2016-06-02", "source": "actuals", "actuals": [
         {"date": "2016-06-01", "store": 4, "item": 7, "sales": 11},
         {"date": "2016-06-02", "store": 4, "item": 7, "sales": 12}]}  # fmt: skip
     by_item = read("item=7&start=2016-06-02&end=2016-06-02")["actuals"]

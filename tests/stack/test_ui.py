@@ -179,6 +179,11 @@ def test_the_accuracy_panel_and_the_history_show_the_api_s_numbers_once_actuals_
 ) -> None:
     visit.open(SERIES)
     assert "No actuals yet" in visit.page.locator("#accuracy").inner_text()
+    # before any actuals: the production version's last training weeks, said so, summed per ISO week
+    training = requests.get(f"{ui_stack.url}/actuals?model=default&store=3&item=23", timeout=30).json()
+    assert (training["source"], len(training["actuals"])) == ("training data of default v1", 56)
+    assert "the training data of default v1" in visit.page.locator("#message").inner_text()
+    assert_plots_weekly_sums(visit, training["actuals"])
     body = actuals_csv()
     loaded = requests.post(f"{ui_stack.url}/actuals", data=body, headers={"Content-Type": "text/csv"}, timeout=60)
     assert loaded.status_code == 200, loaded.text
@@ -188,10 +193,15 @@ def test_the_accuracy_panel_and_the_history_show_the_api_s_numbers_once_actuals_
     shown = visit.ui()["accuracy"]
     assert shown == {"version": "v1", "smape": production["smape"], "baseline": production["baseline"]["smape"]}
     assert f"{production['smape']:.2f}" in visit.page.locator("#accuracy").inner_text()
-    stored = requests.get(f"{ui_stack.url}/actuals?store=3&item=23", timeout=30).json()["actuals"]
-    assert len(stored) == 28
-    weekly: dict[dt.date, int] = {}  # ISO weeks, by their Monday
-    for row in stored:
+    stored = requests.get(f"{ui_stack.url}/actuals?store=3&item=23", timeout=30).json()
+    assert (stored["source"], len(stored["actuals"])) == ("actuals", 28)
+    assert_plots_weekly_sums(visit, stored["actuals"])
+
+
+def assert_plots_weekly_sums(visit: Visit, rows: list[dict[str, Any]]) -> None:
+    """The plotted history is ``rows``' sales summed per ISO week (Monday to Sunday), week by week."""
+    weekly: dict[dt.date, int] = {}  # by their Monday
+    for row in rows:
         day = dt.date.fromisoformat(row["date"])
         monday = day - dt.timedelta(days=day.weekday())
         weekly[monday] = weekly.get(monday, 0) + row["sales"]

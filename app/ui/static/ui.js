@@ -71,7 +71,7 @@ function post(request, accept) {
 }
 
 function actualsPath(state) {
-  const query = new URLSearchParams();
+  const query = new URLSearchParams({ model: state.model });
   if (state.store !== "all") query.set("store", state.store);
   if (state.item !== "all") query.set("item", state.item);
   return `/actuals?${query}`;
@@ -242,7 +242,12 @@ async function render(state) {
   showAccuracy(accuracy);
   const notes = [];
   if (answer.intervals && answer.intervals.none) notes.push(`No bands for this version: ${answer.intervals.none}`);
-  if (!stored.actuals.length) notes.push("No actual sales stored for this selection yet (POST /actuals).");
+  if (stored.source !== "actuals") {
+    notes.push(`No actual sales stored yet: the history shown is the ${stored.source} (POST /actuals to store some).`);
+  } else if (!stored.actuals.length) {
+    notes.push("No actual sales stored for this selection yet (POST /actuals).");
+  }
+  ui.source = stored.source;
   showMessage(notes.join(" "), "note");
   if (ui.firstChartMs === null) ui.firstChartMs = Math.round(performance.now()); // since navigation start
   ui.ready = true;
