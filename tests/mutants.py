@@ -279,10 +279,15 @@ MUTANTS = (
 )  # fmt: skip
 
 
+FETCHED = ("app/ui/static/vendor",)  # ignored but needed: what `make venv` fetched (the planner page's chart library)
+
+
 def copy_checkout(target: Path) -> None:
-    """The checkout's files as they are now (tracked or new, never ignored ones), into ``target``."""
+    """The checkout's files as they are now (tracked or new, never ignored ones, but :data:`FETCHED`), into
+    ``target``."""
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
                             check=True).stdout.decode().split("\0")  # fmt: skip
+    listed += [str(path.relative_to(ROOT)) for folder in FETCHED for path in (ROOT / folder).glob("*")]
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_symlink():  # docs/results -> benchmarks/results: a link, as git keeps it
