@@ -118,8 +118,9 @@ class ActualsUseCase:
         return {"added": loaded.added, "replaced": loaded.replaced, "unchanged": loaded.unchanged}
 
     def history(self, query_string: str) -> dict[str, Any]:
-        """``GET /actuals``: ``{"start", "end", "actuals": [{"date", "store", "item", "sales"}, ...]}``, by store, item
-        and date (``start`` and ``end`` None when nothing is stored); 422 naming the parameter it cannot read."""
+        """``GET /actuals``: ``{"start", "end", "source", "actuals": [{"date", "store", "item", "sales"}, ...]}``, by
+        store, item and date; with nothing stored (and no ``end`` asked), :meth:`training_weeks`.  422 naming the
+        parameter it cannot read, 404 for a model it does not have."""
         asked = _history_query(query_string)
         self.service.route(asked.get("model", DEFAULT_MODEL))  # 404 for a model it does not have, whatever answers
         store = self.store()
@@ -128,7 +129,7 @@ class ActualsUseCase:
             found = store.read(window.first_day, window.last_day) if window is not None else None
         except StoreUnavailable as exc:
             raise Unavailable(exc.message, Reason.UNAVAILABLE) from exc
-        if window is None or found is None:
+        if window is None or found is None:  # nothing stored yet
             return self.training_weeks(asked)
         keep = np.ones(len(found), dtype=bool)
         for name, column in (("store", found.stores), ("item", found.items)):
@@ -158,7 +159,8 @@ class ActualsUseCase:
 
 
 def _history_query(query_string: str) -> dict[str, Any]:
-    """``start``, ``end`` (dates), ``store`` and ``item`` (whole numbers) of ``GET /actuals``, those given."""
+    """``model``, ``start``, ``end`` (dates), ``store`` and ``item`` (whole numbers) of ``GET /actuals``, those
+    given."""
     asked: dict[str, Any] = {}
     for name, value in parse_qsl(query_string, keep_blank_values=True):
         if name not in QUERY_FIELDS:
