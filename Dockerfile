@@ -38,11 +38,10 @@ RUN rm -f /app/main.py
 COPY uwsgi.ini nginx.conf prestart.sh /app/
 COPY forecast /app/forecast
 COPY app /app/app
-# The planner page's chart library from its pinned npm package (a no-op when the build context has it).
-WORKDIR /app
-RUN python -m app.ui.vendor
 COPY mules /app/mules
 COPY serving /app/serving
+# The planner page's chart library from its pinned npm package (a no-op when the build context has it).
+RUN python /app/app/ui/vendor.py
 
 # The default model, trained at build time so `docker run` serves at once (data is generated,
 # used and deleted here; a mounted empty registry gets a model trained at start by prestart.sh).

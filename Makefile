@@ -82,7 +82,7 @@ venv: $(VENV)/.installed app/ui/static/vendor/VERSION
 
 # The planner page's chart library, from its pinned npm package (checked against its published hash).
 app/ui/static/vendor/VERSION: app/ui/vendor.py | $(VENV)/.installed
-	$(PY) -m app.ui.vendor
+	$(PY) app/ui/vendor.py
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt | $(UV)
 	@test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)

@@ -1,10 +1,11 @@
-"""The planner page's chart library, uPlot, from its pinned npm package: ``python -m app.ui.vendor``.
+"""The planner page's chart library, uPlot, from its pinned npm package: ``python app/ui/vendor.py``.
 
 uPlot (MIT) is 51 KB minified and draws bands between two series natively; Chart.js (213 KB) and
 the Plotly bundle (4.8 MB) were the others considered (docs/planning.md says why).  The package's
 tarball is fetched from the npm registry (no Node needed), checked against the integrity hash the
 registry published for this version, and its two files and licence are written to
-``app/ui/static/vendor/`` (not committed: ``make venv`` and the Docker build run this).  Run again,
+``app/ui/static/vendor/`` (not committed: ``make venv`` and the Docker build run this, as a script: it
+needs nothing but the standard library).  Run again,
 it does nothing while the files of this version are there.
 """
 
@@ -18,14 +19,13 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from app.ui import STATIC
-
 PACKAGE, VERSION = "uplot", "1.6.32"
 TARBALL = f"https://registry.npmjs.org/{PACKAGE}/-/{PACKAGE}-{VERSION}.tgz"
 INTEGRITY = "sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/ep3tOkyTxpiQIw=="
 FILES = {"package/dist/uPlot.iife.min.js": "uPlot.iife.min.js", "package/dist/uPlot.min.css": "uPlot.min.css",
          "package/LICENSE": "LICENSE"}  # fmt: skip
-FOLDER = STATIC / "vendor"
+# Beside this file, not through app.ui: run as a script (make, the Docker build), it imports nothing of the app.
+FOLDER = Path(__file__).resolve().parent / "static" / "vendor"
 STAMP = FOLDER / "VERSION"
 
 
