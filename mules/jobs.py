@@ -159,7 +159,7 @@ class JobPath:
         try:
             rows = b"".join(job.rows for job in jobs)
             values = self.predict(predictor, rows)
-            blocks = [model_output(self.models, key, name, rows) for name in outputs]
+            blocks = [model_output(self.models, key, predictor, name, rows) for name in outputs]
             values = np.column_stack([values, *blocks]) if blocks else values
         except Exception as exc:  # answer every job: a failure must reach the waiting workers
             # The one log line of this failure (the workers only name the job on their request lines).
@@ -235,11 +235,11 @@ class JobPath:
             logger.debug("mule %d: worker for job %s is gone", self.id, job_id.hex())
 
 
-def model_output(models: ModelCache, key: Key, name: str, rows_bytes: bytes) -> np.ndarray:
-    """The rows' output ``name`` (``forecast.scoring.Scorer.output``), ``(rows, width)``: from the version as held, or
-    loaded with LightGBM when its engine cannot compute it.  Raises ``RuntimeError`` when neither can."""
+def model_output(models: ModelCache, key: Key, predictor: Predictor, name: str, rows_bytes: bytes) -> np.ndarray:
+    """The rows' output ``name`` (``forecast.scoring.Scorer.output``), ``(rows, width)``: from ``predictor`` (``key``'s
+    version as held), or loaded with LightGBM when its engine cannot compute it.  Raises ``RuntimeError`` when neither
+    can."""
     rows = _rows(rows_bytes)
-    predictor, _ = models.get(key)
     found = predictor.output(name, rows)
     if found is None and predictor.engine != "lightgbm":
         found = models.with_lightgbm(key).output(name, rows)

@@ -264,6 +264,8 @@ class Result:
         Raises :class:`MessageError` when the result does not hold as many outputs as ``names``."""
         if len(names) != len(self.widths):
             raise MessageError(f"result: {len(self.widths)} outputs for the {len(names)} asked ({','.join(names)})")
+        if not names:  # most results: the sales alone
+            return {}
         values = prediction_array(self.predictions).reshape(-1, self.width)
         edges = np.cumsum((1, *self.widths)).tolist()
         return {name: values[:, a:b] for name, a, b in zip(names, edges[:-1], edges[1:], strict=True)}
