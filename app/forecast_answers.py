@@ -9,15 +9,14 @@ column per factor when explained; an empty cell for a total's store or item).  N
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
-from app.answers import ANSWER_PIECE_ROWS, CSV, number_cells
+from app.answers import ANSWER_PIECE_ROWS, CSV, csv_lines, interleave, number_cells
 from app.bands import level_names
 from app.explain import Explanation
 from forecast.buckets import Buckets, Granularity, Groups, Totals
@@ -61,6 +60,7 @@ def render(answer: HorizonAnswer, media: str) -> Iterator[bytes]:
     if media == CSV:
         yield (",".join(_csv_names(answer)) + "\n").encode()
     else:
+        dates = [f'"{date}"' for date in dates]  # safe text: ISO dates
         yield orjson.dumps(answer.header())[:-1] + b',"forecasts":['
     for start in range(0, len(answer), ANSWER_PIECE_ROWS):
         rows = slice(start, min(start + ANSWER_PIECE_ROWS, len(answer)))
@@ -72,41 +72,43 @@ def render(answer: HorizonAnswer, media: str) -> Iterator[bytes]:
         yield b"]}\n"
 
 
-def _columns(answer: HorizonAnswer, dates: list[str], rows: slice) -> dict[str, list[Any]]:
-    """The rows' plain fields by name, JSON-ready: date, (days), store, item, sales."""
+def _cells(answer: HorizonAnswer, dates: list[str], rows: slice, missing: str) -> dict[str, list[str]]:
+    """The rows' plain fields as text, by name: date (``dates``, a bucket's), (days), store, item, sales
+    (``missing``: a total's store or item).  A group's and a bucket's texts are written once, then taken for
+    each of their rows."""
     positions = np.arange(rows.start, rows.stop)
     group, bucket = np.divmod(positions, len(answer.buckets))
-    found: dict[str, list[Any]] = {"date": [dates[b] for b in bucket.tolist()]}
+    found = {"date": _take(dates, bucket)}
     if answer.granularity is Granularity.WEEK:
-        found["days"] = answer.buckets.lengths[bucket].tolist()
-    found["store"] = [None if s < 0 else s for s in answer.groups.stores[group].tolist()]
-    found["item"] = [None if i < 0 else i for i in answer.groups.items[group].tolist()]
-    found["sales"] = answer.sales[rows].tolist()
+        found["days"] = _take(number_cells(answer.buckets.lengths.tolist()), bucket)
+    for name, ids in (("store", answer.groups.stores), ("item", answer.groups.items)):
+        found[name] = _take([missing if i < 0 else str(i) for i in ids.tolist()], group)
+    found["sales"] = number_cells(answer.sales[rows].tolist())
     return found
 
 
+def _take(texts: list[str], at: np.ndarray) -> list[str]:
+    """``texts[i]`` for each ``i`` of ``at`` (numpy's indexing: no Python code per row)."""
+    taken: list[str] = np.array(texts, dtype=object)[at].tolist()
+    return taken
+
+
 def _json_piece(answer: HorizonAnswer, dates: list[str], rows: slice) -> bytes:
-    """The rows' forecast objects as JSON text, comma-separated, written by :func:`_writer` for this answer's
-    fields: each number as orjson writes it (the shortest text that reads back the same double)."""
-    columns = _columns(answer, dates, rows)
-    layout: list[tuple[str, Any]] = [(name, TEXT if name == "date" else NUMBER) for name in columns]
-    values = [columns.pop("date"), *(number_cells(v) for v in columns.values())]
+    """The rows' forecast objects as JSON text, comma-separated: each number as orjson writes it (the shortest
+    text that reads back the same double)."""
+    layout: Layout = dict(_cells(answer, dates, rows, missing="null"))
     if answer.lower is not None and answer.upper is not None:
-        levels = answer.level_names
         for edge, table in (("lower", answer.lower), ("upper", answer.upper)):
-            layout.append((edge, [(level, NUMBER) for level in levels]))
-            values += [number_cells(table[rows, n].tolist()) for n in range(len(levels))]
+            layout[edge] = {level: number_cells(table[rows, n].tolist()) for n, level in enumerate(answer.level_names)}
     explained = answer.explanation
     if explained is not None:
         kind, of = ("factors", "1 + sales") if explained.multiplicative else ("terms", "sales")
-        names = [(name, NUMBER) for name in explained.names]
-        layout.append(("explanation", [("of", Constant(of)), ("base", NUMBER), (kind, names)]))
-        values.append(number_cells(explained.base[rows].tolist()))
-        values += [number_cells(explained.values[rows, n].tolist()) for n in range(len(explained.names))]
-    return _writer(_freeze(layout))(*values).encode()
-
-
-TEXT, NUMBER = "text", "number"  # a column of strings to quote (safe ones: dates), or of JSON numbers (or null)
+        layout["explanation"] = {"of": Constant(of), "base": number_cells(explained.base[rows].tolist()),
+                                 kind: {name: number_cells(explained.values[rows, n].tolist())
+                                        for n, name in enumerate(explained.names)}}  # fmt: skip
+    parts = _json_parts(layout)
+    parts.append(",")
+    return interleave(parts, rows.stop - rows.start)[:-1].encode()
 
 
 @dataclass(frozen=True)
@@ -116,48 +118,34 @@ class Constant:
     value: str
 
 
-Layout = tuple[tuple[str, Any], ...]  # (key, TEXT | NUMBER | Constant | a nested Layout)
+Layout = dict[str, "list[str] | Constant | Layout"]  # a key's cells (JSON text, one per row), constant, or object
 
 
-def _freeze(layout: list[tuple[str, Any]]) -> Layout:
-    return tuple((key, _freeze(child) if isinstance(child, list) else child) for key, child in layout)
+def _json_parts(layout: Layout) -> list[str | list[str]]:
+    """The parts of one JSON object per row (for :func:`app.answers.interleave`): the keys and constants as
+    JSON-encoded text, the cells as they are; adjacent texts written as one."""
+    parts: list[str | list[str]] = []
 
+    def text(written: str) -> None:
+        if parts and isinstance(parts[-1], str):
+            parts[-1] += written
+        else:
+            parts.append(written)
 
-@functools.lru_cache(maxsize=64)
-def _writer(layout: Layout) -> Callable[..., str]:
-    """A function from one list of cells per column to the rows' JSON objects, comma-separated: one f-string
-    comprehension over ``zip``, generated for ``layout`` (45,000 rows with two bands: about half the time
-    of building each row's dicts and encoding them, measured).  Keys and constants are JSON-encoded and
-    reach the code as variables, never as source text."""
-    constants: dict[str, str] = {}
-    count = 0
-
-    def literal(text: str) -> str:
-        name = f"k{len(constants)}"
-        constants[name] = orjson.dumps(text).decode()
-        return "{" + name + "}"
-
-    def display(part: Layout) -> str:
-        nonlocal count
-        entries = []
-        for key, child in part:
-            if child in (TEXT, NUMBER):
-                cell = "{c" + str(count) + "}"
-                entries.append(literal(key) + ":" + (f'"{cell}"' if child == TEXT else cell))
-                count += 1
-            elif isinstance(child, Constant):
-                entries.append(literal(key) + ":" + literal(child.value))
+    def write(obj: Layout) -> None:
+        text("{")
+        for n, (key, child) in enumerate(obj.items()):
+            text(("," if n else "") + orjson.dumps(key).decode() + ":")
+            if isinstance(child, Constant):
+                text(orjson.dumps(child.value).decode())
+            elif isinstance(child, dict):
+                write(child)
             else:
-                entries.append(literal(key) + ":" + display(child))
-        return "{{" + ",".join(entries) + "}}"
+                parts.append(child)
+        text("}")
 
-    template = display(layout)
-    cells, columns = ", ".join(f"c{n}" for n in range(count)), ", ".join(f"v{n}" for n in range(count))
-    source = f"def rows({columns}):\n    return ','.join([f{template!r} for {cells} in zip({columns}, strict=True)])\n"
-    namespace: dict[str, Any] = dict(constants)
-    exec(source, namespace)  # the template's text is this function's own; keys and constants are variables
-    rows: Callable[..., str] = namespace["rows"]
-    return rows
+    write(layout)
+    return parts
 
 
 def _csv_names(answer: HorizonAnswer) -> list[str]:
@@ -171,10 +159,7 @@ def _csv_names(answer: HorizonAnswer) -> list[str]:
 
 
 def _csv_piece(answer: HorizonAnswer, dates: list[str], rows: slice) -> bytes:
-    columns = _columns(answer, dates, rows)
-    cells: list[list[str]] = [columns.pop("date")]
-    cells += [["" if v is None else str(v) for v in values] if name in ("store", "item") else number_cells(values)
-              for name, values in columns.items()]  # fmt: skip
+    cells = list(_cells(answer, dates, rows, missing="").values())
     if answer.lower is not None and answer.upper is not None:
         for n in range(len(answer.levels)):
             cells += [number_cells(answer.lower[rows, n].tolist()), number_cells(answer.upper[rows, n].tolist())]
@@ -182,4 +167,4 @@ def _csv_piece(answer: HorizonAnswer, dates: list[str], rows: slice) -> bytes:
         cells.append(number_cells(answer.explanation.base[rows].tolist()))
         cells += [number_cells(answer.explanation.values[rows, n].tolist())
                   for n in range(len(answer.explanation.names))]  # fmt: skip
-    return ("\n".join(map(",".join, zip(*cells, strict=True))) + "\n").encode()
+    return csv_lines(cells)
