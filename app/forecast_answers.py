@@ -121,31 +121,30 @@ class Constant:
 Layout = dict[str, "list[str] | Constant | Layout"]  # a key's cells (JSON text, one per row), constant, or object
 
 
-def _json_parts(layout: Layout) -> list[str | list[str]]:
-    """The parts of one JSON object per row (for :func:`app.answers.interleave`): the keys and constants as
-    JSON-encoded text, the cells as they are; adjacent texts written as one."""
-    parts: list[str | list[str]] = []
-
-    def text(written: str) -> None:
-        if parts and isinstance(parts[-1], str):
-            parts[-1] += written
+def _json_parts(obj: Layout, parts: list[str | list[str]] | None = None) -> list[str | list[str]]:
+    """The parts of one JSON object per row (for :func:`app.answers.interleave`), appended to ``parts``: the
+    keys and constants as JSON-encoded text, the cells as they are; adjacent texts written as one.  A plain
+    recursive function: closures calling themselves would make a reference cycle that keeps every cell alive
+    until the garbage collector runs (measured: four threads writing 45,000-row answers peaked 2.4 times as high)."""
+    parts = [] if parts is None else parts
+    _text(parts, "{")
+    for n, (key, child) in enumerate(obj.items()):
+        _text(parts, ("," if n else "") + orjson.dumps(key).decode() + ":")
+        if isinstance(child, Constant):
+            _text(parts, orjson.dumps(child.value).decode())
+        elif isinstance(child, dict):
+            _json_parts(child, parts)
         else:
-            parts.append(written)
-
-    def write(obj: Layout) -> None:
-        text("{")
-        for n, (key, child) in enumerate(obj.items()):
-            text(("," if n else "") + orjson.dumps(key).decode() + ":")
-            if isinstance(child, Constant):
-                text(orjson.dumps(child.value).decode())
-            elif isinstance(child, dict):
-                write(child)
-            else:
-                parts.append(child)
-        text("}")
-
-    write(layout)
+            parts.append(child)
+    _text(parts, "}")
     return parts
+
+
+def _text(parts: list[str | list[str]], written: str) -> None:
+    if parts and isinstance(parts[-1], str):
+        parts[-1] += written
+    else:
+        parts.append(written)
 
 
 def _csv_names(answer: HorizonAnswer) -> list[str]:
