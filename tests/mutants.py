@@ -276,6 +276,14 @@ MUTANTS = (
     Mutant("the alert factor gauge is the setting", "app/accuracy_gauges.py",
            "metrics.ACCURACY_ALERT_FACTOR.set(self.settings.accuracy_alert_factor)",
            "metrics.ACCURACY_ALERT_FACTOR.set(1.0)", ("tests/stack/test_accuracy.py",)),
+    Mutant("a forecast answer's rows are written row after row, each part in its place", "app/answers.py",
+           "texts[n :: len(parts)] = [part] * rows if isinstance(part, str) else part",
+           "texts[n :: len(parts)] = [part] * rows if isinstance(part, str) else part[::-1]"),
+    Mutant("a forecast object's keys and constants are all written", "app/forecast_answers.py",
+           "        parts[-1] += written\n", "        parts[-1] = written\n"),
+    Mutant("writing a forecast answer leaves no cycle holding its cells", "app/forecast_answers.py",
+           "    parts = [] if parts is None else parts\n",
+           "    parts = [] if parts is None else parts\n    holder: list[object] = [parts]\n    holder.append(holder)\n"),
 )  # fmt: skip
 
 
