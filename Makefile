@@ -17,7 +17,7 @@ PORT ?= 8000
 RUN_DIR ?= run
 export FORECAST_REGISTRY_DIR ?= registry
 
-.PHONY: serve test docs docker-test train lint venv system-deps test-system-deps docker-deps bench bench-smoke bench-deps clean
+.PHONY: serve test docs docker-test swarm-test train lint venv system-deps test-system-deps docker-deps bench bench-smoke bench-deps clean
 
 # `exec`: make itself is the launcher's parent, so the launcher (and its stack) stops when make dies.
 serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
@@ -42,6 +42,11 @@ docs: venv  ## build the docs site (docs/, mkdocs.yml) into site/
 # reach), and run for real: serving, health, logs, docker stop under load, the registry volume, replicas.
 docker-test: venv system-deps docker-deps  ## build the Docker image and test it in a real Docker engine (root)
 	$(PY) -m pytest tests/docker
+
+# The stack file (deploy/swarm/) on a single-node Docker Swarm of that engine, under load: deploy, a rolling
+# image update, a rollback Swarm makes itself, a killed replica, scaling, a promote (docs/swarm.md).
+swarm-test: venv system-deps docker-deps  ## deploy the Swarm stack and roll, roll back, kill, scale and promote under load (root)
+	$(PY) -m pytest tests/swarm
 
 train: venv  ## train, evaluate, register and promote a model on the default data
 	$(PY) -m forecast train

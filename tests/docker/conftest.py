@@ -58,7 +58,12 @@ def volume(image: str) -> Iterator[str]:
     name = f"forecast-test-registry-{uuid.uuid4().hex[:12]}"
     docker("volume", "create", name)
     yield name
-    docker("volume", "rm", "-f", name, check=False)
+    # This fixture may be torn down before ``containers`` (fixtures end in reverse order of their start): a
+    # volume in use cannot be removed, so the containers using it go first.
+    users = docker("ps", "-aq", "--filter", f"volume={name}").stdout.split()
+    if users:
+        docker("rm", "-f", "-v", *users, check=False)
+    docker("volume", "rm", "-f", name)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -19,9 +19,13 @@ class EngineError(RuntimeError):
     """No Docker engine, and none can be started here; the message says what to do."""
 
 
-def docker(*args: str, timeout_s: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the ``docker`` client; raises ``CalledProcessError`` (with its output) when ``check`` and it fails."""
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout_s, check=False)
+def docker(*args: str, timeout_s: float = 600, check: bool = True, env: dict[str, str] | None = None,
+           stdin: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run the ``docker`` client (``env``: variables added to this process's; ``stdin``: its input); raises
+    ``CalledProcessError`` (with its output) when ``check`` and it fails."""
+    environment = {**os.environ, **env} if env else None
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout_s, check=False,
+                            env=environment, input=stdin)  # fmt: skip
     if check and result.returncode != 0:
         raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
     return result
