@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker.conftest import image, measured, pytest_terminal_summary  # noqa: F401 (the image tier's fixtures)
+from tests.docker.engine import docker
 from tests.swarm.swarm import Stack, edge, single_node_swarm
 
 
@@ -38,3 +39,6 @@ def deployed(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
                 yield Deployed(stack, image, url)
         finally:
             stack.remove()
+            derived = docker("image", "ls", "-q", "--filter", "label=forecast.test.swarm").stdout.split()
+            if derived:  # the releases the tests built on the image
+                docker("image", "rm", "-f", *sorted(set(derived)))

@@ -167,7 +167,10 @@ class Stack:
         label = f"label=com.docker.stack.namespace={self.name}"
         wait_for(lambda: docker("ps", "-aq", "--filter", label).stdout.strip() == "", 120)
         wait_for(lambda: docker("network", "ls", "-q", "--filter", label).stdout.strip() == "", 60)
-        docker("volume", "rm", "-f", self.volume, check=False)
+        # a job's container (not the stack's) also holds the volume until Swarm removes it
+        using = ("ps", "-aq", "--filter", f"volume={self.volume}")
+        wait_for(lambda: docker(*using).stdout.strip() == "", 60, lambda: docker(*using).stdout)
+        docker("volume", "rm", "-f", self.volume)
 
 
 def _job_state(job: str) -> str:

@@ -1,11 +1,12 @@
 """The stack file on a real (single-node) Docker Swarm, under steady load through its front.
 
 In order, on one deployment: the stack deployed, every replica ready, predictions correct; a rolling
-image update (start-first, health-gated) with no failed request; an image whose healthcheck never
-passes, rolled back by Swarm itself with no failed request; a replica's container killed and
-replaced, only the requests in flight on it lost; scaled 2 -> 4 -> 2 with no failed request; a promote
-from a one-off Swarm job on the shared registry volume followed by every replica, ``/status`` 200
-throughout. Each phase's requests (sent, answered 2xx, failed) are printed at the end.
+image update (start-first, health-gated) and ``docker service rollback``, with no failed request; an
+image whose healthcheck never passes, rolled back by Swarm itself with no failed request; a replica's
+container killed and replaced, only the requests in flight on it lost; scaled 2 -> 4 -> 2 with no
+failed request; a promote from a one-off Swarm job on the shared registry volume followed by every
+replica, ``/status`` 200 throughout. Each phase's requests (sent, answered 2xx, failed) are printed
+at the end.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.timeout(900)  # the first test also builds the image (m
 
 THREADS = 8
 NEXT, BROKEN = "forecast:swarm-test-next", "forecast:swarm-test-broken"
+ENDED = {"completed", "rollback_completed", "paused", "rollback_paused"}  # Swarm's update states that end one
 NEVER_HEALTHY = "HEALTHCHECK --interval=2s --timeout=2s --start-period=2s --retries=2 CMD false"
 
 
@@ -62,15 +64,20 @@ def test_the_stack_deploys_every_replica_ready_and_predicting_correctly(deployed
     assert np.max(np.abs(sales - expected)) <= 1e-9
 
 
-def test_a_rolling_image_update_fails_no_request(deployed: Deployed) -> None:
+def test_a_rolling_image_update_and_a_rollback_by_hand_fail_no_request(deployed: Deployed) -> None:
     stack = deployed.stack
     before = {r.container for r in stack.replicas()}
     derived_image(deployed.image, NEXT)
     with load_through(deployed, "rolling image update") as load:
         stack.deploy(NEXT)
-        assert stack.wait_update({"completed", "rollback_completed", "paused"}) == "completed", stack.explain()
+        assert stack.wait_update(ENDED) == "completed", stack.explain()
         replicas = stack.wait_replicas(2, NEXT)
     assert not before & {r.container for r in replicas}  # every replica replaced
+    assert load.failures() == [], load.summary()
+    with load_through(deployed, "docker service rollback") as load:
+        docker("service", "rollback", "--detach", stack.service)
+        assert stack.wait_update(ENDED) == "rollback_completed", stack.explain()
+        stack.wait_replicas(2, deployed.image)
     assert load.failures() == [], load.summary()
 
 
@@ -79,8 +86,8 @@ def test_an_image_that_never_gets_healthy_is_rolled_back_by_swarm(deployed: Depl
     derived_image(deployed.image, BROKEN, NEVER_HEALTHY)
     with load_through(deployed, "update to a never-healthy image, rolled back") as load:
         stack.deploy(BROKEN)
-        assert stack.wait_update({"rollback_completed", "completed", "paused"}) == "rollback_completed"
-        stack.wait_replicas(2, NEXT)  # the old version, still serving
+        assert stack.wait_update(ENDED) == "rollback_completed", stack.explain()
+        stack.wait_replicas(2, deployed.image)  # the old version, still serving
     assert load.failures() == [], load.summary()
 
 
@@ -89,7 +96,7 @@ def test_a_killed_replica_is_replaced_losing_at_most_the_requests_in_flight(depl
     killed, kept = stack.replicas()
     with load_through(deployed, "a replica's container killed") as load:
         docker("kill", "--signal", "KILL", killed.container)
-        replicas = stack.wait_replicas(2, NEXT)
+        replicas = stack.wait_replicas(2, deployed.image)
     assert killed.container not in {r.container for r in replicas}
     assert kept.container in {r.container for r in replicas}
     lost: list[Outcome] = load.failures()
@@ -102,10 +109,10 @@ def test_scaling_out_and_back_in_fails_no_request(deployed: Deployed) -> None:
     stack = deployed.stack
     with load_through(deployed, "scaled 2 -> 4 -> 2") as load:
         docker("service", "scale", "--detach", f"{stack.service}=4")
-        stack.wait_replicas(4, NEXT)
+        stack.wait_replicas(4, deployed.image)
         load.wait_for_answers(200)
         docker("service", "scale", "--detach", f"{stack.service}=2")
-        stack.wait_replicas(2, NEXT)
+        stack.wait_replicas(2, deployed.image)
     assert load.failures() == [], load.summary()
 
 
@@ -124,7 +131,7 @@ def test_a_promote_from_a_one_off_job_reaches_every_replica(deployed: Deployed) 
     watcher = threading.Thread(target=watch_status, daemon=True)
     with load_through(deployed, "a promote followed by every replica") as load:
         watcher.start()
-        output = stack.run_job(NEXT, *TRAIN_A_SMALL_MODEL)
+        output = stack.run_job(deployed.image, *TRAIN_A_SMALL_MODEL)
         assert "production -> v2" in output, output
         promoted = time.monotonic()
         # within the poll interval (2 s here) plus a rollout through each replica's mules ("v1,v2" meanwhile)
