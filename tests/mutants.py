@@ -283,7 +283,14 @@ MUTANTS = (
            "        parts[-1] += written\n", "        parts[-1] = written\n"),
     Mutant("writing a forecast answer leaves no cycle holding its cells", "app/forecast_answers.py",
            "    parts = [] if parts is None else parts\n",
-           "    parts = [] if parts is None else parts\n    holder: list[object] = [parts]\n    holder.append(holder)\n"),
+           "    parts = [] if parts is None else parts\n    holder: list[object] = [parts]\n"
+           "    holder.append(holder)\n"),
+    Mutant("Swarm rolls back an update whose replicas never get healthy", "deploy/swarm/stack.yml",
+           "failure_action: rollback  #", "failure_action: pause  #", ("tests/swarm/test_swarm.py",)),
+    Mutant("the Swarm front sends a request a replica refused to another replica", "deploy/swarm/front.conf",
+           "proxy_next_upstream error timeout;", "proxy_next_upstream off;", ("tests/swarm/test_swarm.py",)),
+    Mutant("the Swarm front stops gracefully when an update replaces it", "deploy/swarm/stack.yml",
+           "stop_signal: SIGQUIT", "stop_signal: SIGTERM", ("tests/swarm/test_swarm.py",)),
 )  # fmt: skip
 
 

@@ -38,7 +38,9 @@ def deployed(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
             with edge(stack, image, Path(tmp_path_factory.mktemp("edge"))) as url:
                 yield Deployed(stack, image, url)
         finally:
-            stack.remove()
-            derived = docker("image", "ls", "-q", "--filter", "label=forecast.test.swarm").stdout.split()
-            if derived:  # the releases the tests built on the image
-                docker("image", "rm", "-f", *sorted(set(derived)))
+            try:
+                stack.remove()
+            finally:
+                derived = docker("image", "ls", "-q", "--filter", "label=forecast.test.swarm").stdout.split()
+                if derived:  # the releases the tests built on the image
+                    docker("image", "rm", "-f", *sorted(set(derived)))

@@ -160,6 +160,10 @@ class Stack:
             return logs.stdout + logs.stderr
         finally:
             docker("service", "rm", job, check=False)
+            # Swarm keeps a finished job's container (its task history): removed here, or it holds the volume
+            ended = docker("ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={job}").stdout.split()
+            if ended:
+                docker("rm", "-f", "-v", *ended, check=False)
 
     def remove(self) -> None:
         """``docker stack rm``, then its network and volume once its containers are gone."""
@@ -167,7 +171,6 @@ class Stack:
         label = f"label=com.docker.stack.namespace={self.name}"
         wait_for(lambda: docker("ps", "-aq", "--filter", label).stdout.strip() == "", 120)
         wait_for(lambda: docker("network", "ls", "-q", "--filter", label).stdout.strip() == "", 60)
-        # a job's container (not the stack's) also holds the volume until Swarm removes it
         using = ("ps", "-aq", "--filter", f"volume={self.volume}")
         wait_for(lambda: docker(*using).stdout.strip() == "", 60, lambda: docker(*using).stdout)
         docker("volume", "rm", "-f", self.volume)
@@ -192,7 +195,7 @@ def edge(stack: Stack, image: str, folder: Path) -> Iterator[str]:
         wait_for(lambda: answers(f"{url}/status"), 120, lambda: docker("logs", container, check=False).stderr)
         yield url
     finally:
-        docker("rm", "-f", container, check=False)
+        docker("rm", "-f", "-v", container, check=False)  # -v: the image's declared volume, anonymous here
 
 
 def answers(url: str) -> bool:
