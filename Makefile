@@ -17,7 +17,7 @@ PORT ?= 8000
 RUN_DIR ?= run
 export FORECAST_REGISTRY_DIR ?= registry
 
-.PHONY: serve test docs docker-test swarm-test train lint venv system-deps test-system-deps docker-deps bench bench-smoke bench-deps clean
+.PHONY: serve test docs docker-test swarm-test kube-play-test kube-deps train lint venv system-deps test-system-deps docker-deps bench bench-smoke bench-deps clean
 
 # `exec`: make itself is the launcher's parent, so the launcher (and its stack) stops when make dies.
 serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
@@ -47,6 +47,10 @@ docker-test: venv system-deps docker-deps  ## build the Docker image and test it
 # image update, a rollback Swarm makes itself, a killed replica, scaling, a promote (docs/swarm.md).
 swarm-test: venv system-deps docker-deps  ## deploy the Swarm stack and roll, roll back, kill, scale and promote under load (root)
 	$(PY) -m pytest tests/swarm
+
+# The Kubernetes manifests (k8s/) played by podman with the image of that engine (docs/kubernetes.md).
+kube-play-test: venv system-deps docker-deps kube-deps  ## play k8s/ with podman: ready, a prediction, a graceful stop (root)
+	$(PY) -m pytest tests/kube
 
 train: venv  ## train, evaluate, register and promote a model on the default data
 	$(PY) -m forecast train
@@ -127,6 +131,9 @@ test-system-deps:
 # A Docker engine (started by the tests when none runs) and debootstrap (the base image's stand-in).
 docker-deps:
 	$(call debian,make docker-test (as root),dockerd:docker.io debootstrap:debootstrap)
+
+kube-deps:
+	$(call debian,make kube-play-test (as root),podman:podman runc:runc catatonit:catatonit)
 
 clean:
 	rm -rf $(VENV) .tools data registry run site test-results .pytest_cache .mypy_cache .ruff_cache app/ui/static/vendor

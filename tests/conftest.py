@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its tier, from its folder."""
     for item in items:
         tier = item.path.relative_to(TESTS).parts[0]
-        if tier in ("unit", "stack", "docker", "swarm"):
+        if tier in ("unit", "stack", "docker", "swarm", "kube"):
             item.add_marker(getattr(pytest.mark, tier))
 
 

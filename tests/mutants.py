@@ -291,6 +291,10 @@ MUTANTS = (
            "proxy_next_upstream error timeout;", "proxy_next_upstream off;", ("tests/swarm/test_swarm.py",)),
     Mutant("the Swarm front stops gracefully when an update replaces it", "deploy/swarm/stack.yml",
            "stop_signal: SIGQUIT", "stop_signal: SIGTERM", ("tests/swarm/test_swarm.py",)),
+    Mutant("the Deployment's readiness probe asks /status", "k8s/deployment.yaml",
+           "httpGet: {path: /status, port: http}\n            periodSeconds: 5",
+           "httpGet: {path: /no-such-path, port: http}\n            periodSeconds: 5",
+           ("tests/kube/test_kube_play.py",)),
 )  # fmt: skip
 
 

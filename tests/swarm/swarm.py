@@ -205,6 +205,18 @@ def answers(url: str) -> bool:
         return False
 
 
+def memory_mib(containers: list[str]) -> list[float]:
+    """Each container's memory use as ``docker stats`` reports it (its cgroup's), in MiB."""
+    lines = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", *containers).stdout.splitlines()
+    units = {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0}
+    found = []
+    for line in lines:
+        used = line.split("/")[0].strip()
+        number, unit = used[:-3], used[-3:]
+        found.append(float(number) * units[unit])
+    return found
+
+
 def derived_image(base: str, tag: str, *lines: str) -> str:
     """An image built ``FROM base`` with ``lines`` added (a new release of the same code); its tag."""
     dockerfile = "\n".join([f"FROM {base}", f"LABEL forecast.test.swarm={tag.split(':')[-1]}", *lines]) + "\n"

@@ -29,7 +29,7 @@ from tests.docker.load import REFUSED, Load, Outcome
 from tests.docker.test_image import ROWS, lightgbm_sales
 from tests.helpers import wait_for
 from tests.swarm.conftest import Deployed
-from tests.swarm.swarm import derived_image
+from tests.swarm.swarm import derived_image, memory_mib
 
 pytestmark = pytest.mark.timeout(900)  # the first test also builds the image (minutes on a clean machine)
 
@@ -69,15 +69,20 @@ def test_a_rolling_image_update_and_a_rollback_by_hand_fail_no_request(deployed:
     before = {r.container for r in stack.replicas()}
     derived_image(deployed.image, NEXT)
     with load_through(deployed, "rolling image update") as load:
+        started = time.monotonic()
         stack.deploy(NEXT)
         assert stack.wait_update(ENDED) == "completed", stack.explain()
         replicas = stack.wait_replicas(2, NEXT)
+        measured(f"rolling image update: both replicas on the new image {time.monotonic() - started:.1f} s after "
+                 "docker stack deploy")  # fmt: skip
     assert not before & {r.container for r in replicas}  # every replica replaced
     assert load.failures() == [], load.summary()
     with load_through(deployed, "docker service rollback") as load:
+        started = time.monotonic()
         docker("service", "rollback", "--detach", stack.service)
         assert stack.wait_update(ENDED) == "rollback_completed", stack.explain()
         stack.wait_replicas(2, deployed.image)
+        measured(f"docker service rollback: both replicas on the first image {time.monotonic() - started:.1f} s after")
     assert load.failures() == [], load.summary()
 
 
@@ -109,8 +114,10 @@ def test_scaling_out_and_back_in_fails_no_request(deployed: Deployed) -> None:
     stack = deployed.stack
     with load_through(deployed, "scaled 2 -> 4 -> 2") as load:
         docker("service", "scale", "--detach", f"{stack.service}=4")
-        stack.wait_replicas(4, deployed.image)
+        replicas = stack.wait_replicas(4, deployed.image)
         load.wait_for_answers(200)
+        memory = ", ".join(f"{mib:.0f}" for mib in memory_mib([r.container for r in replicas]))
+        measured(f"memory per replica under load, 4 replicas (docker stats, MiB): {memory}")
         docker("service", "scale", "--detach", f"{stack.service}=2")
         stack.wait_replicas(2, deployed.image)
     assert load.failures() == [], load.summary()
