@@ -20,6 +20,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,10 +40,27 @@ DEFAULT_POOL = f"{_FIELDS['uwsgi_processes'].default} workers x {_FIELDS['uwsgi_
 DEFAULT_MULES = _FIELDS["mules"].default
 
 
+RAY_WORKER_PORTS_END = 20_000  # Ray's workers listen on 10002-19999 (its default min/max_worker_port)
+
+
+def listen_ports() -> range:
+    """Where the systems' front ports are drawn from: above Ray's worker ports and outside the kernel's ephemeral
+    range, where every process binding port 0 lands (Ray's own servers, while it starts). A port drawn there was
+    once taken by a starting Ray before its HTTP proxy bound it (the suite read a gRPC frame as HTTP)."""
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    return range(RAY_WORKER_PORTS_END, low) if low - RAY_WORKER_PORTS_END >= 1_000 else range(high + 1, 65_536)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port of :func:`listen_ports` free now on 127.0.0.1."""
+    for port in random.sample(listen_ports(), 100):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # taken: draw another
+                continue
+            return port
+    raise RuntimeError(f"no free port in {listen_ports()} after 100 draws")
 
 
 def children(pid: int) -> list[int]:
