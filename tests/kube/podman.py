@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 NPROC_MAX = 32_768  # the highest nproc limit runc set here (65,536 was refused)
 
@@ -44,12 +45,16 @@ class Podman:
         (folder / "containers.conf").write_text(containers_conf())
         return cls(folder / "containers.conf")
 
-    def __call__(self, *args: str, check: bool = True, stdin: bytes | None = None,
+    def __call__(self, *args: str, check: bool = True, stdin: bytes | IO[bytes] | None = None,
                  timeout_s: float = 600) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
-        """Run ``podman``; raises ``CalledProcessError`` (with its output) when ``check`` and it fails."""
+        """Run ``podman`` (``stdin``: its input, or a stream it reads); raises ``CalledProcessError`` (with its
+        output) when ``check`` and it fails."""
         env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
-        result = subprocess.run(["podman", *args], capture_output=True, input=stdin, env=env, timeout=timeout_s,
-                                check=False)  # fmt: skip
+        command = ["podman", *args]
+        if isinstance(stdin, bytes):
+            result = subprocess.run(command, capture_output=True, env=env, timeout=timeout_s, check=False, input=stdin)
+        else:
+            result = subprocess.run(command, capture_output=True, env=env, timeout=timeout_s, check=False, stdin=stdin)
         if check and result.returncode != 0:
             raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
         return result
@@ -58,8 +63,11 @@ class Podman:
         return self(*args, check=check).stdout.decode()
 
     def load_from_docker(self, image: str, tag: str) -> None:
-        """``docker save image | podman load``, tagged ``tag`` (what the manifests name)."""
-        saved = subprocess.run(["docker", "save", image], capture_output=True, check=True, timeout=600).stdout
-        loaded = self("load", stdin=saved).stdout.decode()
+        """``docker save image | podman load`` (a pipe: the image, about 1 GB, never in this process's memory),
+        tagged ``tag`` (what the manifests name)."""
+        with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE) as saving:
+            loaded = self("load", stdin=saving.stdout).stdout.decode()
+        if saving.returncode != 0:
+            raise RuntimeError(f"docker save {image} failed (exit {saving.returncode})")
         name = loaded.strip().splitlines()[-1].removeprefix("Loaded image: ").strip()
         self("tag", name, tag)

@@ -36,16 +36,17 @@ TOKEN = "kube-play-test-token"
 
 def podman_deployment(target: Path) -> tuple[Path, dict[str, Any]]:
     """``k8s/deployment.yaml`` as podman 4.3 can play it (see the module's docstring), written to ``target``;
-    the path and the container's spec."""
+    the path and the pod's spec."""
     manifest = yaml.safe_load((K8S / "deployment.yaml").read_text())
     manifest["spec"]["replicas"] = 1
-    container: dict[str, Any] = manifest["spec"]["template"]["spec"]["containers"][0]
+    pod: dict[str, Any] = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
     ports = {port["name"]: port["containerPort"] for port in container.pop("ports")}
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         action = container[probe]["httpGet"]
         action["port"] = ports.get(action["port"], action["port"])  # a named port names one of ``ports``
     target.write_text(yaml.safe_dump(manifest))
-    return target, container
+    return target, pod
 
 
 def probe_passes(podman: Podman, name: str, probe: dict[str, Any]) -> bool:
@@ -59,7 +60,8 @@ def probe_passes(podman: Podman, name: str, probe: dict[str, Any]) -> bool:
 
 
 def test_the_deployment_plays_gets_ready_predicts_and_stops_gracefully(podman: Podman, tmp_path: Path) -> None:
-    manifest, container = podman_deployment(tmp_path / "deployment.yaml")
+    manifest, spec = podman_deployment(tmp_path / "deployment.yaml")
+    container = spec["containers"][0]
     pod = "forecast-pod-0"
     name = f"{pod}-{container['name']}"
     secret = json.dumps({"token": base64.b64encode(TOKEN.encode()).decode()})  # podman's form of a Secret's data
@@ -90,7 +92,7 @@ def test_the_deployment_plays_gets_ready_predicts_and_stops_gracefully(podman: P
 
         # podman 4.3's `kube down` kills the pod (exit 137): the pod is stopped gracefully first, with the
         # manifest's terminationGracePeriodSeconds, then `kube down` removes it
-        grace = manifest_grace(manifest)
+        grace: int = spec["terminationGracePeriodSeconds"]
         stopping = time.monotonic()
         podman("pod", "stop", "--time", str(grace), pod, timeout_s=grace + 60)
         measured(f"pod stop (grace {grace} s): {time.monotonic() - stopping:.1f} s")
@@ -101,8 +103,3 @@ def test_the_deployment_plays_gets_ready_predicts_and_stops_gracefully(podman: P
         podman("pod", "rm", "-f", pod, check=False)
         podman("volume", "rm", "-f", "forecast-registry", check=False)
         podman("secret", "rm", "forecast-admin", check=False)
-
-
-def manifest_grace(manifest: Path) -> int:
-    grace: int = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    return grace
