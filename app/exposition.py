@@ -12,6 +12,7 @@ scrape time from uWSGI's cache and queue.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.pool import MulePool
+from serving.messages import SyncState
 from serving.processes import process_alive
 from serving.settings import Settings
 
@@ -59,11 +61,30 @@ class ServingStateCollector(Collector):
                 age.add_metric([mule_id], beat.age_s(view.now))
         yield from (up, info, age)
         yield GaugeMetricFamily("forecast_queue_depth", "Jobs waiting in the uWSGI queue.", self.pool.queue_depth())
+        yield from _mlflow_sync(self.pool.sync_state(), view.now)
         yield GaugeMetricFamily(
             "forecast_jobs_in_flight_limit",
             "Most jobs the web workers admit at once (their shares of the queue); beyond, 503.",
             self.settings.jobs_in_flight_per_worker * self.settings.uwsgi_processes,
         )
+
+
+def _mlflow_sync(state: SyncState | None, now: float) -> Iterator[GaugeMetricFamily]:
+    """The pod's following of MLflow, when it follows it: the age of its last good pass, the failed ones since."""
+    if state is None:
+        return
+    age = math.inf if state.last_success is None else now - state.last_success
+    yield GaugeMetricFamily(
+        "forecast_mlflow_sync_age_seconds",
+        "Seconds since the pod last reached MLflow and brought its aliases over (+Inf: never).",
+        age,
+    )
+    yield GaugeMetricFamily(
+        "forecast_mlflow_sync_failing_passes", "Passes since then that could not reach MLflow.", state.failures
+    )
+    yield GaugeMetricFamily(
+        "forecast_mlflow_refused_versions", "Versions MLflow's aliases name that the pod refused.", len(state.refused)
+    )
 
 
 def forget_dead_processes(directory: Path) -> None:

@@ -112,3 +112,10 @@ ACCURACY_REFRESHED = Gauge(
     multiprocess_mode="livemax",
     registry=None,
 )
+
+# Following MLflow (app/mlflow_follow.py): set by the one web worker that follows it.
+MLFLOW_SYNC_FAILURES = Counter(
+    "forecast_mlflow_sync_failures",
+    "Passes of the pod's MLflow follower that could not reach MLflow (down, slow, 5xx); it kept what it had.",
+    registry=None,
+)

@@ -75,6 +75,11 @@ MULE_EXAMPLE = {
     "started": 1795391000.0, "jobs_done": 1520, "error": None, "heartbeat_age_s": 0.21,
 }  # fmt: skip
 ROLLOUT_EXAMPLE: dict[str, Any] = {"generation": 3, "in_progress": None, "refused": {}}
+MLFLOW_EXAMPLE: dict[str, Any] = {
+    "tracking_uri": "http://mlflow:5000", "last_success": 1795392000.2, "age_s": 4.1, "failures": 0,
+    "last_error": None, "refused": {"default/mlflow:sales/4": "MLflow model 'sales' version 4: its features store item "
+                                    "price are not a feature set this service knows; expected ..."},
+}  # fmt: skip
 MODELS_EXAMPLE = {
     "models": {
         "default": {
@@ -313,14 +318,14 @@ def status_operation(served: Served) -> dict[str, Any]:
         "responses": {
             "200": {"description": "Every mule serves a model.", **_json(_ref("Status"), ready={
                 "status": "Alive", "ready": True, "model_version": "v2", "mules": [MULE_EXAMPLE],
-                "rollout": ROLLOUT_EXAMPLE})},
+                "rollout": ROLLOUT_EXAMPLE, "mlflow": MLFLOW_EXAMPLE})},
             "503": {
                 "description": "Some mule has no model (starting, loading, failed or stale).",
                 "headers": RETRY_AFTER,
                 **_json(_ref("NotReady"), not_ready={
                     **error_body(503, "not_ready", "not every mule has a model loaded"), "ready": False,
                     "model_version": "v2", "mules": [{"id": 2, "state": "loading", "heartbeat_age_s": 0.4}],
-                    "rollout": None}),
+                    "rollout": None, "mlflow": None}),
             },
         },
     }  # fmt: skip

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from serving.messages import ROUTES_KEY, STATE_CACHE, Heartbeat, MessageError, Routes, heartbeat_key
+from serving.messages import (
+    MLFLOW_KEY,
+    ROUTES_KEY,
+    STATE_CACHE,
+    Heartbeat,
+    MessageError,
+    Routes,
+    SyncState,
+    heartbeat_key,
+)
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -118,6 +127,22 @@ class MulePool:
         """Make ``routes`` what every worker of the pod routes by (app/rollout.py, after a rollout)."""
         if not self.uwsgi.cache_update(ROUTES_KEY, routes.encode(), 0, STATE_CACHE):
             logger.error("the state cache refused the routes (%d models): too many for one block?", len(routes.models))
+
+    def sync_state(self) -> SyncState | None:
+        """How the pod's following of MLflow goes (None: it does not follow MLflow, or has not tried yet)."""
+        data = self.uwsgi.cache_get(MLFLOW_KEY, STATE_CACHE)
+        if data is None:
+            return None
+        try:
+            return SyncState.decode(data)
+        except MessageError as exc:
+            logger.warning("unreadable MLflow sync state (%s)", exc)
+            return None
+
+    def publish_sync(self, state: SyncState) -> None:
+        """Make ``state`` what every worker of the pod reports (app/mlflow_follow.py, after each pass)."""
+        if not self.uwsgi.cache_update(MLFLOW_KEY, state.encode(), 0, STATE_CACHE):
+            logger.error("the state cache refused the MLflow sync state (%d refusals)", len(state.refused))
 
     def queue_depth(self) -> int:
         """Jobs pushed and not yet pulled (read without a lock: a gauge, not an invariant)."""

@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -122,6 +122,7 @@ class Rollout:
     registry: Registry
     mules: Loader
     pool: PoolState
+    before_pass: Callable[[], object] | None = None  # the poller's first step each pass (app/mlflow_follow.py)
 
     def __post_init__(self) -> None:
         self._verified: set[str] = set()  # "model/version" verified by this process
@@ -146,10 +147,13 @@ class Rollout:
             return routes
 
     def follow_forever(self) -> None:
-        """The poller: :meth:`apply` at once, then every ``FORECAST_REGISTRY_POLL_S`` (a failure is logged)."""
+        """The poller: ``before_pass`` and :meth:`apply` at once, then every ``FORECAST_REGISTRY_POLL_S`` (a failure is
+        logged)."""
         interval = self.settings.registry_poll_s
         while True:
             try:
+                if self.before_pass is not None:
+                    self.before_pass()
                 self.apply()
             except Unavailable as exc:  # passing: a busy mule, other pods rolling out
                 logger.warning("following the registry: %s; trying again in %d s", exc.message, interval)

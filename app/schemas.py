@@ -293,6 +293,17 @@ class RolloutState(TypedDict):
     refused: dict[str, str]  # "model/version" -> why this pod does not serve it
 
 
+class MlflowState(TypedDict):
+    """The pod's following of MLflow (``FORECAST_MLFLOW_TRACKING_URI``); null when it follows none."""
+
+    tracking_uri: str
+    last_success: float | None  # Unix time of the last pass that reached MLflow; null: none yet
+    age_s: float | None  # seconds since that pass
+    failures: int  # passes since then that could not reach MLflow (down, slow, 5xx)
+    last_error: str | None  # why the last of them failed
+    refused: dict[str, str]  # "model/mlflow:name/version" -> why this pod does not serve what MLflow names
+
+
 class Status(TypedDict):
     """``GET /status`` when every mule serves a model (``model_version`` is a list mid-reload)."""
 
@@ -301,6 +312,7 @@ class Status(TypedDict):
     model_version: str | list[str]
     mules: list[MuleStateBody]
     rollout: RolloutState | None  # None before the pod's first rollout
+    mlflow: MlflowState | None
 
 
 # Named apart from app.errors.NotReady (the error that carries this body); the docstring is the document's.
@@ -312,6 +324,7 @@ class NotReadyBody(ErrorBody):
     model_version: str | list[str]
     mules: list[MuleStateBody]
     rollout: RolloutState | None
+    mlflow: MlflowState | None
 
 
 class AliasState(TypedDict):

@@ -23,6 +23,7 @@ import numpy as np
 from app.domain import Domain, FieldNames, check_domain
 from app.errors import ModelNotFound, NotReady, Reason, ReloadRefused, Unavailable
 from app.legacy_answers import Guardrails
+from app.mlflow_follow import MlflowSync, SyncBoard, state_body
 from app.pool import PoolView
 from app.prediction import Part, Prediction
 from app.rollout import Loader, PoolState, Rollout
@@ -34,7 +35,7 @@ from forecast.legacy import import_legacy
 from forecast.registry import DEFAULT_MODEL, Registry
 from forecast.trend import Trend
 from serving.columns import Columns
-from serving.messages import ModelRoute, Routes, ShadowJob
+from serving.messages import ModelRoute, Routes, ShadowJob, SyncState
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,12 @@ class Mules(Loader, Protocol):
     def submit_shadow(self, job: ShadowJob) -> bool: ...
 
 
-class Pool(PoolState, Protocol):
-    """The mules' heartbeats and the pod's routes (:class:`app.pool.MulePool`)."""
+class Pool(PoolState, SyncBoard, Protocol):
+    """The mules' heartbeats, the pod's routes, its MLflow sync state (:class:`app.pool.MulePool`)."""
 
     def view(self) -> PoolView: ...
+
+    def sync_state(self) -> SyncState | None: ...
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ class ForecastService:
         self.mules = mules
         self.pool = pool
         self.registry = registry
-        self.rollout = Rollout(settings, registry, mules, pool)
+        following = settings.mlflow_tracking_uri and settings.mlflow_models
+        self.mlflow = MlflowSync(settings, registry, pool) if following else None
+        self.rollout = Rollout(settings, registry, mules, pool, self.mlflow.run_pass if self.mlflow else None)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], ServedModel] = {}
         self._view: PoolView | None = None
@@ -216,6 +221,7 @@ class ForecastService:
             "model_version": versions[0] if len(versions) == 1 else versions,
             "mules": view.mule_states(),
             "rollout": _rollout_state(routes),
+            "mlflow": state_body(self.pool.sync_state(), time.time()),
         }
         if not view.all_serving:
             raise NotReady("not every mule has a model loaded", body)
@@ -238,20 +244,24 @@ class ForecastService:
                 "mules": view.holders(model),
                 "serves": self.model(model, route.production).serves() if route else None,
             }
-        return {"models": found, "refused": routes.refused or {}}
+        sync = self.pool.sync_state()
+        return {"models": found, "refused": (routes.refused or {}) | (sync.refused if sync else {})}
 
     # -- reload ------------------------------------------------------------
 
     def reload(self) -> dict[str, Any]:
         """Roll every model's aliases through this pod's mules now (what the poller does every interval).
 
-        With ``FORECAST_LEGACY_REGISTRY_URL`` set, the model that file names is imported first
+        Following MLflow, its aliases are pulled first (:mod:`app.mlflow_follow`).  With
+        ``FORECAST_LEGACY_REGISTRY_URL`` set, the model that file names is imported first
         when it changed (by checksum) and becomes the default model's production.  Raises
         :class:`ReloadRefused` naming why the default model's production is not served (a
         download, a version that does not verify, a mule that refused or died); the mules keep
         what they served.
         """
         source = self.settings.legacy_registry_url
+        if self.mlflow is not None:
+            self.mlflow.run_pass()
         try:
             if source:
                 version, registered = import_legacy(self.registry, source, promote=True)

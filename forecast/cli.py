@@ -1,4 +1,4 @@
-"""Command line: ``python -m forecast train``, ``import-legacy``, ``bootstrap`` and ``registry ...``.
+"""Command line: ``python -m forecast train``, ``import-legacy``, ``bootstrap``, ``actuals`` and ``registry ...``.
 
 Exit status 0 on success, 1 when the registry refuses (corrupt, incompatible
 or missing version), 2 on usage errors.  Messages go to stderr, results to
@@ -20,6 +20,7 @@ from forecast.actuals_input import from_csv as actuals_from_csv
 from forecast.config import ModelSettings
 from forecast.errors import ForecastError
 from forecast.intervals import Calibration
+from forecast.mlflow_record import MlflowTarget, remove_alias, set_alias
 from forecast.promotion import DEFAULT_DAYS, DEFAULT_MIN_ROWS, judge
 from forecast.registry import ALIASES, DEFAULT_MODEL, Registry
 from forecast.sources import add_version
@@ -56,6 +57,9 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     )
     train.add_argument("--no-promote", action="store_true", help="register without moving 'production'")
     train.add_argument("--if-empty", action="store_true", help="do nothing if 'production' is already set")
+    train.add_argument(
+        "--mlflow", action="store_true", help="also log the run and register the version in MLflow (FORECAST_MLFLOW_*)"
+    )
     train.set_defaults(run=_train)
 
     legacy = commands.add_parser("import-legacy", help="import the model a Ray Serve service's registry file names")
@@ -71,7 +75,7 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     bootstrap.set_defaults(run=_bootstrap, legacy_registry_url=settings.legacy_registry_url,
                            compiled_trees=settings.compiled_trees,
                            rounds=settings.train_rounds, seed=0, stores=None, items=None, no_promote=False,
-                           if_empty=True, backtest_origins=settings.backtest_origins)  # fmt: skip
+                           if_empty=True, backtest_origins=settings.backtest_origins, mlflow=False)  # fmt: skip
 
     actuals = commands.add_parser("actuals", help="actual sales: load a date,store,item,sales CSV into the store")
     actuals.add_argument("action", choices=["load"], help="load: store FILE's rows (replacing those held)")
@@ -119,6 +123,11 @@ def _parser(settings: ModelSettings) -> argparse.ArgumentParser:
     )
     rollback.add_argument("--alias", choices=ALIASES, default="production")
     rollback.set_defaults(run=_rollback)
+    export = actions.add_parser("export", parents=[named], help="record versions in MLflow (runs, model versions)")
+    export.add_argument("refs", nargs="*", metavar="REF", help="versions or aliases (default: every version)")
+    export.add_argument("--mlflow", action="store_true", required=True, help="to FORECAST_MLFLOW_TRACKING_URI")
+    export.set_defaults(run=_export)
+    parser.set_defaults(settings=settings)
     return parser
 
 
@@ -146,6 +155,8 @@ def _train(args: argparse.Namespace, registry: Registry) -> int:
                           on_registered=lambda new: print(f"registered {new} in {registry.root}")).version  # fmt: skip
     if not args.no_promote:
         print(f"production -> {version}")
+    if args.mlflow:
+        _to_mlflow(args, registry, version, None if args.no_promote else "production")
     holdout = result.metadata["metrics"]["holdout"]
     print(f"holdout SMAPE: model={holdout['model']['smape']:.2f} baseline={holdout['baseline']['smape']:.2f}")
     coverage = (result.metadata["intervals"] or {}).get("coverage", {}).get("day/series/1")
@@ -298,13 +309,39 @@ def _promote(args: argparse.Namespace, registry: Registry) -> int:
     version = registry.promote(args.ref, args.alias, args.weight)
     weight = "" if args.weight is None else f" ({args.weight}% of rows)"
     print(f"{registry.model}: {args.alias} -> {version}{weight}")
+    if args.settings.mlflow_tracking_uri:  # the pods following MLflow follow this alias
+        _to_mlflow(args, registry, version, args.alias, args.weight)
     return 0
 
 
 def _rollback(args: argparse.Namespace, registry: Registry) -> int:
     version = registry.rollback(args.alias)
     print(f"{registry.model}: {args.alias} -> {version or '(removed)'}")
+    if args.settings.mlflow_tracking_uri:
+        target = MlflowTarget.of(args.settings, registry.model)
+        if version is None:
+            remove_alias(target.api, target.name, args.alias)
+            print(f"MLflow {target.name}: {args.alias} removed")
+        else:
+            _to_mlflow(args, registry, version, args.alias)
     return 0
+
+
+def _export(args: argparse.Namespace, registry: Registry) -> int:
+    for ref in args.refs or registry.versions():
+        _to_mlflow(args, registry, registry.resolve(ref), None)
+    return 0
+
+
+def _to_mlflow(args: argparse.Namespace, registry: Registry, version: str, alias: str | None,
+               weight: int | None = None) -> None:  # fmt: skip
+    """Record ``version`` in MLflow (unless it is there) and, with ``alias``, point MLflow's alias at it."""
+    target = MlflowTarget.of(args.settings, registry.model)
+    mlflow_version = target.export(registry, version)
+    print(f"MLflow {target.name}: version {mlflow_version} is {registry.model} {version}")
+    if alias is not None:
+        set_alias(target.api, target.name, alias, mlflow_version, weight)
+        print(f"MLflow {target.name}: {alias} -> version {mlflow_version}")
 
 
 def _models(args: argparse.Namespace, registry: Registry) -> int:

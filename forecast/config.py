@@ -37,6 +37,20 @@ class ModelSettings(BaseSettings):
         description="Where actual sales are stored: postgresql://user:password@host/db for a fleet's shared store; "
         "unset: a SQLite file beside the registry directory.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="An MLflow tracking server (http://host:5000): pods follow the aliases of FORECAST_MLFLOW_MODELS, "
+        "`train --mlflow` and `registry export --mlflow` record versions there, `registry promote` moves its alias.",
+    )
+    mlflow_models: str = Field(
+        "",
+        description="MLflow registered models and the model of ours each is (`sales=default,promo=promo`; a bare "
+        "name: the default model). Unset for a model: `train --mlflow` registers it as `forecast-<model>`.",
+    )
+    mlflow_experiment: str = Field("forecast", description="The MLflow experiment `train --mlflow` logs runs in.")
+    mlflow_timeout_s: float = Field(
+        10, gt=0, description="Time one call to MLflow may take; a pod keeps serving what it has when MLflow is slow."
+    )
     legacy_registry_url: str | None = Field(
         None,
         description="The Ray Serve service's model_registry.json (URL or path): /reload imports the model it names "

@@ -92,6 +92,9 @@ def build_legacy_features(rows: Rows) -> np.ndarray:
 # The names the original service's model file carries (its `day` is the weekday, as trained).
 LEGACY_FEATURE_VERSION = "legacy-1"
 LEGACY_FEATURE_NAMES = ("store", "item", "month", "day", "year")
+# The same features as a model trained on a frame with a `weekday` column names them (one logged to MLflow, say).
+LEGACY_WEEKDAY_FEATURE_VERSION = "legacy-1-weekday"
+LEGACY_WEEKDAY_FEATURE_NAMES = ("store", "item", "month", "weekday", "year")
 
 
 @dataclass(frozen=True)
@@ -111,4 +114,6 @@ FEATURE_SETS = {
     FEATURE_VERSION: FeatureSet(FEATURE_VERSION, FEATURE_NAMES, build_features, log_target=True),
     LEGACY_FEATURE_VERSION: FeatureSet(LEGACY_FEATURE_VERSION, LEGACY_FEATURE_NAMES, build_legacy_features,
                                        log_target=False, exact_sum=True),
+    LEGACY_WEEKDAY_FEATURE_VERSION: FeatureSet(LEGACY_WEEKDAY_FEATURE_VERSION, LEGACY_WEEKDAY_FEATURE_NAMES,
+                                               build_legacy_features, log_target=False, exact_sum=True),
 }  # fmt: skip

@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -83,6 +83,7 @@ def heartbeat_key(mule_id: int) -> str:
 
 
 ROUTES_KEY = "routes"  # state-cache key of the Routes this pod serves
+MLFLOW_KEY = "mlflow"  # state-cache key of the pod's SyncState with MLflow
 
 
 def loading_key(mule_id: int) -> str:
@@ -512,3 +513,35 @@ class Routes:
             return cls(models, int(body["generation"]), dict(body["refused"]), body["rolling"])
         except (ValueError, KeyError, TypeError) as exc:
             raise MessageError(f"routes: unreadable ({exc.__class__.__name__})") from exc
+
+
+# -- MLflow sync ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """How the pod's following of MLflow goes (``app/mlflow_follow.py``), in the state cache (``MLFLOW_KEY``).
+
+    Times are Unix seconds (None: never); ``failures`` counts the passes since the last one that
+    reached MLflow; ``refused`` is what MLflow names that this pod does not serve, and why.
+    """
+
+    tracking_uri: str
+    last_success: float | None = None
+    last_attempt: float | None = None
+    failures: int = 0
+    last_error: str | None = None
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> SyncState:
+        """Raises :class:`MessageError`."""
+        try:
+            body: dict[str, Any] = json.loads(data)
+            return cls(str(body["tracking_uri"]), body["last_success"], body["last_attempt"], int(body["failures"]),
+                       body["last_error"], dict(body["refused"]))  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MessageError(f"MLflow sync state: unreadable ({exc.__class__.__name__})") from exc

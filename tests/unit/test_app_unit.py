@@ -105,6 +105,9 @@ class StandInPool:
     def routes(self) -> None:
         return None  # before the pod's first rollout: the service reads production from the registry
 
+    def sync_state(self) -> None:
+        return None  # not following MLflow
+
 
 def view(*states: tuple[MuleState, str | None, float]) -> PoolView:
     """Mules 1, 2, ... in the given (state, model version, heartbeat age) at a fixed now."""

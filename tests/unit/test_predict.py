@@ -56,6 +56,9 @@ class StandInPool:
     def routes(self) -> None:
         return None  # production read from the registry
 
+    def sync_state(self) -> None:
+        return None  # not following MLflow
+
 
 class StandInMules:
     """Answers every row with 10 + store + item / 100, or raises ``failure``."""
