@@ -17,7 +17,7 @@ PORT ?= 8000
 RUN_DIR ?= run
 export FORECAST_REGISTRY_DIR ?= registry
 
-.PHONY: serve test docs docker-test swarm-test kube-play-test kube-deps train lint venv system-deps test-system-deps docker-deps bench bench-smoke bench-deps clean
+.PHONY: serve test mlflow-deps docs docker-test swarm-test kube-play-test kube-deps train lint venv system-deps test-system-deps docker-deps bench bench-smoke bench-deps clean
 
 # `exec`: make itself is the launcher's parent, so the launcher (and its stack) stops when make dies.
 serve: venv system-deps  ## train the default model if the registry is empty, then serve on 127.0.0.1:$(PORT)
@@ -29,9 +29,19 @@ serve: venv system-deps  ## train the default model if the registry is empty, th
 # worker (--dist loadgroup), where its module fixtures are costly. TEST_WORKERS=0: one process.
 # Then the tests marked under_load (tests/stack/stacks.py), in one process: they count on deadlines.
 TEST_WORKERS ?= auto
-test: lint docs system-deps test-system-deps  ## lint, type-check, build the docs and every test (real nginx + uWSGI + mules)
+test: lint docs system-deps test-system-deps mlflow-deps  ## lint, type-check, build the docs and every test (real nginx + uWSGI + mules)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not under_load"
 	$(PY) -m pytest -m under_load
+
+# A real MLflow tracking server for the tests (tests/mlflow/), in a virtualenv of its own: MLflow and its ~90
+# packages are never the service's dependencies (docs/mlflow.md). Filled again only when its requirements change.
+MLFLOW_VENV := .venv-mlflow
+mlflow-deps: $(MLFLOW_VENV)/.installed
+
+$(MLFLOW_VENV)/.installed: tests/mlflow/requirements.txt | $(UV)
+	@test -x $(MLFLOW_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(MLFLOW_VENV)
+	$(UV) pip install --quiet --python $(MLFLOW_VENV)/bin/python -r tests/mlflow/requirements.txt
+	touch $@
 
 # --strict: a broken link, a missing anchor or a docs page left out of mkdocs.yml's nav fails the build.
 # NO_MKDOCS_2_WARNING: mkdocs-material's banner about its end of life (May 2027) on every build.
@@ -136,4 +146,4 @@ kube-deps:
 	$(call debian,make kube-play-test (as root),podman:podman runc:runc catatonit:catatonit)
 
 clean:
-	rm -rf $(VENV) .tools data registry run site test-results .pytest_cache .mypy_cache .ruff_cache app/ui/static/vendor
+	rm -rf $(VENV) $(MLFLOW_VENV) .tools data registry run site test-results .pytest_cache .mypy_cache .ruff_cache app/ui/static/vendor
