@@ -40,7 +40,7 @@ class MlflowSync:
     def __init__(self, settings: Settings, registry: Registry, pool: SyncBoard) -> None:
         uri = str(settings.mlflow_tracking_uri)
         api = MlflowApi(uri, settings.mlflow_timeout_s)
-        self.follower = MlflowFollower(registry, api, parse_followed(settings.mlflow_models), settings.reload_timeout_s)
+        self.follower = MlflowFollower(registry, api, parse_followed(settings.mlflow_models or ""))
         self.pool = pool
         self.state = SyncState(uri)
 

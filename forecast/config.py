@@ -42,8 +42,8 @@ class ModelSettings(BaseSettings):
         description="An MLflow tracking server (http://host:5000): pods follow the aliases of FORECAST_MLFLOW_MODELS, "
         "`train --mlflow` and `registry export --mlflow` record versions there, `registry promote` moves its alias.",
     )
-    mlflow_models: str = Field(
-        "",
+    mlflow_models: str | None = Field(
+        None,
         description="MLflow registered models and the model of ours each is (`sales=default,promo=promo`; a bare "
         "name: the default model). Unset for a model: `train --mlflow` registers it as `forecast-<model>`.",
     )

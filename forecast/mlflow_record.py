@@ -19,7 +19,6 @@ one command reaches every pod that follows MLflow.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +51,7 @@ class MlflowTarget:
         Raises :class:`RegistryError` when no tracking server is set."""
         if not settings.mlflow_tracking_uri:
             raise RegistryError("set FORECAST_MLFLOW_TRACKING_URI to the MLflow tracking server (http://host:port)")
-        names = {f.model: f.name for f in parse_followed(settings.mlflow_models)}
+        names = {f.model: f.name for f in parse_followed(settings.mlflow_models or "")}
         api = MlflowApi(settings.mlflow_tracking_uri, settings.mlflow_timeout_s)
         return cls(api, names.get(model, f"forecast-{model}"), settings.mlflow_experiment)
 
@@ -107,11 +106,18 @@ def remove_alias(api: MlflowApi, name: str, alias: str) -> None:
 
 
 def mlmodel(metadata: dict[str, Any], run_id: str) -> str:
-    """An MLmodel file (JSON is YAML) with MLflow's ``lightgbm`` flavor over our model text: a Booster."""
-    flavor = {"code": None, "data": MODEL_FILE, "lgb_version": metadata.get("lightgbm_version"),
-              "model_class": "lightgbm.basic.Booster"}  # fmt: skip
-    return json.dumps({"artifact_path": ARTIFACT_DIR, "flavors": {"lightgbm": flavor}, "run_id": run_id,
-                       "utc_time_created": metadata.get("created_at")}, indent=2) + "\n"  # fmt: skip
+    """An MLmodel file with MLflow's ``lightgbm`` flavor over our model text: a Booster (YAML, as MLflow writes it)."""
+    return (
+        f"artifact_path: {ARTIFACT_DIR}\n"
+        "flavors:\n"
+        "  lightgbm:\n"
+        "    code: null\n"
+        f"    data: {MODEL_FILE}\n"
+        f"    lgb_version: {metadata.get('lightgbm_version')}\n"
+        "    model_class: lightgbm.basic.Booster\n"
+        f"run_id: {run_id}\n"
+        f"utc_time_created: '{metadata.get('created_at')}'\n"
+    )
 
 
 def flat_metrics(metadata: dict[str, Any]) -> dict[str, float]:

@@ -62,7 +62,6 @@ class MlflowFollower:
     registry: Registry
     api: MlflowApi
     followed: list[Followed]
-    check_timeout_s: float = 120
     _local: dict[tuple[str, str], str] = field(default_factory=dict)  # (MLflow name, version) -> our version
     _refused: dict[tuple[str, str], str] = field(default_factory=dict)  # (MLflow name, version) -> why
 

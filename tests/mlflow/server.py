@@ -48,6 +48,11 @@ class MlflowServer:
                 raise RuntimeError(f"mlflow server did not start:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.2)  # polling its /health: a wait for a condition, with a deadline
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process (its group's leader), while it runs."""
+        return None if self._process is None else self._process.pid
+
     def stop(self) -> None:
         """Stop it and everything it started (its uvicorn workers: one process group)."""
         if self._process is None:
