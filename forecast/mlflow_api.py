@@ -1,8 +1,8 @@
 """The few calls of MLflow's REST API this service makes, over the standard library's HTTP client.
 
-Not MLflow's own client: ``mlflow-skinny`` costs a process about 2 s and 76 MiB to import (1,232
-modules), where this needs a handful of JSON calls and file transfers (measured by
-``benchmarks/mlflow_client_cost.py``; docs/mlflow.md).  The calls are MLflow's documented REST
+Not MLflow's own client: importing it would cost every web worker seconds and tens of MiB, where
+this needs a handful of JSON calls and file transfers (``benchmarks/mlflow_client_cost.py`` measures
+it; docs/performance.md has the figures).  The calls are MLflow's documented REST
 API 2.0 (``/api/2.0/mlflow/...``) and its artifact proxy (``/api/2.0/mlflow-artifacts/...``, which
 ``mlflow server`` serves by default), so any MLflow 2.x or 3.x tracking server answers them.
 
