@@ -7,9 +7,11 @@ a child process and promotes it when asked.  Today's sources:
 
 - our training: :meth:`forecast.train.TrainResult.candidate` (``python -m forecast train``);
 - the Ray Serve service's registry file: :meth:`forecast.legacy.LegacyModel.candidate`
-  (``python -m forecast import-legacy``, ``/reload`` with a legacy URL).
+  (``python -m forecast import-legacy``, ``/reload`` with a legacy URL);
+- an MLflow model version: :func:`forecast.mlflow_models.fetch` (a pod following MLflow's aliases,
+  :mod:`forecast.mlflow_sync`).
 
-A new source (MLflow, say) is one module: fetch the model text and its description, build a
+A new source is one module: fetch the model text and its description, build a
 :class:`Candidate`, call :func:`add_version` (and a CLI command that calls it).  Nothing in it
 knows the registry's layout.  The metadata a candidate must carry, for the verifier and the
 app (the registry adds ``version``, ``checksum``, ``feature_names`` and ``feature_version``):
