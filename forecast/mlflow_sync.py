@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from forecast.errors import ImportRefused, RegistryError
 from forecast.mlflow_api import MlflowApi, MlflowRefused
 from forecast.mlflow_models import ModelVersion, fetch
-from forecast.registry import ALIASES, DEFAULT_MODEL, Alias, Registry, check_model_name
+from forecast.registry import ALIASES, DEFAULT_MODEL, Registry, check_model_name
 from forecast.sources import add_version
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class MlflowFollower:
         found = ModelVersion.get(self.api, followed.name, mlflow_version)
         weight = _weight(found, alias)
         version = self._local_version(registry, found)
-        if registry.alias(alias) != Alias(version, weight):
+        if not _names_already(registry, alias, version, weight):
             registry.promote(version, alias, weight)  # verified in a child process first; raises if refused
             logger.info("MLflow %s %s v%s: %s %s -> %s", followed.name, alias, mlflow_version, followed.model,
                         alias, version)  # fmt: skip
@@ -134,6 +134,16 @@ class MlflowFollower:
 
 class BadWeight(ImportRefused):
     """A canary or shadow version without a usable weight tag."""
+
+
+def _names_already(registry: Registry, alias: str, version: str, weight: int | None) -> bool:
+    """Whether ``alias`` names ``version``'s model text with ``weight`` already.  By checksum, not by name: pods
+    sharing a registry may each register the same MLflow version (two names, one text), and must not move the
+    alias back and forth between them."""
+    current = registry.alias(alias)
+    if current is None or current.weight != weight:
+        return False
+    return current.version == version or registry.checksum(current.version) == registry.checksum(version)
 
 
 def _weight(found: ModelVersion, alias: str) -> int | None:

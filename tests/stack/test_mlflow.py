@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from tests.helpers import wait_for
 from tests.mlflow.server import PYTHON, MlflowServer
 from tests.stack.scrape import scrape
 from tests.stack.stacks import start_stack
+from tests.stack.test_monitoring import alert_queries
 
 pytestmark = pytest.mark.xdist_group("mlflow")  # one tracking server and one stack for the module, on one worker
 
@@ -48,7 +50,9 @@ MODELS = [
 OUTAGE_S = 60  # how long MLflow is away: half of it hung (slow), half of it stopped (down)
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: pytest-xdist may run other modules' tests between these on the same worker, which tears the
+# module's fixtures down and up again; the stack is cheap to start again, MLflow and its models are not.
+@pytest.fixture(scope="session")
 def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
     server.start()
@@ -56,7 +60,7 @@ def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def logged(mlflow: MlflowServer) -> list[dict[str, Any]]:
     """MODELS logged and registered as ``sales`` 1-4 by MLflow's API; each with its Booster's predictions of ROWS."""
     specs = [{**spec, "name": "sales", "tags": {}, "rows": ROWS} for spec in MODELS]
@@ -85,11 +89,17 @@ def following(
     stack.stop()
 
 
-def sales(stack: Stack) -> list[float]:
+def sales(stack: Stack) -> list[float] | None:
+    """What ``sales`` forecasts for ROWS (None: it is not served yet)."""
     body = [{"date": d, "store": s, "item": i} for d, s, i in ROWS]
     answer = requests.post(f"{stack.url}/models/sales/predict", json=body, timeout=30)
-    assert answer.status_code == 200, answer.text
-    return [row["sales"] for row in answer.json()["predictions"]]
+    return [row["sales"] for row in answer.json()["predictions"]] if answer.status_code == 200 else None
+
+
+def serves(stack: Stack, mlflow: MlflowServer, version: str, predictions: list[float]) -> None:
+    """Point MLflow's production at ``version`` and wait until the stack answers with its ``predictions``."""
+    set_alias(MlflowApi(mlflow.url), "sales", "production", version)
+    wait_for(lambda: sales(stack) == predictions, timeout_s=120, explain=lambda: str(mlflow_state(stack)))
 
 
 def production(stack: Stack) -> str | None:
@@ -98,8 +108,9 @@ def production(stack: Stack) -> str | None:
 
 
 def mlflow_state(stack: Stack) -> dict[str, Any]:
-    state: dict[str, Any] = requests.get(f"{stack.url}/status", timeout=5).json()["mlflow"]
-    return state
+    """``/status``'s ``mlflow`` (an empty state before the follower's first pass)."""
+    state: dict[str, Any] | None = requests.get(f"{stack.url}/status", timeout=5).json()["mlflow"]
+    return state or {"failures": None, "refused": None, "last_error": None, "age_s": None}
 
 
 class Traffic:
@@ -134,6 +145,10 @@ def test_a_lightgbm_flavor_model_aliased_production_in_mlflow_is_served(
     assert sales(following) == logged[0]["predictions"]  # the Booster's own doubles, to the last bit
     state = mlflow_state(following)
     assert (state["failures"], state["refused"], state["last_error"]) == (0, {}, None)
+    exported = {sample.name for sample in scrape(following.url).samples}
+    watched = {name for query in alert_queries() for name in re.findall(r"forecast_mlflow_\w+", query)}
+    assert watched
+    assert watched <= exported  # the alerts on MLflow read what a following pod exports
     version = production(following)
     local = Registry(Path(following.env["FORECAST_REGISTRY_DIR"]), "sales")
     source = local.metadata(str(version))["source"]["mlflow"]
@@ -143,7 +158,7 @@ def test_a_lightgbm_flavor_model_aliased_production_in_mlflow_is_served(
 def test_moving_the_alias_rolls_the_new_version_out_with_no_failed_request(
     following: Stack, mlflow: MlflowServer, logged: list[dict[str, Any]]
 ) -> None:
-    wait_for(lambda: sales(following) == logged[0]["predictions"], timeout_s=120)
+    serves(following, mlflow, "1", logged[0]["predictions"])
     with Traffic(following) as traffic:
         set_alias(MlflowApi(mlflow.url), "sales", "production", "2")  # the LGBMRegressor, from its skops file
         wait_for(lambda: sales(following) == logged[1]["predictions"], timeout_s=120,
@@ -156,8 +171,7 @@ def test_a_damaged_or_foreign_version_is_refused_saying_why_and_the_old_one_keep
     following: Stack, mlflow: MlflowServer, logged: list[dict[str, Any]]
 ) -> None:
     api = MlflowApi(mlflow.url)
-    set_alias(api, "sales", "production", "2")
-    wait_for(lambda: sales(following) == logged[1]["predictions"], timeout_s=120)
+    serves(following, mlflow, "2", logged[1]["predictions"])
     uri = api.get("model-versions/get-download-uri", name="sales", version="3")["artifact_uri"]
     damaged = mlflow.artifacts / uri.removeprefix("mlflow-artifacts:/") / "model.lgb"
     damaged.write_text(damaged.read_text()[: damaged.stat().st_size // 2])  # a download cut short
@@ -176,9 +190,8 @@ def test_a_damaged_or_foreign_version_is_refused_saying_why_and_the_old_one_keep
 def test_mlflow_hung_then_down_for_a_minute_changes_nothing_for_clients_and_is_reported(
     following: Stack, mlflow: MlflowServer, logged: list[dict[str, Any]]
 ) -> None:
-    set_alias(MlflowApi(mlflow.url), "sales", "production", "2")
-    wait_for(lambda: mlflow_state(following)["refused"] == {} and sales(following) == logged[1]["predictions"],
-             timeout_s=120)  # fmt: skip
+    serves(following, mlflow, "2", logged[1]["predictions"])
+    wait_for(lambda: mlflow_state(following)["refused"] == {}, timeout_s=60)
     assert mlflow.pid is not None
     with Traffic(following) as traffic:
         os.killpg(mlflow.pid, signal.SIGSTOP)  # hung: it accepts connections and never answers

@@ -47,7 +47,8 @@ def test_dashboard_and_alerts_use_only_metrics_the_server_exports(stack: Stack) 
     exported = {sample.name for sample in scrape(stack.url).samples}
     used = {name for query in dashboard_queries() + alert_queries() for name in re.findall(r"forecast_\w+", query)}
     assert used, "no forecast_ metric in the dashboard"
-    assert used - exported == set()
+    # A pod following MLflow exports these: tests/stack/test_mlflow.py checks them on one
+    assert {name for name in used - exported if not name.startswith("forecast_mlflow_")} == set()
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
 import pytest
 
 from forecast.errors import ImportRefused, RegistryError
-from forecast.mlflow_models import ModelVersion, booster_text_from_skops, legacy_metadata, lightgbm_flavor
+from forecast.features import FEATURE_SETS, FEATURE_VERSION
+from forecast.mlflow_models import ModelVersion, booster_text_from_skops, fetch, legacy_metadata, lightgbm_flavor
 from forecast.mlflow_record import flat_metrics, mlmodel
-from forecast.mlflow_sync import BadWeight, Followed, _weight, parse_followed
+from forecast.mlflow_sync import BadWeight, Followed, _names_already, _weight, parse_followed
+from forecast.registry import Registry
+from forecast.sources import Candidate
 
 # The MLmodel file MLflow 3.18 writes for an LGBMRegressor (mlflow.lightgbm.log_model), trimmed.
 REGRESSOR_MLMODEL = """artifact_path: mlflow-artifacts:/0/models/m-a4/artifacts
@@ -112,3 +116,78 @@ def test_a_runs_metrics_are_every_holdout_number_and_the_backtest_coverage() -> 
     assert flat_metrics(card) == {"holdout.rows": 46000.0, "holdout.model.smape": 12.79,
                                   "coverage.day.series.1.80": 80.46, "coverage.day.series.1.95": 95.3}  # fmt: skip
     assert flat_metrics({"metrics": {}, "intervals": None}) == {}
+
+
+class Artifacts:
+    """A tracking server's artifact store for one version: file name -> bytes (the logic only; a real one in
+    tests/stack/test_mlflow.py)."""
+
+    tracking_uri = "http://mlflow.test"
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def list_artifacts(self, artifact_uri: str) -> list[str]:
+        return list(self.files)
+
+    def download(self, artifact_uri: str, name: str) -> bytes:
+        return self.files[name]
+
+
+BOOSTER_MLMODEL = REGRESSOR_MLMODEL.replace("model.skops", "model.lgb").replace(
+    "sklearn.LGBMRegressor", "basic.Booster"
+)
+
+
+def whole_model(names: str = "store item month weekday year") -> str:
+    text = HEADER.replace("store item month weekday year", names)
+    text = text.replace("max_feature_idx=4", f"max_feature_idx={len(names.split()) - 1}")
+    return text.replace("tree_sizes=10\n", "") + "end of trees\n"
+
+
+def fetched(files: dict[str, bytes]) -> Candidate:
+    return fetch(Artifacts(files), found())  # Artifacts: the calls fetch makes, not a server
+
+
+def test_a_booster_or_a_skops_regressor_over_the_ray_features_is_a_candidate_with_its_source() -> None:
+    text = whole_model()
+    for files in ({"MLmodel": BOOSTER_MLMODEL.encode(), "model.lgb": text.encode()},
+                  {"MLmodel": REGRESSOR_MLMODEL.encode(), "model.skops": skops(regressor_schema(text))}):  # fmt: skip
+        candidate = fetched(files)
+        assert (candidate.model_text, candidate.feature_set.version) == (text, "legacy-1-weekday")
+        assert candidate.metadata["source"] == {"mlflow": found().source(Artifacts.tracking_uri)}
+    named_day = fetched({"MLmodel": BOOSTER_MLMODEL.encode(), "model.lgb": whole_model("store item month day year")
+                         .encode()})  # fmt: skip
+    assert named_day.feature_set.version == "legacy-1"
+
+
+def test_ours_is_taken_with_its_metadata_and_everything_else_is_refused_saying_what_was_expected() -> None:
+    ours = whole_model(" ".join(FEATURE_SETS[FEATURE_VERSION].names))
+    card = {"feature_version": FEATURE_VERSION, "version": "v7", "checksum": {}, "domain": {"stores": [1]}}
+    candidate = fetched({"model.txt": ours.encode(), "metadata.json": json.dumps(card).encode()})
+    assert candidate.metadata["domain"] == {"stores": [1]}
+    assert "version" not in candidate.metadata  # the local registry names it
+    refusals = {
+        "unpickling runs code": {"MLmodel": REGRESSOR_MLMODEL.replace("model.skops", "model.pkl").encode()},
+        "has no lightgbm flavor": {"MLmodel": REGRESSOR_MLMODEL.replace("  lightgbm:", "  sklearn:").encode()},
+        "not a model this service can serve": {"model.onnx": b""},
+        "are not a feature set this service knows; expected store item month weekday year": {
+            "MLmodel": BOOSTER_MLMODEL.encode(), "model.lgb": whole_model("store item price weekday year").encode()},
+        "log it with `train --mlflow`": {"MLmodel": BOOSTER_MLMODEL.encode(), "model.lgb": ours.encode()},
+        "cut short": {"MLmodel": BOOSTER_MLMODEL.encode(),
+                      "model.lgb": whole_model().removesuffix("end of trees\n").encode()},
+    }  # fmt: skip
+    for reason, files in refusals.items():
+        with pytest.raises(ImportRefused, match=re.escape(reason)):
+            fetched(files)
+
+
+def test_an_alias_naming_the_same_model_text_under_another_version_is_not_moved(registry: Registry) -> None:
+    """Pods sharing a registry may each register one MLflow version; the alias must not flap between the two."""
+    twin = registry.register(registry.model_path("v1").read_text(), registry.metadata("v1"))
+    assert _names_already(registry, "production", "v1", None)
+    assert _names_already(registry, "production", twin, None)
+    assert not _names_already(registry, "production", twin, 10)  # a weight that changed is a change
+    assert not _names_already(registry, "canary", "v1", 10)  # not set
+    other = registry.register(registry.model_path("v1").read_text() + "\n", registry.metadata("v1"))
+    assert not _names_already(registry, "production", other, None)
