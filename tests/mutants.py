@@ -330,11 +330,12 @@ MUTANTS = (
 
 
 FETCHED = ("app/ui/static/vendor",)  # ignored but needed: what `make venv` fetched (the planner page's chart library)
+LINKED = (".venv-mlflow",)  # ignored but needed, and large: linked, not copied (the tests' MLflow server)
 
 
 def copy_checkout(target: Path) -> None:
     """The checkout's files as they are now (tracked or new, never ignored ones, but :data:`FETCHED`), into
-    ``target``."""
+    ``target``, and links to :data:`LINKED`."""
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
                             check=True).stdout.decode().split("\0")  # fmt: skip
     listed += [str(path.relative_to(ROOT)) for folder in FETCHED for path in (ROOT / folder).glob("*")]
@@ -346,6 +347,9 @@ def copy_checkout(target: Path) -> None:
         elif source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
+    for name in LINKED:
+        if (ROOT / name).exists():
+            (target / name).symlink_to(ROOT / name)
 
 
 def run(snapshot: Path, mutant: Mutant | None, catch: tuple[str, ...] = UNIT) -> list[str]:

@@ -187,6 +187,7 @@ def test_a_damaged_or_foreign_version_is_refused_saying_why_and_the_old_one_keep
     wait_for(lambda: mlflow_state(following)["refused"] == {}, timeout_s=60)
 
 
+@pytest.mark.timeout(OUTAGE_S * 6)  # the outage itself lasts OUTAGE_S; the mutants' runs give a test 120 s
 def test_mlflow_hung_then_down_for_a_minute_changes_nothing_for_clients_and_is_reported(
     following: Stack, mlflow: MlflowServer, logged: list[dict[str, Any]]
 ) -> None:
