@@ -27,6 +27,7 @@ import requests
 
 from forecast.data import SalesData, write_csv
 from forecast.mlflow_api import MlflowApi
+from forecast.mlflow_models import ModelVersion, fetch
 from forecast.mlflow_record import CHECKSUM_TAG, VERSION_TAG, flat_metrics, set_alias
 from forecast.registry import Registry
 from launcher.stack import Stack
@@ -247,6 +248,10 @@ def test_train_with_mlflow_records_a_run_whose_metrics_are_the_model_cards_and_p
     loaded = subprocess.run([str(PYTHON), "-c", load], capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "MLFLOW_TRACKING_URI": mlflow.url})  # fmt: skip
     assert loaded.stdout.split()[-1] == str(registry.model_path("v1").read_text().count("\nTree=")), loaded.stderr
+
+    back = fetch(api, ModelVersion.get(api, "ours", "1"))  # what a pod following "ours" would add
+    assert back.model_text == registry.model_path("v1").read_text()
+    assert (back.metadata["intervals"], back.metadata["trend"]) == (card["intervals"], card["trend"])
 
     assert "version 1 is default v1" in cli("registry", "export", "--mlflow")  # already there: not again
     assert len(api.get("model-versions/search", filter="name = 'ours'")["model_versions"]) == 1
