@@ -35,7 +35,7 @@ from tests.helpers import wait_for
 from tests.mlflow.server import PYTHON, MlflowServer
 from tests.stack.scrape import scrape
 from tests.stack.stacks import start_stack
-from tests.stack.test_monitoring import alert_queries
+from tests.stack.test_monitoring import alert_queries, dashboard_queries
 
 pytestmark = pytest.mark.xdist_group("mlflow")  # one tracking server and one stack for the module, on one worker
 
@@ -147,9 +147,10 @@ def test_a_lightgbm_flavor_model_aliased_production_in_mlflow_is_served(
     state = mlflow_state(following)
     assert (state["failures"], state["refused"], state["last_error"]) == (0, {}, None)
     exported = {sample.name for sample in scrape(following.url).samples}
-    watched = {name for query in alert_queries() for name in re.findall(r"forecast_mlflow_\w+", query)}
+    queries = alert_queries() + dashboard_queries()
+    watched = {name for query in queries for name in re.findall(r"forecast_mlflow_\w+", query)}
     assert watched
-    assert watched <= exported  # the alerts on MLflow read what a following pod exports
+    assert watched <= exported  # the alerts and the dashboard's panel on MLflow read what a following pod exports
     version = production(following)
     local = Registry(Path(following.env["FORECAST_REGISTRY_DIR"]), "sales")
     source = local.metadata(str(version))["source"]["mlflow"]
