@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 
 
 class SyncBoard(Protocol):
-    """Where the state is published (:class:`app.pool.MulePool`)."""
+    """Where the state is published, for every worker of the pod (:class:`app.pool.MulePool`)."""
+
+    def sync_state(self) -> SyncState | None: ...
 
     def publish_sync(self, state: SyncState) -> None: ...
 
@@ -42,23 +44,27 @@ class MlflowSync:
         api = MlflowApi(uri, settings.mlflow_timeout_s)
         self.follower = MlflowFollower(registry, api, parse_followed(settings.mlflow_models or ""))
         self.pool = pool
-        self.state = SyncState(uri)
+        self.tracking_uri = uri
 
     def run_pass(self) -> SyncState:
-        """Pull MLflow's aliases into the registry; publish and return the state (a failure is counted, not raised)."""
+        """Pull MLflow's aliases into the registry; publish and return the state (a failure is counted, not raised).
+
+        The failures are counted on the pod's published state, not this process's: ``/reload`` runs a pass in
+        whichever worker answers it, between the follower's passes in worker 1.
+        """
         started = time.time()
+        before = self.pool.sync_state() or SyncState(self.tracking_uri)
         try:
             refused = self.follower.pull()
         except ForecastError as exc:  # MLflow unreachable, or a registry that cannot be written: next pass
             metrics.MLFLOW_SYNC_FAILURES.inc()
-            logger.warning("following MLflow at %s: %s", self.state.tracking_uri, exc.message)
-            self.state = dataclasses.replace(
-                self.state, last_attempt=started, failures=self.state.failures + 1, last_error=exc.message
-            )
+            logger.warning("following MLflow at %s: %s", self.tracking_uri, exc.message)
+            state = dataclasses.replace(before, last_attempt=started, failures=before.failures + 1,
+                                        last_error=exc.message)  # fmt: skip
         else:
-            self.state = SyncState(self.state.tracking_uri, time.time(), started, 0, None, refused)
-        self.pool.publish_sync(self.state)
-        return self.state
+            state = SyncState(self.tracking_uri, time.time(), started, 0, None, refused)
+        self.pool.publish_sync(state)
+        return state
 
 
 def state_body(state: SyncState | None, now: float) -> dict[str, object] | None:

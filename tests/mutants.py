@@ -323,7 +323,11 @@ MUTANTS = (
     Mutant("GET /models shows what MLflow names and the pod refused", "app/service.py",
            "| (sync.refused if sync else {})", "| {}", ("tests/stack/test_mlflow.py",)),
     Mutant("a pass that cannot reach MLflow is counted and reported", "app/mlflow_follow.py",
-           "failures=self.state.failures + 1", "failures=self.state.failures", ("tests/stack/test_mlflow.py",)),
+           "failures=before.failures + 1", "failures=before.failures",
+           ("tests/unit/test_mlflow_follow.py", "tests/stack/test_mlflow.py")),
+    Mutant("MLflow passes are counted on the pod's state, whichever worker runs one", "app/mlflow_follow.py",
+           "before = self.pool.sync_state() or SyncState(self.tracking_uri)", "before = SyncState(self.tracking_uri)",
+           ("tests/unit/test_mlflow_follow.py",)),
     Mutant("train --mlflow logs the model card's metrics", "forecast/mlflow_record.py",
            '"metrics": _metrics(metadata, _now_ms())', '"metrics": []', ("tests/stack/test_mlflow.py",)),
 )  # fmt: skip
