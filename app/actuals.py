@@ -53,9 +53,13 @@ class Window:
         return str(EPOCH + dt.timedelta(days=day))
 
 
+_FIRST_DAY = (dt.date.min - EPOCH).days  # the earliest day a date can name
+
+
 def window_of(store: ActualsStore, start: dt.date | None, end: dt.date | None, default_days: int) -> Window | None:
     """The days asked, or the last ``default_days`` days ending on the last day with actuals (None when nothing is
-    stored and no end was given); 422 naming ``start`` for a window backwards or over :data:`MAX_WINDOW_DAYS`."""
+    stored and no end was given); 422 naming ``start`` for a window backwards or over :data:`MAX_WINDOW_DAYS`, ``end``
+    for a default window that would start before the first date there is."""
     if end is None:
         last = store.last_day()
         if last is None:
@@ -63,6 +67,9 @@ def window_of(store: ActualsStore, start: dt.date | None, end: dt.date | None, d
     else:
         last = (end - EPOCH).days
     first = (start - EPOCH).days if start is not None else last - default_days + 1
+    if first < _FIRST_DAY:  # the default window before an end in the first days of year 1: no such dates
+        raise InvalidInput(f"the {default_days} days up to end {end} start before 0001-01-01: give a start",
+                           field="end")  # fmt: skip
     if first > last:
         raise InvalidInput(f"start {start} is after end {EPOCH + dt.timedelta(days=last)}", field="start")
     if last - first + 1 > MAX_WINDOW_DAYS:

@@ -325,6 +325,8 @@ MUTANTS = (
     Mutant("a pass that cannot reach MLflow is counted and reported", "app/mlflow_follow.py",
            "failures=before.failures + 1", "failures=before.failures",
            ("tests/unit/test_mlflow_follow.py", "tests/stack/test_mlflow.py")),
+    Mutant("GET /accuracy refuses (422 naming end) a default window starting before year 1", "app/actuals.py",
+           "if first < _FIRST_DAY:", "if False:", ("tests/unit/test_accuracy_window.py",)),
     Mutant("MLflow passes are counted on the pod's state, whichever worker runs one", "app/mlflow_follow.py",
            "before = self.pool.sync_state() or SyncState(self.tracking_uri)", "before = SyncState(self.tracking_uri)",
            ("tests/unit/test_mlflow_follow.py",)),
