@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from serving.messages import (
     MLFLOW_KEY,
@@ -27,6 +28,8 @@ from serving.messages import (
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+Message = TypeVar("Message")
 
 
 @dataclass(frozen=True)
@@ -114,14 +117,7 @@ class MulePool:
 
     def routes(self) -> Routes | None:
         """The routes the pod's last rollout published (None before the first)."""
-        data = self.uwsgi.cache_get(ROUTES_KEY, STATE_CACHE)
-        if data is None:
-            return None
-        try:
-            return Routes.decode(data)
-        except MessageError as exc:
-            logger.warning("unreadable routes (%s)", exc)
-            return None
+        return self._read(ROUTES_KEY, Routes.decode, "routes")
 
     def publish(self, routes: Routes) -> None:
         """Make ``routes`` what every worker of the pod routes by (app/rollout.py, after a rollout)."""
@@ -130,13 +126,17 @@ class MulePool:
 
     def sync_state(self) -> SyncState | None:
         """How the pod's following of MLflow goes (None: it does not follow MLflow, or has not tried yet)."""
-        data = self.uwsgi.cache_get(MLFLOW_KEY, STATE_CACHE)
+        return self._read(MLFLOW_KEY, SyncState.decode, "MLflow sync state")
+
+    def _read(self, key: str, decode: Callable[[bytes], Message], what: str) -> Message | None:
+        """A message of the state cache (None: not published yet, or unreadable: a build that differs, logged)."""
+        data = self.uwsgi.cache_get(key, STATE_CACHE)
         if data is None:
             return None
         try:
-            return SyncState.decode(data)
+            return decode(data)
         except MessageError as exc:
-            logger.warning("unreadable MLflow sync state (%s)", exc)
+            logger.warning("unreadable %s (%s)", what, exc)
             return None
 
     def publish_sync(self, state: SyncState) -> None:
